@@ -1,0 +1,30 @@
+"""The exception tree of online-feature-store.
+
+Every error raised by the library, the native core and the services derives from :class:`OfsError`.
+Classes also subclass the builtin whose meaning they share, so ``except ValueError`` catches bad input.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptBlockError",
+    "InvalidInputError",
+    "NotFoundError",
+    "OfsError",
+]
+
+
+class OfsError(Exception):
+    """Base class of every online-feature-store error."""
+
+
+class InvalidInputError(OfsError, ValueError):
+    """The caller sent something that cannot be accepted; the message names what is wrong."""
+
+
+class CorruptBlockError(InvalidInputError):
+    """Stored or received bytes do not form a valid block or cache value."""
+
+
+class NotFoundError(OfsError, LookupError):
+    """A named entity, feature group or feature does not exist."""

@@ -1,0 +1,62 @@
+"""Feature data types, numbered exactly as the reference's storage header and registry names."""
+
+from __future__ import annotations
+
+import enum
+
+from online_feature_store._native import data_type_names, parse_data_type
+
+__all__ = ["DataType"]
+
+
+class DataType(enum.IntEnum):
+    """One of the 31 feature data types. ``DataType.FP32 == 4``; ``.type_name`` is ``"DataTypeFP32"``."""
+
+    UNKNOWN = 0
+    FP8E5M2 = 1
+    FP8E4M3 = 2
+    FP16 = 3
+    FP32 = 4
+    FP64 = 5
+    INT8 = 6
+    INT16 = 7
+    INT32 = 8
+    INT64 = 9
+    UINT8 = 10
+    UINT16 = 11
+    UINT32 = 12
+    UINT64 = 13
+    STRING = 14
+    BOOL = 15
+    FP8E5M2_VECTOR = 16
+    FP8E4M3_VECTOR = 17
+    FP16_VECTOR = 18
+    FP32_VECTOR = 19
+    FP64_VECTOR = 20
+    INT8_VECTOR = 21
+    INT16_VECTOR = 22
+    INT32_VECTOR = 23
+    INT64_VECTOR = 24
+    UINT8_VECTOR = 25
+    UINT16_VECTOR = 26
+    UINT32_VECTOR = 27
+    UINT64_VECTOR = 28
+    STRING_VECTOR = 29
+    BOOL_VECTOR = 30
+
+    @property
+    def type_name(self) -> str:
+        """The reference's name, e.g. ``"DataTypeFP16Vector"``."""
+        return data_type_names()[self]
+
+    @property
+    def is_vector(self) -> bool:
+        """True for the fixed-length-per-feature vector types."""
+        return self >= DataType.FP8E5M2_VECTOR
+
+    @classmethod
+    def parse(cls, name: str | int) -> DataType:
+        """Accepts a number, a reference name (``"DataTypeFP32"``) or a short one (``"fp32"``)."""
+        if isinstance(name, int):
+            return cls(name)
+        return cls(parse_data_type(name))

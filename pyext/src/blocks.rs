@@ -1,0 +1,297 @@
+//! Python bindings of PSDB blocks: layout metadata, encode, decode, headers.
+
+use std::sync::Arc;
+
+use ofs_core::psdb::{self, Block};
+use ofs_core::{expiry, BlockMeta, DataType, EncodeOptions, Header};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::arrays::{array_to_py, bytes, input, shape_by_feature, with_values};
+use crate::errors::{invalid, IntoPy};
+
+fn dtype_of(n: u8) -> PyResult<DataType> {
+    DataType::from_u8(n).py_err()
+}
+
+/// Layout of one feature-group version (type, feature count, string and vector lengths).
+#[pyclass(name = "BlockMeta", module = "online_feature_store._native", frozen)]
+#[derive(Debug)]
+pub struct PyBlockMeta {
+    pub inner: Arc<BlockMeta>,
+}
+
+#[pymethods]
+impl PyBlockMeta {
+    #[new]
+    #[pyo3(signature = (data_type, n_features, *, version = 1, string_lengths = None, vector_lengths = None))]
+    fn new(
+        data_type: u8,
+        n_features: usize,
+        version: u16,
+        string_lengths: Option<Vec<u32>>,
+        vector_lengths: Option<Vec<u32>>,
+    ) -> PyResult<Self> {
+        let meta = BlockMeta::new(
+            dtype_of(data_type)?,
+            version,
+            n_features,
+            string_lengths.unwrap_or_default(),
+            vector_lengths.unwrap_or_default(),
+        )
+        .py_err()?;
+        Ok(PyBlockMeta {
+            inner: Arc::new(meta),
+        })
+    }
+
+    #[getter]
+    fn data_type(&self) -> u8 {
+        self.inner.dtype() as u8
+    }
+    #[getter]
+    fn version(&self) -> u16 {
+        self.inner.version()
+    }
+    #[getter]
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+    /// Number of values in the flat value stream (Σ vector lengths for vector types).
+    #[getter]
+    fn n_values(&self) -> usize {
+        self.inner.n_values()
+    }
+    #[getter]
+    fn string_lengths(&self) -> Vec<u32> {
+        self.inner.string_lengths().to_vec()
+    }
+    #[getter]
+    fn vector_lengths(&self) -> Vec<u32> {
+        self.inner.vector_lengths().to_vec()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "BlockMeta({}, n_features={}, version={})",
+            self.inner.dtype(),
+            self.inner.n_features(),
+            self.inner.version()
+        )
+    }
+}
+
+/// The 9-byte PSDB header.
+#[pyclass(
+    name = "BlockHeader",
+    module = "online_feature_store._native",
+    frozen,
+    get_all
+)]
+#[derive(Debug)]
+pub struct PyBlockHeader {
+    version: u16,
+    expiry_at: Option<u64>,
+    layout: u8,
+    compression: u8,
+    data_type: u8,
+    bool_last_index: u8,
+}
+
+#[pymethods]
+impl PyBlockHeader {
+    fn __repr__(&self) -> String {
+        format!(
+            "BlockHeader(version={}, expiry_at={:?}, layout={}, compression={}, data_type={}, bool_last_index={})",
+            self.version, self.expiry_at, self.layout, self.compression, self.data_type, self.bool_last_index
+        )
+    }
+}
+
+impl From<Header> for PyBlockHeader {
+    fn from(h: Header) -> Self {
+        PyBlockHeader {
+            version: h.version,
+            expiry_at: h.expiry_at,
+            layout: h.layout,
+            compression: h.compression as u8,
+            data_type: h.dtype as u8,
+            bool_last_index: h.bool_last_index,
+        }
+    }
+}
+
+/// A decoded block: its status ("present", "missing" or "expired"), header and values.
+#[pyclass(name = "DecodedBlock", module = "online_feature_store._native", frozen)]
+#[derive(Debug)]
+pub struct PyDecodedBlock {
+    #[pyo3(get)]
+    status: &'static str,
+    #[pyo3(get)]
+    header: Option<Py<PyBlockHeader>>,
+    /// Decoded values (None unless present).
+    #[pyo3(get)]
+    values: Option<Py<PyAny>>,
+    features: Vec<Vec<u8>>,
+}
+
+#[pymethods]
+impl PyDecodedBlock {
+    /// Feature `pos` in the serving response encoding, or None when the block is not present.
+    fn feature<'py>(&self, py: Python<'py>, pos: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if self.status != "present" {
+            return Ok(None);
+        }
+        let f = self.features.get(pos).ok_or_else(|| {
+            invalid(format!(
+                "feature {pos} out of range ({} features)",
+                self.features.len()
+            ))
+        })?;
+        Ok(Some(bytes(py, f)))
+    }
+
+    fn __len__(&self) -> usize {
+        self.features.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("DecodedBlock(status={:?})", self.status)
+    }
+}
+
+fn now_or_clock(now: Option<u64>) -> u64 {
+    now.unwrap_or_else(expiry::unix_now)
+}
+
+/// Encodes values into one PSDB block.
+#[pyfunction]
+#[pyo3(signature = (meta, values, *, ttl = 0, expiry_at = None, now = None, compress = true, saturate = false))]
+#[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
+pub fn encode_block<'py>(
+    py: Python<'py>,
+    meta: &PyBlockMeta,
+    values: &Bound<'py, PyAny>,
+    ttl: u64,
+    expiry_at: Option<u64>,
+    now: Option<u64>,
+    compress: bool,
+    saturate: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let now = now_or_clock(now);
+    let expiry_at = match expiry_at {
+        Some(_) if ttl != 0 => return Err(invalid("give either ttl or expiry_at, not both")),
+        Some(e) => e,
+        None => expiry::expiry_for_ttl(ttl, now).py_err()?,
+    };
+    let opts = EncodeOptions {
+        expiry_at,
+        now,
+        compress,
+        saturate,
+    };
+    let meta = &meta.inner;
+    let inp = input(values, meta.element() == ofs_core::Element::String)?;
+    let block = with_values(py, &inp, |v| psdb::encode(meta, v, &opts))?.py_err()?;
+    Ok(bytes(py, &block))
+}
+
+/// Decodes one block with the metadata of its own schema version.
+#[pyfunction]
+#[pyo3(signature = (meta, block, *, now = None))]
+pub fn decode_block(
+    py: Python<'_>,
+    meta: &PyBlockMeta,
+    block: &[u8],
+    now: Option<u64>,
+) -> PyResult<PyDecodedBlock> {
+    let now = now_or_clock(now);
+    let meta = &meta.inner;
+    let decoded = py
+        .detach(|| -> ofs_core::Result<_> {
+            Ok(match psdb::decode(block, meta, now)? {
+                Block::Missing => ("missing", None, None, Vec::new()),
+                Block::Expired(h) => ("expired", Some(h), None, Vec::new()),
+                Block::Present(view) => {
+                    let arr = view.to_array()?;
+                    let feats = (0..meta.n_features())
+                        .map(|i| view.feature(i).into_owned())
+                        .collect();
+                    ("present", Some(*view.header()), Some(arr), feats)
+                }
+            })
+        })
+        .py_err()?;
+    let (status, header, arr, features) = decoded;
+    Ok(PyDecodedBlock {
+        status,
+        header: header
+            .map(|h| Py::new(py, PyBlockHeader::from(h)))
+            .transpose()?,
+        values: arr
+            .map(|a| {
+                array_to_py(py, a)
+                    .and_then(|v| shape_by_feature(v, meta))
+                    .map(Bound::unbind)
+            })
+            .transpose()?,
+        features,
+    })
+}
+
+/// One feature of a block in the serving response encoding, touching no other feature's bytes
+/// beyond what the layout needs. None when the block is missing or expired.
+#[pyfunction]
+#[pyo3(signature = (meta, block, pos, *, now = None))]
+pub fn feature_bytes<'py>(
+    py: Python<'py>,
+    meta: &PyBlockMeta,
+    block: &[u8],
+    pos: usize,
+    now: Option<u64>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let meta = &meta.inner;
+    if pos >= meta.n_features() {
+        return Err(invalid(format!(
+            "feature {pos} out of range ({} features)",
+            meta.n_features()
+        )));
+    }
+    let now = now_or_clock(now);
+    let out = py
+        .detach(|| -> ofs_core::Result<Option<Vec<u8>>> {
+            Ok(match psdb::decode(block, meta, now)? {
+                Block::Present(view) => Some(view.feature(pos).into_owned()),
+                _ => None,
+            })
+        })
+        .py_err()?;
+    Ok(out.map(|b| bytes(py, &b)))
+}
+
+/// Parses the 9-byte header of a block.
+#[pyfunction]
+pub fn read_header(block: &[u8]) -> PyResult<PyBlockHeader> {
+    Header::parse(block).py_err().map(PyBlockHeader::from)
+}
+
+/// The five expiry bytes for an absolute expiry (0 = never), checked against `now`.
+#[pyfunction]
+#[pyo3(signature = (expiry_at, *, now = None))]
+pub fn expiry_encode(
+    py: Python<'_>,
+    expiry_at: u64,
+    now: Option<u64>,
+) -> PyResult<Bound<'_, PyBytes>> {
+    let b = expiry::encode(expiry_at, now_or_clock(now)).py_err()?;
+    Ok(bytes(py, &b))
+}
+
+/// Decodes five expiry bytes to an absolute unix second, or None for "never".
+#[pyfunction]
+pub fn expiry_decode(raw: &[u8]) -> PyResult<Option<u64>> {
+    let arr: [u8; 5] = raw
+        .try_into()
+        .map_err(|_| invalid(format!("expiry is 5 bytes, got {}", raw.len())))?;
+    expiry::decode(arr).py_err()
+}

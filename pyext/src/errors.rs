@@ -1,0 +1,43 @@
+//! The one mapping from core errors to the Python exception tree (`online_feature_store.errors`).
+
+use ofs_core::{Error, ErrorKind};
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+/// Raises `online_feature_store.errors.<class_name>(message)`.
+pub fn raise(py: Python<'_>, class_name: &str, message: String) -> PyErr {
+    let class = py
+        .import("online_feature_store.errors")
+        .and_then(|m| m.getattr(class_name))
+        .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from));
+    match class {
+        Ok(cls) => PyErr::from_type(cls, message),
+        Err(e) => e,
+    }
+}
+
+/// Converts a core error to its Python exception.
+pub fn to_py(err: &Error) -> PyErr {
+    let class = match err.kind() {
+        ErrorKind::InvalidInput => "InvalidInputError",
+        ErrorKind::Corrupt => "CorruptBlockError",
+        ErrorKind::NotFound => "NotFoundError",
+    };
+    Python::attach(|py| raise(py, class, err.to_string()))
+}
+
+/// `?`-friendly conversion for core results.
+pub trait IntoPy<T> {
+    fn py_err(self) -> PyResult<T>;
+}
+
+impl<T> IntoPy<T> for Result<T, Error> {
+    fn py_err(self) -> PyResult<T> {
+        self.map_err(|e| to_py(&e))
+    }
+}
+
+/// Bad input detected in the bindings themselves (wrong Python types or shapes).
+pub fn invalid(message: impl Into<String>) -> PyErr {
+    Python::attach(|py| raise(py, "InvalidInputError", message.into()))
+}

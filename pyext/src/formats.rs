@@ -1,0 +1,138 @@
+//! Bindings of CSDB values, low-precision float conversion and retrieval-time quantization.
+
+use numpy::PyArray1;
+use ofs_core::{csdb, float, quant, DataType};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::arrays::{bytes, slice_of};
+use crate::errors::{invalid, IntoPy};
+
+/// Builds a CSDB from `(fg_id, block)` pairs (empty block = negative entry). `layout` None picks
+/// layout 1 when every block fits 16-bit lengths, else layout 2.
+#[pyfunction]
+#[pyo3(signature = (entries, *, layout = None))]
+pub fn csdb_encode(
+    py: Python<'_>,
+    entries: Vec<(u16, Vec<u8>)>,
+    layout: Option<u8>,
+) -> PyResult<Bound<'_, PyBytes>> {
+    let refs: Vec<(u16, &[u8])> = entries.iter().map(|(fg, b)| (*fg, b.as_slice())).collect();
+    let out = match layout {
+        None => csdb::encode_auto(&refs),
+        Some(l) => csdb::encode(&refs, l).py_err()?,
+    };
+    Ok(bytes(py, &out))
+}
+
+/// Every `(fg_id, block)` entry of a CSDB, in stored order.
+#[pyfunction]
+pub fn csdb_entries<'py>(
+    py: Python<'py>,
+    value: &[u8],
+) -> PyResult<Vec<(u16, Bound<'py, PyBytes>)>> {
+    csdb::entries(value)
+        .py_err()?
+        .map(|e| e.py_err().map(|(fg, b)| (fg, bytes(py, b))))
+        .collect()
+}
+
+/// Blocks of the wanted FGs, skipping the others: None = no entry, b"" = negative entry.
+#[pyfunction]
+pub fn csdb_lookup<'py>(
+    py: Python<'py>,
+    value: &[u8],
+    fg_ids: Vec<u16>,
+) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+    let mut out = vec![None; fg_ids.len()];
+    csdb::lookup(value, &fg_ids, &mut out).py_err()?;
+    Ok(out.into_iter().map(|o| o.map(|b| bytes(py, b))).collect())
+}
+
+macro_rules! float_codec {
+    ($enc:ident, $dec:ident, $code:ty, $plain:path, $sat:path, $decode_slice:path, $doc_enc:literal, $doc_dec:literal) => {
+        #[doc = $doc_enc]
+        #[pyfunction]
+        #[pyo3(signature = (values, *, saturate = false))]
+        pub fn $enc<'py>(
+            py: Python<'py>,
+            values: &Bound<'py, PyAny>,
+            saturate: bool,
+        ) -> PyResult<Bound<'py, PyArray1<$code>>> {
+            let src = slice_of::<f32>(values, "values")?;
+            let src = src.as_slice().map_err(|e| invalid(e.to_string()))?;
+            let out = py.detach(|| {
+                let f: fn(f32) -> $code = if saturate { $sat } else { $plain };
+                src.iter().map(|&x| f(x)).collect::<Vec<$code>>()
+            });
+            Ok(PyArray1::from_vec(py, out))
+        }
+
+        #[doc = $doc_dec]
+        #[pyfunction]
+        pub fn $dec<'py>(
+            py: Python<'py>,
+            codes: &Bound<'py, PyAny>,
+        ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+            let src = slice_of::<$code>(codes, "codes")?;
+            let src = src.as_slice().map_err(|e| invalid(e.to_string()))?;
+            let out = py.detach(|| {
+                let mut out = vec![0f32; src.len()];
+                $decode_slice(src, &mut out);
+                out
+            });
+            Ok(PyArray1::from_vec(py, out))
+        }
+    };
+}
+
+float_codec!(
+    fp16_encode, fp16_decode, u16, float::f32_to_f16, float::f32_to_f16_sat, float::decode_f16_slice,
+    "float32 → IEEE binary16 bit patterns (round-to-nearest-even; overflow → ±Inf, or ±65504 when saturating).",
+    "IEEE binary16 bit patterns → float32."
+);
+float_codec!(
+    fp8_e4m3_encode, fp8_e4m3_decode, u8, float::f32_to_e4m3, float::f32_to_e4m3_sat, float::decode_e4m3_slice,
+    "float32 → FP8 E4M3FN codes, bit-exact with the reference (|x| > 464 → NaN, or ±448 when saturating).",
+    "FP8 E4M3FN codes → float32."
+);
+float_codec!(
+    fp8_e5m2_encode, fp8_e5m2_decode, u8, float::f32_to_e5m2, float::f32_to_e5m2_sat, float::decode_e5m2_slice,
+    "float32 → FP8 E5M2 codes, bit-exact with the reference (|x| ≥ 61440 → ±Inf, or ±57344 when saturating).",
+    "FP8 E5M2 codes → float32."
+);
+
+/// Converts one feature's response bytes from `from_type` to the narrower float `to_type`.
+#[pyfunction]
+pub fn quantize<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    from_type: u8,
+    to_type: u8,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let from = DataType::from_u8(from_type).py_err()?;
+    let to = DataType::from_u8(to_type).py_err()?;
+    let mut out = Vec::new();
+    py.detach(|| quant::convert(data, from, to, &mut out))
+        .py_err()?;
+    Ok(bytes(py, &out))
+}
+
+/// Splits `"label@DataTypeX"` into `(label, type number or None)`.
+#[pyfunction]
+pub fn parse_feature_label(label: &str) -> PyResult<(String, Option<u8>)> {
+    let (base, ty) = quant::parse_label(label).py_err()?;
+    Ok((base.to_owned(), ty.map(|t| t as u8)))
+}
+
+/// Reference names of the 31 data types, indexed by their number.
+#[pyfunction]
+pub fn data_type_names() -> Vec<&'static str> {
+    DataType::ALL.iter().map(|t| t.name()).collect()
+}
+
+/// Parses a data type name (`"DataTypeFP16"`, `"fp16"`) to its number.
+#[pyfunction]
+pub fn parse_data_type(name: &str) -> PyResult<u8> {
+    name.parse::<DataType>().py_err().map(|t| t as u8)
+}

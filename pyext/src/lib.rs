@@ -1,0 +1,41 @@
+//! `online_feature_store._native`: `PyO3` bindings of the `ofs-core` crate. Conversions, GIL release
+//! and error mapping only; all feature-store logic lives in the core.
+
+// PyO3 extracts #[pyfunction] arguments as owned values; borrowing them is not an option.
+#![allow(clippy::needless_pass_by_value)]
+mod arrays;
+mod blocks;
+mod errors;
+mod formats;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("PSDB_HEADER_LEN", ofs_core::psdb::HEADER_LEN)?;
+    m.add("MAX_TTL_SECONDS", ofs_core::expiry::MAX_TTL_SECONDS)?;
+    m.add_class::<blocks::PyBlockMeta>()?;
+    m.add_class::<blocks::PyBlockHeader>()?;
+    m.add_class::<blocks::PyDecodedBlock>()?;
+    m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::expiry_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::expiry_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::csdb_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::csdb_entries, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::csdb_lookup, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::fp16_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::fp16_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::fp8_e4m3_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::fp8_e4m3_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::fp8_e5m2_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::fp8_e5m2_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::parse_feature_label, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::data_type_names, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::parse_data_type, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The one error type of the core. Every variant names what is wrong; the bindings map each
+//! [`ErrorKind`] to one Python exception class and the services map those to gRPC/HTTP statuses.
+
+use crate::dtype::DataType;
+
+/// Result alias used throughout the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Coarse classification used by every boundary (Python exceptions, gRPC codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller sent something that cannot be accepted (bad value, count, length, name).
+    InvalidInput,
+    /// Stored or received bytes do not form a valid block.
+    Corrupt,
+    /// A named entity, feature group or feature does not exist.
+    NotFound,
+}
+
+/// Everything that can go wrong in the core.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("unknown data type {0:?}")]
+    UnknownDataType(String),
+
+    #[error("{context}: expected {expected} values, got {got}")]
+    WrongCount {
+        context: String,
+        expected: usize,
+        got: usize,
+    },
+
+    #[error("feature {feature}: value {value} is out of range for {dtype}")]
+    OutOfRange {
+        feature: usize,
+        value: String,
+        dtype: DataType,
+    },
+
+    #[error("feature {feature}: string of {len} bytes exceeds its booked length {max}")]
+    StringTooLong {
+        feature: usize,
+        len: usize,
+        max: usize,
+    },
+
+    #[error("{dtype} cannot be written from {given} values")]
+    WrongValueKind {
+        dtype: DataType,
+        given: &'static str,
+    },
+
+    #[error("invalid TTL: {0}")]
+    InvalidTtl(String),
+
+    #[error("invalid feature group metadata: {0}")]
+    InvalidMeta(String),
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("corrupt block: {0}")]
+    Corrupt(String),
+
+    #[error("{what} {name:?} not found")]
+    NotFound { what: &'static str, name: String },
+}
+
+impl Error {
+    /// Which boundary class this error belongs to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+
+    pub(crate) fn corrupt(msg: impl Into<String>) -> Error {
+        Error::Corrupt(msg.into())
+    }
+}

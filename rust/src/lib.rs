@@ -1,0 +1,21 @@
+//! Pure Rust core of online-feature-store.
+//!
+//! Owns the storage formats (PSDB blocks, CSDB cache values), the 31 data types, low-precision float
+//! conversion and retrieval-time quantization. No Python here: `pyext/` binds this crate, and the
+//! services reach it only through those bindings.
+
+pub mod csdb;
+pub mod dtype;
+pub mod error;
+pub mod expiry;
+pub mod float;
+pub mod meta;
+pub mod psdb;
+pub mod quant;
+pub mod values;
+
+pub use dtype::{DataType, Element};
+pub use error::{Error, ErrorKind, Result};
+pub use meta::BlockMeta;
+pub use psdb::{Array, Block, BlockView, EncodeOptions, Header};
+pub use values::Values;

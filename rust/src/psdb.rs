@@ -1,0 +1,667 @@
+//! PSDB (permanent storage data block), layout 1: all features of one FG for one entity key.
+//!
+//! ```text
+//! byte 0-1  schema version (u16 LE)
+//! byte 2-6  expiry (40-bit packed, see `expiry`), all zero = never
+//! byte 7    layout (high nibble) | compression (bits 3..1) | data type bit 4 (bit 0)
+//! byte 8    data type bits 3..0 (high nibble) | bool last-index (low nibble, bool types only)
+//! byte 9..  payload, zstd-compressed only when that makes it smaller
+//! ```
+//! Byte-compatible with the reference. Where the reference is lax we are strict: the low nibble of
+//! byte 8 is always zeroed for non-bool types, a TTL the header cannot hold is an error (never a
+//! silent "never expires"), and every value is range-checked before it is narrowed.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use crate::dtype::{DataType, Element};
+use crate::error::{Error, Result};
+use crate::meta::BlockMeta;
+use crate::values::{append_elements, Values};
+use crate::{expiry, float};
+
+/// Header length of layout 1.
+pub const HEADER_LEN: usize = 9;
+/// The only layout the reference implements.
+pub const LAYOUT_1: u8 = 1;
+/// zstd level used on the write path: fast, and close to the reference's ratio on feature data.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Payload compression, a 3-bit header field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+/// The decoded 9-byte header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub version: u16,
+    /// Absolute unix second after which the block is expired; `None` = never.
+    pub expiry_at: Option<u64>,
+    pub layout: u8,
+    pub compression: Compression,
+    pub dtype: DataType,
+    /// Bool types: bit position (0 = LSB) of the last valid bit of the final byte.
+    pub bool_last_index: u8,
+}
+
+impl Header {
+    /// Parses and validates the header of a non-empty block.
+    pub fn parse(block: &[u8]) -> Result<Header> {
+        let h: &[u8; HEADER_LEN] = block
+            .get(..HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "{} bytes is shorter than the 9-byte header",
+                    block.len()
+                ))
+            })?;
+        let layout = h[7] >> 4;
+        if layout != LAYOUT_1 {
+            return Err(Error::corrupt(format!(
+                "unsupported layout version {layout}"
+            )));
+        }
+        let compression = match (h[7] & 0x0E) >> 1 {
+            0 => Compression::None,
+            1 => Compression::Zstd,
+            c => return Err(Error::corrupt(format!("unsupported compression type {c}"))),
+        };
+        let dtype = DataType::from_u8(((h[7] & 0x01) << 4) | (h[8] >> 4))
+            .map_err(|_| Error::corrupt("data type 31 is not defined"))?;
+        Ok(Header {
+            version: u16::from_le_bytes([h[0], h[1]]),
+            expiry_at: expiry::decode([h[2], h[3], h[4], h[5], h[6]])?,
+            layout,
+            compression,
+            dtype,
+            bool_last_index: h[8] & 0x0F,
+        })
+    }
+
+    fn write(
+        version: u16,
+        expiry: [u8; 5],
+        compression: Compression,
+        dtype: DataType,
+        last: u8,
+    ) -> [u8; HEADER_LEN] {
+        let d = dtype as u8;
+        let [v0, v1] = version.to_le_bytes();
+        let [e0, e1, e2, e3, e4] = expiry;
+        [
+            v0,
+            v1,
+            e0,
+            e1,
+            e2,
+            e3,
+            e4,
+            (LAYOUT_1 << 4) | ((compression as u8) << 1) | ((d >> 4) & 1),
+            ((d & 0x0F) << 4) | (last & 0x0F),
+        ]
+    }
+}
+
+/// Bool last-index nibble for `n_bits` packed bits: `(8 - n % 8) % 8`.
+pub fn bool_last_index(n_bits: usize) -> u8 {
+    ((8 - n_bits % 8) % 8) as u8
+}
+
+/// Options of [`encode`].
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    /// Absolute expiry in unix seconds, 0 = never. Must be within 513 days of `now`.
+    pub expiry_at: u64,
+    /// The clock used to validate `expiry_at`.
+    pub now: u64,
+    /// Try zstd and keep it only if it shrinks the payload.
+    pub compress: bool,
+    /// Clamp out-of-range floats to the type's largest finite value instead of rejecting them.
+    pub saturate: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            expiry_at: 0,
+            now: expiry::unix_now(),
+            compress: true,
+            saturate: false,
+        }
+    }
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn zstd_compress(payload: &[u8]) -> Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut slot = c.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(
+                zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                    .map_err(|e| Error::InvalidInput(e.to_string()))?,
+            );
+        }
+        let comp = slot.as_mut().expect("initialised above");
+        comp.compress(payload)
+            .map_err(|e| Error::InvalidInput(format!("zstd: {e}")))
+    })
+}
+
+fn zstd_decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut slot = d.borrow_mut();
+        if slot.is_none() {
+            *slot =
+                Some(zstd::bulk::Decompressor::new().map_err(|e| Error::corrupt(e.to_string()))?);
+        }
+        let dec = slot.as_mut().expect("initialised above");
+        dec.decompress(payload, capacity)
+            .map_err(|e| Error::corrupt(format!("zstd: {e}")))
+    })
+}
+
+/// Encodes one block. `values` is the flat value stream described by `meta` (every value of every
+/// feature in sequence order); its count, ranges and string lengths are all checked first, so a
+/// failed encode never produces a partial block.
+pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Result<Vec<u8>> {
+    let dtype = meta.dtype();
+    let n = meta.n_values();
+    if values.len() != n {
+        return Err(Error::WrongCount {
+            context: format!("{dtype} block"),
+            expected: n,
+            got: values.len(),
+        });
+    }
+    let expiry = expiry::encode(opts.expiry_at, opts.now)?;
+    // The payload is built after a header-sized gap so the uncompressed path needs no second copy.
+    let mut block = vec![0u8; HEADER_LEN];
+    let mut last = 0;
+    match meta.element() {
+        Element::String => {
+            let Values::Str(strings) = values else {
+                return Err(Error::WrongValueKind {
+                    dtype,
+                    given: values.kind_name(),
+                });
+            };
+            encode_strings(meta, strings, &mut block)?;
+        }
+        Element::Bool => {
+            let mut bits = Vec::with_capacity(n);
+            append_elements(&mut bits, dtype, values, false)?;
+            block.extend(pack_bits(&bits));
+            last = bool_last_index(n);
+        }
+        _ => {
+            block.reserve(meta.fixed_payload_len().unwrap_or(0));
+            append_elements(&mut block, dtype, values, opts.saturate)?;
+        }
+    }
+    if opts.compress && block.len() > HEADER_LEN {
+        let packed = zstd_compress(&block[HEADER_LEN..])?;
+        if packed.len() < block.len() - HEADER_LEN {
+            block.truncate(HEADER_LEN);
+            block.extend_from_slice(&packed);
+            block[..HEADER_LEN].copy_from_slice(&Header::write(
+                meta.version(),
+                expiry,
+                Compression::Zstd,
+                dtype,
+                last,
+            ));
+            return Ok(block);
+        }
+    }
+    block[..HEADER_LEN].copy_from_slice(&Header::write(
+        meta.version(),
+        expiry,
+        Compression::None,
+        dtype,
+        last,
+    ));
+    Ok(block)
+}
+
+fn encode_strings(meta: &BlockMeta, strings: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
+    let mut total = 0usize;
+    for (i, s) in strings.iter().enumerate() {
+        let max = meta.string_len_of_value(i) as usize;
+        if s.len() > max {
+            return Err(Error::StringTooLong {
+                feature: meta.feature_of_value(i),
+                len: s.len(),
+                max,
+            });
+        }
+        if std::str::from_utf8(s).is_err() {
+            return Err(Error::InvalidInput(format!(
+                "feature {}: string value {i} is not valid UTF-8",
+                meta.feature_of_value(i)
+            )));
+        }
+        total += s.len();
+    }
+    out.reserve(2 * strings.len() + total);
+    for s in strings {
+        // Fits: checked against the booked length, itself at most 65535.
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    }
+    for s in strings {
+        out.extend_from_slice(s);
+    }
+    Ok(())
+}
+
+/// Packs 0/1 bytes MSB-first: value 0 goes to bit 7 of byte 0.
+fn pack_bits(bits: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    bits.chunks(8).map(|c| {
+        c.iter()
+            .enumerate()
+            .fold(0u8, |acc, (j, &b)| acc | (b << (7 - j)))
+    })
+}
+
+fn bit(payload: &[u8], i: usize) -> u8 {
+    (payload[i / 8] >> (7 - i % 8)) & 1
+}
+
+/// What a stored block says for one key.
+#[derive(Debug)]
+pub enum Block<'a> {
+    /// Empty bytes: nothing stored (a negative entry).
+    Missing,
+    /// A valid block whose expiry has passed; its payload was not decompressed.
+    Expired(Header),
+    /// A live block.
+    Present(BlockView<'a>),
+}
+
+/// Decodes a block with the metadata of its own schema version, checking expiry against `now`.
+pub fn decode<'a>(block: &'a [u8], meta: &'a BlockMeta, now: u64) -> Result<Block<'a>> {
+    if block.is_empty() {
+        return Ok(Block::Missing);
+    }
+    let header = Header::parse(block)?;
+    if header.dtype != meta.dtype() {
+        return Err(Error::corrupt(format!(
+            "block holds {} but the feature group is {}",
+            header.dtype,
+            meta.dtype()
+        )));
+    }
+    if header.version != meta.version() {
+        return Err(Error::corrupt(format!(
+            "block has schema version {} but metadata of version {} was given",
+            header.version,
+            meta.version()
+        )));
+    }
+    if expiry::is_expired(header.expiry_at, now) {
+        return Ok(Block::Expired(header));
+    }
+    BlockView::new(header, &block[HEADER_LEN..], meta).map(Block::Present)
+}
+
+/// Upper bound of a version's payload, used to cap decompression (no zip bombs).
+fn payload_capacity(meta: &BlockMeta) -> usize {
+    meta.fixed_payload_len().unwrap_or_else(|| {
+        (0..meta.n_values())
+            .map(|i| 2 + meta.string_len_of_value(i) as usize)
+            .sum::<usize>()
+            .max(2 * 65_535)
+    })
+}
+
+/// A live, validated block: the payload is decompressed and its size matches the metadata, so every
+/// accessor below is infallible except for string UTF-8 checks.
+#[derive(Debug)]
+pub struct BlockView<'a> {
+    header: Header,
+    payload: Cow<'a, [u8]>,
+    meta: &'a BlockMeta,
+}
+
+impl<'a> BlockView<'a> {
+    fn new(header: Header, raw: &'a [u8], meta: &'a BlockMeta) -> Result<BlockView<'a>> {
+        let payload: Cow<'a, [u8]> = match header.compression {
+            Compression::None => Cow::Borrowed(raw),
+            Compression::Zstd => Cow::Owned(zstd_decompress(raw, payload_capacity(meta))?),
+        };
+        match meta.fixed_payload_len() {
+            Some(len) if payload.len() != len => {
+                return Err(Error::corrupt(format!(
+                    "payload of {} bytes, version {} of {} needs {len}",
+                    payload.len(),
+                    meta.version(),
+                    meta.dtype()
+                )))
+            }
+            Some(_) => {}
+            None => check_strings(&payload, meta.n_values())?,
+        }
+        Ok(BlockView {
+            header,
+            payload,
+            meta,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn meta(&self) -> &BlockMeta {
+        self.meta
+    }
+
+    /// The decompressed payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The block re-serialized uncompressed (compression bits cleared), for in-process caches.
+    pub fn to_uncompressed_block(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
+        let exp = self.header.expiry_at.map_or(expiry::NEVER, expiry::pack);
+        out.extend_from_slice(&Header::write(
+            self.header.version,
+            exp,
+            Compression::None,
+            self.header.dtype,
+            self.header.bool_last_index,
+        ));
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Byte range of string value `idx` (strings only): walks the length table up to it.
+    fn string_range(&self, idx: usize) -> std::ops::Range<usize> {
+        let n = self.meta.n_values();
+        let len_at =
+            |k: usize| u16::from_le_bytes([self.payload[2 * k], self.payload[2 * k + 1]]) as usize;
+        let start = 2 * n + (0..idx).map(len_at).sum::<usize>();
+        start..start + len_at(idx)
+    }
+
+    /// Feature `pos` in the response encoding of the reference (§8.5): LE elements for numbers
+    /// (vectors concatenated), one 0/1 byte per bool (vectors unpacked), raw bytes for a string, and
+    /// `[u16 LE lengths][bytes]` for a string vector. Only this feature is touched.
+    pub fn feature(&self, pos: usize) -> Cow<'_, [u8]> {
+        assert!(pos < self.meta.n_features(), "feature {pos} out of range");
+        let first = self.meta.value_offset(pos);
+        let count = self.meta.values_of(pos);
+        match self.meta.element() {
+            Element::Bool => Cow::Owned(
+                (first..first + count)
+                    .map(|i| bit(&self.payload, i))
+                    .collect(),
+            ),
+            Element::String if !self.meta.dtype().is_vector() => {
+                Cow::Borrowed(&self.payload[self.string_range(first)])
+            }
+            Element::String => {
+                let ranges: Vec<_> = (first..first + count)
+                    .map(|i| self.string_range(i))
+                    .collect();
+                let mut out = Vec::with_capacity(
+                    2 * count + ranges.iter().map(ExactSizeIterator::len).sum::<usize>(),
+                );
+                for r in &ranges {
+                    out.extend_from_slice(&(r.len() as u16).to_le_bytes());
+                }
+                for r in ranges {
+                    out.extend_from_slice(&self.payload[r]);
+                }
+                Cow::Owned(out)
+            }
+            e => Cow::Borrowed(&self.payload[first * e.size()..(first + count) * e.size()]),
+        }
+    }
+
+    /// Every value, widened to its natural array type (fp8/fp16 → f32).
+    pub fn to_array(&self) -> Result<Array> {
+        let p: &[u8] = &self.payload;
+        Ok(match self.meta.element() {
+            Element::Fp32 => Array::F32(le_chunks(p, f32::from_le_bytes)),
+            Element::Fp64 => Array::F64(le_chunks(p, f64::from_le_bytes)),
+            Element::Fp16 => {
+                let bits = le_chunks(p, u16::from_le_bytes);
+                let mut out = vec![0f32; bits.len()];
+                float::decode_f16_slice(&bits, &mut out);
+                Array::F32(out)
+            }
+            Element::Fp8E4M3 => {
+                let mut out = vec![0f32; p.len()];
+                float::decode_e4m3_slice(p, &mut out);
+                Array::F32(out)
+            }
+            Element::Fp8E5M2 => {
+                let mut out = vec![0f32; p.len()];
+                float::decode_e5m2_slice(p, &mut out);
+                Array::F32(out)
+            }
+            Element::Int8 => Array::I8(p.iter().map(|&b| b as i8).collect()),
+            Element::Int16 => Array::I16(le_chunks(p, i16::from_le_bytes)),
+            Element::Int32 => Array::I32(le_chunks(p, i32::from_le_bytes)),
+            Element::Int64 => Array::I64(le_chunks(p, i64::from_le_bytes)),
+            Element::Uint8 => Array::U8(p.to_vec()),
+            Element::Uint16 => Array::U16(le_chunks(p, u16::from_le_bytes)),
+            Element::Uint32 => Array::U32(le_chunks(p, u32::from_le_bytes)),
+            Element::Uint64 => Array::U64(le_chunks(p, u64::from_le_bytes)),
+            Element::Bool => {
+                Array::Bool((0..self.meta.n_values()).map(|i| bit(p, i) == 1).collect())
+            }
+            Element::String => Array::Str(
+                (0..self.meta.n_values())
+                    .map(|i| {
+                        std::str::from_utf8(&p[self.string_range(i)])
+                            .map(str::to_owned)
+                            .map_err(|_| {
+                                Error::corrupt(format!("string value {i} is not valid UTF-8"))
+                            })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+}
+
+fn le_chunks<T, const W: usize>(p: &[u8], f: fn([u8; W]) -> T) -> Vec<T> {
+    p.chunks_exact(W)
+        .map(|c| f(c.try_into().expect("exact chunk")))
+        .collect()
+}
+
+/// Checks the two-section string layout: `n` u16 lengths, then exactly their sum of bytes.
+fn check_strings(payload: &[u8], n: usize) -> Result<()> {
+    let table = payload.get(..2 * n).ok_or_else(|| {
+        Error::corrupt(format!(
+            "string payload of {} bytes cannot hold {n} lengths",
+            payload.len()
+        ))
+    })?;
+    let total: usize = table
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
+        .sum();
+    if payload.len() - 2 * n == total {
+        Ok(())
+    } else {
+        Err(Error::corrupt(format!(
+            "string lengths sum to {total} bytes but {} follow the length table",
+            payload.len() - 2 * n
+        )))
+    }
+}
+
+/// Every value of a block in its natural array type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    Bool(Vec<bool>),
+    Str(Vec<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_772_366_400;
+
+    fn opts() -> EncodeOptions {
+        EncodeOptions {
+            expiry_at: 0,
+            now: NOW,
+            compress: false,
+            saturate: false,
+        }
+    }
+
+    #[test]
+    fn reference_fp32_example() {
+        let m = BlockMeta::scalar(DataType::Fp32, 2, 3).unwrap();
+        let b = encode(&m, Values::F64(&[1.0, 2.5, -3.0]), &opts()).unwrap();
+        assert_eq!(hex(&b), "0200000000000010400000803f00002040000040c0");
+    }
+
+    #[test]
+    fn reference_bool_example() {
+        let m = BlockMeta::scalar(DataType::Bool, 1, 10).unwrap();
+        let v = [true, true, true, true, true, true, true, true, false, true];
+        let b = encode(&m, Values::Bool(&v), &opts()).unwrap();
+        assert_eq!(hex(&b), "0100000000000010f6ff40");
+        let Block::Present(view) = decode(&b, &m, NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!(view.to_array().unwrap(), Array::Bool(v.to_vec()));
+        assert_eq!(&*view.feature(8), &[0]);
+        assert_eq!(&*view.feature(9), &[1]);
+    }
+
+    #[test]
+    fn reference_string_example() {
+        let m = BlockMeta::new(DataType::String, 3, 3, vec![10, 10, 10], vec![]).unwrap();
+        let b = encode(&m, Values::Str(&[b"ab", b"", b"xyz"]), &opts()).unwrap();
+        assert_eq!(hex(&b), "0300000000000010e0020000000300616278797a");
+        let Block::Present(view) = decode(&b, &m, NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!(&*view.feature(2), b"xyz");
+        assert_eq!(&*view.feature(1), b"");
+    }
+
+    #[test]
+    fn vector_header_bits() {
+        let m = BlockMeta::new(DataType::Fp32Vector, 1, 1, vec![], vec![2]).unwrap();
+        let b = encode(&m, Values::F32(&[1.0, 2.0]), &opts()).unwrap();
+        assert_eq!((b[7], b[8]), (0x11, 0x30));
+    }
+
+    #[test]
+    fn expiry_and_missing() {
+        let m = BlockMeta::scalar(DataType::Int32, 1, 1).unwrap();
+        let o = EncodeOptions {
+            expiry_at: NOW + 10,
+            ..opts()
+        };
+        let b = encode(&m, Values::I32(&[7]), &o).unwrap();
+        assert!(matches!(
+            decode(&b, &m, NOW + 10).unwrap(),
+            Block::Present(_)
+        ));
+        assert!(
+            matches!(decode(&b, &m, NOW + 11).unwrap(), Block::Expired(h) if h.expiry_at == Some(NOW + 10))
+        );
+        assert!(matches!(decode(&[], &m, NOW).unwrap(), Block::Missing));
+        let too_far = EncodeOptions {
+            expiry_at: NOW + expiry::MAX_TTL_SECONDS + 1,
+            ..opts()
+        };
+        assert!(matches!(
+            encode(&m, Values::I32(&[7]), &too_far),
+            Err(Error::InvalidTtl(_))
+        ));
+    }
+
+    #[test]
+    fn compression_only_when_smaller() {
+        let m = BlockMeta::scalar(DataType::Int32, 1, 1000).unwrap();
+        let zeros = vec![0i32; 1000];
+        let b = encode(
+            &m,
+            Values::I32(&zeros),
+            &EncodeOptions {
+                compress: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!((b[7] >> 1) & 7, 1);
+        assert!(b.len() < 100);
+        let Block::Present(v) = decode(&b, &m, NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!(v.to_array().unwrap(), Array::I32(zeros));
+        assert_eq!(v.to_uncompressed_block().len(), HEADER_LEN + 4000);
+        let tiny = BlockMeta::scalar(DataType::Int8, 1, 1).unwrap();
+        let b = encode(
+            &tiny,
+            Values::I32(&[5]),
+            &EncodeOptions {
+                compress: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(b.len(), HEADER_LEN + 1);
+        assert_eq!((b[7] >> 1) & 7, 0);
+    }
+
+    #[test]
+    fn decode_checks_type_version_and_size() {
+        let m = BlockMeta::scalar(DataType::Int32, 1, 2).unwrap();
+        let b = encode(&m, Values::I32(&[1, 2]), &opts()).unwrap();
+        let other_type = BlockMeta::scalar(DataType::Uint32, 1, 2).unwrap();
+        assert!(decode(&b, &other_type, NOW).is_err());
+        let other_version = BlockMeta::scalar(DataType::Int32, 2, 2).unwrap();
+        assert!(decode(&b, &other_version, NOW).is_err());
+        assert!(decode(&b[..b.len() - 1], &m, NOW).is_err());
+        assert!(decode(&b[..5], &m, NOW).is_err());
+    }
+
+    #[test]
+    fn count_mismatch_is_an_error() {
+        let m = BlockMeta::scalar(DataType::Fp32, 1, 3).unwrap();
+        assert!(matches!(
+            encode(&m, Values::F32(&[1.0]), &opts()),
+            Err(Error::WrongCount {
+                expected: 3,
+                got: 1,
+                ..
+            })
+        ));
+    }
+
+    fn hex(b: &[u8]) -> String {
+        hex::encode(b)
+    }
+}
