@@ -19,17 +19,10 @@ pub fn input<'py>(obj: &Bound<'py, PyAny>, strings: bool) -> PyResult<Input<'py>
     let py = obj.py();
     if strings {
         if obj.is_instance_of::<pyo3::types::PyString>() {
-            return Err(invalid(
-                "string values must be a sequence of str, not a single str",
-            ));
+            return Err(invalid("string values must be a sequence of str, not a single str"));
         }
-        let items = obj
-            .try_iter()?
-            .map(|item| item?.extract::<PyBackedStr>())
-            .collect::<PyResult<Vec<_>>>();
-        return items
-            .map(Input::Strings)
-            .map_err(|_| invalid("string features take a sequence of str values"));
+        let items = obj.try_iter()?.map(|item| item?.extract::<PyBackedStr>()).collect::<PyResult<Vec<_>>>();
+        return items.map(Input::Strings).map_err(|_| invalid("string features take a sequence of str values"));
     }
     let np = py.import("numpy")?;
     let arr = np.getattr("ascontiguousarray")?.call1((obj,))?;
@@ -52,11 +45,7 @@ macro_rules! dispatch_array {
 }
 
 /// Runs `f` on the flat values (the GIL is released inside `f` by the caller's `detach`).
-pub fn with_values<R>(
-    py: Python<'_>,
-    input: &Input<'_>,
-    f: impl Fn(Values<'_>) -> R + Sync + Send,
-) -> PyResult<R>
+pub fn with_values<R>(py: Python<'_>, input: &Input<'_>, f: impl Fn(Values<'_>) -> R + Sync + Send) -> PyResult<R>
 where
     R: Send,
 {
@@ -111,20 +100,12 @@ pub fn array_to_py(py: Python<'_>, a: Array) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// Borrows a contiguous 1-D array of `T`, or explains which dtype was expected.
-pub fn slice_of<'py, T: NpElement>(
-    obj: &Bound<'py, PyAny>,
-    what: &str,
-) -> PyResult<numpy::PyReadonlyArray1<'py, T>> {
+pub fn slice_of<'py, T: NpElement>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<numpy::PyReadonlyArray1<'py, T>> {
     let np = obj.py().import("numpy")?;
     let arr = np.getattr("ascontiguousarray")?.call1((obj,))?;
     let typed = arr.cast::<PyArray1<T>>().map_err(|_| {
-        let got = arr
-            .getattr("dtype")
-            .map(|d| d.to_string())
-            .unwrap_or_default();
-        let ndim = arr
-            .cast::<numpy::PyUntypedArray>()
-            .map_or(0, PyUntypedArrayMethods::ndim);
+        let got = arr.getattr("dtype").map(|d| d.to_string()).unwrap_or_default();
+        let ndim = arr.cast::<numpy::PyUntypedArray>().map_or(0, PyUntypedArrayMethods::ndim);
         invalid(format!(
             "{what}: expected a 1-D {} array, got dtype {got} with {ndim} dimensions",
             std::any::type_name::<T>()
@@ -140,10 +121,7 @@ pub fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
 /// Shapes flat decoded values by feature: vector types with one common length become a
 /// `(n_features, length)` array (a list of lists for strings); ragged vectors become a list of
 /// per-feature arrays; scalars stay 1-D.
-pub fn shape_by_feature<'py>(
-    flat: Bound<'py, PyAny>,
-    meta: &ofs_core::BlockMeta,
-) -> PyResult<Bound<'py, PyAny>> {
+pub fn shape_by_feature<'py>(flat: Bound<'py, PyAny>, meta: &ofs_core::BlockMeta) -> PyResult<Bound<'py, PyAny>> {
     if !meta.dtype().is_vector() {
         return Ok(flat);
     }
@@ -152,12 +130,7 @@ pub fn shape_by_feature<'py>(
     if let Ok(list) = flat.cast::<PyList>() {
         let py = flat.py();
         let groups = (0..meta.n_features())
-            .map(|i| {
-                list.get_slice(
-                    meta.value_offset(i),
-                    meta.value_offset(i) + meta.values_of(i),
-                )
-            })
+            .map(|i| list.get_slice(meta.value_offset(i), meta.value_offset(i) + meta.values_of(i)))
             .collect::<Vec<_>>();
         return Ok(PyList::new(py, groups)?.into_any());
     }

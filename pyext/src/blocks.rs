@@ -40,9 +40,7 @@ impl PyBlockMeta {
             vector_lengths.unwrap_or_default(),
         )
         .py_err()?;
-        Ok(PyBlockMeta {
-            inner: Arc::new(meta),
-        })
+        Ok(PyBlockMeta { inner: Arc::new(meta) })
     }
 
     #[getter]
@@ -82,12 +80,7 @@ impl PyBlockMeta {
 }
 
 /// The 9-byte PSDB header.
-#[pyclass(
-    name = "BlockHeader",
-    module = "online_feature_store._native",
-    frozen,
-    get_all
-)]
+#[pyclass(name = "BlockHeader", module = "online_feature_store._native", frozen, get_all)]
 #[derive(Debug)]
 pub struct PyBlockHeader {
     version: u16,
@@ -102,8 +95,13 @@ pub struct PyBlockHeader {
 impl PyBlockHeader {
     fn __repr__(&self) -> String {
         format!(
-            "BlockHeader(version={}, expiry_at={:?}, layout={}, compression={}, data_type={}, bool_last_index={})",
-            self.version, self.expiry_at, self.layout, self.compression, self.data_type, self.bool_last_index
+            "BlockHeader(version={}, expiry_at={}, layout={}, compression={}, data_type={}, bool_last_index={})",
+            self.version,
+            self.expiry_at.map_or_else(|| "None".to_owned(), |e| e.to_string()),
+            self.layout,
+            self.compression,
+            self.data_type,
+            self.bool_last_index
         )
     }
 }
@@ -142,12 +140,10 @@ impl PyDecodedBlock {
         if self.status != "present" {
             return Ok(None);
         }
-        let f = self.features.get(pos).ok_or_else(|| {
-            invalid(format!(
-                "feature {pos} out of range ({} features)",
-                self.features.len()
-            ))
-        })?;
+        let f = self
+            .features
+            .get(pos)
+            .ok_or_else(|| invalid(format!("feature {pos} out of range ({} features)", self.features.len())))?;
         Ok(Some(bytes(py, f)))
     }
 
@@ -184,12 +180,7 @@ pub fn encode_block<'py>(
         Some(e) => e,
         None => expiry::expiry_for_ttl(ttl, now).py_err()?,
     };
-    let opts = EncodeOptions {
-        expiry_at,
-        now,
-        compress,
-        saturate,
-    };
+    let opts = EncodeOptions { expiry_at, now, compress, saturate };
     let meta = &meta.inner;
     let inp = input(values, meta.element() == ofs_core::Element::String)?;
     let block = with_values(py, &inp, |v| psdb::encode(meta, v, &opts))?.py_err()?;
@@ -199,12 +190,7 @@ pub fn encode_block<'py>(
 /// Decodes one block with the metadata of its own schema version.
 #[pyfunction]
 #[pyo3(signature = (meta, block, *, now = None))]
-pub fn decode_block(
-    py: Python<'_>,
-    meta: &PyBlockMeta,
-    block: &[u8],
-    now: Option<u64>,
-) -> PyResult<PyDecodedBlock> {
+pub fn decode_block(py: Python<'_>, meta: &PyBlockMeta, block: &[u8], now: Option<u64>) -> PyResult<PyDecodedBlock> {
     let now = now_or_clock(now);
     let meta = &meta.inner;
     let decoded = py
@@ -214,9 +200,7 @@ pub fn decode_block(
                 Block::Expired(h) => ("expired", Some(h), None, Vec::new()),
                 Block::Present(view) => {
                     let arr = view.to_array()?;
-                    let feats = (0..meta.n_features())
-                        .map(|i| view.feature(i).into_owned())
-                        .collect();
+                    let feats = (0..meta.n_features()).map(|i| view.feature(i).into_owned()).collect();
                     ("present", Some(*view.header()), Some(arr), feats)
                 }
             })
@@ -225,15 +209,9 @@ pub fn decode_block(
     let (status, header, arr, features) = decoded;
     Ok(PyDecodedBlock {
         status,
-        header: header
-            .map(|h| Py::new(py, PyBlockHeader::from(h)))
-            .transpose()?,
+        header: header.map(|h| Py::new(py, PyBlockHeader::from(h))).transpose()?,
         values: arr
-            .map(|a| {
-                array_to_py(py, a)
-                    .and_then(|v| shape_by_feature(v, meta))
-                    .map(Bound::unbind)
-            })
+            .map(|a| array_to_py(py, a).and_then(|v| shape_by_feature(v, meta)).map(Bound::unbind))
             .transpose()?,
         features,
     })
@@ -252,10 +230,7 @@ pub fn feature_bytes<'py>(
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let meta = &meta.inner;
     if pos >= meta.n_features() {
-        return Err(invalid(format!(
-            "feature {pos} out of range ({} features)",
-            meta.n_features()
-        )));
+        return Err(invalid(format!("feature {pos} out of range ({} features)", meta.n_features())));
     }
     let now = now_or_clock(now);
     let out = py
@@ -278,11 +253,7 @@ pub fn read_header(block: &[u8]) -> PyResult<PyBlockHeader> {
 /// The five expiry bytes for an absolute expiry (0 = never), checked against `now`.
 #[pyfunction]
 #[pyo3(signature = (expiry_at, *, now = None))]
-pub fn expiry_encode(
-    py: Python<'_>,
-    expiry_at: u64,
-    now: Option<u64>,
-) -> PyResult<Bound<'_, PyBytes>> {
+pub fn expiry_encode(py: Python<'_>, expiry_at: u64, now: Option<u64>) -> PyResult<Bound<'_, PyBytes>> {
     let b = expiry::encode(expiry_at, now_or_clock(now)).py_err()?;
     Ok(bytes(py, &b))
 }
@@ -290,8 +261,6 @@ pub fn expiry_encode(
 /// Decodes five expiry bytes to an absolute unix second, or None for "never".
 #[pyfunction]
 pub fn expiry_decode(raw: &[u8]) -> PyResult<Option<u64>> {
-    let arr: [u8; 5] = raw
-        .try_into()
-        .map_err(|_| invalid(format!("expiry is 5 bytes, got {}", raw.len())))?;
+    let arr: [u8; 5] = raw.try_into().map_err(|_| invalid(format!("expiry is 5 bytes, got {}", raw.len())))?;
     expiry::decode(arr).py_err()
 }

@@ -12,11 +12,7 @@ use crate::errors::{invalid, IntoPy};
 /// layout 1 when every block fits 16-bit lengths, else layout 2.
 #[pyfunction]
 #[pyo3(signature = (entries, *, layout = None))]
-pub fn csdb_encode(
-    py: Python<'_>,
-    entries: Vec<(u16, Vec<u8>)>,
-    layout: Option<u8>,
-) -> PyResult<Bound<'_, PyBytes>> {
+pub fn csdb_encode(py: Python<'_>, entries: Vec<(u16, Vec<u8>)>, layout: Option<u8>) -> PyResult<Bound<'_, PyBytes>> {
     let refs: Vec<(u16, &[u8])> = entries.iter().map(|(fg, b)| (*fg, b.as_slice())).collect();
     let out = match layout {
         None => csdb::encode_auto(&refs),
@@ -27,23 +23,13 @@ pub fn csdb_encode(
 
 /// Every `(fg_id, block)` entry of a CSDB, in stored order.
 #[pyfunction]
-pub fn csdb_entries<'py>(
-    py: Python<'py>,
-    value: &[u8],
-) -> PyResult<Vec<(u16, Bound<'py, PyBytes>)>> {
-    csdb::entries(value)
-        .py_err()?
-        .map(|e| e.py_err().map(|(fg, b)| (fg, bytes(py, b))))
-        .collect()
+pub fn csdb_entries<'py>(py: Python<'py>, value: &[u8]) -> PyResult<Vec<(u16, Bound<'py, PyBytes>)>> {
+    csdb::entries(value).py_err()?.map(|e| e.py_err().map(|(fg, b)| (fg, bytes(py, b)))).collect()
 }
 
 /// Blocks of the wanted FGs, skipping the others: None = no entry, b"" = negative entry.
 #[pyfunction]
-pub fn csdb_lookup<'py>(
-    py: Python<'py>,
-    value: &[u8],
-    fg_ids: Vec<u16>,
-) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+pub fn csdb_lookup<'py>(py: Python<'py>, value: &[u8], fg_ids: Vec<u16>) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
     let mut out = vec![None; fg_ids.len()];
     csdb::lookup(value, &fg_ids, &mut out).py_err()?;
     Ok(out.into_iter().map(|o| o.map(|b| bytes(py, b))).collect())
@@ -70,10 +56,7 @@ macro_rules! float_codec {
 
         #[doc = $doc_dec]
         #[pyfunction]
-        pub fn $dec<'py>(
-            py: Python<'py>,
-            codes: &Bound<'py, PyAny>,
-        ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        pub fn $dec<'py>(py: Python<'py>, codes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
             let src = slice_of::<$code>(codes, "codes")?;
             let src = src.as_slice().map_err(|e| invalid(e.to_string()))?;
             let out = py.detach(|| {
@@ -87,34 +70,43 @@ macro_rules! float_codec {
 }
 
 float_codec!(
-    fp16_encode, fp16_decode, u16, float::f32_to_f16, float::f32_to_f16_sat, float::decode_f16_slice,
+    fp16_encode,
+    fp16_decode,
+    u16,
+    float::f32_to_f16,
+    float::f32_to_f16_sat,
+    float::decode_f16_slice,
     "float32 → IEEE binary16 bit patterns (round-to-nearest-even; overflow → ±Inf, or ±65504 when saturating).",
     "IEEE binary16 bit patterns → float32."
 );
 float_codec!(
-    fp8_e4m3_encode, fp8_e4m3_decode, u8, float::f32_to_e4m3, float::f32_to_e4m3_sat, float::decode_e4m3_slice,
+    fp8_e4m3_encode,
+    fp8_e4m3_decode,
+    u8,
+    float::f32_to_e4m3,
+    float::f32_to_e4m3_sat,
+    float::decode_e4m3_slice,
     "float32 → FP8 E4M3FN codes, bit-exact with the reference (|x| > 464 → NaN, or ±448 when saturating).",
     "FP8 E4M3FN codes → float32."
 );
 float_codec!(
-    fp8_e5m2_encode, fp8_e5m2_decode, u8, float::f32_to_e5m2, float::f32_to_e5m2_sat, float::decode_e5m2_slice,
+    fp8_e5m2_encode,
+    fp8_e5m2_decode,
+    u8,
+    float::f32_to_e5m2,
+    float::f32_to_e5m2_sat,
+    float::decode_e5m2_slice,
     "float32 → FP8 E5M2 codes, bit-exact with the reference (|x| ≥ 61440 → ±Inf, or ±57344 when saturating).",
     "FP8 E5M2 codes → float32."
 );
 
 /// Converts one feature's response bytes from `from_type` to the narrower float `to_type`.
 #[pyfunction]
-pub fn quantize<'py>(
-    py: Python<'py>,
-    data: &[u8],
-    from_type: u8,
-    to_type: u8,
-) -> PyResult<Bound<'py, PyBytes>> {
+pub fn quantize<'py>(py: Python<'py>, data: &[u8], from_type: u8, to_type: u8) -> PyResult<Bound<'py, PyBytes>> {
     let from = DataType::from_u8(from_type).py_err()?;
     let to = DataType::from_u8(to_type).py_err()?;
     let mut out = Vec::new();
-    py.detach(|| quant::convert(data, from, to, &mut out))
-        .py_err()?;
+    py.detach(|| quant::convert(data, from, to, &mut out)).py_err()?;
     Ok(bytes(py, &out))
 }
 

@@ -26,14 +26,8 @@ fn len_width(layout: u8) -> Result<usize> {
 
 /// Encodes `(fg_id, block)` pairs; an empty block is a negative entry. Order is preserved.
 pub fn encode(entries: &[(u16, &[u8])], layout: u8) -> Result<Vec<u8>> {
-    let width = len_width(layout)
-        .map_err(|_| Error::InvalidInput(format!("unsupported CSDB layout {layout}")))?;
-    let mut out = Vec::with_capacity(
-        1 + entries
-            .iter()
-            .map(|(_, b)| 2 + width + b.len())
-            .sum::<usize>(),
-    );
+    let width = len_width(layout).map_err(|_| Error::InvalidInput(format!("unsupported CSDB layout {layout}")))?;
+    let mut out = Vec::with_capacity(1 + entries.iter().map(|(_, b)| 2 + width + b.len()).sum::<usize>());
     out.push(layout);
     for &(fg, block) in entries {
         out.extend_from_slice(&fg.to_le_bytes());
@@ -46,9 +40,8 @@ pub fn encode(entries: &[(u16, &[u8])], layout: u8) -> Result<Vec<u8>> {
             })?;
             out.extend_from_slice(&len.to_le_bytes());
         } else {
-            let len = u32::try_from(block.len()).map_err(|_| {
-                Error::InvalidInput(format!("feature group {fg}: block over 4 GiB"))
-            })?;
+            let len = u32::try_from(block.len())
+                .map_err(|_| Error::InvalidInput(format!("feature group {fg}: block over 4 GiB")))?;
             out.extend_from_slice(&len.to_le_bytes());
         }
         out.extend_from_slice(block);
@@ -58,11 +51,7 @@ pub fn encode(entries: &[(u16, &[u8])], layout: u8) -> Result<Vec<u8>> {
 
 /// Layout 1 when every block fits 16-bit lengths (reference-readable), else layout 2.
 pub fn encode_auto(entries: &[(u16, &[u8])]) -> Vec<u8> {
-    let layout = if entries.iter().all(|(_, b)| u16::try_from(b.len()).is_ok()) {
-        LAYOUT_1
-    } else {
-        LAYOUT_2
-    };
+    let layout = if entries.iter().all(|(_, b)| u16::try_from(b.len()).is_ok()) { LAYOUT_1 } else { LAYOUT_2 };
     encode(entries, layout).expect("layout chosen to fit")
 }
 
@@ -76,14 +65,8 @@ pub struct Entries<'a> {
 
 /// Starts reading a CSDB.
 pub fn entries(csdb: &[u8]) -> Result<Entries<'_>> {
-    let (&layout, rest) = csdb
-        .split_first()
-        .ok_or_else(|| Error::corrupt("empty CSDB"))?;
-    Ok(Entries {
-        rest,
-        width: len_width(layout)?,
-        failed: false,
-    })
+    let (&layout, rest) = csdb.split_first().ok_or_else(|| Error::corrupt("empty CSDB"))?;
+    Ok(Entries { rest, width: len_width(layout)?, failed: false })
 }
 
 impl<'a> Iterator for Entries<'a> {
@@ -107,9 +90,7 @@ impl<'a> Iterator for Entries<'a> {
         };
         let Some(block) = self.rest.get(prefix..prefix + len) else {
             self.failed = true;
-            return Some(Err(Error::corrupt(format!(
-                "CSDB entry for feature group {fg} overruns the value"
-            ))));
+            return Some(Err(Error::corrupt(format!("CSDB entry for feature group {fg} overruns the value"))));
         };
         self.rest = &self.rest[prefix + len..];
         Some(Ok((fg, block)))
@@ -125,11 +106,7 @@ pub fn lookup<'a>(csdb: &'a [u8], wanted: &[u16], out: &mut [Option<&'a [u8]>]) 
     let mut found = 0;
     for entry in entries(csdb)? {
         let (fg, block) = entry?;
-        for (slot, _) in out
-            .iter_mut()
-            .zip(wanted)
-            .filter(|(s, &w)| w == fg && s.is_none())
-        {
+        for (slot, _) in out.iter_mut().zip(wanted).filter(|(s, &w)| w == fg && s.is_none()) {
             *slot = Some(block);
             found += 1;
         }
@@ -177,9 +154,6 @@ mod tests {
     }
 
     fn hex_bytes(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 }

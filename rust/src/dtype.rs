@@ -42,10 +42,7 @@ impl Element {
 
     /// True for the float kinds (including the low-precision ones).
     pub const fn is_float(self) -> bool {
-        matches!(
-            self,
-            Element::Fp8E5M2 | Element::Fp8E4M3 | Element::Fp16 | Element::Fp32 | Element::Fp64
-        )
+        matches!(self, Element::Fp8E5M2 | Element::Fp8E4M3 | Element::Fp16 | Element::Fp32 | Element::Fp64)
     }
 
     /// Precision rank used by retrieval-time down-quantization (FP64 4 > FP32 3 > FP16 2 > FP8 1).
@@ -126,10 +123,7 @@ data_types! {
 impl DataType {
     /// The type with this reference number, or an error for 31 and above.
     pub fn from_u8(n: u8) -> Result<DataType> {
-        DataType::ALL
-            .get(n as usize)
-            .copied()
-            .ok_or(Error::UnknownDataType(n.to_string()))
+        DataType::ALL.get(n as usize).copied().ok_or(Error::UnknownDataType(n.to_string()))
     }
 
     /// Element kind; `None` only for `Unknown`.
@@ -142,8 +136,7 @@ impl DataType {
 
     /// Element kind, or an error for `Unknown` (which can never hold data).
     pub fn known_element(self) -> Result<Element> {
-        self.element()
-            .ok_or(Error::UnknownDataType(self.name().to_owned()))
+        self.element().ok_or(Error::UnknownDataType(self.name().to_owned()))
     }
 
     /// True for the fixed-length-per-feature vector types (16..=30).
@@ -218,10 +211,7 @@ mod tests {
         for t in DataType::ALL {
             assert_eq!(t.name().parse::<DataType>().unwrap(), t);
         }
-        assert_eq!(
-            "fp16vector".parse::<DataType>().unwrap(),
-            DataType::Fp16Vector
-        );
+        assert_eq!("fp16vector".parse::<DataType>().unwrap(), DataType::Fp16Vector);
         assert!("DataTypeFP128".parse::<DataType>().is_err());
     }
 

@@ -24,31 +24,20 @@ pub enum Error {
     UnknownDataType(String),
 
     #[error("{context}: expected {expected} values, got {got}")]
-    WrongCount {
-        context: String,
-        expected: usize,
-        got: usize,
-    },
+    WrongCount { context: String, expected: usize, got: usize },
 
-    #[error("feature {feature}: value {value} is out of range for {dtype}")]
-    OutOfRange {
-        feature: usize,
-        value: String,
-        dtype: DataType,
-    },
+    /// `feature` is the feature's position; `element` the position inside a vector feature.
+    #[error("feature {feature}{}: value {value} is out of range for {dtype}", element_suffix(*.element))]
+    OutOfRange { feature: usize, element: Option<usize>, value: String, dtype: DataType },
+
+    #[error("feature {feature}{}: {value} is not an integer, as {dtype} requires", element_suffix(*.element))]
+    NotInteger { feature: usize, element: Option<usize>, value: String, dtype: DataType },
 
     #[error("feature {feature}: string of {len} bytes exceeds its booked length {max}")]
-    StringTooLong {
-        feature: usize,
-        len: usize,
-        max: usize,
-    },
+    StringTooLong { feature: usize, len: usize, max: usize },
 
     #[error("{dtype} cannot be written from {given} values")]
-    WrongValueKind {
-        dtype: DataType,
-        given: &'static str,
-    },
+    WrongValueKind { dtype: DataType, given: &'static str },
 
     #[error("invalid TTL: {0}")]
     InvalidTtl(String),
@@ -66,7 +55,27 @@ pub enum Error {
     NotFound { what: &'static str, name: String },
 }
 
+fn element_suffix(element: Option<usize>) -> String {
+    element.map(|e| format!(" element {e}")).unwrap_or_default()
+}
+
 impl Error {
+    /// Rewrites a value-stream index (as produced by value conversion) into feature / element
+    /// positions, using `locate(index) -> (feature, element within a vector feature)`.
+    pub(crate) fn at_value(self, locate: impl Fn(usize) -> (usize, Option<usize>)) -> Error {
+        match self {
+            Error::OutOfRange { feature, value, dtype, .. } => {
+                let (feature, element) = locate(feature);
+                Error::OutOfRange { feature, element, value, dtype }
+            }
+            Error::NotInteger { feature, value, dtype, .. } => {
+                let (feature, element) = locate(feature);
+                Error::NotInteger { feature, element, value, dtype }
+            }
+            other => other,
+        }
+    }
+
     /// Which boundary class this error belongs to.
     pub fn kind(&self) -> ErrorKind {
         match self {

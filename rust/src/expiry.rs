@@ -22,8 +22,7 @@ pub const NEVER: [u8; 5] = [0; 5];
 fn days_to_jan1(year: u64) -> i64 {
     let y = year as i64 - 1;
     // Days from 0001-01-01 to Jan 1 of `year`, minus the same for 1970.
-    let days_since_year1 =
-        |y: i64| y * 365 + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400);
+    let days_since_year1 = |y: i64| y * 365 + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400);
     days_since_year1(y) - days_since_year1(1969)
 }
 
@@ -60,9 +59,7 @@ pub fn encode(expiry_at: u64, now: u64) -> Result<[u8; 5]> {
         return Ok(NEVER);
     }
     if expiry_at <= now {
-        return Err(Error::InvalidTtl(format!(
-            "expiry {expiry_at} is not in the future (now {now})"
-        )));
+        return Err(Error::InvalidTtl(format!("expiry {expiry_at} is not in the future (now {now})")));
     }
     if expiry_at - now > MAX_TTL_SECONDS {
         return Err(Error::InvalidTtl(format!(
@@ -86,15 +83,12 @@ pub fn decode(bytes: [u8; 5]) -> Result<Option<u64>> {
     if bytes == NEVER {
         return Ok(None);
     }
-    let packed = (u64::from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])) << 8)
-        | u64::from(bytes[4]);
+    let packed = (u64::from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])) << 8) | u64::from(bytes[4]);
     let year = packed >> 26;
     let day = (packed >> 17) & 0x1FF;
     let sec = packed & 0x1_FFFF;
     if day > 365 || sec >= DAY || year < 1970 {
-        return Err(Error::corrupt(format!(
-            "expiry field out of range (year {year}, day {day}, second {sec})"
-        )));
+        return Err(Error::corrupt(format!("expiry field out of range (year {year}, day {day}, second {sec})")));
     }
     Ok(Some(days_to_jan1(year) as u64 * DAY + day * DAY + sec))
 }
@@ -106,9 +100,7 @@ pub fn is_expired(expiry_at: Option<u64>, now: u64) -> bool {
 
 /// Current unix time in seconds.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

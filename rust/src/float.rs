@@ -59,9 +59,7 @@ pub fn f32_to_e4m3(x: f32) -> u8 {
     let m = bits & !SIGN_MASK;
     // All candidates are computed unconditionally and then selected, so the slice loop has no
     // branches and LLVM can vectorise it; a NaN operand in the float add is harmless.
-    let subnormal = (f32::from_bits(m) + f32::from_bits(E4M3_DENORM_MAGIC))
-        .to_bits()
-        .wrapping_sub(E4M3_DENORM_MAGIC);
+    let subnormal = (f32::from_bits(m) + f32::from_bits(E4M3_DENORM_MAGIC)).to_bits().wrapping_sub(E4M3_DENORM_MAGIC);
     let mant_odd = (m >> 20) & 1;
     let normal = m.wrapping_add(E4M3_REBIAS_ROUND).wrapping_add(mant_odd) >> 20;
     let magnitude = if m >= E4M3_NAN_FROM {
@@ -80,16 +78,10 @@ pub fn f32_to_e4m3(x: f32) -> u8 {
 pub fn f32_to_e5m2(x: f32) -> u8 {
     let bits = x.to_bits();
     let m = bits & !SIGN_MASK;
-    let subnormal = (f32::from_bits(m) + f32::from_bits(E5M2_DENORM_MAGIC))
-        .to_bits()
-        .wrapping_sub(E5M2_DENORM_MAGIC);
+    let subnormal = (f32::from_bits(m) + f32::from_bits(E5M2_DENORM_MAGIC)).to_bits().wrapping_sub(E5M2_DENORM_MAGIC);
     let mant_odd = (m >> 21) & 1;
     let normal = m.wrapping_add(E5M2_REBIAS_ROUND).wrapping_add(mant_odd) >> 21;
-    let huge = if m > f32::INFINITY.to_bits() {
-        0x7F
-    } else {
-        0x7C
-    };
+    let huge = if m > f32::INFINITY.to_bits() { 0x7F } else { 0x7C };
     let magnitude = if m >= E5M2_INF_FROM {
         huge
     } else if m < E5M2_MIN_NORMAL {
@@ -160,11 +152,7 @@ pub fn f32_to_e4m3_sat(x: f32) -> u8 {
 /// ±Inf stays ±Inf and NaN stays NaN.
 #[inline]
 pub fn f32_to_e5m2_sat(x: f32) -> u8 {
-    let y = if x.is_infinite() {
-        x
-    } else {
-        x.clamp(-E5M2_MAX, E5M2_MAX)
-    };
+    let y = if x.is_infinite() { x } else { x.clamp(-E5M2_MAX, E5M2_MAX) };
     f32_to_e5m2(y)
 }
 
@@ -172,11 +160,7 @@ pub fn f32_to_e5m2_sat(x: f32) -> u8 {
 /// ±Inf stays ±Inf and NaN stays NaN.
 #[inline]
 pub fn f32_to_f16_sat(x: f32) -> u16 {
-    let y = if x.is_infinite() {
-        x
-    } else {
-        x.clamp(-F16_MAX, F16_MAX)
-    };
+    let y = if x.is_infinite() { x } else { x.clamp(-F16_MAX, F16_MAX) };
     f32_to_f16(y)
 }
 
@@ -231,8 +215,7 @@ pub fn decode_e5m2_slice(src: &[u8], dst: &mut [f32]) {
 /// If the slices differ in length.
 pub fn encode_f16_slice(src: &[f32], dst: &mut [u16]) {
     assert_eq!(src.len(), dst.len(), "encode_f16_slice: length mismatch");
-    dst.reinterpret_cast_mut::<f16>()
-        .convert_from_f32_slice(src);
+    dst.reinterpret_cast_mut::<f16>().convert_from_f32_slice(src);
 }
 
 /// Decodes binary16 bits from `src` into `dst`, identical to [`f16_to_f32`] per element.
@@ -374,9 +357,7 @@ mod tests {
         ) -> Self {
             // The finite codes plus the step just past the largest one, read as plain binary
             // floats; rounding towards that extra step is what overflow means.
-            let values = (0..=max_finite_code + 1)
-                .map(|c| code_value(c, mbits, bias))
-                .collect::<Vec<_>>();
+            let values = (0..=max_finite_code + 1).map(|c| code_value(c, mbits, bias)).collect::<Vec<_>>();
             assert!(values.windows(2).all(|w| w[0] < w[1]));
             let upper = values
                 .windows(2)
@@ -393,25 +374,15 @@ mod tests {
                     }
                 })
                 .collect();
-            RefFormat {
-                upper,
-                sign_bit,
-                overflow,
-                overflow_code,
-                nan,
-            }
+            RefFormat { upper, sign_bit, overflow, overflow_code, nan }
         }
 
         fn e4m3() -> Self {
-            Self::new(3, 7, 0x7E, 0x80, Overflow::ToNan, 0x7F, |b| {
-                0x7F | ((b >> 24) & 0x80)
-            })
+            Self::new(3, 7, 0x7E, 0x80, Overflow::ToNan, 0x7F, |b| 0x7F | ((b >> 24) & 0x80))
         }
 
         fn e5m2() -> Self {
-            Self::new(2, 15, 0x7B, 0x80, Overflow::ToInf, 0x7C, |b| {
-                0x7F | ((b >> 24) & 0x80)
-            })
+            Self::new(2, 15, 0x7B, 0x80, Overflow::ToInf, 0x7C, |b| 0x7F | ((b >> 24) & 0x80))
         }
 
         fn f16() -> Self {
@@ -432,20 +403,12 @@ mod tests {
             if x.is_nan() {
                 return (self.nan)(x.to_bits());
             }
-            let sign = if x.is_sign_negative() {
-                self.sign_bit
-            } else {
-                0
-            };
+            let sign = if x.is_sign_negative() { self.sign_bit } else { 0 };
             let m = x.to_bits() & !SIGN_MASK;
             let u = &self.upper;
             // Code c takes the magnitudes in (upper[c - 1], upper[c]]; c == len is overflow.
             let takes = |c: usize| (c == u.len() || m <= u[c]) && (c == 0 || u[c - 1] < m);
-            let code = if *hint <= u.len() && takes(*hint) {
-                *hint
-            } else {
-                u.partition_point(|&t| t < m)
-            };
+            let code = if *hint <= u.len() && takes(*hint) { *hint } else { u.partition_point(|&t| t < m) };
             *hint = code;
             if code == u.len() {
                 sign | self.overflow_code
@@ -583,9 +546,7 @@ mod tests {
         fn fail(&mut self, what: &str, bits: u32, got: u32, want: u32) {
             self.failures += 1;
             if self.examples.len() < 12 {
-                self.examples.push(format!(
-                    "{what}: x=0x{bits:08X} got 0x{got:X} want 0x{want:X}"
-                ));
+                self.examples.push(format!("{what}: x=0x{bits:08X} got 0x{got:X} want 0x{want:X}"));
             }
         }
 
@@ -607,9 +568,7 @@ mod tests {
         let codes = 1u32 << (8 * std::mem::size_of::<F::Code>());
         let lost: Vec<u32> = (0..codes)
             .filter(|&c| {
-                let Ok(code) = F::Code::try_from(c) else {
-                    unreachable!("code {c} out of range")
-                };
+                let Ok(code) = F::Code::try_from(c) else { unreachable!("code {c} out of range") };
                 let x = F::decode(code);
                 match reference.overflow {
                     Overflow::ToNan => x.is_nan(),
@@ -628,12 +587,7 @@ mod tests {
     /// only a dirty chunk is walked again element by element to say what went wrong.
     // Non-short-circuit `&`/`|` on bools keep that verdict pass branch-free and vectorised.
     #[allow(clippy::needless_bitwise_bool)]
-    fn check_patterns<F: Codec>(
-        reference: &RefFormat,
-        first: u64,
-        count: u64,
-        stride: u64,
-    ) -> Report {
+    fn check_patterns<F: Codec>(reference: &RefFormat, first: u64, count: u64, stride: u64) -> Report {
         let lost = lost_codes::<F>(reference);
         let mut report = Report::default();
         let mut src = [0f32; CHUNK];
@@ -677,11 +631,7 @@ mod tests {
                         Overflow::ToInf => x.is_finite(),
                     };
                 let predicted = F::overflows(x);
-                let sat_want = if predicted {
-                    F::MAX_FINITE_CODE | (got & reference.sign_bit)
-                } else {
-                    got
-                };
+                let sat_want = if predicted { F::MAX_FINITE_CODE | (got & reference.sign_bit) } else { got };
                 clean &= (from_slice[i].into() == got)
                     & (got == want[i])
                     & (predicted == lost)
@@ -721,19 +671,10 @@ mod tests {
         };
         let predicted = F::overflows(x);
         if predicted != lost {
-            report.fail(
-                "overflows predicate",
-                bits,
-                u32::from(predicted),
-                u32::from(lost),
-            );
+            report.fail("overflows predicate", bits, u32::from(predicted), u32::from(lost));
         }
         let sat: u32 = F::encode_sat(x).into();
-        let sat_want = if predicted {
-            F::MAX_FINITE_CODE | (got & reference.sign_bit)
-        } else {
-            got
-        };
+        let sat_want = if predicted { F::MAX_FINITE_CODE | (got & reference.sign_bit) } else { got };
         if sat != sat_want {
             report.fail("saturating", bits, sat, sat_want);
         }
@@ -755,8 +696,8 @@ mod tests {
         let half_range = 1u64 << 31;
         let mut total = Report::default();
         std::thread::scope(|s| {
-            let handles = [0, half_range]
-                .map(|first| s.spawn(move || check_patterns::<F>(reference, first, half_range, 1)));
+            let handles =
+                [0, half_range].map(|first| s.spawn(move || check_patterns::<F>(reference, first, half_range, 1)));
             for h in handles {
                 total.merge(h.join().expect("checker thread panicked"));
             }
@@ -1016,9 +957,7 @@ mod tests {
             let inf_nan = (((nonsign.wrapping_add(0x0100_0000)) as i32 >> 8) as u32) & 0x7F80_0000;
             let zero = ((nonsign.wrapping_sub(1)) as i32 >> 31) as u32;
             let c10 = sign
-                | ((((nonsign << shift) >> 4).wrapping_add((0x78u32.wrapping_sub(shift)) << 23)
-                    | inf_nan)
-                    & !zero);
+                | ((((nonsign << shift) >> 4).wrapping_add((0x78u32.wrapping_sub(shift)) << 23) | inf_nan) & !zero);
             assert_eq!(e4m3_to_f32(b).to_bits(), c10, "0x{b:02X}");
         }
     }

@@ -35,41 +35,27 @@ impl BlockMeta {
         string_lengths: Vec<u32>,
         vector_lengths: Vec<u32>,
     ) -> Result<BlockMeta> {
-        let element = dtype.element().ok_or_else(|| {
-            Error::InvalidMeta("data type DataTypeUnknown cannot hold features".into())
-        })?;
+        let element = dtype
+            .element()
+            .ok_or_else(|| Error::InvalidMeta("data type DataTypeUnknown cannot hold features".into()))?;
         if n_features == 0 {
-            return Err(Error::InvalidMeta(
-                "a feature group needs at least one feature".into(),
-            ));
+            return Err(Error::InvalidMeta("a feature group needs at least one feature".into()));
         }
         if element == Element::String {
             check_len("string_lengths", &string_lengths, n_features)?;
-            if let Some((i, l)) = string_lengths
-                .iter()
-                .enumerate()
-                .find(|(_, &l)| l > MAX_STRING_LEN)
-            {
-                return Err(Error::InvalidMeta(format!(
-                    "feature {i}: string length {l} exceeds {MAX_STRING_LEN}"
-                )));
+            if let Some((i, l)) = string_lengths.iter().enumerate().find(|(_, &l)| l > MAX_STRING_LEN) {
+                return Err(Error::InvalidMeta(format!("feature {i}: string length {l} exceeds {MAX_STRING_LEN}")));
             }
         } else if !string_lengths.is_empty() {
-            return Err(Error::InvalidMeta(format!(
-                "{dtype} takes no string lengths"
-            )));
+            return Err(Error::InvalidMeta(format!("{dtype} takes no string lengths")));
         }
         if dtype.is_vector() {
             check_len("vector_lengths", &vector_lengths, n_features)?;
             if let Some(i) = vector_lengths.iter().position(|&l| l == 0) {
-                return Err(Error::InvalidMeta(format!(
-                    "feature {i}: vector length must be at least 1"
-                )));
+                return Err(Error::InvalidMeta(format!("feature {i}: vector length must be at least 1")));
             }
         } else if !vector_lengths.is_empty() {
-            return Err(Error::InvalidMeta(format!(
-                "{dtype} takes no vector lengths"
-            )));
+            return Err(Error::InvalidMeta(format!("{dtype} takes no vector lengths")));
         }
         let mut offsets = Vec::with_capacity(n_features + 1);
         let mut total = 0usize;
@@ -78,15 +64,7 @@ impl BlockMeta {
             total += vector_lengths.get(i).map_or(1, |&l| l as usize);
         }
         offsets.push(total);
-        Ok(BlockMeta {
-            dtype,
-            element,
-            version,
-            n_features,
-            string_lengths,
-            vector_lengths,
-            offsets,
-        })
+        Ok(BlockMeta { dtype, element, version, n_features, string_lengths, vector_lengths, offsets })
     }
 
     /// Scalar layout shortcut: `n` features of a fixed-width or bool type.
@@ -157,10 +135,7 @@ fn check_len(what: &str, v: &[u32], n: usize) -> Result<()> {
     if v.len() == n {
         Ok(())
     } else {
-        Err(Error::InvalidMeta(format!(
-            "{what} has {} entries for {n} features",
-            v.len()
-        )))
+        Err(Error::InvalidMeta(format!("{what} has {} entries for {n} features", v.len())))
     }
 }
 

@@ -54,17 +54,10 @@ impl Header {
         let h: &[u8; HEADER_LEN] = block
             .get(..HEADER_LEN)
             .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| {
-                Error::corrupt(format!(
-                    "{} bytes is shorter than the 9-byte header",
-                    block.len()
-                ))
-            })?;
+            .ok_or_else(|| Error::corrupt(format!("{} bytes is shorter than the 9-byte header", block.len())))?;
         let layout = h[7] >> 4;
         if layout != LAYOUT_1 {
-            return Err(Error::corrupt(format!(
-                "unsupported layout version {layout}"
-            )));
+            return Err(Error::corrupt(format!("unsupported layout version {layout}")));
         }
         let compression = match (h[7] & 0x0E) >> 1 {
             0 => Compression::None,
@@ -83,13 +76,7 @@ impl Header {
         })
     }
 
-    fn write(
-        version: u16,
-        expiry: [u8; 5],
-        compression: Compression,
-        dtype: DataType,
-        last: u8,
-    ) -> [u8; HEADER_LEN] {
+    fn write(version: u16, expiry: [u8; 5], compression: Compression, dtype: DataType, last: u8) -> [u8; HEADER_LEN] {
         let d = dtype as u8;
         let [v0, v1] = version.to_le_bytes();
         let [e0, e1, e2, e3, e4] = expiry;
@@ -127,12 +114,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions {
-            expiry_at: 0,
-            now: expiry::unix_now(),
-            compress: true,
-            saturate: false,
-        }
+        EncodeOptions { expiry_at: 0, now: expiry::unix_now(), compress: true, saturate: false }
     }
 }
 
@@ -145,14 +127,10 @@ fn zstd_compress(payload: &[u8]) -> Result<Vec<u8>> {
     COMPRESSOR.with(|c| {
         let mut slot = c.borrow_mut();
         if slot.is_none() {
-            *slot = Some(
-                zstd::bulk::Compressor::new(ZSTD_LEVEL)
-                    .map_err(|e| Error::InvalidInput(e.to_string()))?,
-            );
+            *slot = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| Error::InvalidInput(e.to_string()))?);
         }
         let comp = slot.as_mut().expect("initialised above");
-        comp.compress(payload)
-            .map_err(|e| Error::InvalidInput(format!("zstd: {e}")))
+        comp.compress(payload).map_err(|e| Error::InvalidInput(format!("zstd: {e}")))
     })
 }
 
@@ -160,12 +138,10 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>> {
     DECOMPRESSOR.with(|d| {
         let mut slot = d.borrow_mut();
         if slot.is_none() {
-            *slot =
-                Some(zstd::bulk::Decompressor::new().map_err(|e| Error::corrupt(e.to_string()))?);
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| Error::corrupt(e.to_string()))?);
         }
         let dec = slot.as_mut().expect("initialised above");
-        dec.decompress(payload, capacity)
-            .map_err(|e| Error::corrupt(format!("zstd: {e}")))
+        dec.decompress(payload, capacity).map_err(|e| Error::corrupt(format!("zstd: {e}")))
     })
 }
 
@@ -176,11 +152,7 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
     let dtype = meta.dtype();
     let n = meta.n_values();
     if values.len() != n {
-        return Err(Error::WrongCount {
-            context: format!("{dtype} block"),
-            expected: n,
-            got: values.len(),
-        });
+        return Err(Error::WrongCount { context: format!("{dtype} block"), expected: n, got: values.len() });
     }
     let expiry = expiry::encode(opts.expiry_at, opts.now)?;
     // The payload is built after a header-sized gap so the uncompressed path needs no second copy.
@@ -189,22 +161,19 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
     match meta.element() {
         Element::String => {
             let Values::Str(strings) = values else {
-                return Err(Error::WrongValueKind {
-                    dtype,
-                    given: values.kind_name(),
-                });
+                return Err(Error::WrongValueKind { dtype, given: values.kind_name() });
             };
             encode_strings(meta, strings, &mut block)?;
         }
         Element::Bool => {
             let mut bits = Vec::with_capacity(n);
-            append_elements(&mut bits, dtype, values, false)?;
+            append_elements(&mut bits, dtype, values, false).map_err(|e| e.at_value(|i| locate(meta, i)))?;
             block.extend(pack_bits(&bits));
             last = bool_last_index(n);
         }
         _ => {
             block.reserve(meta.fixed_payload_len().unwrap_or(0));
-            append_elements(&mut block, dtype, values, opts.saturate)?;
+            append_elements(&mut block, dtype, values, opts.saturate).map_err(|e| e.at_value(|i| locate(meta, i)))?;
         }
     }
     if opts.compress && block.len() > HEADER_LEN {
@@ -212,24 +181,18 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
         if packed.len() < block.len() - HEADER_LEN {
             block.truncate(HEADER_LEN);
             block.extend_from_slice(&packed);
-            block[..HEADER_LEN].copy_from_slice(&Header::write(
-                meta.version(),
-                expiry,
-                Compression::Zstd,
-                dtype,
-                last,
-            ));
+            block[..HEADER_LEN].copy_from_slice(&Header::write(meta.version(), expiry, Compression::Zstd, dtype, last));
             return Ok(block);
         }
     }
-    block[..HEADER_LEN].copy_from_slice(&Header::write(
-        meta.version(),
-        expiry,
-        Compression::None,
-        dtype,
-        last,
-    ));
+    block[..HEADER_LEN].copy_from_slice(&Header::write(meta.version(), expiry, Compression::None, dtype, last));
     Ok(block)
+}
+
+/// Feature and (for vectors) element position of value `i` of the flat stream.
+fn locate(meta: &BlockMeta, i: usize) -> (usize, Option<usize>) {
+    let f = meta.feature_of_value(i);
+    (f, meta.dtype().is_vector().then(|| i - meta.value_offset(f)))
 }
 
 fn encode_strings(meta: &BlockMeta, strings: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
@@ -237,11 +200,7 @@ fn encode_strings(meta: &BlockMeta, strings: &[&[u8]], out: &mut Vec<u8>) -> Res
     for (i, s) in strings.iter().enumerate() {
         let max = meta.string_len_of_value(i) as usize;
         if s.len() > max {
-            return Err(Error::StringTooLong {
-                feature: meta.feature_of_value(i),
-                len: s.len(),
-                max,
-            });
+            return Err(Error::StringTooLong { feature: meta.feature_of_value(i), len: s.len(), max });
         }
         if std::str::from_utf8(s).is_err() {
             return Err(Error::InvalidInput(format!(
@@ -264,11 +223,7 @@ fn encode_strings(meta: &BlockMeta, strings: &[&[u8]], out: &mut Vec<u8>) -> Res
 
 /// Packs 0/1 bytes MSB-first: value 0 goes to bit 7 of byte 0.
 fn pack_bits(bits: &[u8]) -> impl Iterator<Item = u8> + '_ {
-    bits.chunks(8).map(|c| {
-        c.iter()
-            .enumerate()
-            .fold(0u8, |acc, (j, &b)| acc | (b << (7 - j)))
-    })
+    bits.chunks(8).map(|c| c.iter().enumerate().fold(0u8, |acc, (j, &b)| acc | (b << (7 - j))))
 }
 
 fn bit(payload: &[u8], i: usize) -> u8 {
@@ -293,11 +248,7 @@ pub fn decode<'a>(block: &'a [u8], meta: &'a BlockMeta, now: u64) -> Result<Bloc
     }
     let header = Header::parse(block)?;
     if header.dtype != meta.dtype() {
-        return Err(Error::corrupt(format!(
-            "block holds {} but the feature group is {}",
-            header.dtype,
-            meta.dtype()
-        )));
+        return Err(Error::corrupt(format!("block holds {} but the feature group is {}", header.dtype, meta.dtype())));
     }
     if header.version != meta.version() {
         return Err(Error::corrupt(format!(
@@ -315,10 +266,7 @@ pub fn decode<'a>(block: &'a [u8], meta: &'a BlockMeta, now: u64) -> Result<Bloc
 /// Upper bound of a version's payload, used to cap decompression (no zip bombs).
 fn payload_capacity(meta: &BlockMeta) -> usize {
     meta.fixed_payload_len().unwrap_or_else(|| {
-        (0..meta.n_values())
-            .map(|i| 2 + meta.string_len_of_value(i) as usize)
-            .sum::<usize>()
-            .max(2 * 65_535)
+        (0..meta.n_values()).map(|i| 2 + meta.string_len_of_value(i) as usize).sum::<usize>().max(2 * 65_535)
     })
 }
 
@@ -349,11 +297,7 @@ impl<'a> BlockView<'a> {
             Some(_) => {}
             None => check_strings(&payload, meta.n_values())?,
         }
-        Ok(BlockView {
-            header,
-            payload,
-            meta,
-        })
+        Ok(BlockView { header, payload, meta })
     }
 
     pub fn header(&self) -> &Header {
@@ -387,8 +331,7 @@ impl<'a> BlockView<'a> {
     /// Byte range of string value `idx` (strings only): walks the length table up to it.
     fn string_range(&self, idx: usize) -> std::ops::Range<usize> {
         let n = self.meta.n_values();
-        let len_at =
-            |k: usize| u16::from_le_bytes([self.payload[2 * k], self.payload[2 * k + 1]]) as usize;
+        let len_at = |k: usize| u16::from_le_bytes([self.payload[2 * k], self.payload[2 * k + 1]]) as usize;
         let start = 2 * n + (0..idx).map(len_at).sum::<usize>();
         start..start + len_at(idx)
     }
@@ -401,21 +344,11 @@ impl<'a> BlockView<'a> {
         let first = self.meta.value_offset(pos);
         let count = self.meta.values_of(pos);
         match self.meta.element() {
-            Element::Bool => Cow::Owned(
-                (first..first + count)
-                    .map(|i| bit(&self.payload, i))
-                    .collect(),
-            ),
-            Element::String if !self.meta.dtype().is_vector() => {
-                Cow::Borrowed(&self.payload[self.string_range(first)])
-            }
+            Element::Bool => Cow::Owned((first..first + count).map(|i| bit(&self.payload, i)).collect()),
+            Element::String if !self.meta.dtype().is_vector() => Cow::Borrowed(&self.payload[self.string_range(first)]),
             Element::String => {
-                let ranges: Vec<_> = (first..first + count)
-                    .map(|i| self.string_range(i))
-                    .collect();
-                let mut out = Vec::with_capacity(
-                    2 * count + ranges.iter().map(ExactSizeIterator::len).sum::<usize>(),
-                );
+                let ranges: Vec<_> = (first..first + count).map(|i| self.string_range(i)).collect();
+                let mut out = Vec::with_capacity(2 * count + ranges.iter().map(ExactSizeIterator::len).sum::<usize>());
                 for r in &ranges {
                     out.extend_from_slice(&(r.len() as u16).to_le_bytes());
                 }
@@ -458,17 +391,13 @@ impl<'a> BlockView<'a> {
             Element::Uint16 => Array::U16(le_chunks(p, u16::from_le_bytes)),
             Element::Uint32 => Array::U32(le_chunks(p, u32::from_le_bytes)),
             Element::Uint64 => Array::U64(le_chunks(p, u64::from_le_bytes)),
-            Element::Bool => {
-                Array::Bool((0..self.meta.n_values()).map(|i| bit(p, i) == 1).collect())
-            }
+            Element::Bool => Array::Bool((0..self.meta.n_values()).map(|i| bit(p, i) == 1).collect()),
             Element::String => Array::Str(
                 (0..self.meta.n_values())
                     .map(|i| {
                         std::str::from_utf8(&p[self.string_range(i)])
                             .map(str::to_owned)
-                            .map_err(|_| {
-                                Error::corrupt(format!("string value {i} is not valid UTF-8"))
-                            })
+                            .map_err(|_| Error::corrupt(format!("string value {i} is not valid UTF-8")))
                     })
                     .collect::<Result<_>>()?,
             ),
@@ -477,23 +406,15 @@ impl<'a> BlockView<'a> {
 }
 
 fn le_chunks<T, const W: usize>(p: &[u8], f: fn([u8; W]) -> T) -> Vec<T> {
-    p.chunks_exact(W)
-        .map(|c| f(c.try_into().expect("exact chunk")))
-        .collect()
+    p.chunks_exact(W).map(|c| f(c.try_into().expect("exact chunk"))).collect()
 }
 
 /// Checks the two-section string layout: `n` u16 lengths, then exactly their sum of bytes.
 fn check_strings(payload: &[u8], n: usize) -> Result<()> {
-    let table = payload.get(..2 * n).ok_or_else(|| {
-        Error::corrupt(format!(
-            "string payload of {} bytes cannot hold {n} lengths",
-            payload.len()
-        ))
-    })?;
-    let total: usize = table
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
-        .sum();
+    let table = payload
+        .get(..2 * n)
+        .ok_or_else(|| Error::corrupt(format!("string payload of {} bytes cannot hold {n} lengths", payload.len())))?;
+    let total: usize = table.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as usize).sum();
     if payload.len() - 2 * n == total {
         Ok(())
     } else {
@@ -528,12 +449,7 @@ mod tests {
     const NOW: u64 = 1_772_366_400;
 
     fn opts() -> EncodeOptions {
-        EncodeOptions {
-            expiry_at: 0,
-            now: NOW,
-            compress: false,
-            saturate: false,
-        }
+        EncodeOptions { expiry_at: 0, now: NOW, compress: false, saturate: false }
     }
 
     #[test]
@@ -549,9 +465,7 @@ mod tests {
         let v = [true, true, true, true, true, true, true, true, false, true];
         let b = encode(&m, Values::Bool(&v), &opts()).unwrap();
         assert_eq!(hex(&b), "0100000000000010f6ff40");
-        let Block::Present(view) = decode(&b, &m, NOW).unwrap() else {
-            panic!()
-        };
+        let Block::Present(view) = decode(&b, &m, NOW).unwrap() else { panic!() };
         assert_eq!(view.to_array().unwrap(), Array::Bool(v.to_vec()));
         assert_eq!(&*view.feature(8), &[0]);
         assert_eq!(&*view.feature(9), &[1]);
@@ -562,9 +476,7 @@ mod tests {
         let m = BlockMeta::new(DataType::String, 3, 3, vec![10, 10, 10], vec![]).unwrap();
         let b = encode(&m, Values::Str(&[b"ab", b"", b"xyz"]), &opts()).unwrap();
         assert_eq!(hex(&b), "0300000000000010e0020000000300616278797a");
-        let Block::Present(view) = decode(&b, &m, NOW).unwrap() else {
-            panic!()
-        };
+        let Block::Present(view) = decode(&b, &m, NOW).unwrap() else { panic!() };
         assert_eq!(&*view.feature(2), b"xyz");
         assert_eq!(&*view.feature(1), b"");
     }
@@ -579,59 +491,27 @@ mod tests {
     #[test]
     fn expiry_and_missing() {
         let m = BlockMeta::scalar(DataType::Int32, 1, 1).unwrap();
-        let o = EncodeOptions {
-            expiry_at: NOW + 10,
-            ..opts()
-        };
+        let o = EncodeOptions { expiry_at: NOW + 10, ..opts() };
         let b = encode(&m, Values::I32(&[7]), &o).unwrap();
-        assert!(matches!(
-            decode(&b, &m, NOW + 10).unwrap(),
-            Block::Present(_)
-        ));
-        assert!(
-            matches!(decode(&b, &m, NOW + 11).unwrap(), Block::Expired(h) if h.expiry_at == Some(NOW + 10))
-        );
+        assert!(matches!(decode(&b, &m, NOW + 10).unwrap(), Block::Present(_)));
+        assert!(matches!(decode(&b, &m, NOW + 11).unwrap(), Block::Expired(h) if h.expiry_at == Some(NOW + 10)));
         assert!(matches!(decode(&[], &m, NOW).unwrap(), Block::Missing));
-        let too_far = EncodeOptions {
-            expiry_at: NOW + expiry::MAX_TTL_SECONDS + 1,
-            ..opts()
-        };
-        assert!(matches!(
-            encode(&m, Values::I32(&[7]), &too_far),
-            Err(Error::InvalidTtl(_))
-        ));
+        let too_far = EncodeOptions { expiry_at: NOW + expiry::MAX_TTL_SECONDS + 1, ..opts() };
+        assert!(matches!(encode(&m, Values::I32(&[7]), &too_far), Err(Error::InvalidTtl(_))));
     }
 
     #[test]
     fn compression_only_when_smaller() {
         let m = BlockMeta::scalar(DataType::Int32, 1, 1000).unwrap();
         let zeros = vec![0i32; 1000];
-        let b = encode(
-            &m,
-            Values::I32(&zeros),
-            &EncodeOptions {
-                compress: true,
-                ..opts()
-            },
-        )
-        .unwrap();
+        let b = encode(&m, Values::I32(&zeros), &EncodeOptions { compress: true, ..opts() }).unwrap();
         assert_eq!((b[7] >> 1) & 7, 1);
         assert!(b.len() < 100);
-        let Block::Present(v) = decode(&b, &m, NOW).unwrap() else {
-            panic!()
-        };
+        let Block::Present(v) = decode(&b, &m, NOW).unwrap() else { panic!() };
         assert_eq!(v.to_array().unwrap(), Array::I32(zeros));
         assert_eq!(v.to_uncompressed_block().len(), HEADER_LEN + 4000);
         let tiny = BlockMeta::scalar(DataType::Int8, 1, 1).unwrap();
-        let b = encode(
-            &tiny,
-            Values::I32(&[5]),
-            &EncodeOptions {
-                compress: true,
-                ..opts()
-            },
-        )
-        .unwrap();
+        let b = encode(&tiny, Values::I32(&[5]), &EncodeOptions { compress: true, ..opts() }).unwrap();
         assert_eq!(b.len(), HEADER_LEN + 1);
         assert_eq!((b[7] >> 1) & 7, 0);
     }
@@ -649,16 +529,19 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_feature_and_element() {
+        let m = BlockMeta::new(DataType::Int8Vector, 1, 2, vec![], vec![2, 3]).unwrap();
+        let e = encode(&m, Values::I32(&[1, 2, 3, 400, 5]), &opts()).unwrap_err();
+        assert_eq!(e.to_string(), "feature 1 element 1: value 400 is out of range for DataTypeInt8Vector");
+        let m = BlockMeta::scalar(DataType::Int16, 1, 3).unwrap();
+        let e = encode(&m, Values::F64(&[1.0, 2.0, 2.5]), &opts()).unwrap_err();
+        assert_eq!(e.to_string(), "feature 2: 2.5 is not an integer, as DataTypeInt16 requires");
+    }
+
+    #[test]
     fn count_mismatch_is_an_error() {
         let m = BlockMeta::scalar(DataType::Fp32, 1, 3).unwrap();
-        assert!(matches!(
-            encode(&m, Values::F32(&[1.0]), &opts()),
-            Err(Error::WrongCount {
-                expected: 3,
-                got: 1,
-                ..
-            })
-        ));
+        assert!(matches!(encode(&m, Values::F32(&[1.0]), &opts()), Err(Error::WrongCount { expected: 3, got: 1, .. })));
     }
 
     fn hex(b: &[u8]) -> String {

@@ -15,9 +15,7 @@ pub fn parse_label(label: &str) -> Result<(&str, Option<DataType>)> {
         None => Ok((label, None)),
         Some((base, ty)) => {
             if base.is_empty() {
-                return Err(Error::InvalidInput(format!(
-                    "feature label {label:?} has an empty name"
-                )));
+                return Err(Error::InvalidInput(format!("feature label {label:?} has an empty name")));
             }
             let dtype: DataType = ty.parse()?;
             Ok((base, Some(dtype)))
@@ -27,10 +25,7 @@ pub fn parse_label(label: &str) -> Result<(&str, Option<DataType>)> {
 
 /// Checks that `from` may be served as `to`.
 pub fn check(from: DataType, to: DataType) -> Result<()> {
-    let ranks = from
-        .element()
-        .and_then(Element::float_rank)
-        .zip(to.element().and_then(Element::float_rank));
+    let ranks = from.element().and_then(Element::float_rank).zip(to.element().and_then(Element::float_rank));
     let ok = matches!(ranks, Some((f, t)) if t < f)
         && from.is_vector() == to.is_vector()
         && to.element() != Some(Element::Fp64);
@@ -50,10 +45,7 @@ pub fn convert(bytes: &[u8], from: DataType, to: DataType, out: &mut Vec<u8>) ->
     let dst = to.known_element()?;
     let width = src.size();
     if bytes.len() % width != 0 {
-        return Err(Error::corrupt(format!(
-            "{} bytes is not a whole number of {from} elements",
-            bytes.len()
-        )));
+        return Err(Error::corrupt(format!("{} bytes is not a whole number of {from} elements", bytes.len())));
     }
     out.reserve(bytes.len() / width * dst.size());
     for c in bytes.chunks_exact(width) {
@@ -81,10 +73,7 @@ mod tests {
     #[test]
     fn labels() {
         assert_eq!(parse_label("emb").unwrap(), ("emb", None));
-        assert_eq!(
-            parse_label("emb@DataTypeFP16Vector").unwrap(),
-            ("emb", Some(DataType::Fp16Vector))
-        );
+        assert_eq!(parse_label("emb@DataTypeFP16Vector").unwrap(), ("emb", Some(DataType::Fp16Vector)));
         assert!(parse_label("emb@DataTypeFP7").is_err());
         assert!(parse_label("@DataTypeFP16").is_err());
     }
@@ -105,26 +94,11 @@ mod tests {
     #[test]
     fn converts_through_f32() {
         let mut out = Vec::new();
-        let src: Vec<u8> = [1.0f32, -2.0, 448.0]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        convert(
-            &src,
-            DataType::Fp32Vector,
-            DataType::Fp8E4M3Vector,
-            &mut out,
-        )
-        .unwrap();
+        let src: Vec<u8> = [1.0f32, -2.0, 448.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        convert(&src, DataType::Fp32Vector, DataType::Fp8E4M3Vector, &mut out).unwrap();
         assert_eq!(out, vec![0x38, 0xc0, 0x7e]);
         out.clear();
-        convert(
-            &1.0f64.to_le_bytes(),
-            DataType::Fp64,
-            DataType::Fp16,
-            &mut out,
-        )
-        .unwrap();
+        convert(&1.0f64.to_le_bytes(), DataType::Fp64, DataType::Fp16, &mut out).unwrap();
         assert_eq!(out, vec![0x00, 0x3c]);
         assert!(convert(&[1, 2, 3], DataType::Fp32, DataType::Fp16, &mut out).is_err());
     }

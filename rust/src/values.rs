@@ -130,13 +130,9 @@ impl Source for f64 {
 }
 
 /// Converts values to the element type and appends their little-endian stored form to `out`.
+/// Errors carry the index in `values` as their `feature`; callers with a layout relocate it.
 /// `Bool` elements are appended one byte (0/1) per value; the caller packs them into bits.
-pub(crate) fn append_elements(
-    out: &mut Vec<u8>,
-    dtype: DataType,
-    values: Values<'_>,
-    saturate: bool,
-) -> Result<()> {
+pub(crate) fn append_elements(out: &mut Vec<u8>, dtype: DataType, values: Values<'_>, saturate: bool) -> Result<()> {
     let element = dtype.known_element()?;
     match values {
         Values::F32(v) => append_from(out, dtype, element, v, saturate),
@@ -150,19 +146,12 @@ pub(crate) fn append_elements(
         Values::U32(v) => append_from(out, dtype, element, v, saturate),
         Values::U64(v) => append_from(out, dtype, element, v, saturate),
         Values::Bool(v) => append_from(out, dtype, element, v, saturate),
-        Values::Str(_) => Err(Error::WrongValueKind {
-            dtype,
-            given: "string",
-        }),
+        Values::Str(_) => Err(Error::WrongValueKind { dtype, given: "string" }),
     }
 }
 
 fn out_of_range(feature_value: usize, n: Num, dtype: DataType) -> Error {
-    Error::OutOfRange {
-        feature: feature_value,
-        value: n.show(),
-        dtype,
-    }
+    Error::OutOfRange { feature: feature_value, element: None, value: n.show(), dtype }
 }
 
 /// f64 → f32 for a float target: a finite value beyond f32's range is an error unless saturating.
@@ -216,11 +205,7 @@ fn append_from<S: Source>(
             out.reserve(src.len());
             for (i, &x) in src.iter().enumerate() {
                 let f = narrow_f32(x.as_f64(), i, dtype, saturate)?;
-                let overflows = if e4m3 {
-                    float::e4m3_overflows(f)
-                } else {
-                    float::e5m2_overflows(f)
-                };
+                let overflows = if e4m3 { float::e4m3_overflows(f) } else { float::e5m2_overflows(f) };
                 let byte = match (overflows, saturate, e4m3) {
                     (false, _, true) => float::f32_to_e4m3(f),
                     (false, _, false) => float::f32_to_e5m2(f),
@@ -231,28 +216,17 @@ fn append_from<S: Source>(
                 out.push(byte);
             }
         }
-        Element::Int8 => {
-            append_ints::<S, 1>(out, dtype, src, i128::from(i8::MIN), i128::from(i8::MAX))?
-        }
-        Element::Int16 => {
-            append_ints::<S, 2>(out, dtype, src, i128::from(i16::MIN), i128::from(i16::MAX))?
-        }
-        Element::Int32 => {
-            append_ints::<S, 4>(out, dtype, src, i128::from(i32::MIN), i128::from(i32::MAX))?
-        }
-        Element::Int64 => {
-            append_ints::<S, 8>(out, dtype, src, i128::from(i64::MIN), i128::from(i64::MAX))?
-        }
+        Element::Int8 => append_ints::<S, 1>(out, dtype, src, i128::from(i8::MIN), i128::from(i8::MAX))?,
+        Element::Int16 => append_ints::<S, 2>(out, dtype, src, i128::from(i16::MIN), i128::from(i16::MAX))?,
+        Element::Int32 => append_ints::<S, 4>(out, dtype, src, i128::from(i32::MIN), i128::from(i32::MAX))?,
+        Element::Int64 => append_ints::<S, 8>(out, dtype, src, i128::from(i64::MIN), i128::from(i64::MAX))?,
         Element::Uint8 => append_ints::<S, 1>(out, dtype, src, 0, i128::from(u8::MAX))?,
         Element::Uint16 => append_ints::<S, 2>(out, dtype, src, 0, i128::from(u16::MAX))?,
         Element::Uint32 => append_ints::<S, 4>(out, dtype, src, 0, i128::from(u32::MAX))?,
         Element::Uint64 => append_ints::<S, 8>(out, dtype, src, 0, i128::from(u64::MAX))?,
         Element::Bool => append_ints::<S, 1>(out, dtype, src, 0, 1)?,
         Element::String => {
-            return Err(Error::WrongValueKind {
-                dtype,
-                given: "numeric",
-            });
+            return Err(Error::WrongValueKind { dtype, given: "numeric" });
         }
     }
     Ok(())
@@ -274,9 +248,7 @@ fn append_ints<S: Source, const W: usize>(
             Num::Int(v) => v,
             Num::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1.7e38 => f as i128,
             Num::Float(f) => {
-                return Err(Error::InvalidInput(format!(
-                    "feature value {i}: {f} is not an integer, as {dtype} requires"
-                )))
+                return Err(Error::NotInteger { feature: i, element: None, value: f.to_string(), dtype });
             }
         };
         if v < lo || v > hi {
@@ -299,74 +271,37 @@ mod tests {
 
     #[test]
     fn ints_are_range_checked() {
-        assert_eq!(
-            enc(DataType::Int8, Values::I32(&[-128, 127]), false).unwrap(),
-            vec![0x80, 0x7f]
-        );
+        assert_eq!(enc(DataType::Int8, Values::I32(&[-128, 127]), false).unwrap(), vec![0x80, 0x7f]);
         let e = enc(DataType::Int8, Values::I32(&[1, 300]), false).unwrap_err();
-        assert_eq!(
-            e,
-            Error::OutOfRange {
-                feature: 1,
-                value: "300".into(),
-                dtype: DataType::Int8
-            }
-        );
+        assert_eq!(e, Error::OutOfRange { feature: 1, element: None, value: "300".into(), dtype: DataType::Int8 });
         assert!(enc(DataType::Uint8, Values::I64(&[-1]), false).is_err());
         assert!(enc(DataType::Uint64, Values::U64(&[u64::MAX]), false).is_ok());
         assert!(enc(DataType::Int64, Values::U64(&[u64::MAX]), false).is_err());
-        assert_eq!(
-            enc(DataType::Int16, Values::F64(&[-2.0]), false).unwrap(),
-            vec![0xfe, 0xff]
-        );
+        assert_eq!(enc(DataType::Int16, Values::F64(&[-2.0]), false).unwrap(), vec![0xfe, 0xff]);
         assert!(enc(DataType::Int16, Values::F64(&[2.5]), false).is_err());
         assert!(enc(DataType::Int16, Values::F64(&[f64::NAN]), false).is_err());
     }
 
     #[test]
     fn bools_must_be_zero_or_one() {
-        assert_eq!(
-            enc(DataType::Bool, Values::Bool(&[true, false]), false).unwrap(),
-            vec![1, 0]
-        );
-        assert_eq!(
-            enc(DataType::Bool, Values::I32(&[1, 0]), false).unwrap(),
-            vec![1, 0]
-        );
+        assert_eq!(enc(DataType::Bool, Values::Bool(&[true, false]), false).unwrap(), vec![1, 0]);
+        assert_eq!(enc(DataType::Bool, Values::I32(&[1, 0]), false).unwrap(), vec![1, 0]);
         assert!(enc(DataType::Bool, Values::I32(&[2]), false).is_err());
     }
 
     #[test]
     fn floats_overflow_unless_saturating() {
         assert!(enc(DataType::Fp32, Values::F64(&[1e300]), false).is_err());
-        assert_eq!(
-            enc(DataType::Fp32, Values::F64(&[-1e300]), true).unwrap(),
-            (-f32::MAX).to_le_bytes().to_vec()
-        );
-        assert_eq!(
-            enc(DataType::Fp8E4M3, Values::F32(&[448.0, 464.0]), false).unwrap(),
-            vec![0x7e, 0x7e]
-        );
+        assert_eq!(enc(DataType::Fp32, Values::F64(&[-1e300]), true).unwrap(), (-f32::MAX).to_le_bytes().to_vec());
+        assert_eq!(enc(DataType::Fp8E4M3, Values::F32(&[448.0, 464.0]), false).unwrap(), vec![0x7e, 0x7e]);
         assert!(enc(DataType::Fp8E4M3, Values::F32(&[500.0]), false).is_err());
-        assert_eq!(
-            enc(DataType::Fp8E4M3, Values::F32(&[500.0, -1e9]), true).unwrap(),
-            vec![0x7e, 0xfe]
-        );
+        assert_eq!(enc(DataType::Fp8E4M3, Values::F32(&[500.0, -1e9]), true).unwrap(), vec![0x7e, 0xfe]);
         assert!(enc(DataType::Fp8E5M2, Values::F32(&[61_440.0]), false).is_err());
-        assert_eq!(
-            enc(DataType::Fp8E5M2, Values::F32(&[61_440.0]), true).unwrap(),
-            vec![0x7b]
-        );
+        assert_eq!(enc(DataType::Fp8E5M2, Values::F32(&[61_440.0]), true).unwrap(), vec![0x7b]);
         assert!(enc(DataType::Fp16, Values::F32(&[70_000.0]), false).is_err());
-        assert_eq!(
-            enc(DataType::Fp16, Values::F32(&[1.0]), false).unwrap(),
-            vec![0x00, 0x3c]
-        );
+        assert_eq!(enc(DataType::Fp16, Values::F32(&[1.0]), false).unwrap(), vec![0x00, 0x3c]);
         // NaN and infinities that the type can represent pass through.
-        assert_eq!(
-            enc(DataType::Fp16, Values::F32(&[f32::INFINITY]), false).unwrap(),
-            vec![0x00, 0x7c]
-        );
+        assert_eq!(enc(DataType::Fp16, Values::F32(&[f32::INFINITY]), false).unwrap(), vec![0x00, 0x7c]);
         assert!(enc(DataType::Fp32, Values::F64(&[f64::NAN]), false).unwrap()[3] & 0x7f == 0x7f);
     }
 

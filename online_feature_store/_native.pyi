@@ -1,0 +1,124 @@
+"""Type stubs of the native core (``online_feature_store._native``), checked by ``mypy.stubtest``."""
+
+from collections.abc import Sequence
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "MAX_TTL_SECONDS",
+    "PSDB_HEADER_LEN",
+    "BlockHeader",
+    "BlockMeta",
+    "DecodedBlock",
+    "__version__",
+    "csdb_encode",
+    "csdb_entries",
+    "csdb_lookup",
+    "data_type_names",
+    "decode_block",
+    "encode_block",
+    "expiry_decode",
+    "expiry_encode",
+    "feature_bytes",
+    "fp8_e4m3_decode",
+    "fp8_e4m3_encode",
+    "fp8_e5m2_decode",
+    "fp8_e5m2_encode",
+    "fp16_decode",
+    "fp16_encode",
+    "parse_data_type",
+    "parse_feature_label",
+    "quantize",
+    "read_header",
+]
+
+__version__: str
+PSDB_HEADER_LEN: int
+MAX_TTL_SECONDS: int
+
+@final
+class BlockMeta:
+    """Layout of one feature-group version (type, feature count, string and vector lengths)."""
+
+    def __new__(
+        cls,
+        data_type: int,
+        n_features: int,
+        *,
+        version: int = 1,
+        string_lengths: Sequence[int] | None = None,
+        vector_lengths: Sequence[int] | None = None,
+    ) -> BlockMeta: ...
+    @property
+    def data_type(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def n_values(self) -> int: ...
+    @property
+    def string_lengths(self) -> list[int]: ...
+    @property
+    def vector_lengths(self) -> list[int]: ...
+
+@final
+class BlockHeader:
+    """The 9-byte PSDB header."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def expiry_at(self) -> int | None: ...
+    @property
+    def layout(self) -> int: ...
+    @property
+    def compression(self) -> int: ...
+    @property
+    def data_type(self) -> int: ...
+    @property
+    def bool_last_index(self) -> int: ...
+
+@final
+class DecodedBlock:
+    """A decoded block: status ``"present"``, ``"missing"`` or ``"expired"``, header and values."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def header(self) -> BlockHeader | None: ...
+    @property
+    def values(self) -> Any: ...
+    def feature(self, pos: int) -> bytes | None: ...
+    def __len__(self) -> int: ...
+
+def encode_block(
+    meta: BlockMeta,
+    values: Any,
+    *,
+    ttl: int = 0,
+    expiry_at: int | None = None,
+    now: int | None = None,
+    compress: bool = True,
+    saturate: bool = False,
+) -> bytes: ...
+def decode_block(meta: BlockMeta, block: bytes, *, now: int | None = None) -> DecodedBlock: ...
+def feature_bytes(meta: BlockMeta, block: bytes, pos: int, *, now: int | None = None) -> bytes | None: ...
+def read_header(block: bytes) -> BlockHeader: ...
+def expiry_encode(expiry_at: int, *, now: int | None = None) -> bytes: ...
+def expiry_decode(raw: bytes) -> int | None: ...
+def csdb_encode(entries: Sequence[tuple[int, bytes]], *, layout: int | None = None) -> bytes: ...
+def csdb_entries(value: bytes) -> list[tuple[int, bytes]]: ...
+def csdb_lookup(value: bytes, fg_ids: Sequence[int]) -> list[bytes | None]: ...
+def fp16_encode(values: npt.ArrayLike, *, saturate: bool = False) -> npt.NDArray[np.uint16]: ...
+def fp16_decode(codes: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+def fp8_e4m3_encode(values: npt.ArrayLike, *, saturate: bool = False) -> npt.NDArray[np.uint8]: ...
+def fp8_e4m3_decode(codes: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+def fp8_e5m2_encode(values: npt.ArrayLike, *, saturate: bool = False) -> npt.NDArray[np.uint8]: ...
+def fp8_e5m2_decode(codes: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+def quantize(data: bytes, from_type: int, to_type: int) -> bytes: ...
+def parse_feature_label(label: str) -> tuple[str, int | None]: ...
+def data_type_names() -> list[str]: ...
+def parse_data_type(name: str) -> int: ...
