@@ -244,6 +244,41 @@ pub fn feature_bytes<'py>(
     Ok(out.map(|b| bytes(py, &b)))
 }
 
+/// One feature's value in the response ("cell") encoding — also how defaults are stored.
+#[pyfunction]
+#[pyo3(signature = (data_type, values, *, string_length = 65_535, vector_length = 0, saturate = false))]
+pub fn encode_cell<'py>(
+    py: Python<'py>,
+    data_type: u8,
+    values: &Bound<'py, PyAny>,
+    string_length: u32,
+    vector_length: u32,
+    saturate: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let dtype = dtype_of(data_type)?;
+    let is_str = dtype.element() == Some(ofs_core::Element::String);
+    // A scalar may be given bare: wrap it so it reads as a one-value stream.
+    let values = if dtype.is_vector() { values.clone() } else { pyo3::types::PyList::new(py, [values])?.into_any() };
+    let inp = input(&values, is_str)?;
+    let cell = with_values(py, &inp, |v| ofs_core::cell::encode(dtype, string_length, vector_length, v, saturate))?
+        .py_err()?;
+    Ok(bytes(py, &cell))
+}
+
+/// Decodes a cell to a numpy array (a list of str for string types).
+#[pyfunction]
+#[pyo3(signature = (data_type, cell, *, vector_length = 0))]
+pub fn decode_cell<'py>(
+    py: Python<'py>,
+    data_type: u8,
+    cell: &[u8],
+    vector_length: u32,
+) -> PyResult<Bound<'py, PyAny>> {
+    let dtype = dtype_of(data_type)?;
+    let arr = py.detach(|| ofs_core::cell::decode(dtype, cell, vector_length)).py_err()?;
+    array_to_py(py, arr)
+}
+
 /// Parses the 9-byte header of a block.
 #[pyfunction]
 pub fn read_header(block: &[u8]) -> PyResult<PyBlockHeader> {

@@ -22,6 +22,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::encode_cell, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::decode_cell, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::expiry_encode, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::expiry_decode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_encode, m)?)?;

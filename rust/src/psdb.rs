@@ -76,6 +76,11 @@ impl Header {
         })
     }
 
+    /// A never-expiring, uncompressed version-1 header, for wrapping a bare payload.
+    pub(crate) fn bytes_for(dtype: DataType, last: u8) -> Vec<u8> {
+        Header::write(1, expiry::NEVER, Compression::None, dtype, last).to_vec()
+    }
+
     fn write(version: u16, expiry: [u8; 5], compression: Compression, dtype: DataType, last: u8) -> [u8; HEADER_LEN] {
         let d = dtype as u8;
         let [v0, v1] = version.to_le_bytes();
@@ -222,7 +227,7 @@ fn encode_strings(meta: &BlockMeta, strings: &[&[u8]], out: &mut Vec<u8>) -> Res
 }
 
 /// Packs 0/1 bytes MSB-first: value 0 goes to bit 7 of byte 0.
-fn pack_bits(bits: &[u8]) -> impl Iterator<Item = u8> + '_ {
+pub(crate) fn pack_bits(bits: &[u8]) -> impl Iterator<Item = u8> + '_ {
     bits.chunks(8).map(|c| c.iter().enumerate().fold(0u8, |acc, (j, &b)| acc | (b << (7 - j))))
 }
 

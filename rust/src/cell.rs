@@ -1,0 +1,105 @@
+//! One feature's value in the response ("cell") encoding: what a retrieve response carries per
+//! feature and what the registry stores as a feature's default, so defaults and live data can never
+//! disagree (the reference stores bool `true` as `0x80`, which reads back as false).
+//!
+//! Numbers: LE elements in the stored width (vectors concatenated). Bool: one byte 0/1 per element.
+//! String: raw UTF-8 bytes. String vector: `[u16 LE length × n][bytes]`.
+
+use crate::dtype::{DataType, Element};
+use crate::error::{Error, Result};
+use crate::meta::BlockMeta;
+use crate::psdb::{self, Block, EncodeOptions};
+use crate::values::Values;
+
+/// Layout of a single feature of `dtype` (string length for strings, vector length for vectors).
+fn single(dtype: DataType, string_len: u32, vector_len: u32) -> Result<BlockMeta> {
+    let slens = if dtype.element() == Some(Element::String) { vec![string_len] } else { Vec::new() };
+    let vlens = if dtype.is_vector() { vec![vector_len] } else { Vec::new() };
+    BlockMeta::new(dtype, 1, 1, slens, vlens)
+}
+
+/// Encodes one feature's values (1 value, or `vector_len` for vectors) in the cell encoding, with
+/// the same checks as a block write (range, length, count).
+pub fn encode(
+    dtype: DataType,
+    string_len: u32,
+    vector_len: u32,
+    values: Values<'_>,
+    saturate: bool,
+) -> Result<Vec<u8>> {
+    let meta = single(dtype, string_len, vector_len)?;
+    let opts = EncodeOptions { expiry_at: 0, now: 0, compress: false, saturate };
+    let block = psdb::encode(&meta, values, &opts)?;
+    match psdb::decode(&block, &meta, 0)? {
+        Block::Present(view) => Ok(view.feature(0).into_owned()),
+        Block::Missing | Block::Expired(_) => unreachable!("a fresh never-expiring block is present"),
+    }
+}
+
+/// Decodes a cell back to its values (fp8/fp16 widened to f32). `vector_len` is the expected number
+/// of elements for vector types (ignored for scalars).
+pub fn decode(dtype: DataType, cell: &[u8], vector_len: u32) -> Result<psdb::Array> {
+    let e = dtype.known_element()?;
+    let n = if dtype.is_vector() { vector_len as usize } else { 1 };
+    let bad = |what: String| Error::corrupt(format!("{dtype} cell: {what}"));
+    let payload: Vec<u8> = match e {
+        Element::Bool => {
+            if cell.len() != n || cell.iter().any(|&b| b > 1) {
+                return Err(bad(format!("expected {n} bytes of 0/1, got {cell:?}")));
+            }
+            psdb::pack_bits(cell).collect()
+        }
+        Element::String if !dtype.is_vector() => {
+            let len = u16::try_from(cell.len()).map_err(|_| bad(format!("{} bytes is too long", cell.len())))?;
+            let mut p = len.to_le_bytes().to_vec();
+            p.extend_from_slice(cell);
+            p
+        }
+        Element::String => cell.to_vec(),
+        _ => {
+            if cell.len() != n * e.size() {
+                return Err(bad(format!("expected {} bytes, got {}", n * e.size(), cell.len())));
+            }
+            cell.to_vec()
+        }
+    };
+    let meta = single(dtype, u32::from(u16::MAX), vector_len.max(1))?;
+    let mut block = psdb::Header::bytes_for(dtype, psdb::bool_last_index(n));
+    block.extend_from_slice(&payload);
+    match psdb::decode(&block, &meta, 0)? {
+        Block::Present(view) => view.to_array(),
+        Block::Missing | Block::Expired(_) => unreachable!("header never expires"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::psdb::Array;
+
+    #[test]
+    fn bool_default_true_is_one() {
+        assert_eq!(encode(DataType::Bool, 0, 0, Values::Bool(&[true]), false).unwrap(), vec![1]);
+        assert_eq!(decode(DataType::Bool, &[1], 0).unwrap(), Array::Bool(vec![true]));
+        assert!(decode(DataType::Bool, &[0x80], 0).is_err());
+    }
+
+    #[test]
+    fn cells_round_trip() {
+        let c = encode(DataType::BoolVector, 0, 3, Values::Bool(&[true, false, true]), false).unwrap();
+        assert_eq!(c, vec![1, 0, 1]);
+        assert_eq!(decode(DataType::BoolVector, &c, 3).unwrap(), Array::Bool(vec![true, false, true]));
+        let c = encode(DataType::StringVector, 5, 2, Values::Str(&[b"ab", b"c"]), false).unwrap();
+        assert_eq!(c, vec![2, 0, 1, 0, b'a', b'b', b'c']);
+        assert_eq!(decode(DataType::StringVector, &c, 2).unwrap(), Array::Str(vec!["ab".into(), "c".into()]));
+        let c = encode(DataType::String, 5, 0, Values::Str(&[b"hey"]), false).unwrap();
+        assert_eq!(c, b"hey");
+        assert_eq!(decode(DataType::String, &c, 0).unwrap(), Array::Str(vec!["hey".into()]));
+        let c = encode(DataType::Fp16Vector, 0, 2, Values::F32(&[1.0, -2.0]), false).unwrap();
+        assert_eq!(c, vec![0x00, 0x3c, 0x00, 0xc0]);
+        assert_eq!(decode(DataType::Fp16Vector, &c, 2).unwrap(), Array::F32(vec![1.0, -2.0]));
+        assert!(encode(DataType::Int8, 0, 0, Values::I32(&[300]), false).is_err());
+        assert!(encode(DataType::String, 2, 0, Values::Str(&[b"hey"]), false).is_err());
+        assert!(decode(DataType::Fp32, &[0, 0], 0).is_err());
+    }
+}
