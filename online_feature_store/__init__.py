@@ -33,7 +33,14 @@ from online_feature_store._native import (
     quantize,
     read_header,
 )
-from online_feature_store.errors import CorruptBlockError, InvalidInputError, NotFoundError, OfsError
+from online_feature_store.errors import (
+    ConflictError,
+    CorruptBlockError,
+    InvalidInputError,
+    NotFoundError,
+    OfsError,
+    UnavailableError,
+)
 from online_feature_store.types import DataType
 
 __all__ = [
@@ -41,12 +48,14 @@ __all__ = [
     "PSDB_HEADER_LEN",
     "BlockHeader",
     "BlockMeta",
+    "ConflictError",
     "CorruptBlockError",
     "DataType",
     "DecodedBlock",
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
+    "UnavailableError",
     "__version__",
     "csdb_encode",
     "csdb_entries",

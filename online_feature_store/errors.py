@@ -7,10 +7,12 @@ Classes also subclass the builtin whose meaning they share, so ``except ValueErr
 from __future__ import annotations
 
 __all__ = [
+    "ConflictError",
     "CorruptBlockError",
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
+    "UnavailableError",
 ]
 
 
@@ -28,3 +30,11 @@ class CorruptBlockError(InvalidInputError):
 
 class NotFoundError(OfsError, LookupError):
     """A named entity, feature group or feature does not exist."""
+
+
+class UnavailableError(OfsError, ConnectionError):
+    """A backing service (registry, store, cache) cannot be reached, after its client's retries."""
+
+
+class ConflictError(OfsError):
+    """A concurrent change won the race; nothing of this change was applied."""

@@ -99,17 +99,28 @@ pub fn array_to_py(py: Python<'_>, a: Array) -> PyResult<Bound<'_, PyAny>> {
     })
 }
 
-/// Borrows a contiguous 1-D array of `T`, or explains which dtype was expected.
+/// Borrows `obj` as a contiguous 1-D array of `T`. Lists and other dtypes are converted when every
+/// value survives the conversion unchanged (floats may round to `T`); otherwise it is an error.
 pub fn slice_of<'py, T: NpElement>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<numpy::PyReadonlyArray1<'py, T>> {
-    let np = obj.py().import("numpy")?;
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let want = numpy::dtype::<T>(py);
     let arr = np.getattr("ascontiguousarray")?.call1((obj,))?;
-    let typed = arr.cast::<PyArray1<T>>().map_err(|_| {
-        let got = arr.getattr("dtype").map(|d| d.to_string()).unwrap_or_default();
-        let ndim = arr.cast::<numpy::PyUntypedArray>().map_or(0, PyUntypedArrayMethods::ndim);
-        invalid(format!(
-            "{what}: expected a 1-D {} array, got dtype {got} with {ndim} dimensions",
-            std::any::type_name::<T>()
-        ))
+    let converted = if arr.cast::<PyArray1<T>>().is_ok() {
+        arr
+    } else {
+        let conv = arr.call_method1("astype", (&want,))?;
+        let kind = |a: &Bound<'py, PyAny>| -> PyResult<String> { a.getattr("kind")?.extract() };
+        let is_float = kind(want.as_any())? == "f";
+        let from_float = kind(&arr.getattr("dtype")?)? == "f";
+        if !is_float && (from_float || !np.getattr("array_equal")?.call1((&conv, &arr))?.is_truthy()?) {
+            return Err(invalid(format!("{what}: values do not fit {want}")));
+        }
+        conv
+    };
+    let typed = converted.cast::<PyArray1<T>>().map_err(|_| {
+        let ndim = converted.cast::<numpy::PyUntypedArray>().map_or(0, PyUntypedArrayMethods::ndim);
+        invalid(format!("{what}: expected a 1-D array, got {ndim} dimensions"))
     })?;
     Ok(typed.readonly())
 }

@@ -7,6 +7,7 @@ use ofs_core::{expiry, BlockMeta, DataType, EncodeOptions, Header};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::args::{ints, Int};
 use crate::arrays::{array_to_py, bytes, input, shape_by_feature, with_values};
 use crate::errors::{invalid, IntoPy};
 
@@ -24,20 +25,23 @@ pub struct PyBlockMeta {
 #[pymethods]
 impl PyBlockMeta {
     #[new]
-    #[pyo3(signature = (data_type, n_features, *, version = 1, string_lengths = None, vector_lengths = None))]
+    #[pyo3(
+        signature = (data_type, n_features, *, version = Int(1), string_lengths = None, vector_lengths = None),
+        text_signature = "(data_type, n_features, *, version=1, string_lengths=None, vector_lengths=None)"
+    )]
     fn new(
-        data_type: u8,
-        n_features: usize,
-        version: u16,
-        string_lengths: Option<Vec<u32>>,
-        vector_lengths: Option<Vec<u32>>,
+        data_type: Int<u8>,
+        n_features: Int<usize>,
+        version: Int<u16>,
+        string_lengths: Option<Vec<Int<u32>>>,
+        vector_lengths: Option<Vec<Int<u32>>>,
     ) -> PyResult<Self> {
         let meta = BlockMeta::new(
-            dtype_of(data_type)?,
-            version,
-            n_features,
-            string_lengths.unwrap_or_default(),
-            vector_lengths.unwrap_or_default(),
+            dtype_of(data_type.0)?,
+            version.0,
+            n_features.0,
+            string_lengths.map(ints).unwrap_or_default(),
+            vector_lengths.map(ints).unwrap_or_default(),
         )
         .py_err()?;
         Ok(PyBlockMeta { inner: Arc::new(meta) })
@@ -156,28 +160,32 @@ impl PyDecodedBlock {
     }
 }
 
-fn now_or_clock(now: Option<u64>) -> u64 {
-    now.unwrap_or_else(expiry::unix_now)
+fn now_or_clock(now: Option<Int<u64>>) -> u64 {
+    now.map_or_else(expiry::unix_now, |Int(n)| n)
 }
 
 /// Encodes values into one PSDB block.
 #[pyfunction]
-#[pyo3(signature = (meta, values, *, ttl = 0, expiry_at = None, now = None, compress = true, saturate = false))]
+#[pyo3(
+    signature = (meta, values, *, ttl = Int(0), expiry_at = None, now = None, compress = true, saturate = false),
+    text_signature = "(meta, values, *, ttl=0, expiry_at=None, now=None, compress=True, saturate=False)"
+)]
 #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
 pub fn encode_block<'py>(
     py: Python<'py>,
     meta: &PyBlockMeta,
     values: &Bound<'py, PyAny>,
-    ttl: u64,
-    expiry_at: Option<u64>,
-    now: Option<u64>,
+    ttl: Int<u64>,
+    expiry_at: Option<Int<u64>>,
+    now: Option<Int<u64>>,
     compress: bool,
     saturate: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let now = now_or_clock(now);
+    let Int(ttl) = ttl;
     let expiry_at = match expiry_at {
         Some(_) if ttl != 0 => return Err(invalid("give either ttl or expiry_at, not both")),
-        Some(e) => e,
+        Some(Int(e)) => e,
         None => expiry::expiry_for_ttl(ttl, now).py_err()?,
     };
     let opts = EncodeOptions { expiry_at, now, compress, saturate };
@@ -190,7 +198,12 @@ pub fn encode_block<'py>(
 /// Decodes one block with the metadata of its own schema version.
 #[pyfunction]
 #[pyo3(signature = (meta, block, *, now = None))]
-pub fn decode_block(py: Python<'_>, meta: &PyBlockMeta, block: &[u8], now: Option<u64>) -> PyResult<PyDecodedBlock> {
+pub fn decode_block(
+    py: Python<'_>,
+    meta: &PyBlockMeta,
+    block: &[u8],
+    now: Option<Int<u64>>,
+) -> PyResult<PyDecodedBlock> {
     let now = now_or_clock(now);
     let meta = &meta.inner;
     let decoded = py
@@ -225,10 +238,11 @@ pub fn feature_bytes<'py>(
     py: Python<'py>,
     meta: &PyBlockMeta,
     block: &[u8],
-    pos: usize,
-    now: Option<u64>,
+    pos: Int<usize>,
+    now: Option<Int<u64>>,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let meta = &meta.inner;
+    let Int(pos) = pos;
     if pos >= meta.n_features() {
         return Err(invalid(format!("feature {pos} out of range ({} features)", meta.n_features())));
     }
@@ -246,16 +260,20 @@ pub fn feature_bytes<'py>(
 
 /// One feature's value in the response ("cell") encoding — also how defaults are stored.
 #[pyfunction]
-#[pyo3(signature = (data_type, values, *, string_length = 65_535, vector_length = 0, saturate = false))]
+#[pyo3(
+    signature = (data_type, values, *, string_length = Int(65_535), vector_length = Int(0), saturate = false),
+    text_signature = "(data_type, values, *, string_length=65535, vector_length=0, saturate=False)"
+)]
 pub fn encode_cell<'py>(
     py: Python<'py>,
-    data_type: u8,
+    data_type: Int<u8>,
     values: &Bound<'py, PyAny>,
-    string_length: u32,
-    vector_length: u32,
+    string_length: Int<u32>,
+    vector_length: Int<u32>,
     saturate: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let dtype = dtype_of(data_type)?;
+    let dtype = dtype_of(data_type.0)?;
+    let (Int(string_length), Int(vector_length)) = (string_length, vector_length);
     let is_str = dtype.element() == Some(ofs_core::Element::String);
     // A scalar may be given bare: wrap it so it reads as a one-value stream.
     let values = if dtype.is_vector() { values.clone() } else { pyo3::types::PyList::new(py, [values])?.into_any() };
@@ -267,15 +285,15 @@ pub fn encode_cell<'py>(
 
 /// Decodes a cell to a numpy array (a list of str for string types).
 #[pyfunction]
-#[pyo3(signature = (data_type, cell, *, vector_length = 0))]
+#[pyo3(signature = (data_type, cell, *, vector_length = Int(0)), text_signature = "(data_type, cell, *, vector_length=0)")]
 pub fn decode_cell<'py>(
     py: Python<'py>,
-    data_type: u8,
+    data_type: Int<u8>,
     cell: &[u8],
-    vector_length: u32,
+    vector_length: Int<u32>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let dtype = dtype_of(data_type)?;
-    let arr = py.detach(|| ofs_core::cell::decode(dtype, cell, vector_length)).py_err()?;
+    let dtype = dtype_of(data_type.0)?;
+    let arr = py.detach(|| ofs_core::cell::decode(dtype, cell, vector_length.0)).py_err()?;
     array_to_py(py, arr)
 }
 
@@ -288,8 +306,8 @@ pub fn read_header(block: &[u8]) -> PyResult<PyBlockHeader> {
 /// The five expiry bytes for an absolute expiry (0 = never), checked against `now`.
 #[pyfunction]
 #[pyo3(signature = (expiry_at, *, now = None))]
-pub fn expiry_encode(py: Python<'_>, expiry_at: u64, now: Option<u64>) -> PyResult<Bound<'_, PyBytes>> {
-    let b = expiry::encode(expiry_at, now_or_clock(now)).py_err()?;
+pub fn expiry_encode(py: Python<'_>, expiry_at: Int<u64>, now: Option<Int<u64>>) -> PyResult<Bound<'_, PyBytes>> {
+    let b = expiry::encode(expiry_at.0, now_or_clock(now)).py_err()?;
     Ok(bytes(py, &b))
 }
 

@@ -5,6 +5,7 @@ use ofs_core::{csdb, float, quant, DataType};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::args::{ints, Int};
 use crate::arrays::{bytes, slice_of};
 use crate::errors::{invalid, IntoPy};
 
@@ -12,11 +13,15 @@ use crate::errors::{invalid, IntoPy};
 /// layout 1 when every block fits 16-bit lengths, else layout 2.
 #[pyfunction]
 #[pyo3(signature = (entries, *, layout = None))]
-pub fn csdb_encode(py: Python<'_>, entries: Vec<(u16, Vec<u8>)>, layout: Option<u8>) -> PyResult<Bound<'_, PyBytes>> {
-    let refs: Vec<(u16, &[u8])> = entries.iter().map(|(fg, b)| (*fg, b.as_slice())).collect();
+pub fn csdb_encode(
+    py: Python<'_>,
+    entries: Vec<(Int<u16>, Vec<u8>)>,
+    layout: Option<Int<u8>>,
+) -> PyResult<Bound<'_, PyBytes>> {
+    let refs: Vec<(u16, &[u8])> = entries.iter().map(|(fg, b)| (fg.0, b.as_slice())).collect();
     let out = match layout {
         None => csdb::encode_auto(&refs),
-        Some(l) => csdb::encode(&refs, l).py_err()?,
+        Some(Int(l)) => csdb::encode(&refs, l).py_err()?,
     };
     Ok(bytes(py, &out))
 }
@@ -29,7 +34,12 @@ pub fn csdb_entries<'py>(py: Python<'py>, value: &[u8]) -> PyResult<Vec<(u16, Bo
 
 /// Blocks of the wanted FGs, skipping the others: None = no entry, b"" = negative entry.
 #[pyfunction]
-pub fn csdb_lookup<'py>(py: Python<'py>, value: &[u8], fg_ids: Vec<u16>) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+pub fn csdb_lookup<'py>(
+    py: Python<'py>,
+    value: &[u8],
+    fg_ids: Vec<Int<u16>>,
+) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+    let fg_ids = ints(fg_ids);
     let mut out = vec![None; fg_ids.len()];
     csdb::lookup(value, &fg_ids, &mut out).py_err()?;
     Ok(out.into_iter().map(|o| o.map(|b| bytes(py, b))).collect())
@@ -102,9 +112,14 @@ float_codec!(
 
 /// Converts one feature's response bytes from `from_type` to the narrower float `to_type`.
 #[pyfunction]
-pub fn quantize<'py>(py: Python<'py>, data: &[u8], from_type: u8, to_type: u8) -> PyResult<Bound<'py, PyBytes>> {
-    let from = DataType::from_u8(from_type).py_err()?;
-    let to = DataType::from_u8(to_type).py_err()?;
+pub fn quantize<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    from_type: Int<u8>,
+    to_type: Int<u8>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let from = DataType::from_u8(from_type.0).py_err()?;
+    let to = DataType::from_u8(to_type.0).py_err()?;
     let mut out = Vec::new();
     py.detach(|| quant::convert(data, from, to, &mut out)).py_err()?;
     Ok(bytes(py, &out))

@@ -3,6 +3,7 @@
 
 // PyO3 extracts #[pyfunction] arguments as owned values; borrowing them is not an option.
 #![allow(clippy::needless_pass_by_value)]
+mod args;
 mod arrays;
 mod blocks;
 mod errors;

@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use ofs_core::psdb::{self, Block, EncodeOptions};
 use ofs_core::{csdb, float, BlockMeta, DataType, Values};
 
@@ -172,6 +172,8 @@ fn bench_float_codecs(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("float");
     g.throughput(Throughput::Elements(FLOATS as u64));
+    // Sub-millisecond iterations: flat sampling keeps 100 samples within a short measurement time.
+    g.sampling_mode(SamplingMode::Flat);
     let mut codes16 = vec![0u16; FLOATS];
     let mut codes8 = vec![0u8; FLOATS];
     let mut back = vec![0f32; FLOATS];

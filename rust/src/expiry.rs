@@ -15,6 +15,9 @@ pub const MAX_TTL_DAYS: u64 = 513;
 /// The longest TTL a block can carry, in seconds (513 days).
 pub const MAX_TTL_SECONDS: u64 = MAX_TTL_DAYS * DAY;
 
+/// The year field has 14 bits.
+const MAX_YEAR: u64 = (1 << 14) - 1;
+
 /// Five zero bytes: the block never expires.
 pub const NEVER: [u8; 5] = [0; 5];
 
@@ -66,6 +69,9 @@ pub fn encode(expiry_at: u64, now: u64) -> Result<[u8; 5]> {
             "expiry {expiry_at} is more than {MAX_TTL_DAYS} days after now ({now})"
         )));
     }
+    if year_of(expiry_at) > MAX_YEAR {
+        return Err(Error::InvalidTtl(format!("expiry {expiry_at} is after the format's last year {MAX_YEAR}")));
+    }
     Ok(pack(expiry_at))
 }
 
@@ -87,7 +93,8 @@ pub fn decode(bytes: [u8; 5]) -> Result<Option<u64>> {
     let year = packed >> 26;
     let day = (packed >> 17) & 0x1FF;
     let sec = packed & 0x1_FFFF;
-    if day > 365 || sec >= DAY || year < 1970 {
+    let days_in_year = (days_to_jan1(year + 1) - days_to_jan1(year)) as u64;
+    if day >= days_in_year || sec >= DAY || year < 1970 {
         return Err(Error::corrupt(format!("expiry field out of range (year {year}, day {day}, second {sec})")));
     }
     Ok(Some(days_to_jan1(year) as u64 * DAY + day * DAY + sec))
@@ -136,6 +143,20 @@ mod tests {
         assert!(encode(now + MAX_TTL_SECONDS, now).is_ok());
         assert!(expiry_for_ttl(MAX_TTL_SECONDS + 1, now).is_err());
         assert_eq!(expiry_for_ttl(0, now).unwrap(), 0);
+    }
+
+    #[test]
+    fn years_beyond_the_field_are_rejected() {
+        let now = 518_801_454_000; // year 18410
+        assert!(matches!(encode(now + 3600, now), Err(Error::InvalidTtl(_))));
+        // Day 365 exists only in leap years.
+        assert!(decode(pack(1_767_225_599)).is_ok()); // 2025-12-31T23:59:59 is day 364
+        let mut packed = (2025u64 << 26) | (365 << 17);
+        let hi = ((packed >> 8) as u32).to_le_bytes();
+        assert!(decode([hi[0], hi[1], hi[2], hi[3], (packed & 0xff) as u8]).is_err());
+        packed = (2024u64 << 26) | (365 << 17);
+        let hi = ((packed >> 8) as u32).to_le_bytes();
+        assert!(decode([hi[0], hi[1], hi[2], hi[3], (packed & 0xff) as u8]).is_ok());
     }
 
     #[test]

@@ -161,7 +161,9 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
     }
     let expiry = expiry::encode(opts.expiry_at, opts.now)?;
     // The payload is built after a header-sized gap so the uncompressed path needs no second copy.
-    let mut block = vec![0u8; HEADER_LEN];
+    // One allocation: header gap plus the exact payload size of fixed-width and bool types.
+    let mut block = Vec::with_capacity(HEADER_LEN + meta.fixed_payload_len().unwrap_or(0));
+    block.resize(HEADER_LEN, 0);
     let mut last = 0;
     match meta.element() {
         Element::String => {
@@ -177,7 +179,6 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
             last = bool_last_index(n);
         }
         _ => {
-            block.reserve(meta.fixed_payload_len().unwrap_or(0));
             append_elements(&mut block, dtype, values, opts.saturate).map_err(|e| e.at_value(|i| locate(meta, i)))?;
         }
     }
@@ -410,7 +411,8 @@ impl<'a> BlockView<'a> {
     }
 }
 
-fn le_chunks<T, const W: usize>(p: &[u8], f: fn([u8; W]) -> T) -> Vec<T> {
+/// Monomorphised per element type (not a `fn` pointer), so the conversion inlines and vectorises.
+fn le_chunks<T, const W: usize>(p: &[u8], f: impl Fn([u8; W]) -> T) -> Vec<T> {
     p.chunks_exact(W).map(|c| f(c.try_into().expect("exact chunk"))).collect()
 }
 

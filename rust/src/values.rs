@@ -134,6 +134,9 @@ impl Source for f64 {
 /// `Bool` elements are appended one byte (0/1) per value; the caller packs them into bits.
 pub(crate) fn append_elements(out: &mut Vec<u8>, dtype: DataType, values: Values<'_>, saturate: bool) -> Result<()> {
     let element = dtype.known_element()?;
+    if append_same_type(out, element, values) {
+        return Ok(());
+    }
     match values {
         Values::F32(v) => append_from(out, dtype, element, v, saturate),
         Values::F64(v) => append_from(out, dtype, element, v, saturate),
@@ -147,6 +150,59 @@ pub(crate) fn append_elements(out: &mut Vec<u8>, dtype: DataType, values: Values
         Values::U64(v) => append_from(out, dtype, element, v, saturate),
         Values::Bool(v) => append_from(out, dtype, element, v, saturate),
         Values::Str(_) => Err(Error::WrongValueKind { dtype, given: "string" }),
+    }
+}
+
+/// Fast path: when the source already is the stored type every value fits, and the stored form is
+/// the source's own little-endian bytes (a plain copy on little-endian targets). Returns whether it
+/// applied; nothing is appended when it did not.
+fn append_same_type(out: &mut Vec<u8>, element: Element, values: Values<'_>) -> bool {
+    match (values, element) {
+        (Values::F32(v), Element::Fp32) => append_le(out, v, f32::to_le_bytes),
+        (Values::F64(v), Element::Fp64) => append_le(out, v, f64::to_le_bytes),
+        (Values::I8(v), Element::Int8) => append_le(out, v, i8::to_le_bytes),
+        (Values::I16(v), Element::Int16) => append_le(out, v, i16::to_le_bytes),
+        (Values::I32(v), Element::Int32) => append_le(out, v, i32::to_le_bytes),
+        (Values::I64(v), Element::Int64) => append_le(out, v, i64::to_le_bytes),
+        (Values::U8(v), Element::Uint8) => out.extend_from_slice(v),
+        (Values::U16(v), Element::Uint16) => append_le(out, v, u16::to_le_bytes),
+        (Values::U32(v), Element::Uint32) => append_le(out, v, u32::to_le_bytes),
+        (Values::U64(v), Element::Uint64) => append_le(out, v, u64::to_le_bytes),
+        _ => return false,
+    }
+    true
+}
+
+/// Primitive numbers: no padding, every byte initialised, so a slice of them may be read as bytes.
+///
+/// # Safety
+/// Implement only for types whose every bit is initialised and meaningful (no padding).
+unsafe trait Plain: Copy {}
+// SAFETY: primitive integers and floats have no padding bytes.
+unsafe impl Plain for f32 {}
+unsafe impl Plain for f64 {}
+unsafe impl Plain for i8 {}
+unsafe impl Plain for i16 {}
+unsafe impl Plain for i32 {}
+unsafe impl Plain for i64 {}
+unsafe impl Plain for u16 {}
+unsafe impl Plain for u32 {}
+unsafe impl Plain for u64 {}
+
+/// Appends the `W`-byte little-endian form of every value: one `memcpy` of the slice's own bytes on
+/// little-endian targets (where `to_le` is the identity), a per-value loop elsewhere.
+fn append_le<T: Plain, const W: usize>(out: &mut Vec<u8>, src: &[T], to_le: fn(T) -> [u8; W]) {
+    debug_assert_eq!(std::mem::size_of::<T>(), W);
+    if cfg!(target_endian = "little") {
+        // SAFETY: `T: Plain` has no padding, so all `size_of_val(src)` bytes behind the pointer are
+        // initialised; u8 has alignment 1; the borrow of `src` outlives the byte view.
+        let bytes = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), std::mem::size_of_val(src)) };
+        out.extend_from_slice(bytes);
+    } else {
+        out.reserve(src.len() * W);
+        for &x in src {
+            out.extend_from_slice(&to_le(x));
+        }
     }
 }
 
@@ -267,6 +323,34 @@ mod tests {
         let mut out = Vec::new();
         append_elements(&mut out, dtype, v, sat)?;
         Ok(out)
+    }
+
+    /// The same-type fast path writes exactly what the checked per-value path writes.
+    #[test]
+    fn same_type_fast_path_matches_checked_path() {
+        fn check<S: Source>(dtype: DataType, src: &[S], values: Values<'_>) {
+            let element = dtype.known_element().unwrap();
+            let mut fast = vec![0xAA];
+            assert!(append_same_type(&mut fast, element, values), "{dtype}: fast path not taken");
+            let mut slow = vec![0xAA];
+            append_from(&mut slow, dtype, element, src, false).unwrap();
+            assert_eq!(fast, slow, "{dtype}");
+        }
+        let f32s = [0.0, -0.0, 1.5, -f32::MAX, f32::MIN_POSITIVE, 1e-45, f32::INFINITY, f32::NAN];
+        check(DataType::Fp32Vector, &f32s, Values::F32(&f32s));
+        let f64s = [0.0, -0.0, 1.5, f64::MAX, -f64::MIN_POSITIVE, f64::NEG_INFINITY, f64::NAN];
+        check(DataType::Fp64, &f64s, Values::F64(&f64s));
+        check(DataType::Int8, &[i8::MIN, -1, 0, i8::MAX], Values::I8(&[i8::MIN, -1, 0, i8::MAX]));
+        check(DataType::Int16, &[i16::MIN, -1, 0, i16::MAX], Values::I16(&[i16::MIN, -1, 0, i16::MAX]));
+        check(DataType::Int32, &[i32::MIN, -1, 0, i32::MAX], Values::I32(&[i32::MIN, -1, 0, i32::MAX]));
+        check(DataType::Int64, &[i64::MIN, -1, 0, i64::MAX], Values::I64(&[i64::MIN, -1, 0, i64::MAX]));
+        check(DataType::Uint8, &[0u8, 1, u8::MAX], Values::U8(&[0, 1, u8::MAX]));
+        check(DataType::Uint16, &[0u16, 1, u16::MAX], Values::U16(&[0, 1, u16::MAX]));
+        check(DataType::Uint32Vector, &[0u32, 1, u32::MAX], Values::U32(&[0, 1, u32::MAX]));
+        check(DataType::Uint64, &[0u64, 1, u64::MAX], Values::U64(&[0, 1, u64::MAX]));
+        // Cross-type inputs still take the checked path.
+        assert!(!append_same_type(&mut Vec::new(), Element::Int32, Values::I64(&[1])));
+        assert!(!append_same_type(&mut Vec::new(), Element::Fp32, Values::F64(&[1.0])));
     }
 
     #[test]

@@ -1,0 +1,153 @@
+"""``ofs``: the command line of online-feature-store.
+
+One sub-command group per concern (``ofs registry …`` today; ``serve``, ``consume`` and ``horizon`` register
+themselves the same way: a ``_add_<name>(subparsers)`` function that sets ``func`` on its parsers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+
+from online_feature_store.errors import OfsError
+
+__all__ = ["main"]
+
+
+def _registry_apply(args: argparse.Namespace) -> int:
+    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.spec import diff_states, reconcile
+    from online_feature_store.registry.yaml_io import load_yaml
+
+    spec = load_yaml(args.file)
+    with closing(open_registry(args.registry)) as backend:
+        current = backend.load()
+        target = reconcile(current.state, spec, prune=args.prune)
+        changes = diff_states(current.state, target)
+        print(f"registry {backend.url} at revision {current.revision}")
+        if not changes:
+            print("no changes")
+            return 0
+        print(f"plan: {len(changes)} change(s)")
+        for line in changes:
+            print(f"  {line}")
+        if args.dry_run:
+            print("dry run: nothing applied")
+            return 0
+        if not args.yes and sys.stdin.isatty():
+            answer = input("apply these changes? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print("cancelled: nothing applied")
+                return 1
+        revision = backend.apply(lambda state: reconcile(state, spec, prune=args.prune))
+        print(f"applied: revision {revision}")
+    return 0
+
+
+def _registry_show(args: argparse.Namespace) -> int:
+    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.spec import cell_to_plain
+
+    with closing(open_registry(args.registry)) as backend:
+        snapshot = backend.load()
+    entities = [snapshot.entity(args.entity)] if args.entity else list(snapshot.entities.values())
+    print(f"registry {backend.url} at revision {snapshot.revision}")
+    if not args.entity:
+        for store in snapshot.stores.values():
+            print(f"store {store.id} ({store.kind}) {dict(store.settings)}")
+        for caller in snapshot.callers.values():
+            print(f"caller {caller.id} ({caller.role})")
+    for entity in entities:
+        keys = ", ".join(f"{k.label} (column {k.column})" for k in entity.keys)
+        print(f"entity {entity.label}: keys {keys}")
+        for fg in entity.feature_groups:
+            ttl = "never" if fg.ttl_seconds == 0 else f"{fg.ttl_seconds}s"
+            print(
+                f"  fg {fg.label} id {fg.id} {fg.data_type.type_name} ttl {ttl} store {fg.store_id or '-'} "
+                f"version {fg.active_version} of {sorted(fg.versions)}"
+            )
+            for f in fg.features:
+                extra = f" string_length {f.string_length}" if f.string_length else ""
+                extra += f" vector_length {f.vector_length}" if f.vector_length else ""
+                default = cell_to_plain(fg.data_type, f.default, f.vector_length)
+                print(f"    {f.label} default {default!r}{extra}")
+    return 0
+
+
+def _registry_export(args: argparse.Namespace) -> int:
+    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.yaml_io import dump_yaml
+
+    with closing(open_registry(args.registry)) as backend:
+        text = dump_yaml(backend.load().state)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+def _add_registry(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    registry = subparsers.add_parser("registry", help="apply, show and export the feature registry")
+    registry.set_defaults(func=lambda _args: _usage(registry))
+    commands = registry.add_subparsers(title="commands", metavar="COMMAND")
+    url_help = (
+        "registry URL: sqlite:///path/registry.db or etcd://host:port[,host:port][/prefix/] "
+        "(default: $OFS_REGISTRY, else sqlite:///$OFS_DATA_DIR/registry.db)"
+    )
+
+    apply = commands.add_parser("apply", help="apply a registry YAML file (prints the plan first)")
+    apply.add_argument("-f", "--file", required=True, help="the registry YAML file")
+    apply.add_argument("--registry", help=url_help)
+    apply.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan, apply nothing")
+    apply.add_argument("--prune", action="store_true", help="delete what the file does not declare")
+    apply.set_defaults(func=_registry_apply)
+
+    show = commands.add_parser("show", help="print the registry, or one entity")
+    show.add_argument("entity", nargs="?", help="only this entity")
+    show.add_argument("--registry", help=url_help)
+    show.set_defaults(func=_registry_show)
+
+    export = commands.add_parser("export", help="write the registry as YAML (re-applies as a no-op)")
+    export.add_argument("-o", "--output", help="output file (default: standard output)")
+    export.add_argument("--registry", help=url_help)
+    export.set_defaults(func=_registry_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ofs`` argument parser with every sub-command."""
+    from online_feature_store import __version__
+
+    parser = argparse.ArgumentParser(prog="ofs", description="online-feature-store command line")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.set_defaults(func=lambda _args: _usage(parser))
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_registry(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ofs`` with ``argv`` (default: the process arguments); the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except OfsError as exc:
+        print(f"ofs: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

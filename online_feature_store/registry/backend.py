@@ -1,0 +1,114 @@
+"""The interface every registry backend implements, the shared apply logic, and ``open_registry(url)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, Union
+
+from online_feature_store.errors import InvalidInputError
+from online_feature_store.registry.model import RegistryState
+from online_feature_store.registry.serde import state_docs
+from online_feature_store.registry.snapshot import Snapshot
+from online_feature_store.registry.validate import HasData, validate_change
+
+__all__ = [
+    "Change",
+    "RegistryBackend",
+    "default_registry_url",
+    "open_registry",
+    "plan_docs",
+]
+
+Change = Union[Callable[[RegistryState], RegistryState], RegistryState]
+"""What :meth:`RegistryBackend.apply` takes: the desired state, or a function of the current state.
+
+A function is re-run on the latest state when a concurrent apply wins the race, so it should compute the
+change from its argument (``lambda s: s.with_entity(...)``), never from a state read earlier.
+"""
+
+
+class RegistryBackend(Protocol):
+    """A place the registry lives (SQLite file, etcd cluster). The rest of the code only sees this."""
+
+    @property
+    def url(self) -> str:
+        """The URL that opens this backend again (``sqlite:///…``, ``etcd://…``)."""
+        ...
+
+    def load(self) -> Snapshot:
+        """The current state and its revision, compiled."""
+        ...
+
+    def revision(self) -> int:
+        """The current revision, cheaply (a change always increases it)."""
+        ...
+
+    def apply(self, change: Change, *, has_data: HasData | None = None) -> int:
+        """Validate and apply ``change`` atomically (all of it or nothing); return the new revision.
+
+        ``has_data(entity)`` tells whether an entity has stored rows, which forbids changing its keys.
+        Nothing changes (and the revision stays) when the change is a no-op.
+        """
+        ...
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (from a background thread) soon after the registry may have changed."""
+        ...
+
+    def close(self) -> None:
+        """Stop watches and release connections. Idempotent."""
+        ...
+
+
+def plan_docs(
+    current: RegistryState, change: Change, has_data: HasData | None
+) -> tuple[RegistryState, dict[tuple[str, str], str], list[tuple[str, str]]]:
+    """Run and validate ``change`` on ``current``: the new state, the documents to write and to delete."""
+    new = change(current) if callable(change) else change
+    if not isinstance(new, RegistryState):
+        raise InvalidInputError(f"a registry change must produce a RegistryState, not {type(new).__name__}")
+    validate_change(current, new, has_data or _no_data)
+    Snapshot(new, 0)  # every version must compile to a BlockMeta before it is stored
+    before, after = state_docs(current), state_docs(new)
+    puts = {k: v for k, v in after.items() if before.get(k) != v}
+    deletes = [k for k in before if k not in after]
+    return new, puts, deletes
+
+
+def _no_data(entity: str) -> bool:
+    return False
+
+
+def data_dir() -> Path:
+    """``$OFS_DATA_DIR``, else ``~/.local/share/online-feature-store``."""
+    env = os.environ.get("OFS_DATA_DIR")
+    return Path(env) if env else Path.home() / ".local" / "share" / "online-feature-store"
+
+
+def default_registry_url() -> str:
+    """``$OFS_REGISTRY``, else the SQLite file ``registry.db`` in :func:`data_dir`."""
+    return os.environ.get("OFS_REGISTRY") or f"sqlite:///{data_dir() / 'registry.db'}"
+
+
+def open_registry(url: str | None = None) -> RegistryBackend:
+    """Open ``sqlite:///path/registry.db`` or ``etcd://host:port[,host:port…][/prefix/]``."""
+    url = url or default_registry_url()
+    if url.startswith("sqlite://"):
+        from online_feature_store.registry.sqlite import SqliteRegistry
+
+        path = url[len("sqlite://") :]
+        if not path:
+            raise InvalidInputError(f"registry URL {url!r} has no path (sqlite:///path/registry.db)")
+        return SqliteRegistry(path)
+    if url.startswith("etcd://"):
+        from online_feature_store.registry.etcd import DEFAULT_PREFIX, EtcdRegistry
+
+        rest = url[len("etcd://") :]
+        hosts, slash, prefix = rest.partition("/")
+        if not hosts:
+            raise InvalidInputError(f"registry URL {url!r} has no endpoints (etcd://host:port[,host:port])")
+        prefix = "/" + prefix if slash and prefix else DEFAULT_PREFIX
+        return EtcdRegistry(hosts.split(","), prefix=prefix)
+    raise InvalidInputError(f"unsupported registry URL {url!r}: use sqlite:///path or etcd://host:port")

@@ -1,0 +1,98 @@
+"""``ofs registry`` end to end in subprocesses, on SQLite and etcd: apply, show, export, re-apply."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from online_feature_store.registry import RegistryWatcher, open_registry
+
+from .conftest import ETCD, require_service
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "features.yaml"
+
+
+def ofs(*args: str, registry: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OFS_REGISTRY": registry, "OFS_READER_TOKEN": "r-tok", "OFS_WRITER_TOKEN": "w-tok"}
+    return subprocess.run(
+        [sys.executable, "-m", "online_feature_store.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'reg' / 'registry.db'}"
+    require_service("etcd", [ETCD], "scripts/services/etcd start")
+    return f"etcd://{ETCD[0]}:{ETCD[1]}/ofs-test/{uuid.uuid4().hex}/"
+
+
+def test_apply_show_export_reapply(registry_url: str, tmp_path: Path) -> None:
+    dry = ofs("registry", "apply", "-f", str(EXAMPLE), "--dry-run", registry=registry_url)
+    assert dry.returncode == 0, dry.stderr
+    assert "+ entity user (keys [user_id:uid])" in dry.stdout
+    assert "dry run: nothing applied" in dry.stdout
+
+    backend = open_registry(registry_url)
+    try:
+        with RegistryWatcher(backend, poll_interval=5.0) as watcher:
+            assert watcher.revision == 0
+            applied = ofs("registry", "apply", "-f", str(EXAMPLE), registry=registry_url)  # stdin not a tty
+            assert applied.returncode == 0, applied.stderr
+            assert "+ fg catalog/pricing (DataTypeFP64, id 0, ttl 3600s" in applied.stdout
+            assert "applied: revision" in applied.stdout
+            # a change made by another process reaches this one's watcher
+            deadline = time.monotonic() + 10
+            while watcher.revision == 0:
+                assert time.monotonic() < deadline, "watcher did not see the CLI's apply"
+                time.sleep(0.01)
+            assert watcher.snapshot.feature_group("user", "embedding").features[0].vector_length == 8
+
+        show = ofs("registry", "show", "user", registry=registry_url)
+        assert show.returncode == 0, show.stderr
+        assert "fg flags id 3 DataTypeBool" in show.stdout
+        assert "accepts_marketing default True" in show.stdout
+
+        out = tmp_path / "exported.yaml"
+        export = ofs("registry", "export", "-o", str(out), registry=registry_url)
+        assert export.returncode == 0, export.stderr
+        assert "r-tok" not in out.read_text()
+        assert "scrypt$" in out.read_text()
+        again = ofs("registry", "apply", "-f", str(out), "--yes", registry=registry_url)
+        assert again.returncode == 0, again.stderr
+        assert "no changes" in again.stdout
+        again = ofs("registry", "apply", "-f", str(EXAMPLE), registry=registry_url)
+        assert "no changes" in again.stdout
+
+        missing = ofs("registry", "show", "nope", registry=registry_url)
+        assert missing.returncode == 1
+        assert "unknown entity 'nope'" in missing.stderr
+    finally:
+        if registry_url.startswith("etcd://"):
+            backend._client.delete_prefix(backend.prefix)  # type: ignore[attr-defined]
+        backend.close()
+
+
+def test_invalid_file_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "entities:\n  - label: u\n    keys: [{label: id}]\n    feature_groups:\n"
+        "      - {label: g, data_type: int8, features: [{label: f, default: 300}]}\n"
+    )
+    result = ofs("registry", "apply", "-f", str(bad), registry=f"sqlite://{tmp_path / 'r.db'}")
+    assert result.returncode == 1
+    assert (
+        "entity 'u', feature group 'g', feature 'f': default 300 does not fit DataTypeInt8" in result.stderr
+    )
