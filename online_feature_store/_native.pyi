@@ -11,6 +11,7 @@ __all__ = [
     "PSDB_HEADER_LEN",
     "BlockHeader",
     "BlockMeta",
+    "Catalog",
     "DecodedBlock",
     "__version__",
     "csdb_encode",
@@ -65,6 +66,53 @@ class BlockMeta:
     def string_lengths(self) -> list[int]: ...
     @property
     def vector_lengths(self) -> list[int]: ...
+
+@final
+class Catalog:
+    """The registry compiled for serving (one per registry revision; immutable)."""
+
+    def __new__(
+        cls,
+        revision: int,
+        entities: Sequence[tuple[str, Sequence[str]]],
+        feature_groups: Sequence[
+            tuple[
+                str,
+                int,
+                str,
+                int,
+                int,
+                int,
+                Sequence[tuple[int, Sequence[str], Sequence[int], Sequence[int], Sequence[bytes]]],
+            ]
+        ],
+    ) -> Catalog: ...
+    @property
+    def revision(self) -> int: ...
+    def key_permutation(self, entity: str, keys_schema: Sequence[str]) -> list[int]: ...
+    def plan(
+        self, entity: str, keys_schema: Sequence[str], fgs: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[tuple[int, list[tuple[str, int, int]]]]: ...
+    def retrieve(
+        self,
+        entity: str,
+        keys_schema: Sequence[str],
+        fgs: Sequence[tuple[str, Sequence[str]]],
+        blocks: Sequence[bytes],
+        *,
+        now: int | None = None,
+    ) -> list[tuple[Any, npt.NDArray[np.uint8]]]: ...
+    def encode_rows(
+        self,
+        entity: str,
+        fg: str,
+        values: Any,
+        rows: int,
+        *,
+        now: int | None = None,
+        saturate: bool = False,
+    ) -> list[bytes]: ...
+    def feature_group(self, entity: str, fg: str) -> tuple[int, int, int, int, int]: ...
 
 @final
 class BlockHeader:

@@ -72,6 +72,86 @@ pub fn decode(dtype: DataType, cell: &[u8], vector_len: u32) -> Result<psdb::Arr
     }
 }
 
+/// Appends the values of a cell of `dtype` to `out`, widened like [`psdb::BlockView::to_array`]
+/// (fp8/fp16 → f32). `out` must be the array kind of `dtype`'s element.
+pub fn append_to(out: &mut psdb::Array, dtype: DataType, cell: &[u8]) -> Result<()> {
+    use crate::float;
+    use psdb::Array as A;
+    fn le<const W: usize, T>(v: &mut Vec<T>, cell: &[u8], f: fn([u8; W]) -> T) -> Result<()> {
+        if cell.len() % W != 0 {
+            return Err(Error::corrupt(format!(
+                "cell of {} bytes is not a whole number of {W}-byte values",
+                cell.len()
+            )));
+        }
+        v.extend(cell.chunks_exact(W).map(|c| f(c.try_into().expect("exact chunk"))));
+        Ok(())
+    }
+    match (out, dtype.known_element()?) {
+        (A::F32(v), Element::Fp32) => le(v, cell, f32::from_le_bytes),
+        (A::F32(v), Element::Fp16) => le(v, cell, |b: [u8; 2]| float::f16_to_f32(u16::from_le_bytes(b))),
+        (A::F32(v), Element::Fp8E4M3) => le(v, cell, |b: [u8; 1]| float::e4m3_to_f32(b[0])),
+        (A::F32(v), Element::Fp8E5M2) => le(v, cell, |b: [u8; 1]| float::e5m2_to_f32(b[0])),
+        (A::F64(v), Element::Fp64) => le(v, cell, f64::from_le_bytes),
+        (A::I8(v), Element::Int8) => le(v, cell, i8::from_le_bytes),
+        (A::I16(v), Element::Int16) => le(v, cell, i16::from_le_bytes),
+        (A::I32(v), Element::Int32) => le(v, cell, i32::from_le_bytes),
+        (A::I64(v), Element::Int64) => le(v, cell, i64::from_le_bytes),
+        (A::U8(v), Element::Uint8) => le(v, cell, u8::from_le_bytes),
+        (A::U16(v), Element::Uint16) => le(v, cell, u16::from_le_bytes),
+        (A::U32(v), Element::Uint32) => le(v, cell, u32::from_le_bytes),
+        (A::U64(v), Element::Uint64) => le(v, cell, u64::from_le_bytes),
+        (A::Bool(v), Element::Bool) => le(v, cell, |b: [u8; 1]| b[0] != 0),
+        (A::Str(v), Element::String) if !dtype.is_vector() => {
+            v.push(std::str::from_utf8(cell).map_err(|_| Error::corrupt("string cell is not UTF-8"))?.to_owned());
+            Ok(())
+        }
+        (A::Str(v), Element::String) => {
+            // [u16 len × n][bytes]: n is found by walking lengths until they account for the rest.
+            let len_at = |i: usize| u16::from_le_bytes([cell[2 * i], cell[2 * i + 1]]) as usize;
+            let (mut count, mut total) = (0, 0usize);
+            while 2 * count + total < cell.len() {
+                if 2 * count + 2 > cell.len() {
+                    return Err(Error::corrupt("truncated string vector cell"));
+                }
+                total += len_at(count);
+                count += 1;
+            }
+            if 2 * count + total != cell.len() {
+                return Err(Error::corrupt("string vector cell lengths do not match its size"));
+            }
+            let mut at = 2 * count;
+            for i in 0..count {
+                let text = std::str::from_utf8(&cell[at..at + len_at(i)])
+                    .map_err(|_| Error::corrupt("string cell is not UTF-8"))?;
+                v.push(text.to_owned());
+                at += len_at(i);
+            }
+            Ok(())
+        }
+        (_, element) => Err(Error::InvalidInput(format!("a {element:?} cell cannot be added to this output array"))),
+    }
+}
+
+/// An empty output array of the kind `dtype`'s cells widen to.
+pub fn empty_array(dtype: DataType, capacity: usize) -> Result<psdb::Array> {
+    use psdb::Array as A;
+    Ok(match dtype.known_element()? {
+        Element::Fp32 | Element::Fp16 | Element::Fp8E4M3 | Element::Fp8E5M2 => A::F32(Vec::with_capacity(capacity)),
+        Element::Fp64 => A::F64(Vec::with_capacity(capacity)),
+        Element::Int8 => A::I8(Vec::with_capacity(capacity)),
+        Element::Int16 => A::I16(Vec::with_capacity(capacity)),
+        Element::Int32 => A::I32(Vec::with_capacity(capacity)),
+        Element::Int64 => A::I64(Vec::with_capacity(capacity)),
+        Element::Uint8 => A::U8(Vec::with_capacity(capacity)),
+        Element::Uint16 => A::U16(Vec::with_capacity(capacity)),
+        Element::Uint32 => A::U32(Vec::with_capacity(capacity)),
+        Element::Uint64 => A::U64(Vec::with_capacity(capacity)),
+        Element::Bool => A::Bool(Vec::with_capacity(capacity)),
+        Element::String => A::Str(Vec::with_capacity(capacity)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

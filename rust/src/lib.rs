@@ -4,9 +4,11 @@
 //! conversion and retrieval-time quantization. No Python here: `pyext/` binds this crate, and the
 //! services reach it only through those bindings.
 
+pub mod catalog;
 pub mod cell;
 pub mod csdb;
 pub mod dtype;
+pub mod engine;
 pub mod error;
 pub mod expiry;
 pub mod float;
