@@ -22,7 +22,11 @@ RETRIEVE = {
         "feature_group_label": (1, F.TYPE_STRING, False),
         "features": (2, F.TYPE_MESSAGE, True),
     },
-    "Row": {"keys": (1, F.TYPE_STRING, True), "columns": (2, F.TYPE_BYTES, True)},
+    "Row": {
+        "keys": (1, F.TYPE_STRING, True),
+        "columns": (2, F.TYPE_BYTES, True),
+        "fg_status": (3, F.TYPE_UINT32, True),  # our addition, a new field number
+    },
     "Result": {
         "entity_label": (1, F.TYPE_STRING, False),
         "keys_schema": (2, F.TYPE_STRING, True),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use numpy::PyArray1;
 use ofs_core::catalog::{Catalog, VersionSpec};
-use ofs_core::{engine, expiry, DataType};
+use ofs_core::{engine, expiry, wire, DataType};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
@@ -23,6 +23,11 @@ type FgTuple = (String, Int<u16>, String, Int<u8>, Int<u16>, Int<u64>, Vec<Versi
 type PlannedFg = (u16, Vec<(String, u8, usize)>);
 /// Per FG of a retrieve: `(values, status)`.
 type FgArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>);
+
+/// `(entity, canonical keys, fg ids)`.
+type WirePlan = (String, Vec<Vec<String>>, Vec<u16>);
+/// `(canonical key, fg id, block, expires_at)`.
+type PersistTuple<'py> = (Vec<String>, u16, Bound<'py, PyBytes>, u64);
 
 /// The registry compiled for serving (one per registry revision; immutable).
 #[pyclass(name = "Catalog", module = "online_feature_store._native", frozen)]
@@ -158,6 +163,54 @@ impl PyCatalog {
         let now = now_or_clock(now);
         let blocks = with_values(py, &inp, |v| engine::encode_rows(group, v, rows.0, now, saturate))?.py_err()?;
         Ok(blocks.iter().map(|b| bytes(py, b)).collect())
+    }
+
+    /// Parses and plans `retrieve.Query` bytes: `(entity, canonical keys, fg ids)` to read.
+    fn plan_wire(&self, py: Python<'_>, query: &[u8]) -> PyResult<WirePlan> {
+        let cat = &self.inner;
+        py.detach(|| {
+            wire::parse_retrieve(cat, query)
+                .map(|r| (r.query.entity_label.clone(), r.canonical_keys.clone(), r.fg_ids()))
+        })
+        .py_err()
+    }
+
+    /// `retrieve.Result` bytes for `query`, given the blocks read for its plan (key-major).
+    #[pyo3(signature = (query, blocks, *, now = None))]
+    fn encode_wire<'py>(
+        &self,
+        py: Python<'py>,
+        query: &[u8],
+        blocks: Vec<PyBackedBytes>,
+        now: Option<Int<u64>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let cat = &self.inner;
+        let now = now_or_clock(now);
+        let out = py
+            .detach(|| {
+                let req = wire::parse_retrieve(cat, query)?;
+                let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+                wire::encode_retrieve(&req, &refs, now)
+            })
+            .py_err()?;
+        Ok(bytes(py, &out))
+    }
+
+    /// Validates `persist.Query` bytes and builds every block:
+    /// `(entity, [(canonical key, fg id, block, expires_at)])`.
+    #[pyo3(signature = (query, *, now = None, saturate = false))]
+    fn persist_wire<'py>(
+        &self,
+        py: Python<'py>,
+        query: &[u8],
+        now: Option<Int<u64>>,
+        saturate: bool,
+    ) -> PyResult<(String, Vec<PersistTuple<'py>>)> {
+        let cat = &self.inner;
+        let now = now_or_clock(now);
+        let req = py.detach(|| wire::parse_persist(cat, query, now, saturate)).py_err()?;
+        let blocks = req.blocks.into_iter().map(|b| (b.key, b.fg_id, bytes(py, &b.block), b.expires_at)).collect();
+        Ok((req.entity, blocks))
     }
 
     /// `(id, data type, ttl seconds, active version, values per row)` of a feature group.

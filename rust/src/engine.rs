@@ -203,7 +203,7 @@ pub fn encode_rows(
         .collect()
 }
 
-fn slice_values(v: Values<'_>, start: usize, len: usize) -> Values<'_> {
+pub(crate) fn slice_values(v: Values<'_>, start: usize, len: usize) -> Values<'_> {
     let r = start..start + len;
     match v {
         Values::F32(s) => Values::F32(&s[r]),

@@ -16,6 +16,7 @@ pub mod meta;
 pub mod psdb;
 pub mod quant;
 pub mod values;
+pub mod wire;
 
 pub use dtype::{DataType, Element};
 pub use error::{Error, ErrorKind, Result};

@@ -182,16 +182,90 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
             append_elements(&mut block, dtype, values, opts.saturate).map_err(|e| e.at_value(|i| locate(meta, i)))?;
         }
     }
-    if opts.compress && block.len() > HEADER_LEN {
+    finish(block, meta.version(), expiry, dtype, last, opts.compress)
+}
+
+/// Encodes a block from one cell per feature (the response encoding, as produced by
+/// [`crate::cell::encode`] or stored as defaults). Cells are checked against the layout.
+pub fn encode_cells(meta: &BlockMeta, cells: &[&[u8]], opts: &EncodeOptions) -> Result<Vec<u8>> {
+    let dtype = meta.dtype();
+    if cells.len() != meta.n_features() {
+        return Err(Error::WrongCount {
+            context: format!("{dtype} block cells"),
+            expected: meta.n_features(),
+            got: cells.len(),
+        });
+    }
+    let expiry = expiry::encode(opts.expiry_at, opts.now)?;
+    let bad = |p: usize, what: &str| Error::InvalidInput(format!("feature {p}: {what}"));
+    let mut block = vec![0u8; HEADER_LEN];
+    let mut last = 0;
+    match meta.element() {
+        Element::Bool => {
+            let bits: Vec<u8> = cells.concat();
+            for (p, c) in cells.iter().enumerate() {
+                if c.len() != meta.values_of(p) || c.iter().any(|&b| b > 1) {
+                    return Err(bad(p, "bool cell must hold one 0/1 byte per value"));
+                }
+            }
+            block.extend(pack_bits(&bits));
+            last = bool_last_index(bits.len());
+        }
+        Element::String if !dtype.is_vector() => {
+            let strings: Vec<&[u8]> = cells.to_vec();
+            encode_strings(meta, &strings, &mut block)?;
+        }
+        Element::String => {
+            let mut strings: Vec<&[u8]> = Vec::with_capacity(meta.n_values());
+            for (p, c) in cells.iter().enumerate() {
+                let n = meta.values_of(p);
+                let table = c.get(..2 * n).ok_or_else(|| bad(p, "string vector cell shorter than its lengths"))?;
+                let mut at = 2 * n;
+                for l in table.chunks_exact(2) {
+                    let len = u16::from_le_bytes([l[0], l[1]]) as usize;
+                    strings.push(c.get(at..at + len).ok_or_else(|| bad(p, "string vector cell truncated"))?);
+                    at += len;
+                }
+                if at != c.len() {
+                    return Err(bad(p, "string vector cell has trailing bytes"));
+                }
+            }
+            encode_strings(meta, &strings, &mut block)?;
+        }
+        e => {
+            for (p, c) in cells.iter().enumerate() {
+                if c.len() != meta.values_of(p) * e.size() {
+                    return Err(bad(
+                        p,
+                        &format!("cell of {} bytes, expected {}", c.len(), meta.values_of(p) * e.size()),
+                    ));
+                }
+                block.extend_from_slice(c);
+            }
+        }
+    }
+    finish(block, meta.version(), expiry, dtype, last, opts.compress)
+}
+
+/// Writes the header into the gap left at the front of `block`, compressing the payload when smaller.
+fn finish(
+    mut block: Vec<u8>,
+    version: u16,
+    expiry: [u8; 5],
+    dtype: DataType,
+    last: u8,
+    compress: bool,
+) -> Result<Vec<u8>> {
+    if compress && block.len() > HEADER_LEN {
         let packed = zstd_compress(&block[HEADER_LEN..])?;
         if packed.len() < block.len() - HEADER_LEN {
             block.truncate(HEADER_LEN);
             block.extend_from_slice(&packed);
-            block[..HEADER_LEN].copy_from_slice(&Header::write(meta.version(), expiry, Compression::Zstd, dtype, last));
+            block[..HEADER_LEN].copy_from_slice(&Header::write(version, expiry, Compression::Zstd, dtype, last));
             return Ok(block);
         }
     }
-    block[..HEADER_LEN].copy_from_slice(&Header::write(meta.version(), expiry, Compression::None, dtype, last));
+    block[..HEADER_LEN].copy_from_slice(&Header::write(version, expiry, Compression::None, dtype, last));
     Ok(block)
 }
 

@@ -1,0 +1,483 @@
+//! The gRPC wire messages (`proto/retrieve.proto`, `proto/persist.proto`) as prost structs, and the
+//! byte-in / byte-out retrieve and persist paths built on them: servers hand request bytes to the
+//! core and send back the bytes it returns, so no per-value Python protobuf object ever exists.
+
+use prost::Message;
+
+use crate::catalog::{Catalog, FeatureGroup as CatFg};
+use crate::engine::{self, Plan};
+use crate::error::{Error, Result};
+use crate::values::Values;
+use crate::{cell, expiry, psdb};
+
+/// `retrieve` package messages (field numbers as the reference).
+pub mod retrieve {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Keys {
+        #[prost(string, repeated, tag = "1")]
+        pub cols: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FeatureGroup {
+        #[prost(string, tag = "1")]
+        pub label: String,
+        #[prost(string, repeated, tag = "2")]
+        pub feature_labels: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Query {
+        #[prost(string, tag = "1")]
+        pub entity_label: String,
+        #[prost(message, repeated, tag = "2")]
+        pub feature_groups: Vec<FeatureGroup>,
+        #[prost(string, repeated, tag = "3")]
+        pub keys_schema: Vec<String>,
+        #[prost(message, repeated, tag = "4")]
+        pub keys: Vec<Keys>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Feature {
+        #[prost(string, tag = "1")]
+        pub label: String,
+        #[prost(int32, tag = "2")]
+        pub column_idx: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FeatureSchema {
+        #[prost(string, tag = "1")]
+        pub feature_group_label: String,
+        #[prost(message, repeated, tag = "2")]
+        pub features: Vec<Feature>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Row {
+        #[prost(string, repeated, tag = "1")]
+        pub keys: Vec<String>,
+        #[prost(bytes = "vec", repeated, tag = "2")]
+        pub columns: Vec<Vec<u8>>,
+        /// Our addition: per requested FG, 0 found / 1 missing (defaults) / 2 expired (defaults).
+        #[prost(uint32, repeated, tag = "3")]
+        pub fg_status: Vec<u32>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Result {
+        #[prost(string, tag = "1")]
+        pub entity_label: String,
+        #[prost(string, repeated, tag = "2")]
+        pub keys_schema: Vec<String>,
+        #[prost(message, repeated, tag = "3")]
+        pub feature_schemas: Vec<FeatureSchema>,
+        #[prost(message, repeated, tag = "4")]
+        pub rows: Vec<Row>,
+    }
+}
+
+/// `persist` package messages (field numbers as the reference).
+pub mod persist {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FeatureGroupSchema {
+        #[prost(string, tag = "1")]
+        pub label: String,
+        #[prost(string, repeated, tag = "2")]
+        pub feature_labels: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Values {
+        #[prost(double, repeated, tag = "1")]
+        pub fp32_values: Vec<f64>,
+        #[prost(double, repeated, tag = "2")]
+        pub fp64_values: Vec<f64>,
+        #[prost(int32, repeated, tag = "3")]
+        pub int32_values: Vec<i32>,
+        #[prost(int64, repeated, tag = "4")]
+        pub int64_values: Vec<i64>,
+        #[prost(uint32, repeated, tag = "5")]
+        pub uint32_values: Vec<u32>,
+        #[prost(uint64, repeated, tag = "6")]
+        pub uint64_values: Vec<u64>,
+        #[prost(string, repeated, tag = "7")]
+        pub string_values: Vec<String>,
+        #[prost(bool, repeated, tag = "8")]
+        pub bool_values: Vec<bool>,
+        #[prost(message, repeated, tag = "9")]
+        pub vector: Vec<Vector>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Vector {
+        #[prost(message, optional, tag = "1")]
+        pub values: Option<Values>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FeatureValues {
+        #[prost(message, optional, tag = "1")]
+        pub values: Option<Values>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Data {
+        #[prost(string, repeated, tag = "1")]
+        pub key_values: Vec<String>,
+        #[prost(message, repeated, tag = "2")]
+        pub feature_values: Vec<FeatureValues>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Query {
+        #[prost(string, tag = "1")]
+        pub entity_label: String,
+        #[prost(string, repeated, tag = "2")]
+        pub keys_schema: Vec<String>,
+        #[prost(message, repeated, tag = "3")]
+        pub feature_group_schema: Vec<FeatureGroupSchema>,
+        #[prost(message, repeated, tag = "4")]
+        pub data: Vec<Data>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Result {
+        #[prost(string, tag = "2")]
+        pub message: String,
+    }
+}
+
+/// A parsed and planned retrieve request.
+#[derive(Debug)]
+pub struct RetrieveRequest<'c> {
+    pub query: retrieve::Query,
+    pub plan: Plan<'c>,
+    /// Each key's values in the entity's canonical key order.
+    pub canonical_keys: Vec<Vec<String>>,
+}
+
+impl RetrieveRequest<'_> {
+    /// Ids of the requested FGs, in request order.
+    pub fn fg_ids(&self) -> Vec<u16> {
+        self.plan.fgs.iter().map(|f| f.fg.id).collect()
+    }
+}
+
+/// Parses `retrieve.Query` bytes and plans them (every name checked, keys canonicalised).
+pub fn parse_retrieve<'c>(cat: &'c Catalog, bytes: &[u8]) -> Result<RetrieveRequest<'c>> {
+    let query =
+        retrieve::Query::decode(bytes).map_err(|e| Error::InvalidInput(format!("malformed retrieve.Query: {e}")))?;
+    if query.keys.is_empty() {
+        return Err(Error::InvalidInput(format!("request for entity {:?} has no keys", query.entity_label)));
+    }
+    let schema: Vec<&str> = query.keys_schema.iter().map(String::as_str).collect();
+    let fgs: Vec<(&str, Vec<&str>)> = query
+        .feature_groups
+        .iter()
+        .map(|g| (g.label.as_str(), g.feature_labels.iter().map(String::as_str).collect()))
+        .collect();
+    let plan = engine::plan(cat, &query.entity_label, &schema, &fgs)?;
+    let canonical_keys = query
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            if k.cols.len() == schema.len() {
+                Ok(plan.key_perm.iter().map(|&p| k.cols[p].clone()).collect())
+            } else {
+                Err(Error::InvalidInput(format!(
+                    "key {i} has {} values for keys_schema {:?}",
+                    k.cols.len(),
+                    query.keys_schema
+                )))
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok(RetrieveRequest { query, plan, canonical_keys })
+}
+
+/// Builds the `retrieve.Result` bytes. `blocks[k * n_fgs + f]` is key `k`'s stored block of FG `f`.
+pub fn encode_retrieve(req: &RetrieveRequest<'_>, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
+    let n_fgs = req.plan.fgs.len();
+    if blocks.len() != req.query.keys.len() * n_fgs {
+        return Err(Error::InvalidInput(format!(
+            "{} blocks for {} keys × {n_fgs} feature groups",
+            blocks.len(),
+            req.query.keys.len()
+        )));
+    }
+    let mut idx = 0i32;
+    let feature_schemas = req
+        .plan
+        .fgs
+        .iter()
+        .map(|f| retrieve::FeatureSchema {
+            feature_group_label: f.fg.label.clone(),
+            features: f
+                .columns
+                .iter()
+                .map(|c| {
+                    idx += 1;
+                    retrieve::Feature { label: c.label.clone(), column_idx: idx - 1 }
+                })
+                .collect(),
+        })
+        .collect();
+    let n_cols = idx as usize;
+    let mut rows = Vec::with_capacity(req.query.keys.len());
+    for (k, key) in req.query.keys.iter().enumerate() {
+        let mut columns = Vec::with_capacity(n_cols);
+        let mut fg_status = Vec::with_capacity(n_fgs);
+        for (f, fp) in req.plan.fgs.iter().enumerate() {
+            let status = fp.cells(blocks[k * n_fgs + f], now, |_, c| {
+                columns.push(c.to_vec());
+                Ok(())
+            })?;
+            fg_status.push(status as u32);
+        }
+        rows.push(retrieve::Row { keys: key.cols.clone(), columns, fg_status });
+    }
+    let result = retrieve::Result {
+        entity_label: req.query.entity_label.clone(),
+        keys_schema: req.query.keys_schema.clone(),
+        feature_schemas,
+        rows,
+    };
+    Ok(result.encode_to_vec())
+}
+
+/// One block to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistBlock {
+    pub key: Vec<String>,
+    pub fg_id: u16,
+    pub block: Vec<u8>,
+    pub expires_at: u64,
+}
+
+/// A validated persist request: the entity and every block to write.
+#[derive(Debug)]
+pub struct PersistRequest {
+    pub entity: String,
+    pub blocks: Vec<PersistBlock>,
+}
+
+/// Parses `persist.Query` bytes and builds every block; any invalid value fails the whole request
+/// (naming entity, FG, feature and row) before anything can be written.
+pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> Result<PersistRequest> {
+    let q = persist::Query::decode(bytes).map_err(|e| Error::InvalidInput(format!("malformed persist.Query: {e}")))?;
+    let entity = cat.entity(&q.entity_label)?;
+    let schema: Vec<&str> = q.keys_schema.iter().map(String::as_str).collect();
+    let perm = entity.key_permutation(&schema)?;
+    if q.feature_group_schema.is_empty() {
+        return Err(Error::InvalidInput(format!("persist for entity {:?} names no feature group", entity.label)));
+    }
+    let fgs: Vec<(&CatFg, Vec<usize>)> = q
+        .feature_group_schema
+        .iter()
+        .map(|s| {
+            let fg = entity.fg(&s.label)?;
+            let active = fg.active();
+            let positions = s
+                .feature_labels
+                .iter()
+                .map(|l| {
+                    active.position(l).ok_or_else(|| Error::NotFound {
+                        what: "feature",
+                        name: format!("{}/{}/{l}", entity.label, fg.label),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((fg, positions))
+        })
+        .collect::<Result<_>>()?;
+    let mut blocks = Vec::with_capacity(q.data.len() * fgs.len());
+    for (r, row) in q.data.iter().enumerate() {
+        if row.key_values.len() != perm.len() {
+            return Err(Error::InvalidInput(format!(
+                "row {r}: {} key values for keys_schema {:?}",
+                row.key_values.len(),
+                q.keys_schema
+            )));
+        }
+        if row.feature_values.len() != fgs.len() {
+            return Err(Error::InvalidInput(format!(
+                "row {r}: {} feature value sets for {} feature groups",
+                row.feature_values.len(),
+                fgs.len()
+            )));
+        }
+        let key: Vec<String> = perm.iter().map(|&p| row.key_values[p].clone()).collect();
+        for ((fg, positions), fv) in fgs.iter().zip(&row.feature_values) {
+            let ctx =
+                |e: Error| Error::InvalidInput(format!("row {r}, feature group {}/{}: {e}", entity.label, fg.label));
+            let empty = persist::Values::default();
+            let values = fv.values.as_ref().unwrap_or(&empty);
+            let block = build_block(fg, positions, values, now, saturate).map_err(ctx)?;
+            let expires_at = expiry::expiry_for_ttl(fg.ttl_seconds, now)?;
+            blocks.push(PersistBlock { key: key.clone(), fg_id: fg.id, block, expires_at });
+        }
+    }
+    Ok(PersistRequest { entity: entity.label.clone(), blocks })
+}
+
+/// One FG block from the given features' values, defaults for the rest.
+fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, saturate: bool) -> Result<Vec<u8>> {
+    let active = fg.active();
+    let meta = &active.meta;
+    let mut cells: Vec<Option<Vec<u8>>> = vec![None; meta.n_features()];
+    let slen = |p: usize| meta.string_lengths().get(p).copied().unwrap_or(0);
+    let vlen = |p: usize| meta.vector_lengths().get(p).copied().unwrap_or(0);
+    if fg.dtype.is_vector() {
+        if v.vector.len() != positions.len() {
+            return Err(Error::InvalidInput(format!("{} vectors for {} features", v.vector.len(), positions.len())));
+        }
+        let empty = persist::Values::default();
+        for (&p, vec) in positions.iter().zip(&v.vector) {
+            let inner = vec.values.as_ref().unwrap_or(&empty);
+            let label = &active.labels[p];
+            let cell = with_container(fg, inner, |vals| cell::encode(fg.dtype, slen(p), vlen(p), vals, saturate))
+                .map_err(|e| Error::InvalidInput(format!("feature {label:?}: {e}")))?;
+            cells[p] = Some(cell);
+        }
+    } else {
+        with_container(fg, v, |vals| {
+            if vals.len() != positions.len() {
+                return Err(Error::WrongCount { context: "values".into(), expected: positions.len(), got: vals.len() });
+            }
+            for (i, &p) in positions.iter().enumerate() {
+                let one = engine::slice_values(vals, i, 1);
+                let label = &active.labels[p];
+                let cell = cell::encode(fg.dtype, slen(p), 0, one, saturate)
+                    .map_err(|e| Error::InvalidInput(format!("feature {label:?}: {e}")))?;
+                cells[p] = Some(cell);
+            }
+            Ok(())
+        })?;
+    }
+    let full: Vec<&[u8]> = cells.iter().enumerate().map(|(p, c)| c.as_deref().unwrap_or(&active.defaults[p])).collect();
+    let opts =
+        psdb::EncodeOptions { expiry_at: expiry::expiry_for_ttl(fg.ttl_seconds, now)?, now, compress: true, saturate };
+    psdb::encode_cells(meta, &full, &opts)
+}
+
+/// Runs `f` on the proto container that carries `fg`'s type (§1.2 of the reference facts).
+fn with_container<T>(fg: &CatFg, v: &persist::Values, f: impl FnOnce(Values<'_>) -> Result<T>) -> Result<T> {
+    use crate::dtype::Element as E;
+    let strs: Vec<&[u8]>;
+    let vals = match fg.dtype.known_element()? {
+        E::Fp8E5M2 | E::Fp8E4M3 | E::Fp16 | E::Fp32 => Values::F64(&v.fp32_values),
+        E::Fp64 => Values::F64(&v.fp64_values),
+        E::Int8 | E::Int16 | E::Int32 => Values::I32(&v.int32_values),
+        E::Int64 => Values::I64(&v.int64_values),
+        E::Uint8 | E::Uint16 | E::Uint32 => Values::U32(&v.uint32_values),
+        E::Uint64 => Values::U64(&v.uint64_values),
+        E::Bool => Values::Bool(&v.bool_values),
+        E::String => {
+            strs = v.string_values.iter().map(String::as_bytes).collect();
+            Values::Str(&strs)
+        }
+    };
+    f(vals)
+}
+
+/// `persist.Result` bytes for a successful persist (the reference's message).
+pub fn persist_ok() -> Vec<u8> {
+    persist::Result { message: "Data Persisted Successfully".into() }.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::VersionSpec;
+    use crate::dtype::DataType;
+
+    const NOW: u64 = 1_772_366_400;
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::new(1);
+        c.add_entity("user", &["user_id".into()]).unwrap();
+        let v1 = VersionSpec {
+            version: 1,
+            labels: vec!["a".into(), "b".into()],
+            string_lengths: vec![],
+            vector_lengths: vec![],
+            defaults: vec![1.5f32.to_le_bytes().to_vec(), (-1.0f32).to_le_bytes().to_vec()],
+        };
+        c.add_feature_group("user", 0, "g", DataType::Fp32, 1, 0, vec![v1]).unwrap();
+        let tags = VersionSpec {
+            version: 1,
+            labels: vec!["t".into()],
+            string_lengths: vec![4],
+            vector_lengths: vec![2],
+            defaults: vec![vec![1, 0, 1, 0, b'x', b'y']],
+        };
+        c.add_feature_group("user", 1, "tags", DataType::StringVector, 1, 0, vec![tags]).unwrap();
+        c
+    }
+
+    #[test]
+    fn persist_then_retrieve_through_bytes() {
+        let c = catalog();
+        let q = persist::Query {
+            entity_label: "user".into(),
+            keys_schema: vec!["user_id".into()],
+            feature_group_schema: vec![
+                persist::FeatureGroupSchema { label: "g".into(), feature_labels: vec!["b".into()] },
+                persist::FeatureGroupSchema { label: "tags".into(), feature_labels: vec!["t".into()] },
+            ],
+            data: vec![persist::Data {
+                key_values: vec!["u1".into()],
+                feature_values: vec![
+                    persist::FeatureValues {
+                        values: Some(persist::Values { fp32_values: vec![2.0], ..Default::default() }),
+                    },
+                    persist::FeatureValues {
+                        values: Some(persist::Values {
+                            vector: vec![persist::Vector {
+                                values: Some(persist::Values {
+                                    string_values: vec!["ab".into(), "c".into()],
+                                    ..Default::default()
+                                }),
+                            }],
+                            ..Default::default()
+                        }),
+                    },
+                ],
+            }],
+        };
+        let req = parse_persist(&c, &q.encode_to_vec(), NOW, false).unwrap();
+        assert_eq!(req.blocks.len(), 2);
+        let rq = retrieve::Query {
+            entity_label: "user".into(),
+            feature_groups: vec![
+                retrieve::FeatureGroup { label: "tags".into(), feature_labels: vec!["t".into()] },
+                retrieve::FeatureGroup { label: "g".into(), feature_labels: vec!["a".into(), "b@DataTypeFP16".into()] },
+            ],
+            keys_schema: vec!["user_id".into()],
+            keys: vec![retrieve::Keys { cols: vec!["u1".into()] }, retrieve::Keys { cols: vec!["u2".into()] }],
+        };
+        let parsed = parse_retrieve(&c, &rq.encode_to_vec()).unwrap();
+        assert_eq!(parsed.fg_ids(), vec![1, 0]);
+        let (g, tags) = (&req.blocks[0].block[..], &req.blocks[1].block[..]);
+        let out = encode_retrieve(&parsed, &[tags, g, &[], &[]], NOW).unwrap();
+        let res = retrieve::Result::decode(&out[..]).unwrap();
+        assert_eq!(res.feature_schemas[1].features[1].column_idx, 2);
+        assert_eq!(res.rows[0].columns[0], vec![2, 0, 1, 0, b'a', b'b', b'c']);
+        assert_eq!(res.rows[0].columns[1], 1.5f32.to_le_bytes().to_vec()); // default: "a" not sent
+        assert_eq!(res.rows[0].columns[2], vec![0x00, 0x40]); // 2.0 as fp16
+        assert_eq!(res.rows[1].columns[0], vec![1, 0, 1, 0, b'x', b'y']);
+        assert_eq!(res.rows[0].fg_status, vec![0, 0]);
+        assert_eq!(res.rows[1].fg_status, vec![1, 1]);
+    }
+
+    #[test]
+    fn bad_requests_name_what_is_wrong() {
+        let c = catalog();
+        let q = persist::Query {
+            entity_label: "user".into(),
+            keys_schema: vec!["user_id".into()],
+            feature_group_schema: vec![persist::FeatureGroupSchema {
+                label: "g".into(),
+                feature_labels: vec!["zz".into()],
+            }],
+            data: vec![],
+        };
+        let e = parse_persist(&c, &q.encode_to_vec(), NOW, false).unwrap_err();
+        assert!(e.to_string().contains("user/g/zz"), "{e}");
+        assert!(parse_retrieve(&c, b"\xff\xff").unwrap_err().to_string().contains("malformed"));
+        let rq =
+            retrieve::Query { entity_label: "user".into(), keys_schema: vec!["user_id".into()], ..Default::default() };
+        assert!(parse_retrieve(&c, &rq.encode_to_vec()).unwrap_err().to_string().contains("no keys"));
+    }
+}
