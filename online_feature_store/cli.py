@@ -124,6 +124,24 @@ def _add_registry(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     export.set_defaults(func=_registry_export)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from online_feature_store.server.main import run
+
+    return run(args)
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser("serve", help="run the gRPC API server")
+    serve.add_argument("--config", help="YAML settings file (see docs/serving.md)")
+    serve.add_argument("--port", type=int, help="port (default 8089, $OFS_PORT)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1, $OFS_HOST)")
+    serve.add_argument("--data-dir", help="directory of the embedded registry and store ($OFS_DATA_DIR)")
+    serve.add_argument("--registry", help="registry URL (default: the SQLite registry in the data directory)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
+    serve.add_argument("--auth", action="store_true", help="require caller id and token metadata")
+    serve.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ofs`` argument parser with every sub-command."""
     from online_feature_store import __version__
@@ -133,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=lambda _args: _usage(parser))
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_registry(subparsers)
+    _add_serve(subparsers)
     return parser
 
 

@@ -150,6 +150,10 @@ class FeatureStore:
                 self._owned_stores.append(opened)
             return self._stores[store_id]
 
+    def store(self, store_id: str) -> BlockStore:
+        """The open store behind registry store ``store_id`` (opened on first use)."""
+        return self._store(self.snapshot, store_id)
+
     @staticmethod
     def _canonical_keys(keys: Sequence[Any], perm: Sequence[int]) -> list[KeyValues]:
         single = len(perm) == 1
@@ -208,6 +212,29 @@ class FeatureStore:
                 for j, i in enumerate(idx):
                     blocks[k * n + i] = row[j]
         return blocks
+
+    def retrieve_wire(self, query: bytes) -> bytes:
+        """A serialized ``retrieve.Query`` in, the serialized ``retrieve.Result`` out (the gRPC path)."""
+        snapshot = self.snapshot
+        catalog = self._catalog(snapshot)
+        entity, keys, fg_ids = catalog.plan_wire(query)
+        blocks = self._read(snapshot, snapshot.entity(entity), [tuple(k) for k in keys], fg_ids)
+        return catalog.encode_wire(query, blocks, now=int(time.time()))
+
+    def persist_wire(self, query: bytes, *, saturate: bool = False) -> int:
+        """A serialized ``persist.Query`` in (the gRPC and Kafka path): validated whole, then written.
+        Returns the number of blocks written."""
+        snapshot = self.snapshot
+        catalog = self._catalog(snapshot)
+        entity, blocks = catalog.persist_wire(query, now=int(time.time()), saturate=saturate)
+        ent = snapshot.entity(entity)
+        by_store: dict[str, list[BlockWrite]] = {}
+        for key, fg_id, block, expires_at in blocks:
+            store_id = snapshot.feature_group(entity, fg_id).store_id
+            by_store.setdefault(store_id, []).append(BlockWrite(tuple(key), fg_id, block, expires_at))
+        for store_id, writes in by_store.items():
+            self._store(snapshot, store_id).write(ent, writes)
+        return len(blocks)
 
     def persist(
         self,
