@@ -213,13 +213,14 @@ class FeatureStore:
                     blocks[k * n + i] = row[j]
         return blocks
 
-    def retrieve_wire(self, query: bytes) -> bytes:
-        """A serialized ``retrieve.Query`` in, the serialized ``retrieve.Result`` out (the gRPC path)."""
+    def retrieve_wire(self, query: bytes, *, decoded: bool = False) -> bytes:
+        """A serialized ``retrieve.Query`` in, the serialized ``retrieve.Result`` out (the gRPC path);
+        with ``decoded``, a ``retrieve.DecodedResult`` with every cell rendered as a string."""
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
         entity, keys, fg_ids = catalog.plan_wire(query)
         blocks = self._read(snapshot, snapshot.entity(entity), [tuple(k) for k in keys], fg_ids)
-        return catalog.encode_wire(query, blocks, now=int(time.time()))
+        return catalog.encode_wire(query, blocks, now=int(time.time()), decoded=decoded)
 
     def persist_wire(self, query: bytes, *, saturate: bool = False) -> int:
         """A serialized ``persist.Query`` in (the gRPC and Kafka path): validated whole, then written.

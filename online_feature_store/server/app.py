@@ -109,7 +109,9 @@ class _Handlers:
                 "RetrieveFeatures": grpc.unary_unary_rpc_method_handler(
                     self._call("reader", self.fs.retrieve_wire), **raw
                 ),
-                "RetrieveDecodedResult": grpc.unary_unary_rpc_method_handler(self._decoded, **raw),
+                "RetrieveDecodedResult": grpc.unary_unary_rpc_method_handler(
+                    self._call("reader", lambda q: self.fs.retrieve_wire(q, decoded=True)), **raw
+                ),
             },
         )
         persist = grpc.method_handlers_generic_handler(
@@ -121,10 +123,6 @@ class _Handlers:
             },
         )
         return [retrieve, persist]
-
-    def _decoded(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "RetrieveDecodedResult is not implemented yet")
-        raise AssertionError("unreachable")
 
 
 def build_server(fs: FeatureStore, config: ServerConfig) -> tuple[grpc.Server, int, health.HealthServicer]:

@@ -175,14 +175,16 @@ impl PyCatalog {
         .py_err()
     }
 
-    /// `retrieve.Result` bytes for `query`, given the blocks read for its plan (key-major).
-    #[pyo3(signature = (query, blocks, *, now = None))]
+    /// `retrieve.Result` bytes for `query` (or `retrieve.DecodedResult` with `decoded`), given the
+    /// blocks read for its plan (key-major).
+    #[pyo3(signature = (query, blocks, *, now = None, decoded = false))]
     fn encode_wire<'py>(
         &self,
         py: Python<'py>,
         query: &[u8],
         blocks: Vec<PyBackedBytes>,
         now: Option<Int<u64>>,
+        decoded: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let cat = &self.inner;
         let now = now_or_clock(now);
@@ -190,7 +192,11 @@ impl PyCatalog {
             .detach(|| {
                 let req = wire::parse_retrieve(cat, query)?;
                 let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
-                wire::encode_retrieve(&req, &refs, now)
+                if decoded {
+                    wire::encode_decoded(&req, &refs, now)
+                } else {
+                    wire::encode_retrieve(&req, &refs, now)
+                }
             })
             .py_err()?;
         Ok(bytes(py, &out))

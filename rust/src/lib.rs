@@ -15,6 +15,7 @@ pub mod float;
 pub mod meta;
 pub mod psdb;
 pub mod quant;
+pub mod render;
 pub mod values;
 pub mod wire;
 

@@ -60,6 +60,22 @@ pub mod retrieve {
         pub fg_status: Vec<u32>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DecodedRow {
+        #[prost(string, repeated, tag = "1")]
+        pub keys: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub columns: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DecodedResult {
+        #[prost(string, repeated, tag = "1")]
+        pub keys_schema: Vec<String>,
+        #[prost(message, repeated, tag = "2")]
+        pub feature_schemas: Vec<FeatureSchema>,
+        #[prost(message, repeated, tag = "3")]
+        pub rows: Vec<DecodedRow>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
     pub struct Result {
         #[prost(string, tag = "1")]
         pub entity_label: String,
@@ -234,6 +250,30 @@ pub fn encode_retrieve(req: &RetrieveRequest<'_>, blocks: &[&[u8]], now: u64) ->
         rows,
     };
     Ok(result.encode_to_vec())
+}
+
+/// Builds the `retrieve.DecodedResult` bytes: every cell rendered as the reference's string form.
+pub fn encode_decoded(req: &RetrieveRequest<'_>, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
+    let binary = retrieve::Result::decode(&encode_retrieve(req, blocks, now)?[..])
+        .map_err(|e| Error::corrupt(format!("re-reading our own response: {e}")))?;
+    let types: Vec<(crate::dtype::DataType, u32)> =
+        req.plan.fgs.iter().flat_map(|f| f.columns.iter().map(|c| (c.dtype, c.width as u32))).collect();
+    let rows = binary
+        .rows
+        .into_iter()
+        .map(|row| {
+            let columns = row
+                .columns
+                .iter()
+                .zip(&types)
+                .map(|(c, &(dtype, width))| crate::render::cell_string(dtype, c, width))
+                .collect::<Result<_>>()?;
+            Ok(retrieve::DecodedRow { keys: row.keys, columns })
+        })
+        .collect::<Result<_>>()?;
+    let decoded =
+        retrieve::DecodedResult { keys_schema: binary.keys_schema, feature_schemas: binary.feature_schemas, rows };
+    Ok(decoded.encode_to_vec())
 }
 
 /// One block to write.

@@ -159,6 +159,19 @@ def test_hand_assembled_round_trip(server: tuple[grpc.Channel, FeatureStore]) ->
     ]
 
 
+def test_decoded_result(server: tuple[grpc.Channel, FeatureStore]) -> None:
+    from online_feature_store._proto import retrieve_pb2
+
+    channel, _ = server
+    call(channel, PERSIST, persist_query("u1", 0.1))
+    raw = call(
+        channel, "/retrieve.FeatureService/RetrieveDecodedResult", retrieve_query(["u1", "u2"], ["b", "a"])
+    )
+    decoded = retrieve_pb2.DecodedResult.FromString(raw)
+    assert [list(r.columns) for r in decoded.rows] == [["0.1", "1.5"], ["-1", "1.5"]]
+    assert list(decoded.keys_schema) == ["user_id"]
+
+
 @pytest.mark.parametrize(
     ("method", "body", "code", "text"),
     [
