@@ -25,9 +25,13 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 started_epoch=$(date +%s)
 
+ext_status="not rebuilt (OFS_BENCH_SKIP_BUILD)"
 if [ -z "${OFS_BENCH_SKIP_BUILD:-}" ]; then
     log "building the native extension (release)"
-    if ! maturin develop --release --locked -q >"$work/maturin.log" 2>&1; then
+    if maturin develop --release --locked -q >"$work/maturin.log" 2>&1; then
+        ext_status="rebuilt (release) by this run"
+    else
+        ext_status="REBUILD FAILED, measured the extension already installed"
         log "extension build failed (see $work/maturin.log); measuring the one already installed"
     fi
 fi
@@ -44,8 +48,9 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 target_dir=$(cargo metadata --no-deps --format-version 1 | python -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 export OFS_BENCH_STARTED="$started" OFS_BENCH_STARTED_EPOCH="$started_epoch" OFS_BENCH_LOAD_BEFORE="$load_before" OFS_BENCH_LOAD_AFTER="$load_after"
-export OFS_BENCH_MEASURE_S="$measure" OFS_BENCH_CRITERION="$target_dir/criterion" OFS_BENCH_PYJSON="$work/pytest-benchmark.json"
+export OFS_BENCH_EXT_STATUS="$ext_status" OFS_BENCH_MEASURE_S="$measure" OFS_BENCH_CRITERION="$target_dir/criterion" OFS_BENCH_PYJSON="$work/pytest-benchmark.json"
 python - <<'PY'
+import datetime
 import json
 import os
 import platform
@@ -175,7 +180,11 @@ for key in sorted(k for k in res if k.startswith(("float/", "csdb/"))):
 
 py = Path(env["OFS_BENCH_PYJSON"])
 if py.exists():
+    import online_feature_store._native as native
+
+    built = datetime.datetime.fromtimestamp(Path(native.__file__).stat().st_mtime, datetime.timezone.utc)
     print("\n### Python API (pytest-benchmark)\n")
+    print(f"Extension `{Path(native.__file__).name}` built {built:%Y-%m-%d %H:%M UTC}: {env['OFS_BENCH_EXT_STATUS']}.\n")
     print("| Group | Test | min | median | mean | rounds |\n|---|---|---:|---:|---:|---:|")
     for b in sorted(json.loads(py.read_text())["benchmarks"], key=lambda b: (b["group"] or "", b["name"])):
         s = b["stats"]

@@ -134,25 +134,29 @@ pub struct PyDecodedBlock {
     /// Decoded values (None unless present).
     #[pyo3(get)]
     values: Option<Py<PyAny>>,
-    features: Vec<Vec<u8>>,
+    /// The block uncompressed (present blocks only), so `feature()` never decompresses again.
+    plain: Vec<u8>,
+    meta: Arc<BlockMeta>,
 }
 
 #[pymethods]
 impl PyDecodedBlock {
     /// Feature `pos` in the serving response encoding, or None when the block is not present.
     fn feature<'py>(&self, py: Python<'py>, pos: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if pos >= self.meta.n_features() {
+            return Err(invalid(format!("feature {pos} out of range ({} features)", self.meta.n_features())));
+        }
         if self.status != "present" {
             return Ok(None);
         }
-        let f = self
-            .features
-            .get(pos)
-            .ok_or_else(|| invalid(format!("feature {pos} out of range ({} features)", self.features.len())))?;
-        Ok(Some(bytes(py, f)))
+        match psdb::decode(&self.plain, &self.meta, 0).py_err()? {
+            Block::Present(view) => Ok(Some(bytes(py, &view.feature(pos)))),
+            Block::Missing | Block::Expired(_) => Ok(None),
+        }
     }
 
     fn __len__(&self) -> usize {
-        self.features.len()
+        self.meta.n_features()
     }
 
     fn __repr__(&self) -> String {
@@ -205,6 +209,7 @@ pub fn decode_block(
     now: Option<Int<u64>>,
 ) -> PyResult<PyDecodedBlock> {
     let now = now_or_clock(now);
+    let meta_arc = Arc::clone(&meta.inner);
     let meta = &meta.inner;
     let decoded = py
         .detach(|| -> ofs_core::Result<_> {
@@ -212,21 +217,23 @@ pub fn decode_block(
                 Block::Missing => ("missing", None, None, Vec::new()),
                 Block::Expired(h) => ("expired", Some(h), None, Vec::new()),
                 Block::Present(view) => {
-                    let arr = view.to_array()?;
-                    let feats = (0..meta.n_features()).map(|i| view.feature(i).into_owned()).collect();
-                    ("present", Some(*view.header()), Some(arr), feats)
+                    // Expiry is checked here; the kept copy never expires so feature() stays answerable.
+                    let mut plain = view.to_uncompressed_block();
+                    plain[2..7].fill(0);
+                    ("present", Some(*view.header()), Some(view.to_array()?), plain)
                 }
             })
         })
         .py_err()?;
-    let (status, header, arr, features) = decoded;
+    let (status, header, arr, plain) = decoded;
     Ok(PyDecodedBlock {
         status,
         header: header.map(|h| Py::new(py, PyBlockHeader::from(h))).transpose()?,
         values: arr
             .map(|a| array_to_py(py, a).and_then(|v| shape_by_feature(v, meta)).map(Bound::unbind))
             .transpose()?,
-        features,
+        plain,
+        meta: meta_arc,
     })
 }
 

@@ -46,7 +46,7 @@ pub fn csdb_lookup<'py>(
 }
 
 macro_rules! float_codec {
-    ($enc:ident, $dec:ident, $code:ty, $plain:path, $sat:path, $decode_slice:path, $doc_enc:literal, $doc_dec:literal) => {
+    ($enc:ident, $dec:ident, $code:ty, $encode_slice:path, $sat:path, $decode_slice:path, $doc_enc:literal, $doc_dec:literal) => {
         #[doc = $doc_enc]
         #[pyfunction]
         #[pyo3(signature = (values, *, saturate = false))]
@@ -58,8 +58,13 @@ macro_rules! float_codec {
             let src = slice_of::<f32>(values, "values")?;
             let src = src.as_slice().map_err(|e| invalid(e.to_string()))?;
             let out = py.detach(|| {
-                let f: fn(f32) -> $code = if saturate { $sat } else { $plain };
-                src.iter().map(|&x| f(x)).collect::<Vec<$code>>()
+                if saturate {
+                    src.iter().map(|&x| $sat(x)).collect::<Vec<$code>>()
+                } else {
+                    let mut out: Vec<$code> = vec![0; src.len()];
+                    $encode_slice(src, &mut out);
+                    out
+                }
             });
             Ok(PyArray1::from_vec(py, out))
         }
@@ -83,7 +88,7 @@ float_codec!(
     fp16_encode,
     fp16_decode,
     u16,
-    float::f32_to_f16,
+    float::encode_f16_slice,
     float::f32_to_f16_sat,
     float::decode_f16_slice,
     "float32 → IEEE binary16 bit patterns (round-to-nearest-even; overflow → ±Inf, or ±65504 when saturating).",
@@ -93,7 +98,7 @@ float_codec!(
     fp8_e4m3_encode,
     fp8_e4m3_decode,
     u8,
-    float::f32_to_e4m3,
+    float::encode_e4m3_slice,
     float::f32_to_e4m3_sat,
     float::decode_e4m3_slice,
     "float32 → FP8 E4M3FN codes, bit-exact with the reference (|x| > 464 → NaN, or ±448 when saturating).",
@@ -103,7 +108,7 @@ float_codec!(
     fp8_e5m2_encode,
     fp8_e5m2_decode,
     u8,
-    float::f32_to_e5m2,
+    float::encode_e5m2_slice,
     float::f32_to_e5m2_sat,
     float::decode_e5m2_slice,
     "float32 → FP8 E5M2 codes, bit-exact with the reference (|x| ≥ 61440 → ±Inf, or ±57344 when saturating).",
