@@ -73,6 +73,7 @@ class _Handlers:
         caller = self.fs.snapshot.callers.get(str(caller_id))
         if caller is None or not verify_token(str(token), caller.token_hash):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown caller or bad token for {caller_id!r}")
+            return
         if caller.role != role:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"caller {caller_id!r} is a {caller.role}, not a {role}"
@@ -99,7 +100,8 @@ class _Handlers:
         from online_feature_store._proto import persist_pb2
 
         self.fs.persist_wire(request)
-        return persist_pb2.Result(message="Data Persisted Successfully").SerializeToString()
+        reply: bytes = persist_pb2.Result(message="Data Persisted Successfully").SerializeToString()
+        return reply
 
     def generic(self) -> list[grpc.GenericRpcHandler]:
         raw: dict[str, Any] = {"request_deserializer": None, "response_serializer": None}

@@ -69,7 +69,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ServerConf
     values = {
         f.name: _coerce(f.name, doc[f.name], getattr(config, f.name)) for f in fields(config) if f.name in doc
     }
-    extra = {k: doc[k] for k in ("registry", "data_dir", "workers") if k in doc}
+    extra: dict[str, Any] = {k: doc[k] for k in ("registry", "data_dir", "workers") if k in doc}
     return replace(config, **values), extra
 
 

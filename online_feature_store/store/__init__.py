@@ -1,0 +1,116 @@
+"""Block stores: the embedded SQLite store, Redis and ScyllaDB/Cassandra, behind one interface.
+
+:func:`open_store` turns a registry :class:`~online_feature_store.registry.model.Store` into a
+:class:`BlockStore`. Backends are imported on demand, so ``redis`` and ``cassandra-driver`` are needed
+only by those who use them (extras ``[redis]`` and ``[scylla]``). See ``docs/stores.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from online_feature_store.errors import InvalidInputError
+from online_feature_store.registry.model import Store
+from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
+
+__all__ = ["SETTINGS", "BlockStore", "BlockWrite", "KeyValues", "open_store"]
+
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "sqlite": ("path", "busy_timeout", "purge_interval"),
+    "redis": ("url", "cluster_nodes", "pool_size", "connect_timeout", "socket_timeout", "retries"),
+    "scylla": (
+        "hosts",
+        "port",
+        "keyspace",
+        "replication_factor",
+        "consistency",
+        "read_consistency",
+        "write_consistency",
+        "local_dc",
+        "concurrency",
+        "connect_timeout",
+        "request_timeout",
+    ),
+}
+"""The settings each store kind accepts (all strings in the registry)."""
+
+
+def _number(store: Store, name: str, default: float, kind: type[float] | type[int] = float) -> float:
+    raw = store.settings.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise InvalidInputError(f"store {store.id!r}: setting {name}={raw!r} is not a number") from None
+
+
+def _list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _check_settings(store: Store) -> Mapping[str, str]:
+    known = SETTINGS.get(store.kind)
+    if known is None:
+        raise InvalidInputError(
+            f"store {store.id!r}: unknown kind {store.kind!r} (one of {', '.join(SETTINGS)})"
+        )
+    unknown = sorted(set(store.settings) - set(known))
+    if unknown:
+        raise InvalidInputError(
+            f"store {store.id!r}: unknown {store.kind} setting(s) {', '.join(unknown)} "
+            f"(known: {', '.join(known)})"
+        )
+    return store.settings
+
+
+def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = None) -> BlockStore:
+    """The backend described by ``store`` (``kind`` ``sqlite``, ``redis`` or ``scylla``), not yet connected
+    for Redis and Cassandra (they connect on first use, so a server can start while they are down).
+
+    A SQLite ``path`` that is relative (or missing: ``store-<id>.db``) is taken inside ``data_directory``
+    (default: ``$OFS_DATA_DIR``, else ``~/.local/share/online-feature-store``)."""
+    s = _check_settings(store)
+    if store.kind == "sqlite":
+        from online_feature_store.registry.backend import data_dir
+        from online_feature_store.store.sqlite import SqliteStore
+
+        base = Path(data_directory) if data_directory is not None else data_dir()
+        return SqliteStore(
+            base / (s.get("path") or f"store-{store.id}.db"),
+            busy_timeout=_number(store, "busy_timeout", 10.0),
+            purge_interval=_number(store, "purge_interval", 60.0),
+        )
+    if store.kind == "redis":
+        from online_feature_store.store.redis_store import RedisStore
+
+        url, nodes = s.get("url"), _list(s.get("cluster_nodes", ""))
+        if bool(url) == bool(nodes):
+            raise InvalidInputError(
+                f"store {store.id!r}: a redis store needs exactly one of url, cluster_nodes"
+            )
+        return RedisStore(
+            url or None,
+            cluster_nodes=nodes or None,
+            pool_size=int(_number(store, "pool_size", 32, int)),
+            connect_timeout=_number(store, "connect_timeout", 2.0),
+            socket_timeout=_number(store, "socket_timeout", 2.0),
+            retries=int(_number(store, "retries", 2, int)),
+        )
+    from online_feature_store.store.cassandra_store import CassandraStore
+
+    consistency = s.get("consistency") or "LOCAL_QUORUM"
+    return CassandraStore(
+        _list(s.get("hosts", "")) or ["127.0.0.1"],
+        int(_number(store, "port", 9042, int)),
+        s.get("keyspace") or "ofs",
+        replication_factor=int(_number(store, "replication_factor", 1, int)),
+        read_consistency=s.get("read_consistency") or consistency,
+        write_consistency=s.get("write_consistency") or consistency,
+        local_dc=s.get("local_dc") or None,
+        concurrency=int(_number(store, "concurrency", 64, int)),
+        connect_timeout=_number(store, "connect_timeout", 5.0),
+        request_timeout=_number(store, "request_timeout", 10.0),
+    )

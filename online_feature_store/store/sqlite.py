@@ -1,0 +1,190 @@
+"""The embedded store: one SQLite file in WAL mode, durable once ``write`` returns.
+
+Layout: one table ``blocks(entity, key, fg_id, block, expires_at)`` keyed by (entity, key, fg_id), where
+``key`` is :func:`~online_feature_store.store.keys.encode_key` of the key values. WAL mode lets several
+processes read while one writes; ``synchronous=FULL`` fsyncs the WAL at each commit, so an acknowledged
+write survives kill -9 and power loss. Expired rows are hidden on read and deleted by
+:meth:`SqliteStore.purge_expired`, which writes also run at most once per ``purge_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from online_feature_store.errors import InvalidInputError, UnavailableError
+from online_feature_store.registry.model import Entity
+from online_feature_store.store._checks import check_fg_ids, check_keys, check_writes
+from online_feature_store.store.base import BlockWrite, KeyValues
+from online_feature_store.store.keys import encode_key
+
+__all__ = ["SqliteStore"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS blocks (
+        entity TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fg_id INTEGER NOT NULL,
+        block BLOB NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (entity, key, fg_id)
+    ) WITHOUT ROWID""",
+    # only rows that can expire are indexed, so purging never scans the whole table
+    "CREATE INDEX IF NOT EXISTS blocks_expiry ON blocks(expires_at) WHERE expires_at > 0",
+)
+_UPSERT = (
+    "INSERT INTO blocks(entity, key, fg_id, block, expires_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(entity, key, fg_id) DO UPDATE SET block = excluded.block, expires_at = excluded.expires_at"
+)
+_PURGE = "DELETE FROM blocks WHERE expires_at > 0 AND expires_at < ?"
+# SQLITE_MAX_VARIABLE_NUMBER is 999 on SQLite < 3.32; stay under it whatever the build.
+_MAX_VARIABLES = 900
+
+
+class SqliteStore:
+    """FG blocks in one SQLite file; safe to share between threads (one connection per thread) and to
+    open from several processes at once."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, purge_interval: float = 60.0
+    ):
+        """``busy_timeout``: seconds a write waits for another process's write lock before failing
+        with ``UnavailableError``. ``purge_interval``: seconds between opportunistic purges (0 = never)."""
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._purge_interval = purge_interval
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        self._closed = False
+        self._next_purge = time.monotonic() + purge_interval
+        with self._errors("open"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+
+    # -- connections ----------------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise UnavailableError(f"sqlite store {self.path} is closed")
+        if os.getpid() != self._pid:
+            # A connection must never cross fork(): the child opens its own and leaves the parent's alone.
+            with self._lock:
+                self._pid = os.getpid()
+                self._connections = []
+                self._local = threading.local()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DataError as e:
+            raise InvalidInputError(f"sqlite store {self.path}: {what}: {e}") from e
+        except sqlite3.Error as e:
+            if "too big" in str(e):
+                raise InvalidInputError(f"sqlite store {self.path}: {what}: {e}") from e
+            raise UnavailableError(f"sqlite store {self.path}: {what} failed: {e}") from e
+        except OSError as e:
+            raise UnavailableError(f"sqlite store {self.path}: {what} failed: {e}") from e
+
+    # -- BlockStore -----------------------------------------------------------------------------------
+
+    def ensure(self, entities: Sequence[Entity]) -> None:
+        """Nothing to do: one table holds every entity (created when the store opens)."""
+
+    def read(self, entity: Entity, keys: Sequence[KeyValues], fg_ids: Sequence[int]) -> list[list[bytes]]:
+        """Blocks in batched ``IN`` queries (~900 keys and FGs each); expired rows read as ``b""``."""
+        check_keys(entity, keys)
+        check_fg_ids(entity, fg_ids)
+        encoded = [encode_key(k) for k in keys]
+        fgs = list(dict.fromkeys(fg_ids))
+        found: dict[tuple[str, int], bytes] = {}
+        if encoded and fgs:
+            unique = list(dict.fromkeys(encoded))
+            chunk = max(1, _MAX_VARIABLES - len(fgs) - 2)
+            fg_marks = ",".join("?" * len(fgs))
+            now = int(time.time())
+            with self._errors("read"):
+                conn = self._conn()
+                many = len(unique) > chunk
+                if many:  # one snapshot for all chunks
+                    conn.execute("BEGIN")
+                try:
+                    for i in range(0, len(unique), chunk):
+                        part = unique[i : i + chunk]
+                        sql = (
+                            "SELECT key, fg_id, block FROM blocks WHERE entity = ? "
+                            f"AND key IN ({','.join('?' * len(part))}) AND fg_id IN ({fg_marks}) "
+                            "AND (expires_at = 0 OR expires_at >= ?)"
+                        )
+                        for key, fg_id, block in conn.execute(sql, (entity.label, *part, *fgs, now)):
+                            found[(key, fg_id)] = block
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+        return [[found.get((k, fg), b"") for fg in fg_ids] for k in encoded]
+
+    def write(self, entity: Entity, writes: Sequence[BlockWrite]) -> None:
+        """All ``writes`` in one transaction, fsynced before returning (later writes of the same
+        (key, FG) in one call win)."""
+        check_writes(entity, writes)
+        if not writes:
+            return
+        rows = [(entity.label, encode_key(w.key), w.fg_id, w.block, w.expires_at) for w in writes]
+        with self._errors("write"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        if self._purge_interval > 0 and time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + self._purge_interval
+            try:
+                self.purge_expired()
+            except UnavailableError as e:  # the write itself succeeded; the next purge will catch up
+                log.warning("opportunistic purge of %s failed: %s", self.path, e)
+
+    def purge_expired(self, now: int | None = None) -> int:
+        """Deletes every row expired at ``now`` (default: the current time); returns how many."""
+        with self._errors("purge"):
+            cur = self._conn().execute(_PURGE, (int(time.time()) if now is None else now,))
+            return cur.rowcount
+
+    def ping(self) -> None:
+        """Raises ``UnavailableError`` unless the file can be queried."""
+        with self._errors("ping"):
+            self._conn().execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def close(self) -> None:
+        """Closes every thread's connection."""
+        with self._lock:
+            self._closed = True
+            conns, self._connections = self._connections, []
+        for conn in conns:
+            conn.close()

@@ -1,0 +1,166 @@
+"""SQLite specifics: durability across kill -9, several processes at once, purging, layout."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from online_feature_store.errors import UnavailableError
+from online_feature_store.store.base import BlockWrite
+from online_feature_store.store.sqlite import SqliteStore
+from tests.store.conftest import make_block, make_entity
+
+WORKER = str(Path(__file__).with_name("worker.py"))
+
+
+def spec(path: Path) -> str:
+    return json.dumps({"kind": "sqlite", "settings": {"path": str(path)}})
+
+
+def test_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    entity = make_entity("durable")
+    keys = [(f"k{i}", "r") for i in range(50)]
+    for rnd in range(1, 4):
+        proc = subprocess.Popen(
+            [sys.executable, WORKER, "write-ack", spec(path), entity.label, str(len(keys)), str(rnd)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.send_signal(signal.SIGKILL)  # right after the acknowledgement, no clean shutdown
+        proc.wait()
+        proc.stdout.close()
+        assert line.strip() == f"ack {rnd}"
+        store = SqliteStore(path)
+        try:
+            assert store.read(entity, keys, [1, 2, 3]) == [[make_block(rnd)] * 3 for _ in keys]
+        finally:
+            store.close()
+
+
+def test_processes_read_while_one_writes(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    entity = make_entity("shared")
+    keys = [(f"k{i}", "r") for i in range(100)]
+    store = SqliteStore(path)
+    store.write(entity, [BlockWrite(k, fg, make_block(0)) for k in keys for fg in (1, 2, 3)])
+    readers = [
+        subprocess.Popen(
+            [sys.executable, WORKER, "read-loop", spec(path), entity.label, str(len(keys)), "3"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    rnd = 0
+    try:
+        while any(r.poll() is None for r in readers):
+            rnd += 1
+            store.write(entity, [BlockWrite(k, 1 + rnd % 3, make_block(rnd)) for k in keys])
+    finally:
+        outs = [r.communicate(timeout=60)[0] for r in readers]
+        store.close()
+    assert rnd > 10
+    for r, out in zip(readers, outs):
+        assert r.returncode == 0
+        counts = json.loads(out)
+        assert counts["reads"] > 10
+        assert counts["bad"] == 0
+
+
+def test_threads_share_one_store(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    entity = make_entity()
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(30):
+                store.write(entity, [BlockWrite((f"t{n}", str(i)), 1, make_block(i))])
+                assert store.read(entity, [(f"t{n}", str(i))], [1]) == [[make_block(i)]]
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    assert not errors, errors
+
+
+def test_purge_deletes_expired_rows(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, purge_interval=0)
+    entity = make_entity()
+    now = int(time.time())
+    store.write(
+        entity,
+        [
+            BlockWrite(("a", "r"), 1, make_block(1), now + 100),
+            BlockWrite(("b", "r"), 1, make_block(2), now + 100),
+            BlockWrite(("c", "r"), 1, make_block(3)),
+        ],
+    )
+    assert store.purge_expired(now=now + 99) == 0
+    # at now + 101 both are expired: hidden at once, deleted by the purge
+    assert store.purge_expired(now=now + 101) == 2
+    rows = sqlite3.connect(path).execute("SELECT key, fg_id, expires_at FROM blocks").fetchall()
+    assert rows == [("c|r", 1, 0)]
+    store.close()
+
+
+def test_opportunistic_purge_on_write(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, purge_interval=0.01)
+    entity = make_entity()
+    past = int(time.time()) - 10  # written already expired: hidden, then purged by a later write
+    store.write(entity, [BlockWrite(("old", "r"), 1, make_block(1), past)])
+    assert store.read(entity, [("old", "r")], [1]) == [[b""]]
+    time.sleep(0.02)
+    store.write(entity, [BlockWrite(("new", "r"), 1, make_block(2))])
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM blocks").fetchone() == (1,)
+    store.close()
+
+
+def test_layout_and_durability_settings(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path)
+    store.ping()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'blocks'").fetchone()[0]
+    assert "WITHOUT ROWID" in sql
+    assert "PRIMARY KEY (entity, key, fg_id)" in sql
+    assert store._conn().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    store.close()
+    conn.close()
+
+
+def test_unopenable_file_is_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UnavailableError, match="sqlite store"):
+        SqliteStore(blocker / "store.db")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database file" * 100)
+    with pytest.raises(UnavailableError):
+        SqliteStore(garbage)
+
+
+def test_closed_store_raises(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    store.close()
+    with pytest.raises(UnavailableError, match="closed"):
+        store.read(make_entity(), [("a", "b")], [1])
