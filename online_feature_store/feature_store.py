@@ -107,7 +107,7 @@ class FeatureStore:
         stores: Mapping[str, BlockStore] | None = None,
         poll_interval: float = 1.0,
     ) -> None:
-        self._data_dir = Path(data_directory) if data_directory is not None else data_dir()
+        self._data_dir = Path(data_directory).resolve() if data_directory is not None else data_dir()
         if registry is None and data_directory is not None and not os.environ.get("OFS_REGISTRY"):
             registry = f"sqlite:///{self._data_dir / 'registry.db'}"
         self._backend = open_registry(registry) if registry is None or isinstance(registry, str) else registry

@@ -204,3 +204,15 @@ def test_bad_input_is_rejected_and_nothing_is_written(env: tuple[FeatureStore, S
         fs.retrieve("nobody", ["u1"], {"activity": ["ctr"]})
     with pytest.raises(InvalidInputError, match="keys_schema"):
         fs.retrieve("user", ["u1"], {"activity": ["ctr"]}, keys_schema=["uid"])
+
+
+def test_relative_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OFS_REGISTRY", raising=False)
+    registry = SqliteRegistry(Path("rel") / "registry.db")
+    apply(registry, DOC)
+    registry.close()
+    with FeatureStore(data_directory="rel") as fs:
+        fs.persist("user", "activity", ["u1"], np.array([[0.25, 1]]))
+        assert fs.retrieve("user", ["u1"], {"activity": ["ctr"]}).values["activity"].tolist() == [[0.25]]
+    assert (tmp_path / "rel" / "store.db").exists()
