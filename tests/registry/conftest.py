@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _services import require_service as require_service
 
 from online_feature_store.registry import EtcdRegistry, RegistryBackend, SqliteRegistry
 
 ETCD = ("127.0.0.1", 12379)
 CLUSTER = [("127.0.0.1", 22379), ("127.0.0.1", 22389), ("127.0.0.1", 22399)]
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def require_service(name: str, endpoints: list[tuple[str, int]], start: str) -> None:
-    """Fail (under CI) or skip (locally) when a service the test needs is not running."""
-    if all(reachable(h, p) for h, p in endpoints):
-        return
-    message = f"{name} is not reachable at {endpoints}: run `{start}` (scripts/test starts it)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 Opener = Callable[[], RegistryBackend]

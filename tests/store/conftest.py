@@ -3,7 +3,6 @@ cluster) and Cassandra, each on its own namespace (a fresh entity label; a fresh
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import uuid
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _services import require_service as require_service
 
 import online_feature_store as ofs
 from online_feature_store.registry.model import Entity, Feature, FeatureGroup, Key
@@ -28,24 +28,6 @@ BACKENDS = ["sqlite", "redis", "redis_cluster", "cassandra"]
 FG_IDS = (1, 2, 3)
 N_FEATURES = 64
 META = ofs.BlockMeta(ofs.DataType.FP32, N_FEATURES)
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def require_service(name: str, endpoints: list[tuple[str, int]], start: str) -> None:
-    """Fail (under CI) or skip (locally) when a service the test needs is not running."""
-    if all(reachable(h, p) for h, p in endpoints):
-        return
-    message = f"{name} is not reachable at {endpoints}: run `{start}` (scripts/test starts it)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def closed_port() -> int:
