@@ -112,9 +112,13 @@ class FeatureStore:
             registry = f"sqlite:///{self._data_dir / 'registry.db'}"
         self._backend = open_registry(registry) if registry is None or isinstance(registry, str) else registry
         self._owns_backend = registry is None or isinstance(registry, str)
-        self._watcher = RegistryWatcher(self._backend, poll_interval=poll_interval)
         self._lock = threading.Lock()
         self._compiled: tuple[int, Catalog] | None = None
+        # Each new revision is compiled by the watcher thread as it arrives, off the request path.
+        self._watcher = RegistryWatcher(
+            self._backend, poll_interval=poll_interval, on_change=self._precompile
+        )
+        self._catalog(self._watcher.snapshot)
         self._stores: dict[str, BlockStore] = dict(stores or {})
         self._owned_stores: list[BlockStore] = []
 
@@ -123,6 +127,14 @@ class FeatureStore:
     def snapshot(self) -> Snapshot:
         """The registry snapshot currently served."""
         return self._watcher.snapshot
+
+    @property
+    def registry_healthy(self) -> bool:
+        """False while the registry cannot be reached (the last good snapshot is still served)."""
+        return self._watcher.healthy
+
+    def _precompile(self, snapshot: Snapshot) -> None:
+        self._catalog(snapshot)
 
     def _catalog(self, snapshot: Snapshot) -> Catalog:
         compiled = self._compiled
