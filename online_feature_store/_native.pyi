@@ -1,6 +1,6 @@
 """Type stubs of the native core (``online_feature_store._native``), checked by ``mypy.stubtest``."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import numpy as np
@@ -114,6 +114,14 @@ class Catalog:
     ) -> list[bytes]: ...
     def feature_group(self, entity: str, fg: str) -> tuple[int, int, int, int, int]: ...
     def plan_wire(self, query: bytes) -> tuple[str, list[list[str]], list[int]]: ...
+    def retrieve_wire(
+        self,
+        query: bytes,
+        read: Callable[[str, list[list[str]], list[int]], Sequence[bytes]],
+        *,
+        now: int | None = None,
+        decoded: bool = False,
+    ) -> bytes: ...
     def encode_wire(
         self, query: bytes, blocks: Sequence[bytes], *, now: int | None = None, decoded: bool = False
     ) -> bytes: ...

@@ -87,7 +87,7 @@ impl PyCatalog {
         let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
         let req: Vec<(&str, Vec<&str>)> =
             fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
-        let plan = engine::plan(&self.inner, entity, &schema, &req).py_err()?;
+        let plan = self.inner.plan_cached(entity, &schema, &req).py_err()?;
         Ok(plan
             .fgs
             .iter()
@@ -123,7 +123,7 @@ impl PyCatalog {
                 let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
                 let req: Vec<(&str, Vec<&str>)> =
                     fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
-                let plan = engine::plan(cat, entity, &schema, &req)?;
+                let plan = cat.plan_cached(entity, &schema, &req)?;
                 plan.fgs
                     .iter()
                     .enumerate()
@@ -163,6 +163,36 @@ impl PyCatalog {
         let now = now_or_clock(now);
         let blocks = with_values(py, &inp, |v| engine::encode_rows(group, v, rows.0, now, saturate))?.py_err()?;
         Ok(blocks.iter().map(|b| bytes(py, b)).collect())
+    }
+
+    /// The whole gRPC retrieve in one call: parses and plans `query` (GIL released), calls
+    /// `read(entity, canonical_keys, fg_ids) -> blocks` (key-major) for the stored blocks, then builds
+    /// the `retrieve.Result` (or, with `decoded`, `retrieve.DecodedResult`) bytes (GIL released).
+    #[pyo3(signature = (query, read, *, now = None, decoded = false))]
+    fn retrieve_wire<'py>(
+        &self,
+        py: Python<'py>,
+        query: &[u8],
+        read: &Bound<'py, PyAny>,
+        now: Option<Int<u64>>,
+        decoded: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let cat = &self.inner;
+        let now = now_or_clock(now);
+        let req = py.detach(|| wire::parse_retrieve(cat, query)).py_err()?;
+        let blocks: Vec<PyBackedBytes> =
+            read.call1((req.query.entity_label.as_str(), req.canonical_keys.clone(), req.fg_ids()))?.extract()?;
+        let out = py
+            .detach(|| {
+                let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+                if decoded {
+                    wire::encode_decoded(&req, &refs, now)
+                } else {
+                    wire::encode_retrieve(&req, &refs, now)
+                }
+            })
+            .py_err()?;
+        Ok(bytes(py, &out))
     }
 
     /// Parses and plans `retrieve.Query` bytes: `(entity, canonical keys, fg ids)` to read.

@@ -6,6 +6,7 @@
 //! active version's defaults and says so in a per-row, per-FG status.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::catalog::{Catalog, Entity, FeatureGroup};
 use crate::dtype::DataType;
@@ -42,23 +43,24 @@ pub struct Column {
 
 /// The requested features of one FG, with their positions in every stored version.
 #[derive(Debug, Clone)]
-pub struct FgPlan<'c> {
-    pub fg: &'c FeatureGroup,
+pub struct FgPlan {
+    pub fg: Arc<FeatureGroup>,
     pub columns: Vec<Column>,
     positions: HashMap<u16, Vec<Option<usize>>>,
 }
 
 /// A planned request.
 #[derive(Debug, Clone)]
-pub struct Plan<'c> {
-    pub entity: &'c Entity,
+pub struct Plan {
+    /// The entity's label.
+    pub entity: String,
     /// `canonical[i] = given[key_perm[i]]`.
     pub key_perm: Vec<usize>,
-    pub fgs: Vec<FgPlan<'c>>,
+    pub fgs: Vec<FgPlan>,
 }
 
 /// Resolves a request: entity, the caller's key order, and `(fg label, feature labels)` pairs.
-pub fn plan<'c>(cat: &'c Catalog, entity: &str, keys_schema: &[&str], fgs: &[(&str, Vec<&str>)]) -> Result<Plan<'c>> {
+pub fn plan(cat: &Catalog, entity: &str, keys_schema: &[&str], fgs: &[(&str, Vec<&str>)]) -> Result<Plan> {
     let entity = cat.entity(entity)?;
     let key_perm = entity.key_permutation(keys_schema)?;
     if fgs.is_empty() {
@@ -71,10 +73,10 @@ pub fn plan<'c>(cat: &'c Catalog, entity: &str, keys_schema: &[&str], fgs: &[(&s
         }
         planned.push(plan_fg(entity, entity.fg(fg_label)?, labels)?);
     }
-    Ok(Plan { entity, key_perm, fgs: planned })
+    Ok(Plan { entity: entity.label.clone(), key_perm, fgs: planned })
 }
 
-fn plan_fg<'c>(entity: &Entity, fg: &'c FeatureGroup, labels: &[&str]) -> Result<FgPlan<'c>> {
+fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<FgPlan> {
     if labels.is_empty() {
         return Err(Error::InvalidInput(format!("feature group {}/{} lists no features", entity.label, fg.label)));
     }
@@ -103,7 +105,7 @@ fn plan_fg<'c>(entity: &Entity, fg: &'c FeatureGroup, labels: &[&str]) -> Result
     }
     let positions =
         fg.versions.iter().map(|(&v, spec)| (v, columns.iter().map(|c| spec.position(&c.label)).collect())).collect();
-    Ok(FgPlan { fg, columns, positions })
+    Ok(FgPlan { fg: Arc::clone(fg), columns, positions })
 }
 
 /// Values of one FG for every key: `values` is row-major (key, column, element); `status[k]`.
@@ -113,7 +115,7 @@ pub struct FgResult {
     pub status: Vec<Status>,
 }
 
-impl FgPlan<'_> {
+impl FgPlan {
     /// Values per row (Σ column widths).
     pub fn row_width(&self) -> usize {
         self.columns.iter().map(|c| c.width).sum()
@@ -258,7 +260,7 @@ mod tests {
         let p = plan(&c, "user", &["region", "user_id"], &[("profile", vec!["c", "a@DataTypeFP16"])]).unwrap();
         assert_eq!(p.key_perm, vec![1, 0]);
         assert_eq!(p.fgs[0].columns[1].dtype, DataType::Fp16);
-        let err = |r: Result<Plan<'_>>| r.unwrap_err().to_string();
+        let err = |r: Result<Plan>| r.unwrap_err().to_string();
         assert!(err(plan(&c, "item", &["x"], &[])).contains("entity \"item\" not found"));
         assert!(err(plan(&c, "user", &["user_id"], &[("profile", vec!["a"])])).contains("keys_schema"));
         assert!(err(plan(&c, "user", &["user_id", "region"], &[("nope", vec!["a"])])).contains("user/nope"));

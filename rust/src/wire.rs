@@ -2,9 +2,12 @@
 //! byte-in / byte-out retrieve and persist paths built on them: servers hand request bytes to the
 //! core and send back the bytes it returns, so no per-value Python protobuf object ever exists.
 
+use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 
 use crate::catalog::{Catalog, FeatureGroup as CatFg};
+use std::sync::Arc;
+
 use crate::engine::{self, Plan};
 use crate::error::{Error, Result};
 use crate::values::Values;
@@ -155,14 +158,14 @@ pub mod persist {
 
 /// A parsed and planned retrieve request.
 #[derive(Debug)]
-pub struct RetrieveRequest<'c> {
+pub struct RetrieveRequest {
     pub query: retrieve::Query,
-    pub plan: Plan<'c>,
+    pub plan: Arc<Plan>,
     /// Each key's values in the entity's canonical key order.
     pub canonical_keys: Vec<Vec<String>>,
 }
 
-impl RetrieveRequest<'_> {
+impl RetrieveRequest {
     /// Ids of the requested FGs, in request order.
     pub fn fg_ids(&self) -> Vec<u16> {
         self.plan.fgs.iter().map(|f| f.fg.id).collect()
@@ -170,7 +173,7 @@ impl RetrieveRequest<'_> {
 }
 
 /// Parses `retrieve.Query` bytes and plans them (every name checked, keys canonicalised).
-pub fn parse_retrieve<'c>(cat: &'c Catalog, bytes: &[u8]) -> Result<RetrieveRequest<'c>> {
+pub fn parse_retrieve(cat: &Catalog, bytes: &[u8]) -> Result<RetrieveRequest> {
     let query =
         retrieve::Query::decode(bytes).map_err(|e| Error::InvalidInput(format!("malformed retrieve.Query: {e}")))?;
     if query.keys.is_empty() {
@@ -182,7 +185,7 @@ pub fn parse_retrieve<'c>(cat: &'c Catalog, bytes: &[u8]) -> Result<RetrieveRequ
         .iter()
         .map(|g| (g.label.as_str(), g.feature_labels.iter().map(String::as_str).collect()))
         .collect();
-    let plan = engine::plan(cat, &query.entity_label, &schema, &fgs)?;
+    let plan = cat.plan_cached(&query.entity_label, &schema, &fgs)?;
     let canonical_keys = query
         .keys
         .iter()
@@ -203,7 +206,7 @@ pub fn parse_retrieve<'c>(cat: &'c Catalog, bytes: &[u8]) -> Result<RetrieveRequ
 }
 
 /// Builds the `retrieve.Result` bytes. `blocks[k * n_fgs + f]` is key `k`'s stored block of FG `f`.
-pub fn encode_retrieve(req: &RetrieveRequest<'_>, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
+pub fn encode_retrieve(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
     let n_fgs = req.plan.fgs.len();
     if blocks.len() != req.query.keys.len() * n_fgs {
         return Err(Error::InvalidInput(format!(
@@ -229,31 +232,65 @@ pub fn encode_retrieve(req: &RetrieveRequest<'_>, blocks: &[&[u8]], now: u64) ->
                 .collect(),
         })
         .collect();
-    let n_cols = idx as usize;
-    let mut rows = Vec::with_capacity(req.query.keys.len());
-    for (k, key) in req.query.keys.iter().enumerate() {
-        let mut columns = Vec::with_capacity(n_cols);
-        let mut fg_status = Vec::with_capacity(n_fgs);
-        for (f, fp) in req.plan.fgs.iter().enumerate() {
-            let status = fp.cells(blocks[k * n_fgs + f], now, |_, c| {
-                columns.push(c.to_vec());
-                Ok(())
-            })?;
-            fg_status.push(status as u32);
-        }
-        rows.push(retrieve::Row { keys: key.cols.clone(), columns, fg_status });
-    }
-    let result = retrieve::Result {
+    // The header fields go through prost; rows are written straight into the output buffer, so a
+    // response costs no allocation per cell.
+    let head = retrieve::Result {
         entity_label: req.query.entity_label.clone(),
         keys_schema: req.query.keys_schema.clone(),
         feature_schemas,
-        rows,
+        rows: Vec::new(),
     };
-    Ok(result.encode_to_vec())
+    let mut out = head.encode_to_vec();
+    let mut cells: Vec<u8> = Vec::new();
+    let mut ends: Vec<usize> = Vec::with_capacity(idx as usize);
+    let mut status: Vec<u8> = Vec::with_capacity(n_fgs);
+    for (k, key) in req.query.keys.iter().enumerate() {
+        cells.clear();
+        ends.clear();
+        status.clear();
+        for (f, fp) in req.plan.fgs.iter().enumerate() {
+            let s = fp.cells(blocks[k * n_fgs + f], now, |_, c| {
+                cells.extend_from_slice(c);
+                ends.push(cells.len());
+                Ok(())
+            })?;
+            status.push(s as u8);
+        }
+        let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+        let mut start = 0;
+        let cols_len: usize = ends
+            .iter()
+            .map(|&e| {
+                let l = field(e - start);
+                start = e;
+                l
+            })
+            .sum();
+        let body = key.cols.iter().map(|c| field(c.len())).sum::<usize>() + cols_len + field(status.len());
+        out.reserve(1 + encoded_len_varint(body as u64) + body);
+        out.push(0x22); // Result.rows, field 4, length-delimited
+        encode_varint(body as u64, &mut out);
+        for c in &key.cols {
+            out.push(0x0a); // Row.keys, field 1
+            encode_varint(c.len() as u64, &mut out);
+            out.extend_from_slice(c.as_bytes());
+        }
+        let mut start = 0;
+        for &e in &ends {
+            out.push(0x12); // Row.columns, field 2
+            encode_varint((e - start) as u64, &mut out);
+            out.extend_from_slice(&cells[start..e]);
+            start = e;
+        }
+        out.push(0x1a); // Row.fg_status, field 3, packed varints (each < 128: one byte)
+        encode_varint(status.len() as u64, &mut out);
+        out.extend_from_slice(&status);
+    }
+    Ok(out)
 }
 
 /// Builds the `retrieve.DecodedResult` bytes: every cell rendered as the reference's string form.
-pub fn encode_decoded(req: &RetrieveRequest<'_>, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
+pub fn encode_decoded(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
     let binary = retrieve::Result::decode(&encode_retrieve(req, blocks, now)?[..])
         .map_err(|e| Error::corrupt(format!("re-reading our own response: {e}")))?;
     let types: Vec<(crate::dtype::DataType, u32)> =
@@ -318,7 +355,7 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok((fg, positions))
+            Ok((&**fg, positions))
         })
         .collect::<Result<_>>()?;
     let mut blocks = Vec::with_capacity(q.data.len() * fgs.len());
