@@ -9,6 +9,7 @@ import numpy.typing as npt
 __all__ = [
     "MAX_TTL_SECONDS",
     "PSDB_HEADER_LEN",
+    "BlockCache",
     "BlockHeader",
     "BlockMeta",
     "Catalog",
@@ -66,6 +67,27 @@ class BlockMeta:
     def string_lengths(self) -> list[int]: ...
     @property
     def vector_lengths(self) -> list[int]: ...
+
+@final
+class BlockCache:
+    """In-process cache of uncompressed FG blocks per (entity, key), bounded by bytes."""
+
+    def __new__(cls, capacity_bytes: int) -> BlockCache: ...
+    def get_many(self, entity: str, keys: Sequence[str], fg_ids: Sequence[int]) -> list[list[bytes] | None]: ...
+    def put_many(
+        self,
+        entity: str,
+        keys: Sequence[str],
+        fg_ids: Sequence[int],
+        blocks: Sequence[bytes],
+        ttl_seconds: int,
+        jitter_percent: int,
+    ) -> None: ...
+    def invalidate(self, entity: str, keys: Sequence[str]) -> None: ...
+    @property
+    def weight(self) -> int: ...
+    def __len__(self) -> int: ...
+    def clear(self) -> None: ...
 
 @final
 class Catalog:

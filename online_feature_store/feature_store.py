@@ -10,26 +10,30 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from online_feature_store._native import Catalog
+from online_feature_store._native import BlockCache, Catalog
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.watcher import RegistryWatcher
 from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
+from online_feature_store.store.keys import encode_key
 from online_feature_store.types import DataType
 
-__all__ = ["FeatureStore", "RetrieveResult", "Status", "compile_catalog"]
+__all__ = ["FeatureStore", "FeatureStoreMetrics", "RetrieveResult", "Status", "compile_catalog"]
 
 FOUND, MISSING, EXPIRED = 0, 1, 2
+
+_T = TypeVar("_T")
 
 
 class Status:
@@ -41,6 +45,20 @@ class Status:
     """Nothing stored: the active version's defaults."""
     EXPIRED = EXPIRED
     """Stored data past its TTL: the active version's defaults."""
+
+
+class FeatureStoreMetrics:
+    """What a :class:`FeatureStore` reports to whoever embeds it (the server exports it to Prometheus).
+    Every hook is a no-op here, so the library itself has no metrics dependency."""
+
+    def request(self, entity: str, rows: int) -> None:
+        """A retrieve or persist of ``rows`` keys of ``entity`` passed planning."""
+
+    def store_call(self, store_id: str, op: str, seconds: float, failed: bool) -> None:
+        """One ``read`` or ``write`` call to store ``store_id`` took ``seconds`` (``failed``: it raised)."""
+
+    def feature_status(self, entity: str, feature_group: str, found: int, missing: int, expired: int) -> None:
+        """Rows of a retrieve answered with stored data, with defaults (nothing stored) or expired data."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +124,12 @@ class FeatureStore:
         data_directory: str | os.PathLike[str] | None = None,
         stores: Mapping[str, BlockStore] | None = None,
         poll_interval: float = 1.0,
+        metrics: FeatureStoreMetrics | None = None,
+        cache_bytes: int = 256 * 1024 * 1024,
     ) -> None:
+        self.metrics = metrics if metrics is not None else FeatureStoreMetrics()
+        """Observability hooks (no-ops unless a service plugs its own in)."""
+        self._cache = BlockCache(cache_bytes) if cache_bytes > 0 else None
         self._data_dir = Path(data_directory).resolve() if data_directory is not None else data_dir()
         if registry is None and data_directory is not None and not os.environ.get("OFS_REGISTRY"):
             registry = f"sqlite:///{self._data_dir / 'registry.db'}"
@@ -201,6 +224,7 @@ class FeatureStore:
         canonical = self._canonical_keys(keys, catalog.key_permutation(entity, schema))
         request = [(fg, list(labels)) for fg, labels in features.items()]
         planned = catalog.plan(entity, schema, request)
+        self.metrics.request(entity, len(canonical))
         blocks = self._read(snapshot, ent, canonical, [fg_id for fg_id, _ in planned])
         now = int(time.time())
         results = catalog.retrieve(entity, schema, request, blocks, now=now)
@@ -209,9 +233,49 @@ class FeatureStore:
         for (fg, _labels), (_fg_id, columns), (vals, st) in zip(request, planned, results):
             values[fg] = _shape(vals, len(canonical), columns)
             status[fg] = st
+            found, missing, expired = (int(c) for c in np.bincount(st, minlength=3)[:3])
+            self.metrics.feature_status(entity, fg, found, missing, expired)
         return RetrieveResult(entity, dict(features), values, status, snapshot.revision)
 
     def _read(self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]) -> list[bytes]:
+        """Blocks key-major (``[k * len(fg_ids) + f]``): from the in-process cache when the entity enables
+        it and every requested FG is cacheable, the misses (and everything else) from the stores."""
+        policy = ent.in_process_cache
+        cacheable = (
+            self._cache is not None
+            and policy.enabled
+            and policy.ttl_seconds > 0
+            and all(snapshot.feature_group(ent.label, f).in_process_cache for f in fg_ids)
+        )
+        if not cacheable or self._cache is None:
+            return self._read_stores(snapshot, ent, keys, fg_ids)
+        names = [encode_key(k) for k in keys]
+        hits = self._cache.get_many(ent.label, names, fg_ids)
+        missed = [i for i, h in enumerate(hits) if h is None]
+        n = len(fg_ids)
+        fetched = self._read_stores(snapshot, ent, [keys[i] for i in missed], fg_ids) if missed else []
+        if missed:
+            self._cache.put_many(
+                ent.label,
+                [names[i] for i in missed],
+                fg_ids,
+                fetched,
+                policy.ttl_seconds,
+                policy.jitter_percent,
+            )
+        blocks: list[bytes] = []
+        from_store = iter(range(len(missed)))
+        for h in hits:
+            if h is None:
+                m = next(from_store)
+                blocks.extend(fetched[m * n : (m + 1) * n])
+            else:
+                blocks.extend(h)
+        return blocks
+
+    def _read_stores(
+        self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]
+    ) -> list[bytes]:
         """Blocks key-major (``[k * len(fg_ids) + f]``), one store read per store involved."""
         by_store: dict[str, list[int]] = {}
         for i, fg_id in enumerate(fg_ids):
@@ -219,20 +283,40 @@ class FeatureStore:
         n = len(fg_ids)
         blocks: list[bytes] = [b""] * (len(keys) * n)
         for store_id, idx in by_store.items():
-            rows = self._store(snapshot, store_id).read(ent, keys, [fg_ids[i] for i in idx])
+            read = partial(self._store(snapshot, store_id).read, ent, keys, [fg_ids[i] for i in idx])
+            rows = self._store_call(store_id, "read", read)
             for k, row in enumerate(rows):
                 for j, i in enumerate(idx):
                     blocks[k * n + i] = row[j]
         return blocks
 
+    def _write(self, snapshot: Snapshot, store_id: str, ent: Entity, writes: list[BlockWrite]) -> None:
+        self._store_call(store_id, "write", partial(self._store(snapshot, store_id).write, ent, writes))
+        if self._cache is not None:  # strong consistency in this process; other processes: see docs
+            self._cache.invalidate(ent.label, list({encode_key(w.key) for w in writes}))
+
+    def _store_call(self, store_id: str, op: str, call: Callable[[], _T]) -> _T:
+        """``call()``, timed and reported to the metrics hooks (errors included) under ``store_id``."""
+        started = time.perf_counter()
+        failed = True
+        try:
+            result = call()
+            failed = False
+            return result
+        finally:
+            self.metrics.store_call(store_id, op, time.perf_counter() - started, failed)
+
     def retrieve_wire(self, query: bytes, *, decoded: bool = False) -> bytes:
         """A serialized ``retrieve.Query`` in, the serialized ``retrieve.Result`` out (the gRPC path);
         with ``decoded``, a ``retrieve.DecodedResult`` with every cell rendered as a string."""
         snapshot = self.snapshot
-        catalog = self._catalog(snapshot)
-        entity, keys, fg_ids = catalog.plan_wire(query)
-        blocks = self._read(snapshot, snapshot.entity(entity), [tuple(k) for k in keys], fg_ids)
-        return catalog.encode_wire(query, blocks, now=int(time.time()), decoded=decoded)
+
+        def read(entity: str, keys: list[list[str]], fg_ids: list[int]) -> list[bytes]:
+            self.metrics.request(entity, len(keys))
+            return self._read(snapshot, snapshot.entity(entity), [tuple(k) for k in keys], fg_ids)
+
+        # One native call: parse and plan, read() the blocks, build the response bytes.
+        return self._catalog(snapshot).retrieve_wire(query, read, now=int(time.time()), decoded=decoded)
 
     def persist_wire(self, query: bytes, *, saturate: bool = False) -> int:
         """A serialized ``persist.Query`` in (the gRPC and Kafka path): validated whole, then written.
@@ -242,11 +326,14 @@ class FeatureStore:
         entity, blocks = catalog.persist_wire(query, now=int(time.time()), saturate=saturate)
         ent = snapshot.entity(entity)
         by_store: dict[str, list[BlockWrite]] = {}
+        keys: set[KeyValues] = set()
         for key, fg_id, block, expires_at in blocks:
             store_id = snapshot.feature_group(entity, fg_id).store_id
-            by_store.setdefault(store_id, []).append(BlockWrite(tuple(key), fg_id, block, expires_at))
+            keys.add(row_key := tuple(key))
+            by_store.setdefault(store_id, []).append(BlockWrite(row_key, fg_id, block, expires_at))
+        self.metrics.request(entity, len(keys))
         for store_id, writes in by_store.items():
-            self._store(snapshot, store_id).write(ent, writes)
+            self._write(snapshot, store_id, ent, writes)
         return len(blocks)
 
     def persist(
@@ -275,7 +362,8 @@ class FeatureStore:
         blocks = catalog.encode_rows(entity, feature_group, flat, rows, now=now, saturate=saturate)
         expires_at = now + fg.ttl_seconds if fg.ttl_seconds else 0
         writes = [BlockWrite(k, fg.id, b, expires_at) for k, b in zip(canonical, blocks)]
-        self._store(snapshot, fg.store_id).write(ent, writes)
+        self.metrics.request(entity, rows)
+        self._write(snapshot, fg.store_id, ent, writes)
         return rows
 
     def close(self) -> None:

@@ -216,3 +216,52 @@ def test_relative_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         fs.persist("user", "activity", ["u1"], np.array([[0.25, 1]]))
         assert fs.retrieve("user", ["u1"], {"activity": ["ctr"]}).values["activity"].tolist() == [[0.25]]
     assert (tmp_path / "rel" / "store.db").exists()
+
+
+class CountingStore(SqliteStore):
+    """A real SQLite store that counts reads (to see cache hits)."""
+
+    reads = 0
+
+    def read(self, entity: Any, keys: Any, fg_ids: Any) -> list[list[bytes]]:
+        CountingStore.reads += 1
+        return super().read(entity, keys, fg_ids)
+
+
+def test_in_process_cache(tmp_path: Path) -> None:
+    doc = copy.deepcopy(DOC)
+    user = doc["entities"][0]
+    user["cache"] = {"in_process": {"enabled": True, "ttl_seconds": 60, "jitter_percent": 10}}
+    user["feature_groups"][0]["in_process_cache"] = True
+    registry = SqliteRegistry(tmp_path / "registry.db")
+    apply(registry, doc)
+    store = CountingStore(tmp_path / "store.db")
+    other_store = SqliteStore(tmp_path / "store.db")
+    fs = FeatureStore(registry, stores={"main": store})
+    other = FeatureStore(registry, stores={"main": other_store})  # another process, same data
+    try:
+        fs.persist("user", "activity", ["u1"], np.array([[0.25, 1]]))
+        CountingStore.reads = 0
+        first = fs.retrieve("user", ["u1", "u2"], {"activity": ["ctr"]})
+        again = fs.retrieve("user", ["u2", "u1"], {"activity": ["clicks", "ctr"]})
+        assert CountingStore.reads == 1  # the second request is served from the cache, misses included
+        assert first.values["activity"].tolist() == [[0.25], [0.5]]
+        assert again.values["activity"].tolist() == [[0.0, 0.5], [1.0, 0.25]]
+        assert list(again.status["activity"]) == [MISSING, FOUND]
+        # A write through this FeatureStore invalidates its cache at once.
+        fs.persist("user", "activity", ["u1"], np.array([[0.75, 2]]))
+        assert fs.retrieve("user", ["u1"], {"activity": ["ctr"]}).values["activity"].tolist() == [[0.75]]
+        # A write elsewhere is seen once the entry's TTL ends (bounded staleness, documented).
+        other.persist("user", "activity", ["u1"], np.array([[0.125, 3]]))
+        assert fs.retrieve("user", ["u1"], {"activity": ["ctr"]}).values["activity"].tolist() == [[0.75]]
+        # FGs not flagged for the in-process cache always go to the store.
+        CountingStore.reads = 0
+        fs.retrieve("user", ["u1"], {"short": ["n"]})
+        fs.retrieve("user", ["u1"], {"short": ["n"]})
+        assert CountingStore.reads == 2
+    finally:
+        fs.close()
+        other.close()
+        store.close()
+        other_store.close()
+        registry.close()

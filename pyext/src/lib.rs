@@ -6,6 +6,7 @@
 mod args;
 mod arrays;
 mod blocks;
+mod cache;
 mod engine;
 mod errors;
 mod formats;
@@ -21,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<blocks::PyBlockHeader>()?;
     m.add_class::<blocks::PyDecodedBlock>()?;
     m.add_class::<engine::PyCatalog>()?;
+    m.add_class::<cache::PyBlockCache>()?;
     m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;

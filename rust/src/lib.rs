@@ -4,6 +4,7 @@
 //! conversion and retrieval-time quantization. No Python here: `pyext/` binds this crate, and the
 //! services reach it only through those bindings.
 
+pub mod cache;
 pub mod catalog;
 pub mod cell;
 pub mod csdb;
