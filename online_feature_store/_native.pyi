@@ -73,7 +73,9 @@ class BlockCache:
     """In-process cache of uncompressed FG blocks per (entity, key), bounded by bytes."""
 
     def __new__(cls, capacity_bytes: int) -> BlockCache: ...
-    def get_many(self, entity: str, keys: Sequence[str], fg_ids: Sequence[int]) -> list[list[bytes] | None]: ...
+    def get_many(
+        self, entity: str, keys: Sequence[str], fg_ids: Sequence[int]
+    ) -> list[list[bytes] | None]: ...
     def put_many(
         self,
         entity: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ from grpc_reflection.v1alpha import reflection
 from online_feature_store.errors import InvalidInputError, NotFoundError, OfsError, UnavailableError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.tokens import verify_token
+from online_feature_store.server.metrics import (
+    ANONYMOUS,
+    UNKNOWN,
+    ServerMetrics,
+    serve_metrics,
+    stop_metrics,
+)
 
 __all__ = ["STATUS_OF", "ServerConfig", "build_server"]
 
@@ -53,45 +61,75 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     reuse_port: bool = False
     grace_seconds: float = 10.0
+    metrics_port: int = 9090
+    """Prometheus ``/metrics`` HTTP port (0: no metrics)."""
+
+
+class _DeniedError(Exception):
+    """An auth failure, answered with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, caller: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.caller = caller
 
 
 class _Handlers:
-    def __init__(self, fs: FeatureStore, config: ServerConfig) -> None:
+    def __init__(self, fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None) -> None:
         self.fs = fs
         self.config = config
+        self.metrics = metrics
 
-    def _authorize(self, context: grpc.ServicerContext, role: str) -> None:
-        if not self.config.auth:
-            return
+    def _authorize(self, context: grpc.ServicerContext, role: str) -> str:
+        """The caller's metrics label (a registry caller id, ``anonymous`` or ``unknown``); raises
+        :class:`_DeniedError` when auth is on and the call may not go ahead."""
         md = dict(context.invocation_metadata())
         caller_id, token = md.get(CALLER_HEADER), md.get(TOKEN_HEADER)
+        caller = self.fs.snapshot.callers.get(str(caller_id)) if caller_id else None
+        label = ANONYMOUS if not caller_id else caller.id if caller is not None else UNKNOWN
+        if not self.config.auth:
+            return label
         if not caller_id or not token:
-            context.abort(
+            raise _DeniedError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"metadata {CALLER_HEADER!r} and {TOKEN_HEADER!r} are required",
+                label,
             )
-        caller = self.fs.snapshot.callers.get(str(caller_id))
         if caller is None or not verify_token(str(token), caller.token_hash):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown caller or bad token for {caller_id!r}")
-            return
-        if caller.role != role:
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"caller {caller_id!r} is a {caller.role}, not a {role}"
+            raise _DeniedError(
+                grpc.StatusCode.UNAUTHENTICATED, f"unknown caller or bad token for {caller_id!r}", label
             )
+        if caller.role != role:
+            raise _DeniedError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"caller {caller_id!r} is a {caller.role}, not a {role}",
+                label,
+            )
+        return label
 
     def _call(
-        self, role: str, fn: Callable[[bytes], bytes]
+        self, method: str, role: str, fn: Callable[[bytes], bytes]
     ) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         def handler(request: bytes, context: grpc.ServicerContext) -> bytes:
-            self._authorize(context, role)
+            metrics = self.metrics
+            started = time.perf_counter()
+            if metrics is not None:
+                metrics.begin()
+            # Anything escaping the except clauses below (a BaseException) is counted as INTERNAL.
+            caller, code, message = ANONYMOUS, grpc.StatusCode.INTERNAL, "internal error"
             try:
-                return fn(request)
+                caller = self._authorize(context, role)
+                reply = fn(request)
+                code = grpc.StatusCode.OK
+                return reply
+            except _DeniedError as denied:
+                caller, code, message = denied.caller, denied.code, str(denied)
             except Exception as exc:
-                for cls, code in STATUS_OF:
-                    if isinstance(exc, cls):
-                        context.abort(code, str(exc))
-                log.exception("unexpected error")
-                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+                code, message = _status_of(exc)
+            finally:
+                if metrics is not None:
+                    metrics.finish(method, caller, code.name, time.perf_counter() - started)
+            context.abort(code, message)
             raise AssertionError("unreachable")  # context.abort raises
 
         return handler
@@ -109,10 +147,13 @@ class _Handlers:
             RETRIEVE_SERVICE,
             {
                 "RetrieveFeatures": grpc.unary_unary_rpc_method_handler(
-                    self._call("reader", self.fs.retrieve_wire), **raw
+                    self._call("RetrieveFeatures", "reader", self.fs.retrieve_wire), **raw
                 ),
                 "RetrieveDecodedResult": grpc.unary_unary_rpc_method_handler(
-                    self._call("reader", lambda q: self.fs.retrieve_wire(q, decoded=True)), **raw
+                    self._call(
+                        "RetrieveDecodedResult", "reader", lambda q: self.fs.retrieve_wire(q, decoded=True)
+                    ),
+                    **raw,
                 ),
             },
         )
@@ -120,16 +161,27 @@ class _Handlers:
             PERSIST_SERVICE,
             {
                 "PersistFeatures": grpc.unary_unary_rpc_method_handler(
-                    self._call("writer", self.persist), **raw
+                    self._call("PersistFeatures", "writer", self.persist), **raw
                 )
             },
         )
         return [retrieve, persist]
 
 
-def build_server(fs: FeatureStore, config: ServerConfig) -> tuple[grpc.Server, int, health.HealthServicer]:
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            return code, str(exc)
+    log.exception("unexpected error")
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+
+
+def build_server(
+    fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None = None
+) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started-but-not-serving server bound to ``config.host:config.port`` (0 = any free port).
-    Returns the server, the bound port and its health servicer (SERVING once the stores answer)."""
+    Returns the server, the bound port and its health servicer (SERVING once the stores answer).
+    With ``metrics``, calls are counted there and ``fs`` reports its store calls to it too."""
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -139,7 +191,9 @@ def build_server(fs: FeatureStore, config: ServerConfig) -> tuple[grpc.Server, i
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.threads), options=options)
-    handlers = _Handlers(fs, config)
+    if metrics is not None:
+        fs.metrics = metrics
+    handlers = _Handlers(fs, config, metrics)
     server.add_generic_rpc_handlers(handlers.generic())
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -169,12 +223,27 @@ def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer) -> No
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
-def serve_forever(fs: FeatureStore, config: ServerConfig, stop: threading.Event) -> None:
-    """Runs one server until ``stop`` is set, then drains in-flight calls within the grace period."""
-    server, port, health_servicer = build_server(fs, config)
+def serve_forever(
+    fs: FeatureStore, config: ServerConfig, stop: threading.Event, *, metrics_http: bool = True
+) -> None:
+    """Runs one server until ``stop`` is set, then drains in-flight calls within the grace period.
+    With ``config.metrics_port``, metrics are recorded, and served on that port when ``metrics_http``
+    (a worker of ``--workers N`` leaves that to its parent)."""
+    metrics = ServerMetrics() if config.metrics_port else None
+    server, port, health_servicer = build_server(fs, config, metrics)
+    httpd = None
+    if metrics is not None:
+        # The registry watch keeps serving the last good snapshot when the registry fails (the health
+        # service stays SERVING); the ofs_registry_healthy gauge is where that shows.
+        metrics.watch_registry(fs, stop)
+        if metrics_http:
+            httpd, metrics_port = serve_metrics(metrics.registry, config.host, config.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
     server.start()
     mark_serving(fs, health_servicer)
     log.info("serving on %s:%d", config.host, port)
     stop.wait()
     health_servicer.enter_graceful_shutdown()
     server.stop(config.grace_seconds).wait()
+    if httpd is not None:
+        stop_metrics(httpd)

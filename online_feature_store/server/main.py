@@ -11,7 +11,9 @@ import argparse
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from dataclasses import fields, replace
 from pathlib import Path
@@ -29,7 +31,10 @@ ENV = {
     "threads": "OFS_THREADS",
     "max_message_bytes": "OFS_MAX_MESSAGE_BYTES",
     "grace_seconds": "OFS_GRACE_SECONDS",
+    "metrics_port": "OFS_METRICS_PORT",
 }
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -73,7 +78,9 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ServerConf
     return replace(config, **values), extra
 
 
-def _serve_one(config: ServerConfig, registry: str | None, data_dir: str | None) -> None:
+def _serve_one(
+    config: ServerConfig, registry: str | None, data_dir: str | None, metrics_http: bool = True
+) -> None:
     from online_feature_store.feature_store import FeatureStore
     from online_feature_store.server.app import serve_forever
 
@@ -81,7 +88,7 @@ def _serve_one(config: ServerConfig, registry: str | None, data_dir: str | None)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with FeatureStore(registry, data_directory=data_dir) as fs:
-        serve_forever(fs, config, stop)
+        serve_forever(fs, config, stop, metrics_http=metrics_http)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,11 +112,33 @@ def run(args: argparse.Namespace) -> int:
         _serve_one(config, registry, data_dir)
         return 0
     config = replace(config, reuse_port=True)
+    if not config.metrics_port:
+        return _supervise(config, registry, data_dir, workers, None)
+    # Workers write their samples to files here (prometheus_client reads the variable when a worker
+    # imports it, so it is set before any worker starts) and this process serves their sum.
+    multiproc_dir = tempfile.mkdtemp(prefix="ofs-metrics-")
+    os.environ[MULTIPROC_ENV] = multiproc_dir
+    try:
+        from online_feature_store.server.metrics import multiprocess_registry, serve_metrics, stop_metrics
+
+        httpd, port = serve_metrics(multiprocess_registry(multiproc_dir), config.host, config.metrics_port)
+        print(f"ofs serve: metrics on http://{config.host}:{port}/metrics", flush=True)
+        try:
+            return _supervise(config, registry, data_dir, workers, multiproc_dir)
+        finally:
+            stop_metrics(httpd)
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+def _supervise(
+    config: ServerConfig, registry: str | None, data_dir: str | None, workers: int, multiproc_dir: str | None
+) -> int:
+    """Runs ``workers`` server processes until SIGTERM / SIGINT, replacing any that dies."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_serve_one, args=(config, registry, data_dir), daemon=False)
-        for _ in range(workers)
-    ]
+    args = (config, registry, data_dir, False)
+    procs = [ctx.Process(target=_serve_one, args=args, daemon=False) for _ in range(workers)]
     for p in procs:
         p.start()
     stopping = threading.Event()
@@ -130,8 +159,17 @@ def run(args: argparse.Namespace) -> int:
                 logging.getLogger("online_feature_store.server").warning(
                     "worker %s exited; restarting", p.pid
                 )
-                procs[i] = ctx.Process(target=_serve_one, args=(config, registry, data_dir), daemon=False)
+                _worker_exited(p, multiproc_dir)
+                procs[i] = ctx.Process(target=_serve_one, args=args, daemon=False)
                 procs[i].start()
     for p in procs:
         p.join()
+        _worker_exited(p, multiproc_dir)
     return 0
+
+
+def _worker_exited(p: multiprocessing.process.BaseProcess, multiproc_dir: str | None) -> None:
+    if multiproc_dir is not None and p.pid is not None:
+        from online_feature_store.server.metrics import worker_exited
+
+        worker_exited(p.pid, multiproc_dir)

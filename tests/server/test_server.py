@@ -251,6 +251,7 @@ def test_quick_start_script(tmp_path: Path) -> None:
         **__import__("os").environ,
         "OFS_DATA_DIR": str(tmp_path / "qs"),
         "OFS_PORT": "18931",
+        "OFS_METRICS_PORT": "0",
     }
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "run"), "--once"],
