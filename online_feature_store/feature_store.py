@@ -310,13 +310,20 @@ class FeatureStore:
         """A serialized ``retrieve.Query`` in, the serialized ``retrieve.Result`` out (the gRPC path);
         with ``decoded``, a ``retrieve.DecodedResult`` with every cell rendered as a string."""
         snapshot = self.snapshot
+        entities: list[str] = []
 
         def read(entity: str, keys: list[list[str]], fg_ids: list[int]) -> list[bytes]:
+            entities.append(entity)
             self.metrics.request(entity, len(keys))
             return self._read(snapshot, snapshot.entity(entity), [tuple(k) for k in keys], fg_ids)
 
         # One native call: parse and plan, read() the blocks, build the response bytes.
-        return self._catalog(snapshot).retrieve_wire(query, read, now=int(time.time()), decoded=decoded)
+        out, counts = self._catalog(snapshot).retrieve_wire(
+            query, read, now=int(time.time()), decoded=decoded
+        )
+        for fg, found, missing, expired in counts:
+            self.metrics.feature_status(entities[0], fg, found, missing, expired)
+        return out
 
     def persist_wire(self, query: bytes, *, saturate: bool = False) -> int:
         """A serialized ``persist.Query`` in (the gRPC and Kafka path): validated whole, then written.

@@ -24,6 +24,8 @@ type PlannedFg = (u16, Vec<(String, u8, usize)>);
 /// Per FG of a retrieve: `(values, status)`.
 type FgArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>);
 
+/// `(fg label, found, missing, expired)` rows of one FG of a retrieve.
+type FgCounts = (String, u64, u64, u64);
 /// `(entity, canonical keys, fg ids)`.
 type WirePlan = (String, Vec<Vec<String>>, Vec<u16>);
 /// `(canonical key, fg id, block, expires_at)`.
@@ -168,6 +170,7 @@ impl PyCatalog {
     /// The whole gRPC retrieve in one call: parses and plans `query` (GIL released), calls
     /// `read(entity, canonical_keys, fg_ids) -> blocks` (key-major) for the stored blocks, then builds
     /// the `retrieve.Result` (or, with `decoded`, `retrieve.DecodedResult`) bytes (GIL released).
+    /// Returns the bytes and, per requested FG, `(label, found, missing, expired)` row counts.
     #[pyo3(signature = (query, read, *, now = None, decoded = false))]
     fn retrieve_wire<'py>(
         &self,
@@ -176,23 +179,22 @@ impl PyCatalog {
         read: &Bound<'py, PyAny>,
         now: Option<Int<u64>>,
         decoded: bool,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<FgCounts>)> {
         let cat = &self.inner;
         let now = now_or_clock(now);
         let req = py.detach(|| wire::parse_retrieve(cat, query)).py_err()?;
         let blocks: Vec<PyBackedBytes> =
             read.call1((req.query.entity_label.as_str(), req.canonical_keys.clone(), req.fg_ids()))?.extract()?;
-        let out = py
+        let (out, counts) = py
             .detach(|| {
                 let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
-                if decoded {
-                    wire::encode_decoded(&req, &refs, now)
-                } else {
-                    wire::encode_retrieve(&req, &refs, now)
-                }
+                let (binary, counts) = wire::encode_retrieve_counted(&req, &refs, now)?;
+                let out = if decoded { wire::encode_decoded(&req, &refs, now)? } else { binary };
+                Ok::<_, ofs_core::Error>((out, counts))
             })
             .py_err()?;
-        Ok(bytes(py, &out))
+        let labelled = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
+        Ok((bytes(py, &out), labelled))
     }
 
     /// Parses and plans `retrieve.Query` bytes: `(entity, canonical keys, fg ids)` to read.

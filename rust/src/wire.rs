@@ -207,6 +207,14 @@ pub fn parse_retrieve(cat: &Catalog, bytes: &[u8]) -> Result<RetrieveRequest> {
 
 /// Builds the `retrieve.Result` bytes. `blocks[k * n_fgs + f]` is key `k`'s stored block of FG `f`.
 pub fn encode_retrieve(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
+    encode_retrieve_counted(req, blocks, now).map(|(bytes, _)| bytes)
+}
+
+/// Rows per status (`[found, missing, expired]`) of each requested FG, in request order.
+pub type StatusCounts = Vec<[u64; 3]>;
+
+/// [`encode_retrieve`], also counting how many rows of each FG were found, missing or expired.
+pub fn encode_retrieve_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Result<(Vec<u8>, StatusCounts)> {
     let n_fgs = req.plan.fgs.len();
     if blocks.len() != req.query.keys.len() * n_fgs {
         return Err(Error::InvalidInput(format!(
@@ -244,6 +252,7 @@ pub fn encode_retrieve(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Res
     let mut cells: Vec<u8> = Vec::new();
     let mut ends: Vec<usize> = Vec::with_capacity(idx as usize);
     let mut status: Vec<u8> = Vec::with_capacity(n_fgs);
+    let mut counts: StatusCounts = vec![[0; 3]; n_fgs];
     for (k, key) in req.query.keys.iter().enumerate() {
         cells.clear();
         ends.clear();
@@ -255,6 +264,7 @@ pub fn encode_retrieve(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Res
                 Ok(())
             })?;
             status.push(s as u8);
+            counts[f][s as usize] += 1;
         }
         let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
         let mut start = 0;
@@ -286,7 +296,7 @@ pub fn encode_retrieve(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Res
         encode_varint(status.len() as u64, &mut out);
         out.extend_from_slice(&status);
     }
-    Ok(out)
+    Ok((out, counts))
 }
 
 /// Builds the `retrieve.DecodedResult` bytes: every cell rendered as the reference's string form.
@@ -536,6 +546,8 @@ mod tests {
         assert_eq!(res.rows[1].columns[0], vec![1, 0, 1, 0, b'x', b'y']);
         assert_eq!(res.rows[0].fg_status, vec![0, 0]);
         assert_eq!(res.rows[1].fg_status, vec![1, 1]);
+        let (_, counts) = encode_retrieve_counted(&parsed, &[tags, g, &[], &[]], NOW).unwrap();
+        assert_eq!(counts, vec![[1, 1, 0], [1, 1, 0]]);
     }
 
     #[test]

@@ -155,6 +155,15 @@ def test_feature_validity_from_library_retrieve(served: Served) -> None:
     assert value(m, rows, status="expired") == 0
 
 
+def test_feature_validity_from_served_retrieve(served: Served) -> None:
+    call(served.channel, PERSIST, persist_query("u1", 2.0))
+    call(served.channel, RETRIEVE, retrieve_query(["u1", "u2", "u1"], ["a"]))
+    m = scrape(served.metrics_port)
+    rows = "ofs_feature_rows_total"
+    assert value(m, rows, entity="user", feature_group="g", status="found") == 2
+    assert value(m, rows, entity="user", feature_group="g", status="missing") == 1
+
+
 @pytest.mark.parametrize("served", ["failing"], indirect=True)
 def test_store_errors(served: Served) -> None:
     for method, body in ((RETRIEVE, retrieve_query(["u1"], ["a"])), (PERSIST, persist_query("u1", 1.0))):
