@@ -167,9 +167,49 @@ impl FgPlan {
         let mut values = cell::empty_array(out_type, blocks.len() * self.row_width())?;
         let mut status = Vec::with_capacity(blocks.len());
         for block in blocks {
+            if self.append_fast(block, now, &mut values)? {
+                status.push(Status::Found);
+                continue;
+            }
             status.push(self.cells(block, now, |col, c| cell::append_to(&mut values, col.dtype, c))?);
         }
         Ok(FgResult { values, status })
+    }
+
+    /// The common case without per-cell work: a live block of 32/64-bit numbers whose every requested
+    /// feature exists in its version, none quantized. Returns false (nothing appended) otherwise.
+    fn append_fast(&self, block: &[u8], now: u64, out: &mut Array) -> Result<bool> {
+        use crate::dtype::Element as E;
+        if block.is_empty() || self.columns.iter().any(|c| c.quant.is_some()) {
+            return Ok(false);
+        }
+        let header = Header::parse(block)?;
+        let Some(positions) = self.positions.get(&header.version) else { return Ok(false) };
+        if positions.iter().any(Option::is_none) {
+            return Ok(false);
+        }
+        let meta = &self.fg.version(header.version)?.meta;
+        let Block::Present(view) = psdb::decode(block, meta, now)? else { return Ok(false) };
+        let payload = view.payload();
+        macro_rules! widen {
+            ($v:expr, $t:ty, $w:literal) => {{
+                for pos in positions.iter().flatten() {
+                    let start = meta.value_offset(*pos) * $w;
+                    let bytes = &payload[start..start + meta.values_of(*pos) * $w];
+                    $v.extend(bytes.chunks_exact($w).map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk"))));
+                }
+            }};
+        }
+        match (out, self.fg.dtype.element()) {
+            (Array::F32(v), Some(E::Fp32)) => widen!(v, f32, 4),
+            (Array::F64(v), Some(E::Fp64)) => widen!(v, f64, 8),
+            (Array::I32(v), Some(E::Int32)) => widen!(v, i32, 4),
+            (Array::I64(v), Some(E::Int64)) => widen!(v, i64, 8),
+            (Array::U32(v), Some(E::Uint32)) => widen!(v, u32, 4),
+            (Array::U64(v), Some(E::Uint64)) => widen!(v, u64, 8),
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
