@@ -418,15 +418,22 @@ def _flatten(values: Any, fg: Any, rows: int) -> Any:
             raise InvalidInputError(f"feature group {fg.label!r} has no features {unknown}")
         from online_feature_store._native import decode_cell
 
-        cols = []
+        cols: list[Any] = []
         for f in fg.features:
             if f.label in values.columns:
-                cols.append(list(values[f.label]))
+                cols.append(values[f.label].to_numpy())
+                continue
+            default = decode_cell(int(fg.data_type), f.default, vector_length=f.vector_length)
+            if fg.data_type.is_vector:
+                cols.append([default] * rows)
             else:
-                default = decode_cell(int(fg.data_type), f.default, vector_length=f.vector_length)
-                value = default if fg.data_type.is_vector else default[0]
-                cols.append([value] * rows)
-        values = [list(r) for r in zip(*cols)] if cols else []
+                cols.append(
+                    np.full(rows, default[0]) if fg.data_type not in _STRING_TYPES else [default[0]] * rows
+                )
+        if fg.data_type not in _STRING_TYPES and not fg.data_type.is_vector:
+            # Numbers stay in numpy columns: no Python object per value.
+            return np.column_stack(cols).reshape(-1)
+        values = [list(r) for r in zip(*cols)]
     if fg.data_type in _STRING_TYPES:
         out: list[str] = []
         for row in values:

@@ -265,3 +265,21 @@ def test_in_process_cache(tmp_path: Path) -> None:
         store.close()
         other_store.close()
         registry.close()
+
+
+def test_persist_from_pandas_and_to_pandas(env: tuple[FeatureStore, SqliteRegistry]) -> None:
+    pd = pytest.importorskip("pandas")
+    fs, _ = env
+    # Columns by label, in any order; "ctr" is missing and gets its default (0.5).
+    fs.persist("user", "activity", ["u1", "u2"], pd.DataFrame({"clicks": [3, 4]}))
+    fs.persist("user", "t_fp32vector", ["u1"], pd.DataFrame({"f1": [np.array([5.0, 6.0])]}))
+    fs.persist("user", "t_string", ["u1"], pd.DataFrame({"f0": ["x"]}))
+    r = fs.retrieve("user", ["u1", "u2"], {"activity": ["ctr", "clicks"], "t_fp32vector": ["f0", "f1"]})
+    assert r.values["activity"].tolist() == [[0.5, 3.0], [0.5, 4.0]]
+    assert r.values["t_fp32vector"].tolist()[0] == [[0.0, 0.0], [5.0, 6.0]]
+    assert fs.retrieve("user", ["u1"], {"t_string": ["f0", "f1"]}).values["t_string"] == [["x", "z"]]
+    df = r.to_pandas()
+    assert list(df.columns) == ["activity.ctr", "activity.clicks", "t_fp32vector.f0", "t_fp32vector.f1"]
+    assert df["activity.clicks"].tolist() == [3.0, 4.0]
+    with pytest.raises(InvalidInputError, match="no features"):
+        fs.persist("user", "activity", ["u1"], pd.DataFrame({"nope": [1]}))

@@ -42,6 +42,11 @@ impl<'py, T: Bounded> FromPyObject<'_, 'py> for Int<T> {
     }
 }
 
+/// The caller's `now` (unix seconds), or the clock.
+pub fn now_or_clock(now: Option<Int<u64>>) -> u64 {
+    now.map_or_else(ofs_core::expiry::unix_now, |Int(n)| n)
+}
+
 /// Unwraps a vector of checked integers.
 pub fn ints<T>(v: Vec<Int<T>>) -> Vec<T> {
     v.into_iter().map(|Int(x)| x).collect()

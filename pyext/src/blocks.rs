@@ -7,7 +7,7 @@ use ofs_core::{expiry, BlockMeta, DataType, EncodeOptions, Header};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::args::{ints, Int};
+use crate::args::{ints, now_or_clock, Int};
 use crate::arrays::{array_to_py, bytes, input, shape_by_feature, with_values};
 use crate::errors::{invalid, IntoPy};
 
@@ -162,10 +162,6 @@ impl PyDecodedBlock {
     fn __repr__(&self) -> String {
         format!("DecodedBlock(status={:?})", self.status)
     }
-}
-
-fn now_or_clock(now: Option<Int<u64>>) -> u64 {
-    now.map_or_else(expiry::unix_now, |Int(n)| n)
 }
 
 /// Encodes values into one PSDB block.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use numpy::PyArray1;
 use ofs_core::catalog::{Catalog, VersionSpec};
-use ofs_core::{engine, expiry, wire, DataType};
+use ofs_core::{engine, wire, DataType};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 
-use crate::args::{ints, Int};
+use crate::args::{ints, now_or_clock, Int};
 use crate::arrays::{array_to_py, bytes, input, with_values};
 use crate::errors::{invalid, IntoPy};
 
@@ -26,8 +26,6 @@ type FgArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>);
 
 /// `(fg label, found, missing, expired)` rows of one FG of a retrieve.
 type FgCounts = (String, u64, u64, u64);
-/// `(entity, canonical keys, fg ids)`.
-type WirePlan = (String, Vec<Vec<String>>, Vec<u16>);
 /// `(canonical key, fg id, block, expires_at)`.
 type PersistTuple<'py> = (Vec<String>, u16, Bound<'py, PyBytes>, u64);
 
@@ -36,10 +34,6 @@ type PersistTuple<'py> = (Vec<String>, u16, Bound<'py, PyBytes>, u64);
 #[derive(Debug)]
 pub struct PyCatalog {
     inner: Arc<Catalog>,
-}
-
-fn now_or_clock(now: Option<Int<u64>>) -> u64 {
-    now.map_or_else(expiry::unix_now, |Int(n)| n)
 }
 
 #[pymethods]
@@ -195,16 +189,6 @@ impl PyCatalog {
             .py_err()?;
         let labelled = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
         Ok((bytes(py, &out), labelled))
-    }
-
-    /// Parses and plans `retrieve.Query` bytes: `(entity, canonical keys, fg ids)` to read.
-    fn plan_wire(&self, py: Python<'_>, query: &[u8]) -> PyResult<WirePlan> {
-        let cat = &self.inner;
-        py.detach(|| {
-            wire::parse_retrieve(cat, query)
-                .map(|r| (r.query.entity_label.clone(), r.canonical_keys.clone(), r.fg_ids()))
-        })
-        .py_err()
     }
 
     /// `retrieve.Result` bytes for `query` (or `retrieve.DecodedResult` with `decoded`), given the

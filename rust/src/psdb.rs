@@ -218,17 +218,9 @@ pub fn encode_cells(meta: &BlockMeta, cells: &[&[u8]], opts: &EncodeOptions) -> 
         Element::String => {
             let mut strings: Vec<&[u8]> = Vec::with_capacity(meta.n_values());
             for (p, c) in cells.iter().enumerate() {
-                let n = meta.values_of(p);
-                let table = c.get(..2 * n).ok_or_else(|| bad(p, "string vector cell shorter than its lengths"))?;
-                let mut at = 2 * n;
-                for l in table.chunks_exact(2) {
-                    let len = u16::from_le_bytes([l[0], l[1]]) as usize;
-                    strings.push(c.get(at..at + len).ok_or_else(|| bad(p, "string vector cell truncated"))?);
-                    at += len;
-                }
-                if at != c.len() {
-                    return Err(bad(p, "string vector cell has trailing bytes"));
-                }
+                let items =
+                    crate::cell::string_vector_items(c, Some(meta.values_of(p))).map_err(|e| bad(p, &e.to_string()))?;
+                strings.extend(items);
             }
             encode_strings(meta, &strings, &mut block)?;
         }
