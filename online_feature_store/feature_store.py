@@ -290,9 +290,18 @@ class FeatureStore:
                     blocks[k * n + i] = row[j]
         return blocks
 
-    def _write(self, snapshot: Snapshot, store_id: str, ent: Entity, writes: list[BlockWrite]) -> None:
+    def _write(
+        self,
+        snapshot: Snapshot,
+        store_id: str,
+        ent: Entity,
+        writes: list[BlockWrite],
+        *,
+        invalidate: bool = True,
+    ) -> None:
+        """Writes, then (``invalidate``: strong mode) drops the written keys from the caches."""
         self._store_call(store_id, "write", partial(self._store(snapshot, store_id).write, ent, writes))
-        if self._cache is not None:  # strong consistency in this process; other processes: see docs
+        if invalidate and self._cache is not None:  # strong consistency in this process; others: see docs
             self._cache.invalidate(ent.label, list({encode_key(w.key) for w in writes}))
 
     def _store_call(self, store_id: str, op: str, call: Callable[[], _T]) -> _T:
@@ -325,9 +334,10 @@ class FeatureStore:
             self.metrics.feature_status(entities[0], fg, found, missing, expired)
         return out
 
-    def persist_wire(self, query: bytes, *, saturate: bool = False) -> int:
+    def persist_wire(self, query: bytes, *, saturate: bool = False, invalidate: bool = True) -> int:
         """A serialized ``persist.Query`` in (the gRPC and Kafka path): validated whole, then written.
-        Returns the number of blocks written."""
+        ``invalidate=False`` leaves cached copies of the written keys to expire by their TTL (eventual
+        mode) instead of dropping them (strong mode). Returns the number of blocks written."""
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
         entity, blocks = catalog.persist_wire(query, now=int(time.time()), saturate=saturate)
@@ -340,7 +350,7 @@ class FeatureStore:
             by_store.setdefault(store_id, []).append(BlockWrite(row_key, fg_id, block, expires_at))
         self.metrics.request(entity, len(keys))
         for store_id, writes in by_store.items():
-            self._write(snapshot, store_id, ent, writes)
+            self._write(snapshot, store_id, ent, writes, invalidate=invalidate)
         return len(blocks)
 
     def persist(
@@ -352,11 +362,13 @@ class FeatureStore:
         *,
         keys_schema: Sequence[str] | None = None,
         saturate: bool = False,
+        invalidate: bool = True,
     ) -> int:
         """Writes one row of ``feature_group`` per key. ``values``: an array of shape ``(keys, features)``
         (``(keys, features, length)`` for vectors) in the active version's feature order, a list of rows
         for strings, or a pandas DataFrame whose columns are feature labels (missing features get their
-        defaults). Every value is validated before anything is written. Returns the number of rows."""
+        defaults). Every value is validated before anything is written; ``invalidate`` as in
+        :meth:`persist_wire`. Returns the number of rows."""
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
         ent = snapshot.entity(entity)
@@ -370,7 +382,7 @@ class FeatureStore:
         expires_at = now + fg.ttl_seconds if fg.ttl_seconds else 0
         writes = [BlockWrite(k, fg.id, b, expires_at) for k, b in zip(canonical, blocks)]
         self.metrics.request(entity, rows)
-        self._write(snapshot, fg.store_id, ent, writes)
+        self._write(snapshot, fg.store_id, ent, writes, invalidate=invalidate)
         return rows
 
     def close(self) -> None:
