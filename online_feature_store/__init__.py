@@ -6,6 +6,8 @@ The storage formats, low-precision conversions and quantization live in the Rust
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from online_feature_store._native import (
     MAX_TTL_SECONDS,
     PSDB_HEADER_LEN,
@@ -34,27 +36,39 @@ from online_feature_store._native import (
     read_header,
 )
 from online_feature_store.errors import (
+    AuthError,
     ConflictError,
     CorruptBlockError,
+    DeadlineExceededError,
     InvalidInputError,
     NotFoundError,
     OfsError,
     UnavailableError,
 )
+from online_feature_store.feature_store import FeatureStore, RetrieveResult, Status
 from online_feature_store.types import DataType
+
+if TYPE_CHECKING:
+    from online_feature_store.client import Client
 
 __all__ = [
     "MAX_TTL_SECONDS",
     "PSDB_HEADER_LEN",
+    "AuthError",
     "BlockHeader",
     "BlockMeta",
+    "Client",
     "ConflictError",
     "CorruptBlockError",
     "DataType",
+    "DeadlineExceededError",
     "DecodedBlock",
+    "FeatureStore",
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
+    "RetrieveResult",
+    "Status",
     "UnavailableError",
     "__version__",
     "csdb_encode",
@@ -77,3 +91,12 @@ __all__ = [
     "quantize",
     "read_header",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Client needs grpc (the [client] extra): imported on first use, so the library works without it.
+    if name == "Client":
+        from online_feature_store.client import Client
+
+        return Client
+    raise AttributeError(f"module 'online_feature_store' has no attribute {name!r}")

@@ -21,8 +21,12 @@ __all__ = [
     "data_type_names",
     "decode_block",
     "decode_cell",
+    "decode_decoded_result",
+    "decode_retrieve_result",
     "encode_block",
     "encode_cell",
+    "encode_persist_query",
+    "encode_retrieve_query",
     "expiry_decode",
     "expiry_encode",
     "feature_bytes",
@@ -110,6 +114,8 @@ class Catalog:
                 Sequence[tuple[int, Sequence[str], Sequence[int], Sequence[int], Sequence[bytes]]],
             ]
         ],
+        *,
+        in_process_cache: Sequence[tuple[str, int, int, Sequence[int]]] = ...,
     ) -> Catalog: ...
     @property
     def revision(self) -> int: ...
@@ -126,6 +132,16 @@ class Catalog:
         *,
         now: int | None = None,
     ) -> list[tuple[Any, npt.NDArray[np.uint8]]]: ...
+    def retrieve_cached(
+        self,
+        cache: BlockCache,
+        entity: str,
+        keys_schema: Sequence[str],
+        fgs: Sequence[tuple[str, Sequence[str]]],
+        keys: Sequence[Any],
+        *,
+        now: int | None = None,
+    ) -> list[tuple[Any, npt.NDArray[np.uint8], int, int, int]] | None: ...
     def encode_rows(
         self,
         entity: str,
@@ -144,7 +160,8 @@ class Catalog:
         *,
         now: int | None = None,
         decoded: bool = False,
-    ) -> tuple[bytes, list[tuple[str, int, int, int]]]: ...
+        cache: BlockCache | None = None,
+    ) -> tuple[bytes, str, int, list[tuple[str, int, int, int]]]: ...
     def encode_wire(
         self, query: bytes, blocks: Sequence[bytes], *, now: int | None = None, decoded: bool = False
     ) -> bytes: ...
@@ -206,6 +223,29 @@ def encode_cell(
 def decode_cell(data_type: int, cell: bytes, *, vector_length: int = 0) -> Any: ...
 def expiry_encode(expiry_at: int, *, now: int | None = None) -> bytes: ...
 def expiry_decode(raw: bytes) -> int | None: ...
+def encode_persist_query(
+    entity: str,
+    keys_schema: Sequence[str],
+    keys: Sequence[str | Sequence[str]],
+    feature_groups: Sequence[tuple[str, int, Sequence[str], Any]],
+) -> bytes: ...
+def encode_retrieve_query(
+    entity: str,
+    keys_schema: Sequence[str],
+    keys: Sequence[str | Sequence[str]],
+    feature_groups: Sequence[tuple[str, Sequence[str]]],
+) -> bytes: ...
+def decode_retrieve_result(
+    data: bytes,
+) -> tuple[
+    str,
+    list[str],
+    list[str],
+    list[tuple[str, list[str], list[int], list[int], Any, npt.NDArray[np.uint8]]],
+]: ...
+def decode_decoded_result(
+    data: bytes,
+) -> tuple[list[str], list[str], list[tuple[str, list[str], list[list[str]]]]]: ...
 def csdb_encode(entries: Sequence[tuple[int, bytes]], *, layout: int | None = None) -> bytes: ...
 def csdb_entries(value: bytes) -> list[tuple[int, bytes]]: ...
 def csdb_lookup(value: bytes, fg_ids: Sequence[int]) -> list[bytes | None]: ...

@@ -7,14 +7,29 @@ themselves the same way: a ``_add_<name>(subparsers)`` function that sets ``func
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from online_feature_store.errors import OfsError
 
 __all__ = ["main"]
+
+
+@contextmanager
+def _extra(name: str) -> Iterator[None]:
+    """Turn a missing optional dependency of a sub-command into an error naming the extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "online_feature_store":
+            raise  # a broken install or checkout (e.g. _proto not generated), not a missing extra
+        raise OfsError(
+            f"this command needs the [{name}] extra (no module {exc.name!r}): "
+            f"pip install 'online-feature-store[{name}]'"
+        ) from exc
 
 
 def _registry_apply(args: argparse.Namespace) -> int:
@@ -125,7 +140,8 @@ def _add_registry(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from online_feature_store.server.main import run
+    with _extra("server"):
+        from online_feature_store.server.main import run
 
     return run(args)
 
@@ -139,7 +155,71 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--registry", help="registry URL (default: the SQLite registry in the data directory)")
     serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     serve.add_argument("--auth", action="store_true", help="require caller id and token metadata")
+    serve.add_argument("--http-port", type=int, help="also serve HTTP/JSON on this port ($OFS_HTTP_PORT)")
     serve.set_defaults(func=_serve)
+
+
+def _consume(args: argparse.Namespace) -> int:
+    with _extra("consumer"):
+        from online_feature_store.consumer.main import run
+
+        # run() imports these lazily; load them here so a missing kafka-python names the extra
+        importlib.import_module("online_feature_store.consumer.daemon")
+        importlib.import_module("online_feature_store.consumer.health")
+    return run(args)
+
+
+def _add_consume(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    consume = subparsers.add_parser("consume", help="run the Kafka ingestion consumer")
+    consume.add_argument("--config", help="YAML settings file (see docs/ingestion.md)")
+    consume.add_argument("--bootstrap-servers", help="Kafka brokers, host:port[,host:port]")
+    consume.add_argument("--topic", help="topic of persist.Query messages (default ofs-persist)")
+    consume.add_argument("--group-id", help="consumer group (default ofs-consumer)")
+    consume.add_argument(
+        "--cache-mode", choices=["strong", "eventual"], help="invalidate written keys (strong) or not"
+    )
+    consume.add_argument("--health-port", type=int, help="health and metrics HTTP port (default 8090)")
+    consume.add_argument("--data-dir", help="directory of the embedded registry and store ($OFS_DATA_DIR)")
+    consume.add_argument("--registry", help="registry URL (default: the data directory's SQLite registry)")
+    consume.set_defaults(func=_consume)
+
+
+def _horizon(args: argparse.Namespace) -> int:
+    with _extra("horizon"):
+        from online_feature_store.horizon.main import run
+
+    return run(args)
+
+
+def _add_horizon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    horizon = subparsers.add_parser("horizon", help="run the Horizon control plane and TruffleBox UI")
+    horizon.add_argument("--config", help="YAML settings file (see docs/horizon.md)")
+    horizon.add_argument("--port", type=int, help="HTTP port (default 8082, $OFS_HORIZON_PORT)")
+    horizon.add_argument("--host", help="address to bind (default 127.0.0.1, $OFS_HORIZON_HOST)")
+    horizon.add_argument("--data-dir", help="directory of the embedded database and registry ($OFS_DATA_DIR)")
+    horizon.set_defaults(func=_horizon)
+
+
+def _rpc(args: argparse.Namespace) -> int:
+    with _extra("server"):  # grpcio, grpcio-reflection and protobuf
+        from online_feature_store.rpc import run
+
+    return run(args.address, args.command, args.args, data=args.data, headers=args.header, tls=args.tls)
+
+
+def _add_rpc(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rpc = subparsers.add_parser(
+        "rpc", help="grpcurl-style client: list, describe and call a server's API through reflection"
+    )
+    rpc.add_argument("address", help="server address, host:port")
+    rpc.add_argument("command", choices=["list", "describe", "call"])
+    rpc.add_argument("args", nargs="*", help="describe: SYMBOL; call: package.Service/Method")
+    rpc.add_argument("-d", "--data", default="{}", help="call: the request as JSON (proto3 JSON mapping)")
+    rpc.add_argument(
+        "-H", "--header", action="append", default=[], help="call: metadata 'name: value' (repeatable)"
+    )
+    rpc.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    rpc.set_defaults(func=_rpc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_registry(subparsers)
     _add_serve(subparsers)
+    _add_consume(subparsers)
+    _add_horizon(subparsers)
+    _add_rpc(subparsers)
     return parser
 
 

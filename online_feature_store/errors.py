@@ -7,8 +7,10 @@ Classes also subclass the builtin whose meaning they share, so ``except ValueErr
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "ConflictError",
     "CorruptBlockError",
+    "DeadlineExceededError",
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
@@ -38,3 +40,13 @@ class UnavailableError(OfsError, ConnectionError):
 
 class ConflictError(OfsError):
     """A concurrent change won the race; nothing of this change was applied."""
+
+
+class DeadlineExceededError(OfsError, TimeoutError):
+    """A call's deadline passed before it could finish (the server starts no store call after that; a
+    client gives up retrying)."""
+
+
+class AuthError(OfsError, PermissionError):
+    """The server refused the caller: unknown caller or bad token (``UNAUTHENTICATED``), or a token of
+    the wrong role, e.g. a reader token persisting (``PERMISSION_DENIED``)."""

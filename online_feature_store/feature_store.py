@@ -20,6 +20,12 @@ import numpy as np
 import numpy.typing as npt
 
 from online_feature_store._native import BlockCache, Catalog
+from online_feature_store.cache.invalidation import (
+    InvalidationBus,
+    RedisInvalidationBus,
+    SqliteInvalidationLog,
+)
+from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry
 from online_feature_store.registry.model import Entity
@@ -59,6 +65,38 @@ class FeatureStoreMetrics:
 
     def feature_status(self, entity: str, feature_group: str, found: int, missing: int, expired: int) -> None:
         """Rows of a retrieve answered with stored data, with defaults (nothing stored) or expired data."""
+
+    def cache_lookup(self, tier: str, entity: str, hits: int, misses: int) -> None:
+        """Keys of one read of ``entity`` found (``hits``) or not in cache tier ``tier`` (``in_process``,
+        ``distributed``)."""
+
+    def cache_error(self, tier: str, op: str) -> None:
+        """A call ``op`` (``read``, ``backfill``, ``invalidate``, …) to cache tier ``tier`` failed or was
+        refused by its open circuit breaker; the request went on without the tier."""
+
+    def cache_breaker(self, tier: str, state: str) -> None:
+        """The circuit breaker of cache tier ``tier`` moved to ``state`` (``closed``, ``half-open``,
+        ``open``)."""
+
+    def cache_dropped(self, tier: str, op: str) -> None:
+        """Background cache work ``op`` was dropped (its queue was full, or it was too old to be safe)."""
+
+
+class _CacheEvents:
+    """Forwards the distributed cache's events to whatever ``fs.metrics`` is at the time (a server plugs
+    its metrics in after the FeatureStore is built)."""
+
+    def __init__(self, fs: FeatureStore) -> None:
+        self._fs = fs
+
+    def cache_error(self, tier: str, op: str) -> None:
+        self._fs.metrics.cache_error(tier, op)
+
+    def cache_breaker(self, tier: str, state: str) -> None:
+        self._fs.metrics.cache_breaker(tier, state)
+
+    def cache_dropped(self, tier: str, op: str) -> None:
+        self._fs.metrics.cache_dropped(tier, op)
 
 
 @dataclass(frozen=True)
@@ -103,7 +141,12 @@ def compile_catalog(snapshot: Snapshot) -> Catalog:
                 for v, feats in sorted(g.versions.items())
             ]
             fgs.append((e.label, g.id, g.label, int(g.data_type), g.active_version, g.ttl_seconds, versions))
-    return Catalog(snapshot.revision, entities, fgs)
+    in_process = [
+        (e.label, p.ttl_seconds, p.jitter_percent, [g.id for g in e.feature_groups if g.in_process_cache])
+        for e in snapshot.state.entities
+        if (p := e.in_process_cache).enabled and p.ttl_seconds > 0
+    ]
+    return Catalog(snapshot.revision, entities, fgs, in_process_cache=in_process)
 
 
 _STRING_TYPES = (DataType.STRING, DataType.STRING_VECTOR)
@@ -115,6 +158,12 @@ class FeatureStore:
     ``registry`` is a registry URL (``sqlite:///…``, ``etcd://…``; default ``$OFS_REGISTRY`` or the SQLite
     file in the data directory) or an open backend. ``stores`` overrides the store a registry store id
     resolves to (mainly for tests and embedding).
+
+    Caches (docs/caching.md): ``cache_bytes`` bounds the in-process cache (0 = none);
+    ``distributed_cache`` is a ``redis://…`` / ``redis-cluster://…`` URL (or a
+    :class:`~online_feature_store.cache.DistributedCache`) for the Redis tier; ``invalidation`` carries
+    persists to other processes' in-process caches: ``True`` picks Redis pub/sub with a distributed cache,
+    else a SQLite log in the data directory; ``False`` keeps invalidation local; or pass a bus.
     """
 
     def __init__(
@@ -126,11 +175,37 @@ class FeatureStore:
         poll_interval: float = 1.0,
         metrics: FeatureStoreMetrics | None = None,
         cache_bytes: int = 256 * 1024 * 1024,
+        distributed_cache: str | DistributedCache | None = None,
+        invalidation: InvalidationBus | bool = True,
     ) -> None:
         self.metrics = metrics if metrics is not None else FeatureStoreMetrics()
         """Observability hooks (no-ops unless a service plugs its own in)."""
         self._cache = BlockCache(cache_bytes) if cache_bytes > 0 else None
         self._data_dir = Path(data_directory).resolve() if data_directory is not None else data_dir()
+        # Distributed cache tier (docs/caching.md): a URL (redis://…, redis-cluster://…) or an instance.
+        self._remote: DistributedCache | None = None
+        self._owns_remote = isinstance(distributed_cache, str)
+        if isinstance(distributed_cache, str):
+            self._remote = DistributedCache.from_url(distributed_cache, listener=_CacheEvents(self))
+        elif distributed_cache is not None:
+            self._remote = distributed_cache
+            self._remote.listener = _CacheEvents(self)
+        # Cross-process invalidation of in-process caches: Redis pub/sub with a distributed cache, else a
+        # SQLite log in the data directory (processes of one host). A process without a cache of its own
+        # still publishes its writes; receiving starts on first in-process cache use.
+        self._bus: InvalidationBus | None = None
+        if invalidation is True:
+            if self._remote is not None:
+                self._bus = RedisInvalidationBus(self._remote)
+            else:
+                self._bus = SqliteInvalidationLog(self._data_dir / "invalidations.db")
+        elif invalidation is not False:
+            self._bus = invalidation
+        self._bus_started = False
+        # Per-entity invalidation counters (and one for whole-cache resets): a read that started before
+        # an invalidation must not put what it read into the in-process cache after it.
+        self._generation: dict[str, int] = {}
+        self._resets = 0
         if registry is None and data_directory is not None and not os.environ.get("OFS_REGISTRY"):
             registry = f"sqlite:///{self._data_dir / 'registry.db'}"
         self._backend = open_registry(registry) if registry is None or isinstance(registry, str) else registry
@@ -221,8 +296,14 @@ class FeatureStore:
         catalog = self._catalog(snapshot)
         ent = snapshot.entity(entity)
         schema = list(keys_schema) if keys_schema is not None else [k.label for k in ent.keys]
-        canonical = self._canonical_keys(keys, catalog.key_permutation(entity, schema))
         request = [(fg, list(labels)) for fg, labels in features.items()]
+        if self._cache is not None and self._bus_healthy():
+            # Every key cached in process: lookup and assembly in one native call, no store round trip.
+            hit = catalog.retrieve_cached(self._cache, entity, schema, request, keys)
+            if hit is not None:
+                self.metrics.cache_lookup("in_process", entity, len(keys), 0)
+                return self._result(snapshot, entity, features, hit, len(keys))
+        canonical = self._canonical_keys(keys, catalog.key_permutation(entity, schema))
         planned = catalog.plan(entity, schema, request)
         self.metrics.request(entity, len(canonical))
         blocks = self._read(snapshot, ent, canonical, [fg_id for fg_id, _ in planned])
@@ -237,41 +318,133 @@ class FeatureStore:
             self.metrics.feature_status(entity, fg, found, missing, expired)
         return RetrieveResult(entity, dict(features), values, status, snapshot.revision)
 
+    def _result(
+        self,
+        snapshot: Snapshot,
+        entity: str,
+        features: Mapping[str, Sequence[str]],
+        hit: list[tuple[Any, npt.NDArray[np.uint8], int, int, int]],
+        n_keys: int,
+    ) -> RetrieveResult:
+        """The :class:`RetrieveResult` of an answer assembled (and shaped) natively."""
+        self.metrics.request(entity, n_keys)
+        values: dict[str, Any] = {}
+        status: dict[str, npt.NDArray[np.uint8]] = {}
+        for fg, (vals, st, found, missing, expired) in zip(features, hit):
+            values[fg] = vals
+            status[fg] = st
+            self.metrics.feature_status(entity, fg, found, missing, expired)
+        return RetrieveResult(entity, dict(features), values, status, snapshot.revision)
+
     def _read(self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]) -> list[bytes]:
-        """Blocks key-major (``[k * len(fg_ids) + f]``): from the in-process cache when the entity enables
-        it and every requested FG is cacheable, the misses (and everything else) from the stores."""
-        policy = ent.in_process_cache
-        cacheable = (
-            self._cache is not None
-            and policy.enabled
-            and policy.ttl_seconds > 0
-            and all(snapshot.feature_group(ent.label, f).in_process_cache for f in fg_ids)
-        )
-        if not cacheable or self._cache is None:
+        """Blocks key-major (``[k * len(fg_ids) + f]``): from the in-process cache, then the distributed
+        cache, then the stores; a tier is used when the entity's policy enables it and every requested FG
+        is flagged for it. Misses are backfilled, the distributed tier in the background."""
+        local = self._local_tier(snapshot, ent, fg_ids)
+        remote = self._remote_tier(snapshot, ent, fg_ids)
+        if local is None and remote is None:
             return self._read_stores(snapshot, ent, keys, fg_ids)
-        names = [encode_key(k) for k in keys]
-        hits = self._cache.get_many(ent.label, names, fg_ids)
-        missed = [i for i, h in enumerate(hits) if h is None]
         n = len(fg_ids)
-        fetched = self._read_stores(snapshot, ent, [keys[i] for i in missed], fg_ids) if missed else []
-        if missed:
-            self._cache.put_many(
-                ent.label,
-                [names[i] for i in missed],
+        label = ent.label
+        names = [encode_key(k) for k in keys]
+        mark = (self._resets, self._generation.get(label, 0))
+        rows: list[list[bytes] | None] = (
+            local.get_many(label, names, fg_ids) if local is not None else [None] * len(keys)
+        )
+        missed = [i for i, r in enumerate(rows) if r is None]
+        if local is not None:
+            self.metrics.cache_lookup("in_process", label, len(keys) - len(missed), len(missed))
+        to_store = missed
+        lookup = remote.get_many(label, [names[i] for i in missed], fg_ids) if remote and missed else None
+        if lookup is not None:
+            to_store = []
+            for i, row in zip(missed, lookup.rows):
+                if row is None:
+                    to_store.append(i)
+                else:
+                    rows[i] = row
+            self.metrics.cache_lookup("distributed", label, len(missed) - len(to_store), len(to_store))
+        if to_store:
+            fetched = self._read_stores(snapshot, ent, [keys[i] for i in to_store], fg_ids)
+            for m, i in enumerate(to_store):
+                rows[i] = fetched[m * n : (m + 1) * n]
+            if remote is not None and lookup is not None:
+                seen_at = {i: j for j, i in enumerate(missed)}
+                policy = ent.distributed_cache
+                remote.backfill(
+                    label,
+                    [names[i] for i in to_store],
+                    [lookup.seen[seen_at[i]] for i in to_store],
+                    lookup.at,
+                    fg_ids,
+                    fetched,
+                    policy.ttl_seconds,
+                    policy.jitter_percent,
+                )
+        blocks = [b for r in rows if r is not None for b in r]
+        if local is not None and missed:
+            put = [names[i] for i in missed]
+            policy = ent.in_process_cache
+            local.put_many(
+                label,
+                put,
                 fg_ids,
-                fetched,
+                [b for i in missed for b in rows[i] or ()],
                 policy.ttl_seconds,
                 policy.jitter_percent,
             )
-        blocks: list[bytes] = []
-        from_store = iter(range(len(missed)))
-        for h in hits:
-            if h is None:
-                m = next(from_store)
-                blocks.extend(fetched[m * n : (m + 1) * n])
-            else:
-                blocks.extend(h)
+            if (self._resets, self._generation.get(label, 0)) != mark or not self._bus_healthy():
+                # An invalidation arrived while this read ran: what it read may predate the write.
+                local.invalidate(label, put)
         return blocks
+
+    def _local_tier(self, snapshot: Snapshot, ent: Entity, fg_ids: list[int]) -> BlockCache | None:
+        """The in-process cache when it may serve this read (policy, FG flags, invalidation bus up)."""
+        policy = ent.in_process_cache
+        if (
+            self._cache is None
+            or not policy.enabled
+            or policy.ttl_seconds <= 0
+            or not all(snapshot.feature_group(ent.label, f).in_process_cache for f in fg_ids)
+        ):
+            return None
+        return self._cache if self._bus_healthy() else None
+
+    def _remote_tier(self, snapshot: Snapshot, ent: Entity, fg_ids: list[int]) -> DistributedCache | None:
+        """The distributed cache when the entity's policy and every requested FG's flag enable it."""
+        policy = ent.distributed_cache
+        if (
+            self._remote is None
+            or not policy.enabled
+            or policy.ttl_seconds <= 0
+            or not all(snapshot.feature_group(ent.label, f).distributed_cache for f in fg_ids)
+        ):
+            return None
+        return self._remote
+
+    def _bus_healthy(self) -> bool:
+        """Whether other processes' invalidations reach this process's cache in time (starts the bus)."""
+        bus = self._bus
+        if bus is None:
+            return True
+        if not self._bus_started:
+            self._bus_started = True
+            bus.start(self._invalidated_elsewhere, self._reset_local)
+        return bus.healthy
+
+    def _invalidate_local(self, entity: str, names: list[str]) -> None:
+        # The generation moves first: a read that checks it after this point drops what it put.
+        self._generation[entity] = self._generation.get(entity, 0) + 1
+        if self._cache is not None:
+            self._cache.invalidate(entity, names)
+
+    def _invalidated_elsewhere(self, entity: str, names: list[str]) -> None:
+        self._invalidate_local(entity, names)
+
+    def _reset_local(self) -> None:
+        self._resets += 1
+        if self._cache is not None:
+            self._cache.clear()
 
     def _read_stores(
         self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]
@@ -299,10 +472,22 @@ class FeatureStore:
         *,
         invalidate: bool = True,
     ) -> None:
-        """Writes, then (``invalidate``: strong mode) drops the written keys from the caches."""
+        """Writes, then (``invalidate``: strong mode) drops the written keys from this process's cache and
+        the distributed cache, and tells the other processes to drop them from theirs."""
         self._store_call(store_id, "write", partial(self._store(snapshot, store_id).write, ent, writes))
-        if invalidate and self._cache is not None:  # strong consistency in this process; others: see docs
-            self._cache.invalidate(ent.label, list({encode_key(w.key) for w in writes}))
+        if not invalidate:
+            return
+        names = list(dict.fromkeys(encode_key(w.key) for w in writes))
+        self._invalidate_local(ent.label, names)
+        bus = self._bus if ent.in_process_cache.enabled else None
+        if self._remote is not None and ent.distributed_cache.enabled:
+            # tombstones and the pub/sub message in one round trip per node
+            channel = bus.channel if isinstance(bus, RedisInvalidationBus) else None
+            self._remote.invalidate(ent.label, names, channel)
+            if bus is not None and channel is None:
+                bus.publish(ent.label, names)
+        elif bus is not None:
+            bus.publish(ent.label, names)
 
     def _store_call(self, store_id: str, op: str, call: Callable[[], _T]) -> _T:
         """``call()``, timed and reported to the metrics hooks (errors included) under ``store_id``."""
@@ -319,19 +504,24 @@ class FeatureStore:
         """A serialized ``retrieve.Query`` in, the serialized ``retrieve.Result`` out (the gRPC path);
         with ``decoded``, a ``retrieve.DecodedResult`` with every cell rendered as a string."""
         snapshot = self.snapshot
-        entities: list[str] = []
+        counted: list[bool] = []
 
         def read(entity: str, keys: list[list[str]], fg_ids: list[int]) -> list[bytes]:
-            entities.append(entity)
+            counted.append(True)
             self.metrics.request(entity, len(keys))
             return self._read(snapshot, snapshot.entity(entity), [tuple(k) for k in keys], fg_ids)
 
-        # One native call: parse and plan, read() the blocks, build the response bytes.
-        out, counts = self._catalog(snapshot).retrieve_wire(
-            query, read, now=int(time.time()), decoded=decoded
+        # One native call: parse and plan, answer from the in-process cache or read() the blocks, build
+        # the response bytes.
+        cache = self._cache if self._cache is not None and self._bus_healthy() else None
+        out, entity, n_keys, counts = self._catalog(snapshot).retrieve_wire(
+            query, read, now=int(time.time()), decoded=decoded, cache=cache
         )
+        if not counted:  # answered from the in-process cache
+            self.metrics.request(entity, n_keys)
+            self.metrics.cache_lookup("in_process", entity, n_keys, 0)
         for fg, found, missing, expired in counts:
-            self.metrics.feature_status(entities[0], fg, found, missing, expired)
+            self.metrics.feature_status(entity, fg, found, missing, expired)
         return out
 
     def persist_wire(self, query: bytes, *, saturate: bool = False, invalidate: bool = True) -> int:
@@ -375,6 +565,9 @@ class FeatureStore:
         fg = snapshot.feature_group(entity, feature_group)
         schema = list(keys_schema) if keys_schema is not None else [k.label for k in ent.keys]
         canonical = self._canonical_keys(keys, catalog.key_permutation(entity, schema))
+        for key in canonical:
+            if "" in key:
+                raise InvalidInputError(f"key {key!r} of entity {entity!r} has an empty value")
         rows = len(canonical)
         now = int(time.time())
         flat = _flatten(values, fg, rows)
@@ -387,6 +580,10 @@ class FeatureStore:
 
     def close(self) -> None:
         """Stops the registry watch and closes what this object opened."""
+        if self._bus is not None:
+            self._bus.close()
+        if self._remote is not None and self._owns_remote:
+            self._remote.close()
         self._watcher.close()
         for s in self._owned_stores:
             s.close()

@@ -204,6 +204,8 @@ def test_bad_input_is_rejected_and_nothing_is_written(env: tuple[FeatureStore, S
         fs.retrieve("nobody", ["u1"], {"activity": ["ctr"]})
     with pytest.raises(InvalidInputError, match="keys_schema"):
         fs.retrieve("user", ["u1"], {"activity": ["ctr"]}, keys_schema=["uid"])
+    with pytest.raises(InvalidInputError, match="empty value"):
+        fs.persist("pair", "g", [("a", "")], np.array([[1]]))
 
 
 def test_relative_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,3 +285,88 @@ def test_persist_from_pandas_and_to_pandas(env: tuple[FeatureStore, SqliteRegist
     assert df["activity.clicks"].tolist() == [3.0, 4.0]
     with pytest.raises(InvalidInputError, match="no features"):
         fs.persist("user", "activity", ["u1"], pd.DataFrame({"nope": [1]}))
+
+
+def _cached_doc() -> dict[str, Any]:
+    doc = _with_types(DOC)
+    for ent in doc["entities"]:
+        ent["cache"] = {"in_process": {"enabled": True, "ttl_seconds": 60, "jitter_percent": 0}}
+        for fg in ent["feature_groups"]:
+            fg["in_process_cache"] = fg["label"] != "short"
+    return doc
+
+
+def test_cache_hits_answer_exactly_what_the_store_does(tmp_path: Path) -> None:
+    """The all-hits native path (lookup + assembly in one call) against the store path, every type."""
+    registry = SqliteRegistry(tmp_path / "registry.db")
+    apply(registry, _cached_doc())
+    store = CountingStore(tmp_path / "store.db")
+    fs = FeatureStore(registry, stores={"main": store})
+    uncached = FeatureStore(registry, stores={"main": SqliteStore(tmp_path / "store.db")}, cache_bytes=0)
+    try:
+        odd = ["u|1", "u:2\\", "ü3"]
+        for t, row, _defaults, _extra in TYPES:
+            typed = np.uint64 if t == "uint64" else None
+            values = [row, row] if "string" in t else np.array([row, row], typed)
+            fs.persist("user", f"t_{t}", odd[:2], values)
+        fs.persist("pair", "g", [("a|", "b:"), ("1", "2")], np.array([[7], [8]]))
+        features = {f"t_{t}": ["f1", "f0"] for t, *_ in TYPES}
+        want = uncached.retrieve("user", odd, features)
+        fs.retrieve("user", odd, features)  # fills the cache
+        CountingStore.reads = 0
+        got = fs.retrieve("user", odd, features)
+        assert CountingStore.reads == 0
+        for fg in features:
+            assert np.asarray(got.status[fg]).tolist() == np.asarray(want.status[fg]).tolist(), fg
+            g, w = got.values[fg], want.values[fg]
+            as_list = [v.tolist() if hasattr(v, "tolist") else v for v in (g, w)]
+            assert as_list[0] == as_list[1], fg
+            assert getattr(g, "dtype", None) == getattr(w, "dtype", None), fg
+        # Composite keys in the caller's order, numbers as key values, duplicates.
+        keys = [("b:", "a|"), ("2", 1), ("b:", "a|")]
+        want_pair = uncached.retrieve("pair", keys, {"g": ["x"]}, keys_schema=["b", "a"])
+        fs.retrieve("pair", keys, {"g": ["x"]}, keys_schema=["b", "a"])
+        got_pair = fs.retrieve("pair", keys, {"g": ["x"]}, keys_schema=["b", "a"])
+        assert CountingStore.reads == 1
+        assert got_pair.values["g"].tolist() == want_pair.values["g"].tolist() == [[7], [8], [7]]
+        # Bad keys are still named, whichever path answers.
+        with pytest.raises(InvalidInputError, match="single value"):
+            fs.retrieve("pair", ["x"], {"g": ["x"]})
+        with pytest.raises(InvalidInputError, match="3 values, expected 2"):
+            fs.retrieve("pair", [("1", "2", "3")], {"g": ["x"]})
+        # A persist drops the entry: the next read goes to the store and sees the new value.
+        fs.persist("pair", "g", [("a|", "b:")], np.array([[9]]))
+        assert fs.retrieve("pair", [("a|", "b:")], {"g": ["x"]}).values["g"].tolist() == [[9]]
+    finally:
+        fs.close()
+        uncached.close()
+        store.close()
+        registry.close()
+
+
+def test_wire_retrieve_from_the_cache_matches_the_store(tmp_path: Path) -> None:
+    from online_feature_store._proto import retrieve_pb2
+
+    registry = SqliteRegistry(tmp_path / "registry.db")
+    apply(registry, _cached_doc())
+    store = CountingStore(tmp_path / "store.db")
+    fs = FeatureStore(registry, stores={"main": store})
+    uncached = FeatureStore(registry, stores={"main": SqliteStore(tmp_path / "store.db")}, cache_bytes=0)
+    try:
+        fs.persist("user", "activity", ["u1", "u|2"], np.array([[0.25, 1], [0.5, 2]]))
+        query = retrieve_pb2.Query(
+            entity_label="user",
+            keys_schema=["user_id"],
+            keys=[retrieve_pb2.Keys(cols=[k]) for k in ("u1", "u|2", "u3")],
+            feature_groups=[retrieve_pb2.FeatureGroup(label="activity", feature_labels=["clicks", "ctr"])],
+        ).SerializeToString()
+        fs.retrieve_wire(query)
+        CountingStore.reads = 0
+        for decoded in (False, True):
+            assert fs.retrieve_wire(query, decoded=decoded) == uncached.retrieve_wire(query, decoded=decoded)
+        assert CountingStore.reads == 0
+    finally:
+        fs.close()
+        uncached.close()
+        store.close()
+        registry.close()

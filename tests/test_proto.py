@@ -17,7 +17,13 @@ RETRIEVE = {
         "keys_schema": (3, F.TYPE_STRING, True),
         "keys": (4, F.TYPE_MESSAGE, True),
     },
-    "Feature": {"label": (1, F.TYPE_STRING, False), "column_idx": (2, F.TYPE_INT32, False)},
+    "Feature": {
+        "label": (1, F.TYPE_STRING, False),
+        "column_idx": (2, F.TYPE_INT32, False),
+        # our additions, new field numbers: the served cells' data type id and vector length
+        "data_type": (3, F.TYPE_UINT32, False),
+        "vector_length": (4, F.TYPE_UINT32, False),
+    },
     "FeatureSchema": {
         "feature_group_label": (1, F.TYPE_STRING, False),
         "features": (2, F.TYPE_MESSAGE, True),

@@ -71,6 +71,14 @@ def encode_default(
         problem = "a bool is not a number"
     if problem is not None:
         raise InvalidInputError(f"{at}: default {value!r} does not fit {data_type.type_name}: {problem}")
+    wrong = _wrong_item(data_type, items)
+    if wrong is not None:  # named here: the encoder would only say "unsupported value dtype <U3"
+        index, item, wanted = wrong
+        short = data_type.type_name[len("DataType") :].lower()  # as the YAML spells it: fp32
+        what = (
+            f"item {index} ({item!r}) of default {value!r}" if data_type.is_vector else f"default {value!r}"
+        )
+        raise InvalidInputError(f"{at}: {what} is not {wanted} for data type {short}")
     try:
         return encode_cell(
             int(data_type),
@@ -82,6 +90,22 @@ def encode_default(
         raise InvalidInputError(
             f"{at}: default {value!r} does not fit {data_type.type_name}: {exc}"
         ) from None
+
+
+def _wrong_item(data_type: DataType, items: Iterable[object]) -> tuple[int, object, str] | None:
+    """The first of a default's values that is not the kind of value ``data_type`` holds, with its index
+    and what it should be."""
+    if data_type in (DataType.STRING, DataType.STRING_VECTOR):
+        kinds: tuple[type, ...] = (str,)
+        wanted = "a string"
+    elif data_type in (DataType.BOOL, DataType.BOOL_VECTOR):
+        kinds, wanted = (bool, int), "true or false"
+    else:
+        kinds, wanted = (int, float), "a number"
+    for index, item in enumerate(items):
+        if not isinstance(item, kinds):
+            return index, item, wanted
+    return None
 
 
 def cell_to_plain(data_type: DataType, cell: bytes, vector_length: int = 0) -> Any:

@@ -38,8 +38,9 @@ def _yaml() -> Any:
 def load_yaml(path: str | Path, *, env: Mapping[str, str] | None = None) -> RegistrySpec:
     """Read and parse the registry file at ``path`` (tokens from ``env``, default ``os.environ``)."""
     text = Path(path).read_text(encoding="utf-8")
+    yaml = _yaml()  # outside the try: a missing PyYAML is not a YAML syntax error
     try:
-        doc = _yaml().safe_load(text)
+        doc = yaml.safe_load(text)
     except Exception as exc:  # yaml.YAMLError, without importing yaml at module level
         raise InvalidInputError(f"{path}: not valid YAML: {exc}") from None
     return parse_spec(doc if doc is not None else {}, env=env)

@@ -1,9 +1,14 @@
 """The gRPC API server: ``retrieve.FeatureService`` and ``persist.FeatureService`` (wire-compatible with the
-reference), health and reflection.
+reference), health and reflection, and the optional HTTP/JSON endpoints next to it.
 
 Handlers take and return raw bytes: the request goes to the native core as it arrived and the response
-bytes it builds go back out, so no protobuf object is made per feature value. Feature-store logic lives
-in :class:`~online_feature_store.feature_store.FeatureStore`; this module only maps calls, auth and errors.
+bytes it builds go back out, so no protobuf object is made per feature value. Auth, deadlines and the error
+table are :mod:`.calls` (shared with HTTP); feature-store logic lives in
+:class:`~online_feature_store.feature_store.FeatureStore`.
+
+Health: the overall service ``""`` and the two API services turn SERVING once the registry is loaded and
+every store answers. :data:`REGISTRY_SERVICE` follows the registry: NOT_SERVING while it cannot be reached
+(the last good snapshot is still served, so ``""`` stays SERVING), SERVING again once it answers.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -20,34 +24,36 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from online_feature_store.errors import InvalidInputError, NotFoundError, OfsError, UnavailableError
+from online_feature_store.errors import UnavailableError
 from online_feature_store.feature_store import FeatureStore
-from online_feature_store.registry.tokens import verify_token
-from online_feature_store.server.metrics import (
-    ANONYMOUS,
-    UNKNOWN,
-    ServerMetrics,
-    serve_metrics,
-    stop_metrics,
+from online_feature_store.server.calls import (
+    METHODS,
+    STATUS_OF,
+    CallError,
+    Calls,
+    DeadlineExceededError,
+    Method,
 )
+from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
 
-__all__ = ["STATUS_OF", "ServerConfig", "build_server"]
+__all__ = [
+    "REGISTRY_SERVICE",
+    "STATUS_OF",
+    "DeadlineExceededError",
+    "ServerConfig",
+    "build_server",
+    "mark_serving",
+    "readiness",
+    "serve_forever",
+    "watch_health",
+]
 
 log = logging.getLogger("online_feature_store.server")
 
-CALLER_HEADER = "online-feature-store-caller-id"
-TOKEN_HEADER = "online-feature-store-auth-token"
-
 RETRIEVE_SERVICE = "retrieve.FeatureService"
 PERSIST_SERVICE = "persist.FeatureService"
-
-STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (UnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (OfsError, grpc.StatusCode.INTERNAL),
-)
-"""The one mapping from library errors to gRPC status codes (first match wins)."""
+REGISTRY_SERVICE = "online_feature_store.registry"
+"""Health service name that is SERVING while the registry answers, NOT_SERVING while it cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -63,117 +69,34 @@ class ServerConfig:
     grace_seconds: float = 10.0
     metrics_port: int = 9090
     """Prometheus ``/metrics`` HTTP port (0: no metrics)."""
+    http_port: int = 0
+    """HTTP/JSON API port (0: no HTTP API)."""
 
 
-class _DeniedError(Exception):
-    """An auth failure, answered with ``code``."""
+def _grpc_handler(calls: Calls, method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
+    def handler(request: bytes, context: grpc.ServicerContext) -> bytes:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}  # not *-bin
+        try:
+            return calls.run(method, request, metadata, deadline=deadline)
+        except CallError as err:
+            context.abort(err.code, err.message)
+            raise AssertionError("unreachable") from None  # context.abort raises
 
-    def __init__(self, code: grpc.StatusCode, message: str, caller: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.caller = caller
+    return grpc.unary_unary_rpc_method_handler(handler, request_deserializer=None, response_serializer=None)
 
 
-class _Handlers:
-    def __init__(self, fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None) -> None:
-        self.fs = fs
-        self.config = config
-        self.metrics = metrics
-
-    def _authorize(self, context: grpc.ServicerContext, role: str) -> str:
-        """The caller's metrics label (a registry caller id, ``anonymous`` or ``unknown``); raises
-        :class:`_DeniedError` when auth is on and the call may not go ahead."""
-        md = dict(context.invocation_metadata())
-        caller_id, token = md.get(CALLER_HEADER), md.get(TOKEN_HEADER)
-        caller = self.fs.snapshot.callers.get(str(caller_id)) if caller_id else None
-        label = ANONYMOUS if not caller_id else caller.id if caller is not None else UNKNOWN
-        if not self.config.auth:
-            return label
-        if not caller_id or not token:
-            raise _DeniedError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"metadata {CALLER_HEADER!r} and {TOKEN_HEADER!r} are required",
-                label,
-            )
-        if caller is None or not verify_token(str(token), caller.token_hash):
-            raise _DeniedError(
-                grpc.StatusCode.UNAUTHENTICATED, f"unknown caller or bad token for {caller_id!r}", label
-            )
-        if caller.role != role:
-            raise _DeniedError(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"caller {caller_id!r} is a {caller.role}, not a {role}",
-                label,
-            )
-        return label
-
-    def _call(
-        self, method: str, role: str, fn: Callable[[bytes], bytes]
-    ) -> Callable[[bytes, grpc.ServicerContext], bytes]:
-        def handler(request: bytes, context: grpc.ServicerContext) -> bytes:
-            metrics = self.metrics
-            started = time.perf_counter()
-            if metrics is not None:
-                metrics.begin()
-            # Anything escaping the except clauses below (a BaseException) is counted as INTERNAL.
-            caller, code, message = ANONYMOUS, grpc.StatusCode.INTERNAL, "internal error"
-            try:
-                caller = self._authorize(context, role)
-                reply = fn(request)
-                code = grpc.StatusCode.OK
-                return reply
-            except _DeniedError as denied:
-                caller, code, message = denied.caller, denied.code, str(denied)
-            except Exception as exc:
-                code, message = _status_of(exc)
-            finally:
-                if metrics is not None:
-                    metrics.finish(method, caller, code.name, time.perf_counter() - started)
-            context.abort(code, message)
-            raise AssertionError("unreachable")  # context.abort raises
-
-        return handler
-
-    def persist(self, request: bytes) -> bytes:
-        from online_feature_store._proto import persist_pb2
-
-        self.fs.persist_wire(request)
-        reply: bytes = persist_pb2.Result(message="Data Persisted Successfully").SerializeToString()
-        return reply
-
-    def generic(self) -> list[grpc.GenericRpcHandler]:
-        raw: dict[str, Any] = {"request_deserializer": None, "response_serializer": None}
-        retrieve = grpc.method_handlers_generic_handler(
-            RETRIEVE_SERVICE,
-            {
-                "RetrieveFeatures": grpc.unary_unary_rpc_method_handler(
-                    self._call("RetrieveFeatures", "reader", self.fs.retrieve_wire), **raw
-                ),
-                "RetrieveDecodedResult": grpc.unary_unary_rpc_method_handler(
-                    self._call(
-                        "RetrieveDecodedResult", "reader", lambda q: self.fs.retrieve_wire(q, decoded=True)
-                    ),
-                    **raw,
-                ),
-            },
+def _generic_handlers(calls: Calls) -> list[grpc.GenericRpcHandler]:
+    def service(name: str, methods: tuple[str, ...]) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            name, {m: _grpc_handler(calls, METHODS[m]) for m in methods}
         )
-        persist = grpc.method_handlers_generic_handler(
-            PERSIST_SERVICE,
-            {
-                "PersistFeatures": grpc.unary_unary_rpc_method_handler(
-                    self._call("PersistFeatures", "writer", self.persist), **raw
-                )
-            },
-        )
-        return [retrieve, persist]
 
-
-def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    for cls, code in STATUS_OF:
-        if isinstance(exc, cls):
-            return code, str(exc)
-    log.exception("unexpected error")
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    return [
+        service(RETRIEVE_SERVICE, ("RetrieveFeatures", "RetrieveDecodedResult")),
+        service(PERSIST_SERVICE, ("PersistFeatures",)),
+    ]
 
 
 def build_server(
@@ -182,7 +105,14 @@ def build_server(
     """A started-but-not-serving server bound to ``config.host:config.port`` (0 = any free port).
     Returns the server, the bound port and its health servicer (SERVING once the stores answer).
     With ``metrics``, calls are counted there and ``fs`` reports its store calls to it too."""
-    options = [
+    server, port, health_servicer, _calls, _executor = _build(fs, config, metrics)
+    return server, port, health_servicer
+
+
+def _build(
+    fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None
+) -> tuple[grpc.Server, int, health.HealthServicer, Calls, futures.ThreadPoolExecutor]:
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 1 if config.reuse_port else 0),
@@ -190,11 +120,10 @@ def build_server(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.threads), options=options)
-    if metrics is not None:
-        fs.metrics = metrics
-    handlers = _Handlers(fs, config, metrics)
-    server.add_generic_rpc_handlers(handlers.generic())
+    executor = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="ofs-grpc")
+    server = grpc.server(executor, options=options)
+    calls = Calls(fs, auth=config.auth, metrics=metrics)
+    server.add_generic_rpc_handlers(_generic_handlers(calls))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     from online_feature_store._proto import persist_pb2, retrieve_pb2
@@ -209,9 +138,9 @@ def build_server(
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise UnavailableError(f"cannot bind {config.host}:{config.port}")
-    for name in ("", RETRIEVE_SERVICE, PERSIST_SERVICE):
+    for name in ("", RETRIEVE_SERVICE, PERSIST_SERVICE, REGISTRY_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return server, port, health_servicer
+    return server, port, health_servicer, calls, executor
 
 
 def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer) -> None:
@@ -221,6 +150,70 @@ def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer) -> No
         fs.store(store_id).ping()
     for name in ("", RETRIEVE_SERVICE, PERSIST_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    _set_registry_health(fs, health_servicer)
+
+
+def _set_registry_health(fs: FeatureStore, health_servicer: health.HealthServicer) -> bool:
+    healthy = fs.registry_healthy
+    status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+    health_servicer.set(REGISTRY_SERVICE, status)
+    return healthy
+
+
+def watch_health(
+    fs: FeatureStore,
+    health_servicer: health.HealthServicer,
+    metrics: ServerMetrics | None,
+    stop: threading.Event,
+    interval: float = 1.0,
+) -> threading.Thread:
+    """Every ``interval`` seconds until ``stop``: :data:`REGISTRY_SERVICE`'s health and the registry gauges
+    follow ``fs``'s registry watch (logged when it changes)."""
+
+    def run() -> None:
+        was = True
+        while True:
+            healthy = _set_registry_health(fs, health_servicer)
+            if metrics is not None:
+                metrics.refresh_registry(fs)
+            if healthy != was:
+                if healthy:
+                    log.info("registry reachable again (revision %d)", fs.snapshot.revision)
+                else:
+                    log.warning(
+                        "registry unreachable: serving the last good snapshot (revision %d)",
+                        fs.snapshot.revision,
+                    )
+                was = healthy
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=run, name="ofs-health", daemon=True)
+    thread.start()
+    return thread
+
+
+def readiness(fs: FeatureStore, draining: bool = False) -> tuple[bool, dict[str, Any]]:
+    """(ready, report) for ``GET /health/ready``: ready while not draining and every store answers a ping.
+    An unreachable registry is reported but does not make the server unready: the last good snapshot is
+    still served, and taking every replica out of rotation during a registry outage would turn it into a
+    full outage."""
+    snapshot = fs.snapshot
+    stores: dict[str, Any] = {}
+    for store_id in sorted(snapshot.stores):
+        try:
+            fs.store(store_id).ping()
+            stores[store_id] = {"reachable": True}
+        except Exception as exc:  # reported, not raised: this is the report of what is down
+            stores[store_id] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
+    ready = not draining and all(s["reachable"] for s in stores.values())
+    report = {
+        "ready": ready,
+        "draining": draining,
+        "registry": {"healthy": fs.registry_healthy, "revision": snapshot.revision},
+        "stores": stores,
+    }
+    return ready, report
 
 
 def serve_forever(
@@ -228,22 +221,44 @@ def serve_forever(
 ) -> None:
     """Runs one server until ``stop`` is set, then drains in-flight calls within the grace period.
     With ``config.metrics_port``, metrics are recorded, and served on that port when ``metrics_http``
-    (a worker of ``--workers N`` leaves that to its parent)."""
+    (a worker of ``--workers N`` leaves that to its parent). With ``config.http_port``, the HTTP/JSON API
+    is served on that port too."""
+    from online_feature_store.server.http import HttpApi
+
     metrics = ServerMetrics() if config.metrics_port else None
-    server, port, health_servicer = build_server(fs, config, metrics)
+    server, port, health_servicer, calls, executor = _build(fs, config, metrics)
+    draining = threading.Event()
+    http_api = None
+    if config.http_port:
+        http_api = HttpApi(
+            calls,
+            config.host,
+            config.http_port,
+            ready=lambda: readiness(fs, draining.is_set()),
+            max_body_bytes=config.max_message_bytes,
+            reuse_port=config.reuse_port,
+        )
     httpd = None
-    if metrics is not None:
-        # The registry watch keeps serving the last good snapshot when the registry fails (the health
-        # service stays SERVING); the ofs_registry_healthy gauge is where that shows.
-        metrics.watch_registry(fs, stop)
-        if metrics_http:
-            httpd, metrics_port = serve_metrics(metrics.registry, config.host, config.metrics_port)
-            log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
+    if metrics is not None and metrics_http:
+        httpd, metrics_port = serve_metrics(metrics.registry, config.host, config.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
     server.start()
     mark_serving(fs, health_servicer)
+    watch_health(fs, health_servicer, metrics, stop)
+    if http_api is not None:
+        http_api.start()
+        log.info("HTTP API on http://%s:%d", config.host, http_api.port)
     log.info("serving on %s:%d", config.host, port)
     stop.wait()
+    log.info("stopping: draining calls in flight (up to %.0f s)", config.grace_seconds)
+    draining.set()
     health_servicer.enter_graceful_shutdown()
-    server.stop(config.grace_seconds).wait()
+    stopped = server.stop(config.grace_seconds)
+    if http_api is not None:
+        http_api.stop(config.grace_seconds)
+    stopped.wait()
+    # grpc's stop() returns when the grace period ends even if a handler still runs: join the handler
+    # threads, so the caller never closes the stores under a call in progress.
+    executor.shutdown(wait=True)
     if httpd is not None:
         stop_metrics(httpd)

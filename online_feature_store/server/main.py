@@ -8,13 +8,16 @@ each with its own registry watch and caches. SIGTERM stops accepting and drains 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -32,9 +35,15 @@ ENV = {
     "max_message_bytes": "OFS_MAX_MESSAGE_BYTES",
     "grace_seconds": "OFS_GRACE_SECONDS",
     "metrics_port": "OFS_METRICS_PORT",
+    "http_port": "OFS_HTTP_PORT",
 }
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+MIN_WORKER_LIFE = 10.0
+"""Seconds: a worker dying sooner than this after its start is restarted with back-off."""
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -53,7 +62,7 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
 def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ServerConfig, dict[str, Any]]:
     """Server settings from ``path`` (YAML), the ``OFS_*`` environment and ``overrides`` (flags), in that
     order of precedence (flags win). Returns the config and the non-server settings (registry, data_dir,
-    workers)."""
+    workers, distributed_cache: ``$OFS_DISTRIBUTED_CACHE``)."""
     doc: dict[str, Any] = {}
     if path:
         import yaml
@@ -62,7 +71,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ServerConf
         if loaded is not None and not isinstance(loaded, dict):
             raise InvalidInputError(f"{path}: expected a mapping of settings")
         doc = dict(loaded or {})
-    known = {f.name for f in fields(ServerConfig)} | {"registry", "data_dir", "workers"}
+    known = {f.name for f in fields(ServerConfig)} | {"registry", "data_dir", "workers", "distributed_cache"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise InvalidInputError(f"{path}: unknown settings {unknown} (known: {sorted(known)})")
@@ -74,29 +83,69 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ServerConf
     values = {
         f.name: _coerce(f.name, doc[f.name], getattr(config, f.name)) for f in fields(config) if f.name in doc
     }
-    extra: dict[str, Any] = {k: doc[k] for k in ("registry", "data_dir", "workers") if k in doc}
+    if "OFS_DISTRIBUTED_CACHE" in os.environ:  # redis://… or redis-cluster://… (docs/caching.md)
+        doc["distributed_cache"] = os.environ["OFS_DISTRIBUTED_CACHE"]
+    extra: dict[str, Any] = {
+        k: doc[k] for k in ("registry", "data_dir", "workers", "distributed_cache") if k in doc
+    }
     return replace(config, **values), extra
 
 
+def _stop_on_signals(stop: threading.Event) -> None:
+    """Sets ``stop`` on SIGTERM / SIGINT, from a thread of its own (call from the main thread).
+
+    Not in the Python signal handler itself: that runs on the main thread between bytecodes, and
+    ``Event.set`` there deadlocks when the signal lands while that thread holds the event's lock (a
+    second SIGTERM arriving as ``stop.wait()`` returns is enough). The handler does nothing; the signal
+    number reaches the thread through the wakeup fd, whichever thread the kernel delivered it to."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+
+    def wait() -> None:
+        while os.read(r, 64):
+            stop.set()
+
+    threading.Thread(target=wait, name="ofs-signals", daemon=True).start()
+
+
 def _serve_one(
-    config: ServerConfig, registry: str | None, data_dir: str | None, metrics_http: bool = True
+    config: ServerConfig,
+    registry: str | None,
+    data_dir: str | None,
+    metrics_http: bool = True,
+    distributed_cache: str | None = None,
 ) -> None:
     from online_feature_store.feature_store import FeatureStore
     from online_feature_store.server.app import serve_forever
 
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # a spawned worker starts unconfigured
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with FeatureStore(registry, data_directory=data_dir) as fs:
+    _stop_on_signals(stop)
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a worker: stop when the supervisor dies, rather than serve on as an orphan
+        sentinel = parent.sentinel
+
+        def watch_parent() -> None:
+            multiprocessing.connection.wait([sentinel])
+            stop.set()
+
+        threading.Thread(target=watch_parent, name="ofs-parent-watch", daemon=True).start()
+    with FeatureStore(registry, data_directory=data_dir, distributed_cache=distributed_cache) as fs:
         serve_forever(fs, config, stop, metrics_http=metrics_http)
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``ofs serve``."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
-    )
-    overrides = {"port": args.port, "host": args.host, "auth": True if args.auth else None}
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    overrides = {
+        "port": args.port,
+        "host": args.host,
+        "auth": True if args.auth else None,
+        "http_port": getattr(args, "http_port", None),
+    }
     config, extra = load_config(args.config, overrides)
     registry = args.registry or extra.get("registry")
     data_dir = args.data_dir or extra.get("data_dir") or os.environ.get("OFS_DATA_DIR")
@@ -107,13 +156,19 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--workers must be at least 1, got {workers}")
     print(
         f"ofs serve: {config.host}:{config.port}, {workers} worker(s), auth {'on' if config.auth else 'off'}"
+        + (f", HTTP API on port {config.http_port}" if config.http_port else ""),
+        flush=True,
     )
     if workers == 1:
-        _serve_one(config, registry, data_dir)
+        _serve_one(config, registry, data_dir, distributed_cache=extra.get("distributed_cache"))
         return 0
     config = replace(config, reuse_port=True)
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
     if not config.metrics_port:
-        return _supervise(config, registry, data_dir, workers, None)
+        return _supervise(
+            config, registry, data_dir, workers, None, extra.get("distributed_cache"), stopping=stopping
+        )
     # Workers write their samples to files here (prometheus_client reads the variable when a worker
     # imports it, so it is set before any worker starts) and this process serves their sum.
     multiproc_dir = tempfile.mkdtemp(prefix="ofs-metrics-")
@@ -124,7 +179,15 @@ def run(args: argparse.Namespace) -> int:
         httpd, port = serve_metrics(multiprocess_registry(multiproc_dir), config.host, config.metrics_port)
         print(f"ofs serve: metrics on http://{config.host}:{port}/metrics", flush=True)
         try:
-            return _supervise(config, registry, data_dir, workers, multiproc_dir)
+            return _supervise(
+                config,
+                registry,
+                data_dir,
+                workers,
+                multiproc_dir,
+                extra.get("distributed_cache"),
+                stopping=stopping,
+            )
         finally:
             stop_metrics(httpd)
     finally:
@@ -133,35 +196,49 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _supervise(
-    config: ServerConfig, registry: str | None, data_dir: str | None, workers: int, multiproc_dir: str | None
+    config: ServerConfig,
+    registry: str | None,
+    data_dir: str | None,
+    workers: int,
+    multiproc_dir: str | None,
+    distributed_cache: str | None = None,
+    *,
+    stopping: threading.Event,
 ) -> int:
-    """Runs ``workers`` server processes until SIGTERM / SIGINT, replacing any that dies."""
+    """Runs ``workers`` server processes until ``stopping`` is set (SIGTERM / SIGINT), replacing any that
+    dies, then stops them (SIGTERM) and waits for them to drain."""
     ctx = multiprocessing.get_context("spawn")
-    args = (config, registry, data_dir, False)
+    args = (config, registry, data_dir, False, distributed_cache)
     procs = [ctx.Process(target=_serve_one, args=args, daemon=False) for _ in range(workers)]
     for p in procs:
         p.start()
-    stopping = threading.Event()
 
-    def forward(*_: object) -> None:
-        stopping.set()
+    def forward() -> None:
         for p in procs:
             if p.pid and p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
+                    os.kill(p.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    # Replace a worker that dies unexpectedly so the port keeps serving.
+    # Replace a worker that dies unexpectedly so the port keeps serving. One that dies soon after it
+    # started (bad config, port taken) is restarted with a growing delay instead of in a tight loop.
+    log = logging.getLogger("online_feature_store.server")
+    started = [time.monotonic()] * workers
+    delay = 0.0
     while not stopping.is_set():
         for i, p in enumerate(procs):
             p.join(timeout=0.5 / len(procs))
-            if not p.is_alive() and not stopping.is_set():
-                logging.getLogger("online_feature_store.server").warning(
-                    "worker %s exited; restarting", p.pid
-                )
-                _worker_exited(p, multiproc_dir)
-                procs[i] = ctx.Process(target=_serve_one, args=args, daemon=False)
-                procs[i].start()
+            if p.is_alive() or stopping.is_set():
+                continue
+            log.warning("worker %s exited (code %s); restarting", p.pid, p.exitcode)
+            _worker_exited(p, multiproc_dir)
+            quick = time.monotonic() - started[i] < MIN_WORKER_LIFE
+            delay = min(max(delay * 2, 0.5), 30.0) if quick else 0.0
+            if delay and stopping.wait(delay):
+                break
+            procs[i] = ctx.Process(target=_serve_one, args=args, daemon=False)
+            procs[i].start()
+            started[i] = time.monotonic()
+    forward()
     for p in procs:
         p.join()
         _worker_exited(p, multiproc_dir)

@@ -9,7 +9,8 @@ With ``--workers N`` each worker writes its samples to files in ``PROMETHEUS_MUL
 the variable before any worker starts) and the parent serves them summed with
 :func:`multiprocess_registry`. A single process serves its own registry.
 
-Cache and circuit-breaker metrics join these when the read-path cache and the breakers land.
+Caches: ``ofs_cache_lookups`` (hit/miss per tier and entity), ``ofs_cache_errors``, ``ofs_cache_dropped`` and
+``ofs_cache_breaker_state`` (0 closed, 1 half-open, 2 open) of the distributed cache (docs/caching.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from online_feature_store.feature_store import FeatureStore
 
 __all__ = [
+    "BREAKER_STATES",
     "LATENCY_BUCKETS",
     "ROWS_BUCKETS",
     "ServerMetrics",
@@ -44,6 +46,9 @@ LATENCY_BUCKETS = (
 
 ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 """Keys per request."""
+
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+"""Values of ``ofs_cache_breaker_state``."""
 
 ANONYMOUS = "anonymous"
 """Caller label of calls without caller metadata."""
@@ -115,6 +120,38 @@ class ServerMetrics(FeatureStoreMetrics):
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.in_flight = Gauge(
+            "ofs_requests_in_flight",
+            "calls being handled now",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cache_lookups = Counter(
+            "ofs_cache_lookups",
+            "keys looked up per cache tier (in_process, distributed) and entity: hit or miss",
+            ["tier", "entity", "result"],
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "ofs_cache_errors",
+            "cache calls that failed or were refused by the open breaker (the request used the next tier)",
+            ["tier", "op"],
+            registry=r,
+        )
+        self.cache_drops = Counter(
+            "ofs_cache_dropped",
+            "background cache work dropped: backfills (queue full or too old), invalidations over the bound",
+            ["tier", "op"],
+            registry=r,
+        )
+        # the worst worker's state: one open breaker shows as open
+        self.cache_breaker_state = Gauge(
+            "ofs_cache_breaker_state",
+            "circuit breaker of a cache tier: 0 closed, 1 half-open, 2 open",
+            ["tier"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self._local = threading.local()
 
     # -- FeatureStore hooks -----------------------------------------------------------------------
@@ -131,13 +168,30 @@ class ServerMetrics(FeatureStoreMetrics):
             if n:
                 self.features.labels(entity, feature_group, status).inc(n)
 
+    def cache_lookup(self, tier: str, entity: str, hits: int, misses: int) -> None:
+        if hits:
+            self.cache_lookups.labels(tier, entity, "hit").inc(hits)
+        if misses:
+            self.cache_lookups.labels(tier, entity, "miss").inc(misses)
+
+    def cache_error(self, tier: str, op: str) -> None:
+        self.cache_errors.labels(tier, op).inc()
+
+    def cache_breaker(self, tier: str, state: str) -> None:
+        self.cache_breaker_state.labels(tier).set(BREAKER_STATES.get(state, 2))
+
+    def cache_dropped(self, tier: str, op: str) -> None:
+        self.cache_drops.labels(tier, op).inc()
+
     # -- server hooks -----------------------------------------------------------------------------
     def begin(self) -> None:
         """A handler starts on this thread."""
         self._local.request = None
+        self.in_flight.inc()
 
     def finish(self, method: str, caller: str, code: str, seconds: float) -> None:
         """The handler of this thread ends with gRPC status ``code`` after ``seconds``."""
+        self.in_flight.dec()
         self.requests.labels(method, caller, code).inc()
         self.request_seconds.labels(method).observe(seconds)
         planned: tuple[str, int] | None = getattr(self._local, "request", None)
@@ -148,23 +202,9 @@ class ServerMetrics(FeatureStoreMetrics):
             self._local.request = None
 
     def refresh_registry(self, fs: FeatureStore) -> None:
-        """Sets the registry gauges from ``fs``'s registry watch."""
+        """Sets the registry gauges from ``fs``'s registry watch (the server calls it every second)."""
         self.registry_revision.set(fs.snapshot.revision)
         self.registry_healthy.set(1 if fs.registry_healthy else 0)
-
-    def watch_registry(
-        self, fs: FeatureStore, stop: threading.Event, interval: float = 1.0
-    ) -> threading.Thread:
-        """Refreshes the registry gauges every ``interval`` seconds until ``stop`` is set."""
-
-        def run() -> None:
-            self.refresh_registry(fs)
-            while not stop.wait(interval):
-                self.refresh_registry(fs)
-
-        thread = threading.Thread(target=run, name="ofs-metrics-registry", daemon=True)
-        thread.start()
-        return thread
 
 
 def multiprocess_registry(path: str) -> CollectorRegistry:

@@ -15,7 +15,15 @@ from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.model import Store
 from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
 
-__all__ = ["SETTINGS", "BlockStore", "BlockWrite", "KeyValues", "open_store"]
+__all__ = [
+    "NUMERIC_SETTINGS",
+    "SETTINGS",
+    "BlockStore",
+    "BlockWrite",
+    "KeyValues",
+    "open_store",
+    "settings_errors",
+]
 
 SETTINGS: dict[str, tuple[str, ...]] = {
     "sqlite": ("path", "busy_timeout", "purge_interval"),
@@ -35,6 +43,40 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     ),
 }
 """The settings each store kind accepts (all strings in the registry)."""
+
+NUMERIC_SETTINGS: dict[str, dict[str, type[float] | type[int]]] = {
+    "sqlite": {"busy_timeout": float, "purge_interval": float},
+    "redis": {"pool_size": int, "connect_timeout": float, "socket_timeout": float, "retries": int},
+    "scylla": {
+        "port": int,
+        "replication_factor": int,
+        "concurrency": int,
+        "connect_timeout": float,
+        "request_timeout": float,
+    },
+}
+"""The settings of each kind that must parse as a number (``int`` or ``float``); the rest are text."""
+
+
+def settings_errors(kind: str, settings: Mapping[str, str]) -> dict[str, str]:
+    """What :func:`open_store` would refuse in a store's ``settings``, by setting name (``""`` for the
+    settings as a whole, e.g. a redis store without ``url``); empty when they are fine. ``kind`` must be
+    one of :data:`SETTINGS` (Horizon checks a request before the store exists, so this takes no Store)."""
+    known = SETTINGS[kind]
+    errors: dict[str, str] = {}
+    for name in sorted(set(settings) - set(known)):
+        errors[name] = f"unknown {kind} setting {name!r} (known: {', '.join(known)})"
+    for name, number in NUMERIC_SETTINGS[kind].items():
+        raw = settings.get(name)
+        if raw:
+            try:
+                number(raw)
+            except ValueError:
+                whole = " (a whole number)" if number is int else ""
+                errors[name] = f"setting {name}={raw!r} is not a number{whole}"
+    if kind == "redis" and bool(settings.get("url")) == bool(_list(settings.get("cluster_nodes", ""))):
+        errors[""] = "a redis store needs exactly one of url, cluster_nodes"
+    return errors
 
 
 def _number(store: Store, name: str, default: float, kind: type[float] | type[int] = float) -> float:
@@ -57,12 +99,9 @@ def _check_settings(store: Store) -> Mapping[str, str]:
         raise InvalidInputError(
             f"store {store.id!r}: unknown kind {store.kind!r} (one of {', '.join(SETTINGS)})"
         )
-    unknown = sorted(set(store.settings) - set(known))
-    if unknown:
-        raise InvalidInputError(
-            f"store {store.id!r}: unknown {store.kind} setting(s) {', '.join(unknown)} "
-            f"(known: {', '.join(known)})"
-        )
+    errors = settings_errors(store.kind, store.settings)
+    if errors:
+        raise InvalidInputError(f"store {store.id!r}: " + "; ".join(errors.values()))
     return store.settings
 
 

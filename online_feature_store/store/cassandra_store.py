@@ -101,7 +101,13 @@ class CassandraStore:
             raise UnavailableError(f"{self._where} is closed")
         if self._session is not None:
             return self._session
-        from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
+        try:
+            from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
+        except ImportError as exc:  # a ModuleNotFoundError still: never mistaken for the cluster being down
+            raise ModuleNotFoundError(
+                "Scylla / Cassandra stores need cassandra-driver: pip install 'online-feature-store[scylla]'",
+                name="cassandra",
+            ) from exc
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile  # type: ignore[import-untyped]
         from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy  # type: ignore[import-untyped]
         from cassandra.query import tuple_factory  # type: ignore[import-untyped]

@@ -157,7 +157,13 @@ class RedisStore:
             raise UnavailableError(f"redis store {self._where} is closed")
         if self._client is not None and self._script is not None:
             return self._client, self._script
-        import redis
+        try:
+            import redis
+        except ImportError as exc:  # a ModuleNotFoundError still: never mistaken for Redis being down
+            raise ModuleNotFoundError(
+                "Redis stores and caches need redis-py: pip install 'online-feature-store[redis]'",
+                name="redis",
+            ) from exc
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 

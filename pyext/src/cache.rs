@@ -17,7 +17,7 @@ type KeyBlocks<'py> = Option<Vec<Bound<'py, PyBytes>>>;
 #[pyclass(name = "BlockCache", module = "online_feature_store._native", frozen)]
 #[derive(Debug)]
 pub struct PyBlockCache {
-    inner: BlockCache,
+    pub(crate) inner: BlockCache,
 }
 
 #[pymethods]

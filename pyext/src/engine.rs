@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use numpy::PyArray1;
 use ofs_core::catalog::{Catalog, VersionSpec};
+use ofs_core::psdb::Array;
 use ofs_core::{engine, wire, DataType};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::PyBytes;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::args::{ints, now_or_clock, Int};
 use crate::arrays::{array_to_py, bytes, input, with_values};
+use crate::cache::PyBlockCache;
 use crate::errors::{invalid, IntoPy};
 
 /// `(version, labels, string_lengths, vector_lengths, default cells)`.
@@ -24,8 +26,17 @@ type PlannedFg = (u16, Vec<(String, u8, usize)>);
 /// Per FG of a retrieve: `(values, status)`.
 type FgArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>);
 
+/// `(entity, ttl seconds, jitter %, FG ids)`: an entity's in-process cache policy.
+type CachePolicyTuple = (String, Int<u64>, Int<u8>, Vec<Int<u16>>);
+/// Per FG of a cached retrieve: `(values, status, found, missing, expired)`.
+type CountedArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>, u64, u64, u64);
+
 /// `(fg label, found, missing, expired)` rows of one FG of a retrieve.
 type FgCounts = (String, u64, u64, u64);
+/// Encoded response bytes and per-FG `[found, missing, expired]`.
+type Encoded = (Vec<u8>, Vec<[u64; 3]>);
+/// `(response bytes, entity, keys, per-FG counts)` of a wire retrieve.
+type WireAnswer<'py> = (Bound<'py, PyBytes>, String, usize, Vec<FgCounts>);
 /// `(canonical key, fg id, block, expires_at)`.
 type PersistTuple<'py> = (Vec<String>, u16, Bound<'py, PyBytes>, u64);
 
@@ -38,9 +49,16 @@ pub struct PyCatalog {
 
 #[pymethods]
 impl PyCatalog {
-    /// `entities`: `(label, key labels in canonical order)`; `feature_groups`: see `FgTuple`.
+    /// `entities`: `(label, key labels in canonical order)`; `feature_groups`: see `FgTuple`;
+    /// `in_process_cache`: per entity with the cache on, `(entity, ttl seconds, jitter %, cached FG ids)`.
     #[new]
-    fn new(revision: Int<u64>, entities: Vec<(String, Vec<String>)>, feature_groups: Vec<FgTuple>) -> PyResult<Self> {
+    #[pyo3(signature = (revision, entities, feature_groups, *, in_process_cache = Vec::new()))]
+    fn new(
+        revision: Int<u64>,
+        entities: Vec<(String, Vec<String>)>,
+        feature_groups: Vec<FgTuple>,
+        in_process_cache: Vec<CachePolicyTuple>,
+    ) -> PyResult<Self> {
         let mut cat = Catalog::new(revision.0);
         for (label, keys) in entities {
             cat.add_entity(&label, &keys).py_err()?;
@@ -58,6 +76,9 @@ impl PyCatalog {
                 .collect();
             let dtype = DataType::from_u8(dtype.0).py_err()?;
             cat.add_feature_group(&entity, id.0, &label, dtype, active.0, ttl.0, versions).py_err()?;
+        }
+        for (entity, ttl, jitter, fg_ids) in in_process_cache {
+            cat.set_in_process_cache(&entity, ttl.0, jitter.0, &ints(fg_ids)).py_err()?;
         }
         Ok(PyCatalog { inner: Arc::new(cat) })
     }
@@ -139,6 +160,62 @@ impl PyCatalog {
             .collect()
     }
 
+    /// The whole retrieve from the in-process cache in one call, when it can answer it: the entity and
+    /// every requested FG cache in process and every key has a live entry holding them. Returns per FG
+    /// `(values, status, found, missing, expired)` as `retrieve` does, or `None` (nothing done; read
+    /// through the stores). `keys`: rows of key values in `keys_schema` order (plain values for a
+    /// single-key entity); values that are not `str` are converted with `str()`.
+    #[pyo3(signature = (cache, entity, keys_schema, fgs, keys, *, now = None))]
+    #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
+    fn retrieve_cached<'py>(
+        &self,
+        py: Python<'py>,
+        cache: &PyBlockCache,
+        entity: &str,
+        keys_schema: Vec<PyBackedStr>,
+        fgs: Vec<(PyBackedStr, Vec<PyBackedStr>)>,
+        keys: &Bound<'py, PyAny>,
+        now: Option<Int<u64>>,
+    ) -> PyResult<Option<Vec<CountedArrays<'py>>>> {
+        let schema: Vec<&str> = keys_schema.iter().map(|s| &**s).collect();
+        let req: Vec<(&str, Vec<&str>)> = fgs.iter().map(|(f, l)| (&**f, l.iter().map(|s| &**s).collect())).collect();
+        let plan = self.inner.plan_cached(entity, &schema, &req).py_err()?;
+        if plan.in_process_cache.is_none() {
+            return Ok(None);
+        }
+        // Keys are named and looked up in one pass with the GIL held (a lookup is a hash probe): no
+        // per-key allocation, and the first miss ends the attempt.
+        let mut entries = Vec::new();
+        let mut name = String::with_capacity(entity.len() + 32);
+        let clock = ofs_core::cache::now_ms();
+        let complete = for_each_key(keys, &plan.key_perm, &mut name, entity, |name| {
+            cache.inner.entry(name, clock).map(|e| entries.push(e)).is_some()
+        })?;
+        if !complete {
+            return Ok(None);
+        }
+        let now = now_or_clock(now);
+        let results = py
+            .detach(|| -> ofs_core::Result<Option<Vec<engine::Counted>>> {
+                let csdbs: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
+                let Some(blocks) = engine::blocks_from_csdbs(&csdbs, &plan.fg_ids())? else { return Ok(None) };
+                plan.assemble_counted(&blocks, now).map(Some)
+            })
+            .py_err()?;
+        let Some(results) = results else { return Ok(None) };
+        let n_keys = entries.len();
+        results
+            .into_iter()
+            .zip(&plan.fgs)
+            .map(|(c, fp)| {
+                let status = c.result.status.iter().map(|&s| s as u8).collect::<Vec<u8>>();
+                let [found, missing, expired] = c.counts;
+                Ok((shaped(py, c.result.values, n_keys, fp)?, PyArray1::from_vec(py, status), found, missing, expired))
+            })
+            .collect::<PyResult<Vec<_>>>()
+            .map(Some)
+    }
+
     /// Builds one block per row for a persist (`values`: rows × values per row, row-major). Every row
     /// is validated before anything is returned.
     #[pyo3(signature = (entity, fg, values, rows, *, now = None, saturate = false))]
@@ -164,8 +241,12 @@ impl PyCatalog {
     /// The whole gRPC retrieve in one call: parses and plans `query` (GIL released), calls
     /// `read(entity, canonical_keys, fg_ids) -> blocks` (key-major) for the stored blocks, then builds
     /// the `retrieve.Result` (or, with `decoded`, `retrieve.DecodedResult`) bytes (GIL released).
-    /// Returns the bytes and, per requested FG, `(label, found, missing, expired)` row counts.
-    #[pyo3(signature = (query, read, *, now = None, decoded = false))]
+    /// Returns the bytes, the entity, the number of keys and, per requested FG, `(label, found,
+    /// missing, expired)` row counts.
+    /// With `cache`, keys whose every requested FG is cached in process are answered from it without
+    /// calling `read` (when the plan allows the in-process cache and every key hits).
+    #[pyo3(signature = (query, read, *, now = None, decoded = false, cache = None))]
+    #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve_wire<'py>(
         &self,
         py: Python<'py>,
@@ -173,22 +254,43 @@ impl PyCatalog {
         read: &Bound<'py, PyAny>,
         now: Option<Int<u64>>,
         decoded: bool,
-    ) -> PyResult<(Bound<'py, PyBytes>, Vec<FgCounts>)> {
+        cache: Option<&PyBlockCache>,
+    ) -> PyResult<WireAnswer<'py>> {
         let cat = &self.inner;
         let now = now_or_clock(now);
         let req = py.detach(|| wire::parse_retrieve(cat, query)).py_err()?;
-        let blocks: Vec<PyBackedBytes> =
-            read.call1((req.query.entity_label.as_str(), req.canonical_keys.clone(), req.fg_ids()))?.extract()?;
-        let (out, counts) = py
-            .detach(|| {
-                let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
-                let (binary, counts) = wire::encode_retrieve_counted(&req, &refs, now)?;
-                let out = if decoded { wire::encode_decoded(&req, &refs, now)? } else { binary };
-                Ok::<_, ofs_core::Error>((out, counts))
-            })
-            .py_err()?;
+        let encode = |blocks: &[&[u8]]| -> ofs_core::Result<Encoded> {
+            let (binary, counts) = wire::encode_retrieve_counted(&req, blocks, now)?;
+            let out = if decoded { wire::encode_decoded(&req, blocks, now)? } else { binary };
+            Ok((out, counts))
+        };
+        let cached = match cache {
+            Some(cache) if req.plan.in_process_cache.is_some() => py
+                .detach(|| -> ofs_core::Result<Option<Encoded>> {
+                    let names: Vec<String> = req
+                        .canonical_keys
+                        .iter()
+                        .map(|k| ofs_core::keys::encode_key(k.iter().map(String::as_str)))
+                        .collect();
+                    let Some(entries) = cache.inner.entries(&req.plan.entity, &names) else { return Ok(None) };
+                    let csdbs: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
+                    match engine::blocks_from_csdbs(&csdbs, &req.fg_ids())? {
+                        Some(blocks) => encode(&blocks).map(Some),
+                        None => Ok(None),
+                    }
+                })
+                .py_err()?,
+            _ => None,
+        };
+        let (out, counts) = if let Some(done) = cached {
+            done
+        } else {
+            let blocks: Vec<PyBackedBytes> =
+                read.call1((req.query.entity_label.as_str(), req.canonical_keys.clone(), req.fg_ids()))?.extract()?;
+            py.detach(|| encode(&blocks.iter().map(|b| &b[..]).collect::<Vec<_>>())).py_err()?
+        };
         let labelled = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
-        Ok((bytes(py, &out), labelled))
+        Ok((bytes(py, &out), req.plan.entity.clone(), req.canonical_keys.len(), labelled))
     }
 
     /// `retrieve.Result` bytes for `query` (or `retrieve.DecodedResult` with `decoded`), given the
@@ -239,5 +341,92 @@ impl PyCatalog {
     fn feature_group(&self, entity: &str, fg: &str) -> PyResult<(u16, u8, u64, u16, usize)> {
         let g = self.inner.entity(entity).and_then(|e| e.fg(fg)).py_err()?;
         Ok((g.id, g.dtype as u8, g.ttl_seconds, g.active_version, g.active().meta.n_values()))
+    }
+}
+
+/// Walks `keys` (rows in the caller's key order; plain values when there is one key), writing each
+/// key's cache entry name (`entity`, then the canonical key string as `ofs_core::keys` builds it) into
+/// `name` and calling `visit(name)`; stops early (returning false) when `visit` returns false.
+fn for_each_key(
+    keys: &Bound<'_, PyAny>,
+    perm: &[usize],
+    name: &mut String,
+    entity: &str,
+    mut visit: impl FnMut(&str) -> bool,
+) -> PyResult<bool> {
+    fn push(out: &mut String, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Ok(s) = v.cast::<PyString>() {
+            ofs_core::keys::push_escaped(out, s.to_str()?);
+        } else {
+            ofs_core::keys::push_escaped(out, v.str()?.to_str()?);
+        }
+        Ok(())
+    }
+    for row in keys.try_iter()? {
+        let row = row?;
+        name.clear();
+        ofs_core::cache::push_entry_prefix(name, entity);
+        // As FeatureStore._canonical_keys: str / bytes / int are one value, anything else a row.
+        let scalar = row.is_instance_of::<PyString>()
+            || row.is_instance_of::<pyo3::types::PyBytes>()
+            || row.is_instance_of::<pyo3::types::PyInt>()
+            || row.len().is_err();
+        if scalar {
+            if perm.len() != 1 {
+                return Err(invalid(format!(
+                    "key {} is a single value but the entity has {} keys",
+                    row.repr()?,
+                    perm.len()
+                )));
+            }
+            push(name, &row)?;
+        } else {
+            let n = row.len()?;
+            if n != perm.len() {
+                return Err(invalid(format!("key {} has {n} values, expected {}", row.repr()?, perm.len())));
+            }
+            for (i, &p) in perm.iter().enumerate() {
+                if i > 0 {
+                    name.push('|');
+                }
+                push(name, &row.get_item(p)?)?;
+            }
+        }
+        if !visit(name) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// One FG's values shaped as `FeatureStore.retrieve` returns them: numbers `(keys, Σ widths)`, or
+/// `(keys, features, length)` for vectors of one length; strings as a list per key (of lists per
+/// feature when every column is a vector).
+fn shaped<'py>(py: Python<'py>, values: Array, n_keys: usize, fp: &engine::FgPlan) -> PyResult<Bound<'py, PyAny>> {
+    let widths: Vec<usize> = fp.columns.iter().map(|c| c.width).collect();
+    let per_row: usize = widths.iter().sum();
+    if let Array::Str(flat) = values {
+        let all_vectors = fp.columns.iter().all(|c| c.dtype.is_vector());
+        let rows = (0..n_keys).map(|k| {
+            let row = &flat[k * per_row..(k + 1) * per_row];
+            if !all_vectors {
+                return PyList::new(py, row);
+            }
+            let mut at = 0;
+            let cells = widths.iter().map(|&w| {
+                at += w;
+                PyList::new(py, &row[at - w..at])
+            });
+            PyList::new(py, cells.collect::<PyResult<Vec<_>>>()?)
+        });
+        return Ok(PyList::new(py, rows.collect::<PyResult<Vec<_>>>()?)?.into_any());
+    }
+    let uniform_vectors =
+        fp.columns.first().is_some_and(|c| c.dtype.is_vector()) && widths.windows(2).all(|w| w[0] == w[1]);
+    let flat = array_to_py(py, values)?;
+    if uniform_vectors {
+        flat.call_method1("reshape", ((n_keys, widths.len(), widths[0]),))
+    } else {
+        flat.call_method1("reshape", ((n_keys, per_row),))
     }
 }

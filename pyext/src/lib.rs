@@ -7,6 +7,7 @@ mod args;
 mod arrays;
 mod blocks;
 mod cache;
+mod client;
 mod engine;
 mod errors;
 mod formats;
@@ -31,6 +32,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blocks::decode_cell, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::expiry_encode, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::expiry_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(client::encode_persist_query, m)?)?;
+    m.add_function(wrap_pyfunction!(client::encode_retrieve_query, m)?)?;
+    m.add_function(wrap_pyfunction!(client::decode_retrieve_result, m)?)?;
+    m.add_function(wrap_pyfunction!(client::decode_decoded_result, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_encode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_entries, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_lookup, m)?)?;

@@ -38,16 +38,22 @@ pub struct BlockCache {
     cache: Cache<String, Entry, ByBytes>,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the unix epoch (the clock entry expiry is measured on).
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn cache_key(entity: &str, key: &str) -> String {
     let mut k = String::with_capacity(entity.len() + 1 + key.len());
-    k.push_str(entity);
-    k.push('\0');
+    push_entry_prefix(&mut k, entity);
     k.push_str(key);
     k
+}
+
+/// Starts the name of an entry of `entity`: the canonical key string (`crate::keys`) follows it.
+pub fn push_entry_prefix(out: &mut String, entity: &str) {
+    out.push_str(entity);
+    out.push('\0');
 }
 
 /// The block with its payload decompressed and the compression bits cleared; blocks whose frame does
@@ -59,7 +65,8 @@ pub fn uncompressed(block: &[u8]) -> Vec<u8> {
     }
     let payload = &block[HEADER_LEN..];
     let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(payload) else { return block.to_vec() };
-    match zstd::bulk::decompress(payload, size as usize) {
+    // The thread's reused zstd context: a fresh one per block costs more than the decompression.
+    match crate::psdb::zstd_decompress(payload, size as usize) {
         Ok(raw) => {
             let mut out = Vec::with_capacity(HEADER_LEN + raw.len());
             out.extend_from_slice(&block[..HEADER_LEN]);
@@ -91,6 +98,25 @@ impl BlockCache {
             return Ok(None);
         }
         Ok(Some(out.into_iter().map(|b| b.unwrap_or_default().to_vec()).collect()))
+    }
+
+    /// The live entries (CSDBs of uncompressed blocks) of every key, or `None` as soon as one key misses.
+    pub fn entries(&self, entity: &str, keys: &[String]) -> Option<Vec<Arc<[u8]>>> {
+        let now = now_ms();
+        let mut k = String::with_capacity(entity.len() + 32);
+        keys.iter()
+            .map(|key| {
+                k.clear();
+                push_entry_prefix(&mut k, entity);
+                k.push_str(key);
+                self.entry(&k, now)
+            })
+            .collect()
+    }
+
+    /// The live entry named `name` (see [`push_entry_prefix`]) at `now_ms`.
+    pub fn entry(&self, name: &str, now_ms: u64) -> Option<Arc<[u8]>> {
+        self.cache.get(name).filter(|e| e.expires_at_ms > now_ms).map(|e| e.csdb)
     }
 
     /// Stores `blocks[i]` (stored form; decompressed here) as FG `fg_ids[i]` of `key`, merged with the

@@ -37,6 +37,8 @@ pub struct FeatureGroup {
     pub active_version: u16,
     pub ttl_seconds: u64,
     pub versions: BTreeMap<u16, Version>,
+    /// Whether the FG's blocks may be kept in the in-process cache (the registry's FG flag).
+    pub in_process_cache: bool,
 }
 
 impl FeatureGroup {
@@ -59,6 +61,8 @@ pub struct Entity {
     pub label: String,
     pub keys: Vec<String>,
     pub fgs: Vec<Arc<FeatureGroup>>,
+    /// The entity's in-process cache policy `(ttl seconds, jitter %)`, when enabled.
+    pub in_process_cache: Option<(u64, u8)>,
     by_label: HashMap<String, usize>,
 }
 
@@ -71,7 +75,12 @@ impl Entity {
     }
 
     /// Permutation from the caller's key order to the canonical one: `canonical[i] = given[perm[i]]`.
+    /// An empty `keys_schema` means the entity's own key order (an addition to the reference, which
+    /// requires the labels: clients that know the order need not repeat it).
     pub fn key_permutation(&self, keys_schema: &[&str]) -> Result<Vec<usize>> {
+        if keys_schema.is_empty() {
+            return Ok((0..self.keys.len()).collect());
+        }
         if keys_schema.len() != self.keys.len() {
             return Err(Error::InvalidInput(format!(
                 "entity {:?} is keyed by {:?}; keys_schema {:?} does not match",
@@ -203,7 +212,34 @@ impl Catalog {
             active_version,
             ttl_seconds,
             versions: compiled,
+            in_process_cache: false,
         }));
+        Ok(())
+    }
+
+    /// Enables the in-process cache for `entity` (entries live `ttl_seconds` ± `jitter_percent`) and
+    /// for its FGs `fg_ids`; FGs not listed are never cached in process.
+    pub fn set_in_process_cache(
+        &mut self,
+        entity: &str,
+        ttl_seconds: u64,
+        jitter_percent: u8,
+        fg_ids: &[u16],
+    ) -> Result<()> {
+        let e = self
+            .entities
+            .get_mut(entity)
+            .ok_or_else(|| Error::InvalidMeta(format!("cache policy for undeclared entity {entity:?}")))?;
+        if ttl_seconds == 0 {
+            return Err(Error::InvalidMeta(format!("entity {entity:?}: an in-process cache needs a TTL above 0")));
+        }
+        e.in_process_cache = Some((ttl_seconds, jitter_percent.min(100)));
+        for &id in fg_ids {
+            let fg = e.fgs.iter_mut().find(|g| g.id == id).ok_or_else(|| {
+                Error::InvalidMeta(format!("cache policy names feature group id {id} not in entity {entity:?}"))
+            })?;
+            Arc::make_mut(fg).in_process_cache = true;
+        }
         Ok(())
     }
 }

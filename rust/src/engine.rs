@@ -47,6 +47,12 @@ pub struct FgPlan {
     pub fg: Arc<FeatureGroup>,
     pub columns: Vec<Column>,
     positions: HashMap<u16, Vec<Option<usize>>>,
+    /// Per version whose blocks hold every requested feature (none quantized): the requested values
+    /// as runs of `(first value, value count)` in the payload, adjacent features merged, so a live
+    /// fixed-width block is copied run by run instead of cell by cell.
+    runs: HashMap<u16, Vec<(usize, usize)>>,
+    /// Whether every column's cells fit one output array (float64 and narrower quantized features do not).
+    one_array: bool,
 }
 
 /// A planned request.
@@ -57,6 +63,8 @@ pub struct Plan {
     /// `canonical[i] = given[key_perm[i]]`.
     pub key_perm: Vec<usize>,
     pub fgs: Vec<FgPlan>,
+    /// `(ttl seconds, jitter %)` when the entity and every requested FG may use the in-process cache.
+    pub in_process_cache: Option<(u64, u8)>,
 }
 
 /// Resolves a request: entity, the caller's key order, and `(fg label, feature labels)` pairs.
@@ -73,7 +81,56 @@ pub fn plan(cat: &Catalog, entity: &str, keys_schema: &[&str], fgs: &[(&str, Vec
         }
         planned.push(plan_fg(entity, entity.fg(fg_label)?, labels)?);
     }
-    Ok(Plan { entity: entity.label.clone(), key_perm, fgs: planned })
+    let in_process_cache = entity.in_process_cache.filter(|_| planned.iter().all(|p| p.fg.in_process_cache));
+    Ok(Plan { entity: entity.label.clone(), key_perm, fgs: planned, in_process_cache })
+}
+
+/// Values of one FG plus how many rows were found / missing / expired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counted {
+    pub result: FgResult,
+    pub counts: [u64; 3],
+}
+
+impl Plan {
+    /// The FG ids of the plan, in request order.
+    pub fn fg_ids(&self) -> Vec<u16> {
+        self.fgs.iter().map(|p| p.fg.id).collect()
+    }
+
+    /// Assembles every FG from blocks key-major (`blocks[k * fgs + f]`, empty = nothing stored), with
+    /// the found / missing / expired count of each FG.
+    pub fn assemble_counted(&self, blocks: &[&[u8]], now: u64) -> Result<Vec<Counted>> {
+        let n = self.fgs.len();
+        let mut column: Vec<&[u8]> = Vec::with_capacity(blocks.len() / n.max(1));
+        self.fgs
+            .iter()
+            .enumerate()
+            .map(|(f, fp)| {
+                column.clear();
+                column.extend(blocks.iter().skip(f).step_by(n).copied());
+                let result = fp.assemble(&column, now)?;
+                let mut counts = [0u64; 3];
+                for s in &result.status {
+                    counts[*s as usize] += 1;
+                }
+                Ok(Counted { result, counts })
+            })
+            .collect()
+    }
+}
+
+/// The blocks of `fg_ids` key-major from one CSDB per key (cache entries), or `None` when an entry
+/// lacks one of them (the caller then reads the store).
+pub fn blocks_from_csdbs<'a>(csdbs: &[&'a [u8]], fg_ids: &[u16]) -> Result<Option<Vec<&'a [u8]>>> {
+    let n = fg_ids.len();
+    let mut cells: Vec<Option<&'a [u8]>> = vec![None; csdbs.len() * n];
+    for (k, entry) in csdbs.iter().enumerate() {
+        if crate::csdb::lookup(entry, fg_ids, &mut cells[k * n..(k + 1) * n])? < n {
+            return Ok(None);
+        }
+    }
+    Ok(Some(cells.into_iter().map(Option::unwrap_or_default).collect()))
 }
 
 fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<FgPlan> {
@@ -103,9 +160,33 @@ fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<F
             width: active.meta.values_of(pos),
         });
     }
-    let positions =
+    let positions: HashMap<u16, Vec<Option<usize>>> =
         fg.versions.iter().map(|(&v, spec)| (v, columns.iter().map(|c| spec.position(&c.label)).collect())).collect();
-    Ok(FgPlan { fg: Arc::clone(fg), columns, positions })
+    let mut runs = HashMap::new();
+    if columns.iter().all(|c| c.quant.is_none()) {
+        for (v, pos) in &positions {
+            let meta = &fg.versions[v].meta;
+            let mut merged: Vec<(usize, usize)> = Vec::new();
+            for p in pos {
+                let Some(p) = *p else {
+                    merged.clear();
+                    break;
+                };
+                let (start, count) = (meta.value_offset(p), meta.values_of(p));
+                match merged.last_mut() {
+                    Some(last) if last.0 + last.1 == start => last.1 += count,
+                    _ => merged.push((start, count)),
+                }
+            }
+            if !merged.is_empty() {
+                runs.insert(*v, merged);
+            }
+        }
+    }
+    let out_type = columns.first().map_or(fg.dtype, |c| c.dtype);
+    let empty = cell::empty_array(out_type, 0)?;
+    let one_array = columns.iter().all(|c| cell::empty_array(c.dtype, 0).ok().as_ref() == Some(&empty));
+    Ok(FgPlan { fg: Arc::clone(fg), columns, positions, runs, one_array })
 }
 
 /// Values of one FG for every key: `values` is row-major (key, column, element); `status[k]`.
@@ -157,8 +238,7 @@ impl FgPlan {
     /// Decodes one FG for every key. `blocks[k]` is the stored block of key `k` (empty = none).
     pub fn assemble(&self, blocks: &[&[u8]], now: u64) -> Result<FgResult> {
         let out_type = self.columns.first().map_or(self.fg.dtype, |c| c.dtype);
-        let empty = cell::empty_array(out_type, 0)?;
-        if self.columns.iter().any(|c| cell::empty_array(c.dtype, 0).ok().as_ref() != Some(&empty)) {
+        if !self.one_array {
             return Err(Error::InvalidInput(format!(
                 "feature group {:?}: one array cannot hold both float64 and narrower quantized features; request them separately",
                 self.fg.label
@@ -180,22 +260,33 @@ impl FgPlan {
     /// feature exists in its version, none quantized. Returns false (nothing appended) otherwise.
     fn append_fast(&self, block: &[u8], now: u64, out: &mut Array) -> Result<bool> {
         use crate::dtype::Element as E;
-        if block.is_empty() || self.columns.iter().any(|c| c.quant.is_some()) {
+        if block.is_empty() {
             return Ok(false);
         }
         let header = Header::parse(block)?;
-        let Some(positions) = self.positions.get(&header.version) else { return Ok(false) };
-        if positions.iter().any(Option::is_none) {
-            return Ok(false);
-        }
+        let Some(runs) = self.runs.get(&header.version) else { return Ok(false) };
         let meta = &self.fg.version(header.version)?.meta;
-        let Block::Present(view) = psdb::decode(block, meta, now)? else { return Ok(false) };
-        let payload = view.payload();
+        let view;
+        let payload: &[u8] = match header.compression {
+            // Cache entries hold uncompressed blocks: take the payload as it is, once its type and size
+            // are those of the version (what decoding checks), and it is live.
+            psdb::Compression::None if header.dtype == meta.dtype() => {
+                let payload = &block[psdb::HEADER_LEN..];
+                if meta.fixed_payload_len() != Some(payload.len()) || expiry::is_expired(header.expiry_at, now) {
+                    return Ok(false);
+                }
+                payload
+            }
+            _ => {
+                let Block::Present(v) = psdb::decode(block, meta, now)? else { return Ok(false) };
+                view = v;
+                view.payload()
+            }
+        };
         macro_rules! widen {
             ($v:expr, $t:ty, $w:literal) => {{
-                for pos in positions.iter().flatten() {
-                    let start = meta.value_offset(*pos) * $w;
-                    let bytes = &payload[start..start + meta.values_of(*pos) * $w];
+                for &(start, count) in runs {
+                    let bytes = &payload[start * $w..(start + count) * $w];
                     $v.extend(bytes.chunks_exact($w).map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk"))));
                 }
             }};
@@ -299,6 +390,8 @@ mod tests {
         let c = catalog();
         let p = plan(&c, "user", &["region", "user_id"], &[("profile", vec!["c", "a@DataTypeFP16"])]).unwrap();
         assert_eq!(p.key_perm, vec![1, 0]);
+        // No keys_schema: the entity's own key order.
+        assert_eq!(plan(&c, "user", &[], &[("profile", vec!["a"])]).unwrap().key_perm, vec![0, 1]);
         assert_eq!(p.fgs[0].columns[1].dtype, DataType::Fp16);
         let err = |r: Result<Plan>| r.unwrap_err().to_string();
         assert!(err(plan(&c, "item", &["x"], &[])).contains("entity \"item\" not found"));
@@ -328,6 +421,31 @@ mod tests {
         let later = p.fgs[0].assemble(&[&v2_block], NOW + 3601).unwrap();
         assert_eq!(later.status, vec![Status::Expired]);
         assert_eq!(later.values, Array::F32(vec![-1.0, 0.5]));
+    }
+
+    #[test]
+    fn cache_entries_assemble_like_blocks_and_plans_know_cacheability() {
+        let mut c = catalog();
+        let p = plan(&c, "user", &["user_id", "region"], &[("profile", vec!["a", "b", "c"])]).unwrap();
+        assert_eq!(p.in_process_cache, None);
+        c.set_in_process_cache("user", 60, 10, &[3]).unwrap();
+        assert!(c.set_in_process_cache("user", 60, 10, &[9]).is_err());
+        assert!(c.set_in_process_cache("user", 0, 10, &[3]).is_err());
+        let p = plan(&c, "user", &["user_id", "region"], &[("profile", vec!["a", "b", "c"])]).unwrap();
+        assert_eq!(p.in_process_cache, Some((60, 10)));
+        let fg = c.entity("user").unwrap().fg("profile").unwrap();
+        let block =
+            crate::cache::uncompressed(&encode_rows(fg, Values::F32(&[3.0, 4.0, 5.0]), 1, NOW, false).unwrap()[0]);
+        let with = crate::csdb::encode_auto(&[(3, &block)]);
+        let absent = crate::csdb::encode_auto(&[(3, &[][..])]);
+        let other = crate::csdb::encode_auto(&[(4, &block)]);
+        let blocks = blocks_from_csdbs(&[&with, &absent], &[3]).unwrap().unwrap();
+        let counted = p.assemble_counted(&blocks, NOW).unwrap();
+        assert_eq!(counted[0].result.values, Array::F32(vec![3.0, 4.0, 5.0, 0.5, 0.25, -1.0]));
+        assert_eq!(counted[0].counts, [1, 1, 0]);
+        assert_eq!(counted[0].result, p.fgs[0].assemble(&[&block, &[]], NOW).unwrap());
+        // An entry without the FG is a miss for the whole request.
+        assert!(blocks_from_csdbs(&[&with, &other], &[3]).unwrap().is_none());
     }
 
     #[test]

@@ -7,12 +7,14 @@
 pub mod cache;
 pub mod catalog;
 pub mod cell;
+pub mod client;
 pub mod csdb;
 pub mod dtype;
 pub mod engine;
 pub mod error;
 pub mod expiry;
 pub mod float;
+pub mod keys;
 pub mod meta;
 pub mod psdb;
 pub mod quant;

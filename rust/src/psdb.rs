@@ -139,7 +139,8 @@ fn zstd_compress(payload: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
-fn zstd_decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>> {
+/// Decompresses a zstd frame of at most `capacity` bytes with this thread's reused context.
+pub(crate) fn zstd_decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>> {
     DECOMPRESSOR.with(|d| {
         let mut slot = d.borrow_mut();
         if slot.is_none() {

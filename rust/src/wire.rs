@@ -44,6 +44,12 @@ pub mod retrieve {
         pub label: String,
         #[prost(int32, tag = "2")]
         pub column_idx: i32,
+        /// Our addition: data type id of the served cells (the quantization target, if any).
+        #[prost(uint32, tag = "3")]
+        pub data_type: u32,
+        /// Our addition: values per cell of vector types, 0 for scalars.
+        #[prost(uint32, tag = "4")]
+        pub vector_length: u32,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct FeatureSchema {
@@ -174,8 +180,11 @@ impl RetrieveRequest {
 
 /// Parses `retrieve.Query` bytes and plans them (every name checked, keys canonicalised).
 pub fn parse_retrieve(cat: &Catalog, bytes: &[u8]) -> Result<RetrieveRequest> {
-    let query =
+    let mut query =
         retrieve::Query::decode(bytes).map_err(|e| Error::InvalidInput(format!("malformed retrieve.Query: {e}")))?;
+    if query.entity_label.is_empty() {
+        return Err(Error::InvalidInput("retrieve.Query names no entity (entity_label is empty)".into()));
+    }
     if query.keys.is_empty() {
         return Err(Error::InvalidInput(format!("request for entity {:?} has no keys", query.entity_label)));
     }
@@ -186,12 +195,17 @@ pub fn parse_retrieve(cat: &Catalog, bytes: &[u8]) -> Result<RetrieveRequest> {
         .map(|g| (g.label.as_str(), g.feature_labels.iter().map(String::as_str).collect()))
         .collect();
     let plan = cat.plan_cached(&query.entity_label, &schema, &fgs)?;
+    drop((schema, fgs));
+    if query.keys_schema.is_empty() {
+        // No keys_schema: the keys are in the entity's order, and the response says which that is.
+        query.keys_schema.clone_from(&cat.entity(&query.entity_label)?.keys);
+    }
     let canonical_keys = query
         .keys
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            if k.cols.len() == schema.len() {
+            if k.cols.len() == plan.key_perm.len() {
                 Ok(plan.key_perm.iter().map(|&p| k.cols[p].clone()).collect())
             } else {
                 Err(Error::InvalidInput(format!(
@@ -235,7 +249,12 @@ pub fn encode_retrieve_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64
                 .iter()
                 .map(|c| {
                     idx += 1;
-                    retrieve::Feature { label: c.label.clone(), column_idx: idx - 1 }
+                    retrieve::Feature {
+                        label: c.label.clone(),
+                        column_idx: idx - 1,
+                        data_type: c.dtype as u32,
+                        vector_length: if c.dtype.is_vector() { c.width as u32 } else { 0 },
+                    }
                 })
                 .collect(),
         })
@@ -343,6 +362,9 @@ pub struct PersistRequest {
 /// (naming entity, FG, feature and row) before anything can be written.
 pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> Result<PersistRequest> {
     let q = persist::Query::decode(bytes).map_err(|e| Error::InvalidInput(format!("malformed persist.Query: {e}")))?;
+    if q.entity_label.is_empty() {
+        return Err(Error::InvalidInput("persist.Query names no entity (entity_label is empty)".into()));
+    }
     let entity = cat.entity(&q.entity_label)?;
     let schema: Vec<&str> = q.keys_schema.iter().map(String::as_str).collect();
     let perm = entity.key_permutation(&schema)?;
@@ -352,7 +374,17 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
     let fgs: Vec<(&CatFg, Vec<usize>)> = q
         .feature_group_schema
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
+            if q.feature_group_schema[..i].iter().any(|o| o.label == s.label) {
+                return Err(Error::InvalidInput(format!("feature group {:?} is listed twice", s.label)));
+            }
+            if let Some(dup) = s.feature_labels.iter().enumerate().find(|(j, l)| s.feature_labels[..*j].contains(l)) {
+                return Err(Error::InvalidInput(format!(
+                    "feature {:?} is listed twice for feature group {:?}",
+                    dup.1, s.label
+                )));
+            }
             let fg = entity.fg(&s.label)?;
             let active = fg.active();
             let positions = s
@@ -368,6 +400,9 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
             Ok((&**fg, positions))
         })
         .collect::<Result<_>>()?;
+    if q.data.is_empty() {
+        return Err(Error::InvalidInput(format!("persist for entity {:?} has no rows (data is empty)", entity.label)));
+    }
     let mut blocks = Vec::with_capacity(q.data.len() * fgs.len());
     for (r, row) in q.data.iter().enumerate() {
         if row.key_values.len() != perm.len() {
@@ -382,6 +417,12 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
                 "row {r}: {} feature value sets for {} feature groups",
                 row.feature_values.len(),
                 fgs.len()
+            )));
+        }
+        if let Some(i) = row.key_values.iter().position(String::is_empty) {
+            return Err(Error::InvalidInput(format!(
+                "row {r}: key value for {:?} is empty",
+                q.keys_schema.get(i).map_or("", String::as_str)
             )));
         }
         let key: Vec<String> = perm.iter().map(|&p| row.key_values[p].clone()).collect();
@@ -420,7 +461,14 @@ fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, s
     } else {
         with_container(fg, v, |vals| {
             if vals.len() != positions.len() {
-                return Err(Error::WrongCount { context: "values".into(), expected: positions.len(), got: vals.len() });
+                return Err(Error::InvalidInput(format!(
+                    "{} values in {} for {} features (a {} feature group takes its values in {})",
+                    vals.len(),
+                    container_name(fg),
+                    positions.len(),
+                    fg.dtype,
+                    container_name(fg)
+                )));
             }
             for (i, &p) in positions.iter().enumerate() {
                 let one = engine::slice_values(vals, i, 1);
@@ -436,6 +484,22 @@ fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, s
     let opts =
         psdb::EncodeOptions { expiry_at: expiry::expiry_for_ttl(fg.ttl_seconds, now)?, now, compress: true, saturate };
     psdb::encode_cells(meta, &full, &opts)
+}
+
+/// The `persist.Values` field that carries `fg`'s values.
+fn container_name(fg: &CatFg) -> &'static str {
+    use crate::dtype::Element as E;
+    match fg.dtype.element() {
+        Some(E::Fp8E5M2 | E::Fp8E4M3 | E::Fp16 | E::Fp32) => "fp32_values",
+        Some(E::Fp64) => "fp64_values",
+        Some(E::Int8 | E::Int16 | E::Int32) => "int32_values",
+        Some(E::Int64) => "int64_values",
+        Some(E::Uint8 | E::Uint16 | E::Uint32) => "uint32_values",
+        Some(E::Uint64) => "uint64_values",
+        Some(E::Bool) => "bool_values",
+        Some(E::String) => "string_values",
+        None => "values",
+    }
 }
 
 /// Runs `f` on the proto container that carries `fg`'s type (§1.2 of the reference facts).
@@ -540,6 +604,10 @@ mod tests {
         let out = encode_retrieve(&parsed, &[tags, g, &[], &[]], NOW).unwrap();
         let res = retrieve::Result::decode(&out[..]).unwrap();
         assert_eq!(res.feature_schemas[1].features[1].column_idx, 2);
+        let f = &res.feature_schemas[1].features[1];
+        assert_eq!((f.data_type, f.vector_length), (DataType::Fp16 as u32, 0));
+        let f = &res.feature_schemas[0].features[0];
+        assert_eq!((f.data_type, f.vector_length), (DataType::StringVector as u32, 2));
         assert_eq!(res.rows[0].columns[0], vec![2, 0, 1, 0, b'a', b'b', b'c']);
         assert_eq!(res.rows[0].columns[1], 1.5f32.to_le_bytes().to_vec()); // default: "a" not sent
         assert_eq!(res.rows[0].columns[2], vec![0x00, 0x40]); // 2.0 as fp16

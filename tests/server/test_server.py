@@ -143,7 +143,11 @@ def test_hand_assembled_round_trip(server: tuple[grpc.Channel, FeatureStore]) ->
     assert result[1] == (2, 2, b"user_id")
     schema = parse(result[2][2])
     assert schema[0] == (1, 2, b"g")
-    assert [parse(f[2]) for f in schema[1:]] == [[(1, 2, b"b")], [(1, 2, b"a"), (2, 0, 1)]]
+    # Feature{label, column_idx (0 omitted), data_type = 3: DataTypeFP32 (4), vector_length 0 omitted}
+    assert [parse(f[2]) for f in schema[1:]] == [
+        [(1, 2, b"b"), (3, 0, 4)],
+        [(1, 2, b"a"), (2, 0, 1), (3, 0, 4)],
+    ]
     rows = [parse(r[2]) for r in result[3:]]
     assert rows[0] == [
         (1, 2, b"u1"),
@@ -264,4 +268,7 @@ def test_quick_start_script(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "first retrieval" in done.stdout
     assert "Data Persisted Successfully" in done.stdout
+    # ofs rpc: the service list and a decoded retrieval learned through reflection.
+    assert "retrieve.FeatureService" in done.stdout
+    assert '"keys": [\n        "u9"' in done.stdout
     assert sys.executable

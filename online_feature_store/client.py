@@ -1,0 +1,474 @@
+"""``Client``: the feature store over gRPC, with the call shapes of the embedded
+:class:`~online_feature_store.feature_store.FeatureStore`, so switching between in-process and remote is
+one line::
+
+    fs = FeatureStore()                         # in-process
+    fs = Client("features.internal:8089", "ranker", token)   # remote
+    result = fs.retrieve("user", ["u1", "u2"], {"activity": ["ctr", "clicks"]}, keys_schema=["user_id"])
+
+Requests and responses are raw bytes built and decoded by the native core (``retrieve.Query`` /
+``persist.Query`` in, ``retrieve.Result`` out as one numpy array per feature group), so no protobuf or
+Python object is made per feature value. Large key lists are split into batches sent in parallel and
+reassembled in order; calls that fail with ``UNAVAILABLE`` are retried with exponential backoff and jitter
+within the call's deadline. See ``docs/client.md``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+try:
+    import grpc
+except ImportError as exc:  # the client's one dependency beyond the core
+    raise ModuleNotFoundError(
+        "online_feature_store.Client needs grpcio: pip install 'online-feature-store[client]'", name="grpc"
+    ) from exc
+
+from online_feature_store._native import (
+    decode_decoded_result,
+    decode_retrieve_result,
+    encode_persist_query,
+    encode_retrieve_query,
+)
+from online_feature_store.errors import (
+    AuthError,
+    DeadlineExceededError,
+    InvalidInputError,
+    NotFoundError,
+    OfsError,
+    UnavailableError,
+)
+from online_feature_store.feature_store import RetrieveResult
+from online_feature_store.types import DataType
+
+__all__ = [
+    "AuthError",
+    "Client",
+    "DeadlineExceededError",
+    "DecodedResult",
+]
+
+CALLER_HEADER = "online-feature-store-caller-id"
+TOKEN_HEADER = "online-feature-store-auth-token"
+RETRIEVE = "/retrieve.FeatureService/RetrieveFeatures"
+RETRIEVE_DECODED = "/retrieve.FeatureService/RetrieveDecodedResult"
+PERSIST = "/persist.FeatureService/PersistFeatures"
+
+UNKNOWN_REVISION = -1
+"""``RetrieveResult.revision`` of a remote result: the server does not report its registry revision."""
+
+_T = TypeVar("_T")
+# Generic only in the type stubs, so the alias is a string evaluated by type checkers alone.
+_Stub: TypeAlias = "grpc.UnaryUnaryMultiCallable[bytes, bytes]"
+
+
+_ERROR_OF: dict[grpc.StatusCode, type[OfsError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthError,
+}
+"""gRPC status → library exception (the inverse of the server's table); anything else is an
+:class:`OfsError` naming the status."""
+
+
+def _error(err: grpc.RpcError, method: str) -> OfsError:
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = err.details() if isinstance(err, grpc.Call) else str(err)
+    cls = _ERROR_OF.get(code, OfsError)
+    message = details or code.name
+    return cls(message if cls is not OfsError else f"{method}: {code.name}: {message}")
+
+
+@dataclass(frozen=True)
+class DecodedResult:
+    """Features per FG rendered as the server's strings: ``values[fg]`` has one row per requested key (in
+    request order) and one string per requested feature."""
+
+    entity: str
+    features: Mapping[str, Sequence[str]]
+    values: Mapping[str, list[list[str]]]
+
+    def to_pandas(self) -> Any:
+        """One row per key, one column ``"<fg>.<feature>"`` per feature."""
+        import pandas as pd  # optional dependency
+
+        columns: dict[str, Any] = {}
+        for fg, labels in self.features.items():
+            rows = self.values[fg]
+            for i, label in enumerate(labels):
+                columns[f"{fg}.{label.split('@')[0]}"] = [row[i] for row in rows]
+        return pd.DataFrame(columns)
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """What the client knows of one FG: its stored data type (from a retrieve, or given)."""
+
+    data_type: DataType
+
+
+class Client:
+    """A connection to an ``ofs serve`` gRPC server (``address`` is ``host:port``).
+
+    ``caller_id`` / ``token`` go out as the ``online-feature-store-caller-id`` /
+    ``online-feature-store-auth-token`` metadata (leave them out for a server running without auth).
+    ``tls`` (or ``root_certificates``, PEM bytes; default: the system roots) makes a TLS channel.
+    ``timeout`` is each call's deadline in seconds, retries and batches included. Key lists longer than
+    ``batch_size`` go out as several requests, up to ``max_workers`` at a time. A request answered
+    ``UNAVAILABLE`` is tried up to ``retries`` more times, waiting a random time up to
+    ``backoff · 2^attempt`` seconds (at most ``max_backoff``) in between.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        caller_id: str | None = None,
+        token: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout: float = 5.0,
+        batch_size: int = 500,
+        max_workers: int = 4,
+        retries: int = 4,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        keys_schemas: Mapping[str, Sequence[str]] | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if batch_size < 1 or max_workers < 1 or retries < 0 or timeout <= 0:
+            raise InvalidInputError("batch_size and max_workers must be >= 1, retries >= 0 and timeout > 0")
+        self.address = address
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.max_workers = max_workers
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        channel_options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Reconnect soon after a server restart, so retries are not answered by a channel that is
+            # still backing off from the last failed connection attempt.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            *options,
+        ]
+        if tls or root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(address, creds, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=channel_options)
+        metadata = []
+        if caller_id is not None:
+            metadata.append((CALLER_HEADER, caller_id))
+        if token is not None:
+            metadata.append((TOKEN_HEADER, token))
+        self._metadata = tuple(metadata)
+        # Raw-bytes methods: no serializer, the native core builds and reads the bytes.
+        self._retrieve: _Stub = self._channel.unary_unary(RETRIEVE)
+        self._retrieve_decoded: _Stub = self._channel.unary_unary(RETRIEVE_DECODED)
+        self._persist: _Stub = self._channel.unary_unary(PERSIST)
+        self._keys_schemas: dict[str, list[str]] = {e: list(k) for e, k in (keys_schemas or {}).items()}
+        self._schemas: dict[tuple[str, str], _Schema] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="ofs-client")
+            return self._pool
+
+    def _call(self, method: str, stub: _Stub, request: bytes, deadline: float) -> bytes:
+        """One RPC, retried on ``UNAVAILABLE`` while the deadline allows; errors mapped."""
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(f"{method}: deadline exceeded after {attempt} attempt(s)")
+            try:
+                reply: bytes = stub(request, timeout=remaining, metadata=self._metadata)
+                return reply
+            except grpc.RpcError as err:
+                code = err.code() if isinstance(err, grpc.Call) else None
+                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    # Full jitter: spreads the retries of many clients after a server restart.
+                    delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+                    if time.monotonic() + delay >= deadline:
+                        # Retries left but no time: the deadline is what ran out (this is also how a
+                        # server that accepts connections but never answers ends).
+                        raise DeadlineExceededError(
+                            f"{method}: deadline exceeded while the server was unavailable "
+                            f"({_error(err, method)})"
+                        ) from err
+                    attempt += 1
+                    time.sleep(delay)
+                    continue
+                raise _error(err, method) from err
+
+    def _batched(self, n: int, run: Callable[[int, int], _T]) -> list[_T]:
+        """``run(start, stop)`` over ``range(n)`` in batches of ``batch_size``, in parallel, in order."""
+        bounds = [(i, min(i + self.batch_size, n)) for i in range(0, max(n, 1), self.batch_size)]
+        if len(bounds) == 1:
+            return [run(*bounds[0])]
+        return list(self._executor().map(lambda b: run(*b), bounds))
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    def _keys_schema(self, entity: str, keys_schema: Sequence[str] | None) -> list[str]:
+        """The key labels a request names: given, remembered for the entity, or none (an empty
+        ``keys_schema``: our server then reads the keys in the entity's own key order)."""
+        if keys_schema is not None:
+            schema = list(keys_schema)
+            self._keys_schemas.setdefault(entity, schema)
+            return schema
+        return self._keys_schemas.get(entity, [])
+
+    @staticmethod
+    def _key_rows(keys: Sequence[Any], width: int) -> list[Any]:
+        """Key rows as str / sequences of str, converted with ``str()`` as ``FeatureStore`` does."""
+        rows: list[Any] = []
+        for row in keys:
+            if isinstance(row, str):
+                rows.append(row)
+            elif isinstance(row, (bytes, int, np.integer)):
+                if width > 1:  # 0: no keys_schema, the server checks against the entity
+                    raise InvalidInputError(f"key {row!r} is a single value but the entity has {width} keys")
+                rows.append(str(row))
+            else:
+                rows.append([v if isinstance(v, str) else str(v) for v in row])
+        return rows
+
+    def _learn(self, entity: str, request: Mapping[str, Sequence[str]], groups: list[Any]) -> None:
+        """Remembers each FG's stored type from the served type of a feature asked without ``@Type``."""
+        for (fg, labels), (_label, _features, types, _lengths, _values, _status) in zip(
+            request.items(), groups
+        ):
+            for label, t in zip(labels, types):
+                if "@" not in label:
+                    self._schemas[(entity, fg)] = _Schema(DataType(t))
+                    break
+
+    # -- API --------------------------------------------------------------------------------------
+    def retrieve(
+        self,
+        entity: str,
+        keys: Sequence[Any],
+        features: Mapping[str, Sequence[str]],
+        *,
+        keys_schema: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> RetrieveResult:
+        """Features of ``keys`` as :meth:`FeatureStore.retrieve
+        <online_feature_store.feature_store.FeatureStore.retrieve>` returns them: ``values[fg]`` one row per
+        key (request order, duplicates kept), ``status[fg]`` found / missing / expired per key.
+        ``keys_schema`` names the key columns of ``keys`` (needed once per entity; see the class doc)."""
+        schema = self._keys_schema(entity, keys_schema)
+        rows = self._key_rows(keys, len(schema))
+        request = [(fg, list(labels)) for fg, labels in features.items()]
+        deadline = self._deadline(timeout)
+
+        def run(start: int, stop: int) -> list[Any]:
+            query = encode_retrieve_query(entity, schema, rows[start:stop], request)
+            reply = self._call("RetrieveFeatures", self._retrieve, query, deadline)
+            return decode_retrieve_result(reply)[3]
+
+        parts = self._batched(len(rows), run)
+        self._learn(entity, features, parts[0])
+        values: dict[str, Any] = {}
+        status: dict[str, npt.NDArray[np.uint8]] = {}
+        for f, (fg, _labels) in enumerate(request):
+            chunks = [p[f][4] for p in parts]
+            if isinstance(chunks[0], list):
+                values[fg] = [row for c in chunks for row in c]
+            else:
+                values[fg] = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+            sts = [p[f][5] for p in parts]
+            status[fg] = sts[0] if len(sts) == 1 else np.concatenate(sts)
+        return RetrieveResult(entity, dict(features), values, status, UNKNOWN_REVISION)
+
+    def retrieve_decoded(
+        self,
+        entity: str,
+        keys: Sequence[Any],
+        features: Mapping[str, Sequence[str]],
+        *,
+        keys_schema: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> DecodedResult:
+        """As :meth:`retrieve`, with every value rendered as a string by the server
+        (``RetrieveDecodedResult``, the reference's string forms)."""
+        schema = self._keys_schema(entity, keys_schema)
+        rows = self._key_rows(keys, len(schema))
+        request = [(fg, list(labels)) for fg, labels in features.items()]
+        deadline = self._deadline(timeout)
+
+        def run(start: int, stop: int) -> list[Any]:
+            query = encode_retrieve_query(entity, schema, rows[start:stop], request)
+            reply = self._call("RetrieveDecodedResult", self._retrieve_decoded, query, deadline)
+            return decode_decoded_result(reply)[2]
+
+        parts = self._batched(len(rows), run)
+        values = {fg: [row for p in parts for row in p[f][2]] for f, (fg, _) in enumerate(request)}
+        return DecodedResult(entity, dict(features), values)
+
+    def persist(
+        self,
+        entity: str,
+        feature_group: str,
+        keys: Sequence[Any],
+        values: Any,
+        *,
+        keys_schema: Sequence[str] | None = None,
+        features: Sequence[str] | None = None,
+        data_type: DataType | int | str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Writes one row of ``feature_group`` per key, as :meth:`FeatureStore.persist
+        <online_feature_store.feature_store.FeatureStore.persist>` does; features not given keep their
+        defaults. ``values``: an array ``(keys, features[, vector_length])`` in the order of ``features``
+        (required for arrays: the server does not publish the registry), a list of rows for strings, a
+        pandas DataFrame or a ``{feature: column}`` dict (labels from the columns), or a list of
+        ``{feature: value}`` dicts, one per key. ``data_type`` is the FG's type; without it the type
+        learnt from an earlier :meth:`retrieve` of the FG is used, else one key of the FG is retrieved
+        to learn it (a writer-only token cannot: pass ``data_type``). Key lists longer than
+        ``batch_size`` are written in parallel batches: each batch is validated and written whole, but
+        a failed batch does not undo the others. Returns the number of rows."""
+        schema = self._keys_schema(entity, keys_schema)
+        rows = self._key_rows(keys, len(schema))
+        if not rows:
+            return 0
+        labels, values = _columns(values, features)
+        deadline = self._deadline(timeout)
+        dtype = self._data_type(entity, feature_group, schema, rows, labels, data_type, deadline)
+        flat = _wire_values(values, dtype, len(rows), len(labels))
+
+        def run(start: int, stop: int) -> None:
+            part = (
+                flat[start * len(labels) : stop * len(labels)] if isinstance(flat, list) else flat[start:stop]
+            )
+            query = encode_persist_query(
+                entity, schema, rows[start:stop], [(feature_group, int(dtype), labels, part)]
+            )
+            self._call("PersistFeatures", self._persist, query, deadline)
+
+        self._batched(len(rows), run)
+        return len(rows)
+
+    def _data_type(
+        self,
+        entity: str,
+        fg: str,
+        schema: list[str],
+        rows: list[Any],
+        labels: list[str],
+        given: DataType | int | str | None,
+        deadline: float,
+    ) -> DataType:
+        if given is not None:
+            dtype = DataType.parse(given)
+            self._schemas[(entity, fg)] = _Schema(dtype)
+            return dtype
+        known = self._schemas.get((entity, fg))
+        if known is not None:
+            return known.data_type
+        query = encode_retrieve_query(entity, schema, rows[:1], [(fg, labels[:1])])
+        try:
+            reply = self._call("RetrieveFeatures", self._retrieve, query, deadline)
+        except AuthError as err:
+            raise InvalidInputError(
+                f"the data type of {entity}/{fg} is unknown and this caller may not retrieve it to learn "
+                f"it ({err}): pass data_type="
+            ) from err
+        (_l, _f, types, _lengths, _v, _s) = decode_retrieve_result(reply)[3][0]
+        dtype = DataType(types[0])
+        self._schemas[(entity, fg)] = _Schema(dtype)
+        return dtype
+
+    def close(self) -> None:
+        """Closes the channel and the batch thread pool."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _columns(values: Any, features: Sequence[str] | None) -> tuple[list[str], Any]:
+    """(feature labels, values as an array / list of rows) from any accepted ``values`` form."""
+    if hasattr(values, "columns") and hasattr(values, "to_numpy"):  # a pandas DataFrame
+        labels = [str(c) for c in values.columns] if features is None else list(features)
+        return labels, _stack([values[c].to_numpy() for c in labels])
+    if isinstance(values, Mapping):
+        labels = [str(c) for c in values] if features is None else list(features)
+        return labels, _stack([values[c] for c in labels])
+    if isinstance(values, Sequence) and values and isinstance(values[0], Mapping):
+        labels = list(values[0]) if features is None else list(features)
+        try:
+            return labels, _stack([[rec[c] for rec in values] for c in labels])
+        except KeyError as err:
+            raise InvalidInputError(f"a record lacks feature {err.args[0]!r}") from None
+    if features is None:
+        raise InvalidInputError(
+            "pass features=[...] with array values (the server does not publish the registry), "
+            "or give a DataFrame or a {feature: column} dict"
+        )
+    return list(features), values
+
+
+def _stack(columns: list[Any]) -> Any:
+    """Columns (one per feature) to rows x features: a numpy array for numbers (vectors stacked to
+    ``(rows, features, length)``), a list of rows for strings."""
+    if not columns:
+        raise InvalidInputError("no features given")
+    first = columns[0]
+    sample = first[0] if len(first) else None
+    if isinstance(sample, str) or (
+        isinstance(sample, (list, tuple, np.ndarray)) and len(sample) and isinstance(sample[0], str)
+    ):
+        return [list(r) for r in zip(*columns)]
+    arrays = [
+        np.stack(list(c)) if isinstance(sample, (list, tuple, np.ndarray)) else np.asarray(c) for c in columns
+    ]
+    return np.stack(arrays, axis=1)
+
+
+def _wire_values(values: Any, dtype: DataType, rows: int, n: int) -> Any:
+    """The ``encode_persist_query`` form: arrays as they are; strings flattened to ``rows x n`` cells."""
+    if dtype not in (DataType.STRING, DataType.STRING_VECTOR):
+        arr = np.asarray(values)
+        if arr.dtype == object:
+            raise InvalidInputError(f"values for {dtype.type_name} must be numeric, got {arr.dtype}")
+        return arr
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    flat: list[Any] = []
+    for r, row in enumerate(values):
+        if isinstance(row, str) or len(row) != n:
+            raise InvalidInputError(f"row {r}: expected {n} string cells, got {row!r}")
+        flat.extend(row)
+    if len(flat) != rows * n:
+        raise InvalidInputError(f"{len(flat) // max(n, 1)} rows of values for {rows} keys")
+    return flat

@@ -1,0 +1,413 @@
+"""The Kafka consumer loop: batches ``persist.Query`` messages, stores them, commits, dead-letters.
+
+Guarantees (see ``docs/ingestion.md``):
+
+- **At-least-once.** A partition's offset is committed only after every message before it in that
+  partition was stored (or dead-lettered, with the dead-letter write acknowledged). Writes are idempotent
+  (a block carries the whole FG row), so a message stored twice after a crash changes nothing.
+- **Order per partition.** A partition's messages are written one after the other, in offset order, so the
+  last value in the partition wins; different partitions are written in parallel by a small thread pool.
+- **Bad messages never stop the consumer.** A message the store rejects for what it contains (undecodable,
+  unknown entity / FG / feature, wrong counts, out-of-range values) goes to the dead-letter topic with the
+  reason in its ``ofs-error`` header.
+- **Outages are waited out.** Any other failure (store or dead-letter topic unreachable) pauses every
+  partition and retries the same messages with exponential backoff; nothing is skipped or committed meanwhile.
+- **Rebalances.** Ownership is tracked per partition with an epoch that changes on every assignment; a
+  message polled under an epoch that is no longer current is neither retried nor committed (its new owner
+  reads it again from the last commit).
+
+Rebalance callbacks run inside ``poll()`` (kafka-python 2.x; 3.x moved them to its IO thread), so
+:class:`_Ownership` is the only state they touch, under a lock; everything else belongs to the thread
+running :meth:`IngestConsumer.run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
+from online_feature_store.consumer.config import ConsumerConfig
+from online_feature_store.consumer.health import ConsumerMetrics, Readiness
+from online_feature_store.errors import InvalidInputError, NotFoundError
+from online_feature_store.feature_store import FeatureStore
+
+__all__ = ["ERROR_HEADER", "IngestConsumer", "Message"]
+
+log = logging.getLogger("online_feature_store.consumer")
+
+ERROR_HEADER = "ofs-error"
+"""Dead-letter header holding why the message was rejected (UTF-8 text)."""
+ERROR_CLASS_HEADER = "ofs-error-class"
+SOURCE_HEADERS = ("ofs-source-topic", "ofs-source-partition", "ofs-source-offset")
+_MAX_REASON = 4096
+_CAUGHT_UP_SECONDS = 0.005
+"""A batch closes when a poll this long returns nothing (no more messages are waiting)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One polled record, tagged with the ownership epoch of its partition when it was polled."""
+
+    tp: TopicPartition
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    epoch: int
+
+
+class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no types
+    """Which partitions this process owns, and since which assignment (the epoch)."""
+
+    def __init__(self, on_change: Any) -> None:
+        self._lock = threading.Lock()
+        self._epochs: dict[TopicPartition, int] = {}
+        self._counter = 0
+        self._on_change = on_change
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            for tp in revoked:
+                self._epochs.pop(tp, None)
+        log.info("partitions revoked: %s", sorted(str(tp.partition) for tp in revoked))
+        self._on_change()
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            for tp in assigned:
+                self._counter += 1
+                self._epochs[tp] = self._counter
+        log.info("partitions assigned: %s", sorted(str(tp.partition) for tp in assigned))
+        self._on_change()
+
+    def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        self.on_partitions_revoked(lost)
+
+    def epoch(self, tp: TopicPartition) -> int | None:
+        """The current epoch of ``tp``, None when this process does not own it."""
+        with self._lock:
+            return self._epochs.get(tp)
+
+    def current(self, tp: TopicPartition, epoch: int) -> bool:
+        """True while ``tp`` is still owned under ``epoch``."""
+        with self._lock:
+            return self._epochs.get(tp) == epoch
+
+    def owned(self) -> list[TopicPartition]:
+        """The partitions owned now."""
+        with self._lock:
+            return list(self._epochs)
+
+
+@dataclass
+class _Outcome:
+    """What writing one partition's messages gave: stored, rejected (with reasons), and not yet stored."""
+
+    stored: list[Message]
+    rejected: list[tuple[Message, BaseException]]
+    remaining: list[Message]
+    error: BaseException | None = None
+
+
+class IngestConsumer:
+    """One member of the consumer group, writing through ``fs``. Call :meth:`run` on one thread; set the
+    ``stop`` event passed to it to finish the current batch, commit and leave the group."""
+
+    def __init__(
+        self,
+        fs: FeatureStore,
+        config: ConsumerConfig,
+        metrics: ConsumerMetrics | None = None,
+        readiness: Readiness | None = None,
+    ) -> None:
+        self.fs = fs
+        self.config = config.check()
+        self.metrics = metrics if metrics is not None else ConsumerMetrics()
+        self.readiness = readiness if readiness is not None else Readiness()
+        self._ownership = _Ownership(self._ownership_changed)
+        common: dict[str, Any] = {
+            "bootstrap_servers": config.bootstrap_servers.split(","),
+            "client_id": config.client_id,
+            **config.kafka,
+        }
+        self._consumer = KafkaConsumer(
+            group_id=config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=config.auto_offset_reset,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+            max_poll_records=config.max_poll_records,
+            fetch_max_bytes=config.fetch_max_bytes,
+            max_partition_fetch_bytes=config.max_partition_fetch_bytes,
+            **common,
+        )
+        # The dead-letter copy must be acknowledged by every in-sync replica before the offset moves on.
+        self._producer = KafkaProducer(
+            acks="all", linger_ms=5, max_request_size=max(config.max_partition_fetch_bytes, 1 << 20), **common
+        )
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ofs-consumer-write")
+        self._committed: dict[TopicPartition, int] = {}
+        self._carry: list[Message] = []
+        self._next_lag = 0.0
+        self._topic = config.topic
+
+    # -- loop -------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Consumes until ``stop`` is set; then finishes the batch in hand, commits and leaves the group."""
+        cfg = self.config
+        # A group leader whose metadata lacks the topic assigns nothing (until a later rebalance), so
+        # join only once the topic's partitions are known.
+        while not stop.is_set() and not self._consumer.partitions_for_topic(cfg.topic):
+            self.readiness.set("topic", f"topic {cfg.topic!r} not found")
+            log.info("waiting for topic %s to exist", cfg.topic)
+            stop.wait(1.0)
+        self.readiness.set("topic", None)
+        self._consumer.subscribe([cfg.topic], listener=self._ownership)
+        log.info(
+            "consuming %s as group %s (dead letters: %s, cache mode %s)",
+            cfg.topic,
+            cfg.group_id,
+            cfg.dead_letter_topic,
+            cfg.cache_mode,
+        )
+        try:
+            while not stop.is_set():
+                batch, started = self._collect(stop)
+                if batch:
+                    self._process(batch, started, stop)
+                self._refresh_lag()
+        finally:
+            self.close()
+
+    def _collect(self, stop: threading.Event) -> tuple[list[Message], float]:
+        """Up to ``batch_max_messages`` messages, for at most ``batch_max_seconds`` after the first; the
+        batch closes early once nothing more is waiting, so a consumer that keeps up writes each message
+        as it comes (low latency) and one that is behind writes large batches (high throughput)."""
+        cfg = self.config
+        batch, self._carry = self._carry, []
+        started = time.monotonic()
+        while len(batch) < cfg.batch_max_messages and not stop.is_set():
+            if batch:
+                left = cfg.batch_max_seconds - (time.monotonic() - started)
+                if left <= 0:
+                    break
+                polled = self._poll(min(left, _CAUGHT_UP_SECONDS), cfg.batch_max_messages - len(batch))
+                if not polled:
+                    break
+            else:
+                polled = self._poll(0.1, cfg.batch_max_messages)  # short, so a stop is seen promptly
+                if polled:
+                    started = time.monotonic()
+                else:
+                    self._refresh_lag()
+            batch.extend(polled)
+        return batch, started
+
+    def _poll(self, timeout: float, max_records: int) -> list[Message]:
+        records = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        out: list[Message] = []
+        for tp, recs in records.items():
+            epoch = self._ownership.epoch(tp)
+            if epoch is None:
+                # Either revoked while in flight (its next owner reads it from the last commit), or
+                # assigned on the IO thread before our callback ran. Never skip ahead: rewind, so an
+                # owned partition yields these records again once its epoch is known.
+                with contextlib.suppress(ValueError):  # raised when the partition is not assigned
+                    self._consumer.seek(tp, recs[0].offset)
+                continue
+            self.metrics.consumed.labels(tp.topic).inc(len(recs))
+            out.extend(
+                Message(tp, r.offset, r.key, r.value, tuple((k, v) for k, v in r.headers or ()), epoch)
+                for r in recs
+            )
+        return out
+
+    def _process(self, batch: list[Message], started: float, stop: threading.Event) -> None:
+        """Stores (or dead-letters) every message of ``batch``, then commits their offsets. Failures other
+        than bad messages pause the partitions and retry with backoff until they pass or ``stop`` is set."""
+        cfg = self.config
+        pending = batch
+        delay = cfg.backoff_initial_seconds
+        while True:
+            outcomes = self._write_all(pending)
+            remaining = [m for o in outcomes for m in o.remaining]
+            rejected = [r for o in outcomes for r in o.rejected]
+            error = next((o.error for o in outcomes if o.error is not None), None)
+            try:
+                self._dead_letter(rejected)
+            except Exception as e:  # the DLQ is unreachable: these must be retried, never skipped
+                log.warning("dead-letter topic %s failed: %s", cfg.dead_letter_topic, e)
+                remaining.extend(m for m, _ in rejected)
+                error = error or e
+            stored = sum(len(o.stored) for o in outcomes)
+            if stored:
+                self.metrics.persisted.labels(self._topic).inc(stored)
+            if not remaining:
+                break
+            self.metrics.store_failures.labels(self._topic).inc()
+            self.metrics.paused.set(1)
+            self.readiness.set("store", f"writes failing: {error}")
+            log.warning(
+                "%d message(s) not stored (%s); pausing consumption for %.1fs", len(remaining), error, delay
+            )
+            self._wait_paused(delay, stop)
+            if stop.is_set():
+                log.warning("stopping with %d unstored message(s), left uncommitted", len(remaining))
+                return
+            delay = min(delay * 2, cfg.backoff_max_seconds)
+            # Messages of partitions reassigned meanwhile belong to their new owner now.
+            pending = sorted(
+                (m for m in remaining if self._ownership.current(m.tp, m.epoch)), key=lambda m: m.offset
+            )
+            if not pending:
+                break
+        if delay != cfg.backoff_initial_seconds:
+            log.info("store writes succeed again; resuming")
+        self.metrics.paused.set(0)
+        self.readiness.set("store", None)
+        self._resume()
+        self._commit(batch)
+        self.metrics.batch_messages.observe(len(batch))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    def _write_all(self, messages: Sequence[Message]) -> list[_Outcome]:
+        by_partition: dict[TopicPartition, list[Message]] = {}
+        for m in messages:
+            by_partition.setdefault(m.tp, []).append(m)
+        futures: list[Future[_Outcome]] = [
+            self._pool.submit(self._write_partition, msgs) for msgs in by_partition.values()
+        ]
+        return [f.result() for f in futures]
+
+    def _write_partition(self, messages: Sequence[Message]) -> _Outcome:
+        """Writes one partition's messages in offset order, stopping at the first failure that is not the
+        message's fault (the rest stay ``remaining``, so the partition's order is kept on retry)."""
+        out = _Outcome([], [], [])
+        cfg = self.config
+        for i, m in enumerate(messages):
+            if not self._ownership.current(m.tp, m.epoch):
+                return out  # revoked: nothing more of this partition is ours to write or commit
+            if not m.value:
+                out.rejected.append((m, InvalidInputError("empty message value (expected a persist.Query)")))
+                continue
+            try:
+                blocks = self.fs.persist_wire(m.value, saturate=cfg.saturate, invalidate=cfg.invalidate)
+            except (InvalidInputError, NotFoundError) as e:
+                out.rejected.append((m, e))
+            except Exception as e:  # an outage (store, network): retried, never skipped
+                out.remaining.extend(messages[i:])
+                out.error = e
+                return out
+            else:
+                out.stored.append(m)
+                self.metrics.persisted_blocks.labels(m.tp.topic).inc(blocks)
+        return out
+
+    def _dead_letter(self, rejected: Sequence[tuple[Message, BaseException]]) -> None:
+        """Copies each rejected message to the dead-letter topic and waits for the acknowledgements."""
+        if not rejected:
+            return
+        topic = self.config.dead_letter_topic
+        sent = []
+        for m, e in rejected:
+            reason = f"{type(e).__name__}: {e}"[:_MAX_REASON]
+            log.warning("dead-lettering %s/%d@%d: %s", m.tp.topic, m.tp.partition, m.offset, reason)
+            headers = [
+                *m.headers,
+                (ERROR_HEADER, reason.encode()),
+                (ERROR_CLASS_HEADER, type(e).__name__.encode()),
+                *zip(SOURCE_HEADERS, (m.tp.topic.encode(), b"%d" % m.tp.partition, b"%d" % m.offset)),
+            ]
+            sent.append((e, self._producer.send(topic, value=m.value, key=m.key, headers=headers)))
+        self._producer.flush()
+        for e, future in sent:
+            future.get(timeout=30)  # raises if the copy was not acknowledged
+            self.metrics.dead_lettered.labels(self._topic, type(e).__name__).inc()
+
+    def _wait_paused(self, seconds: float, stop: threading.Event) -> None:
+        """Sleeps ``seconds`` with every partition paused, polling so the group keeps this member."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                assigned = self._consumer.assignment()
+                if assigned:
+                    self._consumer.pause(*assigned)
+            except KafkaError as e:
+                log.debug("pause during rebalance: %s", e)
+            # Newly assigned partitions are not paused yet: whatever they yield waits for the next batch.
+            self._carry.extend(self._poll(min(left, 0.5), self.config.max_poll_records))
+
+    def _resume(self) -> None:
+        paused = self._consumer.paused()
+        if paused:
+            self._consumer.resume(*paused)
+
+    def _commit(self, batch: Sequence[Message]) -> None:
+        """Commits, per partition still owned under the batch's epoch, the offset after its last message."""
+        last: dict[TopicPartition, int] = {}
+        for m in batch:
+            if self._ownership.current(m.tp, m.epoch):
+                last[m.tp] = max(last.get(m.tp, -1), m.offset)
+        if not last:
+            return
+        offsets = {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as e:
+            # Typically a rebalance in progress: the rows are stored, and the next owner rereads them.
+            log.warning("offset commit failed (messages will be read again): %s", e)
+            return
+        self.metrics.commits.labels(self._topic).inc()
+        for tp, off in offsets.items():
+            self._committed[tp] = off.offset
+
+    # -- observability ----------------------------------------------------------------------------
+    def _ownership_changed(self) -> None:
+        owned = self._ownership.owned()
+        self.metrics.assigned.labels(self._topic).set(len(owned))
+        self.readiness.set("group", None)
+
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + self.config.lag_interval_seconds
+        owned = set(self._ownership.owned())
+        for tp in list(self._committed):
+            if tp not in owned:
+                del self._committed[tp]
+                with contextlib.suppress(KeyError):
+                    self.metrics.lag.remove(tp.topic, str(tp.partition))
+        for tp in owned:
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self._committed.get(tp)
+            if done is None:
+                try:
+                    done = self._consumer.position(tp, timeout_ms=0)
+                except KafkaError:
+                    done = None
+            if done is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
+
+    def close(self) -> None:
+        """Leaves the group and closes the Kafka clients and the write pool (idempotent)."""
+        self._pool.shutdown(wait=True)
+        try:
+            self._consumer.close(autocommit=False)
+        finally:
+            self._producer.close(timeout=10)

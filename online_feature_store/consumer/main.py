@@ -1,0 +1,62 @@
+"""``ofs consume``: settings, the feature store, the health endpoint and signal handling around one
+:class:`~online_feature_store.consumer.daemon.IngestConsumer`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+__all__ = ["run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``ofs consume``: consumes until SIGTERM / SIGINT, then finishes the batch in hand,
+    commits and leaves the group."""
+    from online_feature_store.consumer.config import load_config
+    from online_feature_store.consumer.daemon import IngestConsumer
+    from online_feature_store.consumer.health import ConsumerMetrics, HealthServer, Readiness
+    from online_feature_store.feature_store import FeatureStore
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {
+        "bootstrap_servers": args.bootstrap_servers,
+        "topic": args.topic,
+        "group_id": args.group_id,
+        "cache_mode": args.cache_mode,
+        "health_port": args.health_port,
+    }
+    config, extra = load_config(args.config, overrides)
+    registry = args.registry or extra.get("registry")
+    data_dir = args.data_dir or extra.get("data_dir") or os.environ.get("OFS_DATA_DIR")
+    if data_dir:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    metrics, readiness = ConsumerMetrics(), Readiness()
+    with FeatureStore(registry, data_directory=data_dir) as fs:
+        health = (
+            HealthServer(config.health_host, config.health_port, metrics, readiness)
+            if config.health_port >= 0
+            else None
+        )
+        try:
+            consumer = IngestConsumer(fs, config, metrics, readiness)
+            where = f"http://{config.health_host}:{health.port}" if health else "off"
+            print(
+                f"ofs consume: {config.topic} on {config.bootstrap_servers}, group {config.group_id}, "
+                f"cache mode {config.cache_mode}, health {where}",
+                flush=True,
+            )
+            consumer.run(stop)
+        finally:
+            if health is not None:
+                health.close()
+    print("ofs consume: stopped", flush=True)
+    return 0

@@ -1,0 +1,127 @@
+"""Horizon settings: a YAML file, then ``OFS_HORIZON_*`` environment variables, then command-line flags.
+
+With nothing configured Horizon runs embedded: its own SQLite database and the SQLite registry in the data
+directory (the one ``ofs serve --data-dir`` uses), and a signing secret generated once into that directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from online_feature_store.errors import InvalidInputError
+from online_feature_store.registry.backend import data_dir as default_data_dir
+
+__all__ = ["ENV_PREFIX", "HorizonConfig", "load_config"]
+
+ENV_PREFIX = "OFS_HORIZON_"
+
+
+class HorizonConfig(BaseModel):
+    """Every Horizon setting; each is also ``OFS_HORIZON_<NAME>`` in the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds."""
+    port: int = Field(default=8082, ge=0, le=65535)
+    """HTTP port (0: any free port)."""
+    data_dir: Path | None = None
+    """Directory of the embedded database, registry and secret (default: ``$OFS_DATA_DIR``, else
+    ``~/.local/share/online-feature-store``)."""
+    registry: str | None = None
+    """Registry URL (default: ``$OFS_REGISTRY``, else the SQLite registry in ``data_dir``)."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the users / requests / audit database, e.g.
+    ``postgresql+psycopg://user:pass@host/db`` (default: ``sqlite:///<data_dir>/horizon.db``)."""
+    secret: SecretStr | None = None
+    """Key that signs session tokens, at least 32 characters. Required with ``database_url`` (several
+    Horizon processes must share it); embedded, one is generated into ``<data_dir>/horizon.secret``."""
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=1, le=30 * 24 * 3600)
+    """Lifetime of a session token."""
+    single_person: bool = False
+    """Allow an admin to approve their own requests (a one-person setup)."""
+    password_profile: Literal["RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"] = (
+        "RFC_9106_LOW_MEMORY"
+    )
+    """argon2id parameters for new password hashes (argon2-cffi's profiles). ``CHEAPEST`` is for tests
+    only: it makes hashes cheap to crack."""
+    serving_address: str = "127.0.0.1:8089"
+    """``host:port`` of the gRPC serving API that the try-it endpoint calls."""
+    serving_caller_id: str | None = None
+    """Reader caller id sent to the serving API (when it runs with auth on)."""
+    serving_token: SecretStr | None = None
+    """That caller's token."""
+    serving_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    """Deadline of one try-it call."""
+
+    def resolved_data_dir(self) -> Path:
+        """``data_dir``, else the library's default data directory."""
+        return Path(self.data_dir) if self.data_dir is not None else default_data_dir()
+
+    def registry_url(self) -> str | None:
+        """The registry to open: ``registry``; else, as ``ofs serve --data-dir``, the SQLite registry in an
+        explicitly given data directory unless ``$OFS_REGISTRY`` is set; else ``None`` (library default)."""
+        if self.registry:
+            return self.registry
+        if self.data_dir is not None and not os.environ.get("OFS_REGISTRY"):
+            return f"sqlite:///{self.resolved_data_dir().resolve() / 'registry.db'}"
+        return None
+
+    def embedded(self) -> bool:
+        """True when Horizon keeps its own database in the data directory (no ``database_url``)."""
+        return not self.database_url
+
+    def resolved_database_url(self) -> str:
+        """``database_url``, else the SQLite file ``horizon.db`` in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir().resolve() / 'horizon.db'}"
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read Horizon config {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise InvalidInputError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return {str(k): v for k, v in loaded.items()}
+
+
+def load_config(
+    path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+) -> HorizonConfig:
+    """Settings from ``path`` (YAML), ``OFS_HORIZON_*`` in ``env`` (default ``os.environ``) and
+    ``overrides`` (flags; ``None`` values are ignored), later ones winning. ``InvalidInputError`` names
+    every bad setting."""
+    env = dict(os.environ) if env is None else env
+    doc = _read_yaml(path) if path else {}
+    known = set(HorizonConfig.model_fields)
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise InvalidInputError(f"{path}: unknown settings {unknown} (known: {sorted(known)})")
+    for name in known:
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            doc[name] = env[var]
+    doc.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return HorizonConfig.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise InvalidInputError(f"Horizon settings: {problems}") from None

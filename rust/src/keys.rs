@@ -1,0 +1,44 @@
+//! The canonical string of a composite key, shared with `online_feature_store/store/keys.py`: values
+//! in the entity's (registry) key order, each with `\`, `|` and `:` backslash-escaped, joined by `|`.
+//! Stores and caches name a key by this string, so reads, writes and invalidations always meet.
+
+/// Appends one escaped key value to `out`.
+pub fn push_escaped(out: &mut String, value: &str) {
+    if !value.contains(['\\', '|', ':']) {
+        out.push_str(value);
+        return;
+    }
+    for ch in value.chars() {
+        if matches!(ch, '\\' | '|' | ':') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+}
+
+/// The canonical string of `values` (already in canonical key order).
+pub fn encode_key<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        push_escaped(&mut out, v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_separators_so_keys_never_collide() {
+        assert_eq!(encode_key(["u1"]), "u1");
+        assert_eq!(encode_key(["a", "b"]), "a|b");
+        assert_eq!(encode_key(["a|b"]), "a\\|b");
+        assert_eq!(encode_key(["a\\", "b:c"]), "a\\\\|b\\:c");
+        assert_ne!(encode_key(["a|b", "c"]), encode_key(["a", "b|c"]));
+        assert_eq!(encode_key(["é|ü"]), "é\\|ü");
+    }
+}

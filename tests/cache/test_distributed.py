@@ -1,0 +1,206 @@
+"""The distributed cache tier against real Redis, standalone (16379) and a 3-master cluster (17001-17003)."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.connection
+from redis.crc import key_slot
+
+from online_feature_store import InvalidInputError
+from online_feature_store.cache.redis_cache import DistributedCache
+from online_feature_store.store.keys import encode_key
+from tests.cache.conftest import CLUSTER, CLUSTER_URL, REDIS, REDIS_URL, entity_label, require_service
+from tests.store.conftest import make_block
+
+FGS = [1, 2, 3]
+
+
+@pytest.fixture(params=["redis", "redis_cluster"])
+def cache(request: pytest.FixtureRequest) -> Iterator[DistributedCache]:
+    if request.param == "redis":
+        require_service("Redis", [REDIS], "scripts/services/redis start")
+        c = DistributedCache.from_url(REDIS_URL, socket_timeout=1.0, connect_timeout=1.0)
+    else:
+        require_service("Redis Cluster", CLUSTER, "scripts/services/redis-cluster start")
+        c = DistributedCache.from_url(CLUSTER_URL, socket_timeout=1.0, connect_timeout=1.0)
+    yield c
+    c.close()
+
+
+def names(n: int) -> list[str]:
+    return [encode_key((f"k{i}",)) for i in range(n)]
+
+
+def fill(
+    cache: DistributedCache, entity: str, keys: list[str], fg_ids: list[int], seed: float = 1.0
+) -> list[bytes]:
+    """Reads (misses), backfills blocks made from ``seed`` and waits for the backfill; returns them."""
+    lookup = cache.get_many(entity, keys, fg_ids)
+    assert lookup is not None
+    blocks = [make_block(seed + i + f) for i in range(len(keys)) for f in fg_ids]
+    cache.backfill(entity, keys, lookup.seen, lookup.at, fg_ids, blocks, 600, 10)
+    assert cache.wait_backfills()
+    return blocks
+
+
+def test_miss_backfill_hit(cache: DistributedCache) -> None:
+    entity, keys = entity_label(), names(20)
+    lookup = cache.get_many(entity, keys, FGS)
+    assert lookup is not None
+    assert lookup.rows == [None] * 20
+    blocks = fill(cache, entity, keys, FGS)
+    got = cache.get_many(entity, keys + keys[:3], FGS)  # duplicates allowed
+    assert got is not None
+    assert [b for row in got.rows[:20] for b in row or []] == blocks
+    assert got.rows[20:] == got.rows[:3]
+    # a subset of the cached FGs, in another order, is a hit too
+    sub = cache.get_many(entity, keys[:1], [3, 1])
+    assert sub is not None
+    assert sub.rows == [[blocks[2], blocks[0]]]
+
+
+def test_negative_entries_are_hits(cache: DistributedCache) -> None:
+    entity, keys = entity_label(), names(2)
+    lookup = cache.get_many(entity, keys, FGS)
+    assert lookup is not None
+    present = make_block(5.0)
+    cache.backfill(entity, keys, lookup.seen, lookup.at, FGS, [b"", present, b"", b"", b"", b""], 600, 0)
+    assert cache.wait_backfills()
+    got = cache.get_many(entity, keys, FGS)
+    assert got is not None
+    assert got.rows == [[b"", present, b""], [b"", b"", b""]]
+
+
+def test_fg_union_per_key(cache: DistributedCache) -> None:
+    entity, keys = entity_label(), names(3)
+    first = fill(cache, entity, keys, [1])
+    partial = cache.get_many(entity, keys, [1, 2])
+    assert partial is not None
+    assert partial.rows == [None, None, None]  # FG 2 not cached yet
+    second = [make_block(50.0 + i) for i in range(3)]
+    cache.backfill(entity, keys, partial.seen, partial.at, [2], second, 600, 0)
+    assert cache.wait_backfills()
+    both = cache.get_many(entity, keys, [1, 2])
+    assert both is not None
+    assert both.rows == [[first[i], second[i]] for i in range(3)]
+
+
+def test_ttl_with_jitter(cache: DistributedCache) -> None:
+    entity, keys = entity_label(), names(30)
+    lookup = cache.get_many(entity, keys, [1])
+    assert lookup is not None
+    cache.backfill(entity, keys, lookup.seen, lookup.at, [1], [make_block(1.0)] * 30, 100, 20)
+    assert cache.wait_backfills()
+    client = cache.client()
+    ttls = [client.pttl(cache.prefix(entity) + k) for k in keys]
+    assert all(80_000 <= t <= 120_000 for t in ttls), ttls
+    assert len(set(ttls)) > 1  # jittered, not one expiry for all
+
+
+def test_invalidation_and_stale_backfill(cache: DistributedCache) -> None:
+    entity, keys = entity_label(), names(4)
+    fill(cache, entity, keys, FGS)
+    # a reader misses key 0..3 of FG 1..3 under another entity state: simulate the race on a fresh read
+    before = cache.get_many(entity, keys, [1, 2, 3, 4])  # FG 4 not cached: all miss, values seen
+    assert before is not None
+    assert before.rows == [None] * 4
+    assert cache.invalidate(entity, keys[:2])
+    after = cache.get_many(entity, keys, FGS)
+    assert after is not None
+    assert after.rows[:2] == [None, None]  # invalidated
+    assert after.rows[2] is not None
+    # the slow reader's backfill (read before the write) must not put its old blocks back
+    old = [make_block(-1.0)] * 16
+    cache.backfill(entity, keys, before.seen, before.at, [1, 2, 3, 4], old, 600, 0)
+    assert cache.wait_backfills()
+    again = cache.get_many(entity, keys, [1, 2, 3, 4])
+    assert again is not None
+    assert again.rows[:2] == [None, None]
+    # keys 2, 3 were not written: their backfill went through (their value was unchanged)
+    assert again.rows[2] is not None
+    # a reader that saw the tombstone (read after the write) may fill it
+    fresh = [make_block(9.0)] * 6
+    cache.backfill(entity, keys[:2], after.seen[:2], after.at, FGS, fresh, 600, 0)
+    assert cache.wait_backfills()
+    last = cache.get_many(entity, keys[:2], FGS)
+    assert last is not None
+    assert last.rows == [fresh[:3], fresh[3:]]
+
+
+def test_namespace_never_touches_the_store(cache: DistributedCache) -> None:
+    entity = entity_label()
+    assert cache.prefix(entity) == f"ofs:c:{entity}:"
+
+
+def test_one_round_trip_per_node(cache: DistributedCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    entity, keys = entity_label(), names(200)
+    fill(cache, entity, keys[:100], FGS)
+    cache.get_many(entity, keys, FGS)  # warm: connections and the cluster's slot map
+    sends: collections.Counter[tuple[Any, Any]] = collections.Counter()
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sends[(self.host, self.port)] += 1
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    got = cache.get_many(entity, keys, FGS)
+    monkeypatch.undo()
+    assert got is not None
+    assert sum(r is not None for r in got.rows) == 100
+    # one write of the whole batch per node: 1 standalone, one per master (200 keys cover all 3)
+    expected = 1 if cache.url else len(CLUSTER)
+    assert len(sends) == expected
+    assert set(sends.values()) == {1}
+    # an invalidation (tombstones + the pub/sub message): one write per node; a read and its backfill: two
+    for work, per_node in (
+        (lambda: cache.invalidate(entity, keys, "ofs:c:test-channel"), 1),
+        (lambda: fill(cache, entity, keys, FGS), 2),
+    ):
+        sends.clear()
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+        work()
+        monkeypatch.undo()
+        assert len(sends) == expected
+        assert set(sends.values()) == {per_node}
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(InvalidInputError, match="unknown options"):
+        DistributedCache.from_url("redis://127.0.0.1:1/0?bogus=1")
+    with pytest.raises(InvalidInputError, match="not a number"):
+        DistributedCache.from_url("redis://127.0.0.1:1/0?socket_timeout=fast")
+    with pytest.raises(InvalidInputError, match="expected redis"):
+        DistributedCache.from_url("http://127.0.0.1:1/")
+
+
+def test_cluster_read_follows_a_moved_slot() -> None:
+    """A stale slot map (a slot that moved) answers MOVED: the read falls back and still gets the values."""
+    require_service("Redis Cluster", CLUSTER, "scripts/services/redis-cluster start")
+    cache = DistributedCache.from_url(CLUSTER_URL, socket_timeout=1.0, connect_timeout=1.0)
+    try:
+        entity, keys = entity_label(), names(30)
+        blocks = fill(cache, entity, keys, [1])
+        manager = cache.client().nodes_manager
+        slot = key_slot((cache.prefix(entity) + keys[0]).encode())
+        owner = manager.slots_cache[slot][0]
+        other = next(
+            n for n in manager.nodes_cache.values() if n.name != owner.name and n.server_type == "primary"
+        )
+        manager.slots_cache[slot] = [other]  # as if the slot had moved since the map was read
+        got = cache.get_many(entity, keys, [1])
+        assert got is not None
+        assert [row[0] if row else None for row in got.rows] == blocks
+        assert manager.slots_cache[slot][0].name == owner.name  # the fallback refreshed the map
+        manager.slots_cache[slot] = [other]
+        assert cache.invalidate(entity, keys[:1])  # tombstones follow the redirection too
+        after = cache.get_many(entity, keys[:2], [1])
+        assert after is not None
+        assert after.rows[0] is None
+        assert after.rows[1] is not None
+    finally:
+        cache.close()

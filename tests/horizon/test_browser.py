@@ -1,0 +1,480 @@
+"""TruffleBox end to end in a real headless Chromium (Debian's ``chromium`` driven by Playwright's Python
+package; Playwright's own browser downloads are never used).
+
+``ofs serve`` and ``ofs horizon`` run as subprocesses on free ports over one data directory (so they share
+the SQLite registry). An editor requests a store, an entity and a feature group through the forms, an admin
+approves them in the approval queue, values are persisted through gRPC, and the try-it page shows them.
+Screenshots of each step go to ``$OFS_TEST_ARTIFACTS/trufflebox/`` (default ``.artifacts/`` in the repo).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from online_feature_store._proto import persist_pb2
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("OFS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PERSIST = "/persist.FeatureService/PersistFeatures"
+START_TIMEOUT = 60.0
+STATIC = ROOT / "online_feature_store" / "horizon" / "static"
+
+
+def test_static_assets_are_self_contained() -> None:
+    """Every module the UI imports is shipped in static/, and nothing is loaded from another origin."""
+    files = [p for p in STATIC.rglob("*") if p.is_file()]
+    assert (STATIC / "index.html") in files
+    for path in files:
+        if path.suffix not in (".html", ".js", ".css", ".svg"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        urls = [
+            u for u in re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text) if "w3.org/" not in u
+        ]
+        assert not urls, f"{path.relative_to(STATIC)} refers to another origin: {urls}"
+        if path.suffix == ".js":
+            # static imports and the router's lazily imported page modules
+            for spec in re.findall(r'(?:from|import)\s+"(\.[^"]+)"|module: "(\.[^"]+)"', text):
+                target = (path.parent / (spec[0] or spec[1])).resolve()
+                assert target.is_file(), f"{path.relative_to(STATIC)} imports missing {spec[0] or spec[1]}"
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    for ref in re.findall(r'(?:src|href)="([^"#]+)"', html):
+        assert (STATIC / ref).is_file(), f"index.html refers to missing {ref}"
+
+
+def _unavailable(message: str) -> None:
+    """Fail under CI (the browser test must run there), skip on a developer machine."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sync_api() -> Any:
+    """playwright.sync_api, once Debian's chromium and the playwright package are known to be there."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _unavailable(f"{CHROMIUM} not found: install Debian's chromium (scripts/bootstrap does)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    return sync_api
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Servers:
+    """The running ``ofs serve`` (gRPC) and ``ofs horizon`` (HTTP) and where their logs are."""
+
+    grpc_address: str
+    horizon_url: str
+    logs: list[Path] = field(default_factory=list)
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}" for p in self.logs)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path, stack: ExitStack) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "online_feature_store.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+        )
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    stack.callback(stop)
+    return proc
+
+
+def _wait_grpc(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"ofs serve exited:\n{log.read_text()}"
+        with grpc.insecure_channel(address) as ch:
+            try:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"ofs serve did not start:\n{log.read_text()}")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"ofs horizon exited:\n{log.read_text()}"
+        try:
+            # any HTTP answer means it is up (the API answers 401 without a session)
+            with urllib.request.urlopen(f"{url}api/v1/auth/me", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"ofs horizon did not start:\n{log.read_text()}")
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    base = Path(os.environ.get("OFS_TEST_ARTIFACTS") or ROOT / ".artifacts")
+    out = base / "trufflebox"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return out
+
+
+@pytest.fixture
+def servers(tmp_path: Path, artifacts: Path) -> Iterator[Servers]:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFS_")}
+    env.update({"OFS_METRICS_PORT": "0", "OFS_GRACE_SECONDS": "1", "PYTHONUNBUFFERED": "1"})
+    grpc_port, http_port = _free_port(), _free_port()
+    serve_log, horizon_log = tmp_path / "serve.log", tmp_path / "horizon.log"
+    with ExitStack() as stack:
+        # ofs serve first: it creates the shared SQLite registry before Horizon opens it
+        serve = _spawn(["serve", "--port", str(grpc_port), "--data-dir", str(data)], env, serve_log, stack)
+        _wait_grpc(f"127.0.0.1:{grpc_port}", serve, serve_log)
+        horizon_env = {**env, "OFS_HORIZON_SERVING_ADDRESS": f"127.0.0.1:{grpc_port}"}
+        horizon = _spawn(
+            ["horizon", "--port", str(http_port), "--data-dir", str(data)], horizon_env, horizon_log, stack
+        )
+        url = f"http://127.0.0.1:{http_port}/"
+        _wait_http(url, horizon, horizon_log)
+        srv = Servers(f"127.0.0.1:{grpc_port}", url, [serve_log, horizon_log])
+        try:
+            yield srv
+        finally:
+            stack.close()
+            for log in srv.logs:
+                shutil.copy(log, artifacts / log.name)
+
+
+def persist(address: str, rows: dict[str, tuple[float, float]]) -> None:
+    """PersistFeatures of user/activity [ctr, spend] as raw bytes, retried until ``ofs serve``'s registry
+    watch has picked up the newly approved feature group."""
+    query = persist_pb2.Query(
+        entity_label="user",
+        keys_schema=["user_id"],
+        feature_group_schema=[
+            persist_pb2.FeatureGroupSchema(label="activity", feature_labels=["ctr", "spend"])
+        ],
+        data=[
+            persist_pb2.Data(
+                key_values=[key],
+                feature_values=[
+                    persist_pb2.FeatureValues(values=persist_pb2.Values(fp32_values=list(values)))
+                ],
+            )
+            for key, values in rows.items()
+        ],
+    )
+    with grpc.insecure_channel(address) as ch:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(
+            PERSIST, request_serializer=None, response_deserializer=None
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = call(query.SerializeToString(), timeout=10)
+                break
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    assert persist_pb2.Result.FromString(reply).message == "Data Persisted Successfully"
+
+
+class Shots:
+    """Numbered full-page screenshots, one per step."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.n = 0
+
+    def __call__(self, page: Page, name: str) -> None:
+        self.n += 1
+        page.screenshot(path=str(self.directory / f"{self.n:02d}-{name}.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_register_approve_persist_try(
+    sync_api: Any, servers: Servers, artifacts: Path, tmp_path: Path
+) -> None:
+    expect = sync_api.expect
+    shot = Shots(artifacts)
+    page_errors: list[str] = []
+
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            context.set_default_timeout(20_000)
+            expect.set_options(timeout=20_000)
+            # Two tabs: sessionStorage is per tab, so the admin and the editor are signed in side by side.
+            admin = context.pages[0] if context.pages else context.new_page()
+            editor = context.new_page()
+            for page in (admin, editor):
+                page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            try:
+                _flow(servers, admin, editor, expect, shot)
+            except BaseException:
+                for name, page in (("admin", admin), ("editor", editor)):
+                    page.screenshot(path=str(artifacts / f"failed-{name}.png"), full_page=True)
+                print(servers.log_tail())
+                raise
+        finally:
+            context.close()
+    assert not page_errors, page_errors
+
+
+def visit(page: Page, url: str) -> None:
+    """Opens ``url``; reloads when the tab is already there (a same-hash goto would not re-render)."""
+    if page.url == url:
+        page.reload()
+    else:
+        page.goto(url)
+
+
+def _sign_up(page: Page, expect: Any, username: str, password: str) -> None:
+    form = page.locator("#register-form")
+    form.get_by_label("Username").fill(username)
+    form.get_by_label("Password").fill(password)
+    form.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Discover", exact=True)).to_be_visible()
+
+
+def _sign_in(page: Page, expect: Any, username: str, password: str) -> None:
+    form = page.locator("#login-form")
+    form.get_by_label("Username").fill(username)
+    form.get_by_label("Password").fill(password)
+    form.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Discover", exact=True)).to_be_visible()
+
+
+def _submit_request(page: Page, expect: Any) -> int:
+    page.get_by_role("button", name="Submit request").click()
+    heading = page.locator("#result-heading")
+    expect(heading).to_have_text(re.compile(r"Request #\d+ submitted"))
+    return int(heading.inner_text().split("#")[1].split()[0])
+
+
+def _approve(page: Page, expect: Any, request_id: int) -> None:
+    card = page.locator(f"#request-{request_id}")
+    expect(card).to_be_visible()
+    card.get_by_role("button", name=f"Approve request {request_id}").click()
+    card = page.locator(f"#request-{request_id}")
+    expect(card.locator(".state")).to_have_text("APPROVED")
+    expect(card.locator(".decision")).to_contain_text("registry revision")
+
+
+def _flow(servers: Servers, admin: Page, editor: Page, expect: Any, shot: Shots) -> None:
+    base = servers.horizon_url
+
+    # The first account becomes the admin.
+    visit(admin, base)
+    expect(admin.get_by_role("heading", name="TruffleBox")).to_be_visible()
+    shot(admin, "login")
+    _sign_up(admin, expect, "admin", "admin-password")
+    expect(admin.locator("#account")).to_contain_text("admin")
+    expect(admin.get_by_role("link", name="Approvals")).to_be_visible()
+    shot(admin, "admin-discover-empty")
+
+    # A second account starts as a viewer: no "Request a change".
+    visit(editor, base)
+    form = editor.locator("#register-form")
+    form.get_by_label("Username").fill("admin")  # taken: said next to the field
+    form.get_by_label("Password").fill("another-password")
+    form.get_by_role("button", name="Create account").click()
+    expect(form.get_by_label("Username")).to_have_attribute("aria-invalid", "true")
+    _sign_up(editor, expect, "alice", "alice-password")
+    expect(editor.locator("#account .role")).to_have_text("viewer")
+    expect(editor.get_by_role("link", name="Request a change")).to_have_count(0)
+
+    # The admin makes alice an editor.
+    visit(admin, f"{base}#/users")
+    admin.get_by_label("Role of alice", exact=True).select_option("editor")
+    admin.get_by_role("button", name="Save role for alice").click()
+    expect(admin.locator("#banner")).to_contain_text("alice is now editor")
+    shot(admin, "users")
+
+    # alice signs out and in again with her new role.
+    editor.get_by_role("button", name="Sign out").click()
+    expect(editor.locator("#banner")).to_contain_text("signed out")
+    _sign_in(editor, expect, "alice", "alice-password")
+    expect(editor.locator("#account .role")).to_have_text("editor")
+
+    # Requests: a SQLite store and an entity.
+    editor.get_by_role("link", name="Request a change").click()
+    editor.get_by_role("link", name=re.compile("^New store")).click()
+    editor.get_by_label("Store id").fill("main")
+    editor.get_by_label("Kind").select_option("sqlite")
+    settings = editor.get_by_role("group", name="Settings")
+    settings.get_by_label("Value").fill("features.db")
+    editor.get_by_label("Why (shown to the approver)").fill("the embedded store")
+    # a setting the store would refuse when opened is reported next to it, before any approval
+    settings.get_by_role("button", name="Add setting").click()
+    settings.get_by_label("Setting", exact=True).nth(1).fill("bogus")
+    bogus = settings.get_by_label("Value").nth(1)
+    bogus.fill("1")
+    editor.get_by_role("button", name="Submit request").click()
+    expect(bogus).to_have_attribute("aria-invalid", "true")
+    error_id = (bogus.get_attribute("aria-describedby") or "").split()[-1]
+    expect(editor.locator(f"#{error_id}")).to_contain_text("unknown sqlite setting 'bogus'")
+    shot(editor, "store-setting-error")
+    settings.get_by_role("button", name="Remove setting").nth(1).click()
+    shot(editor, "store-form")
+    store_request = _submit_request(editor, expect)
+    shot(editor, "store-submitted")
+
+    visit(editor, f"{base}#/new/create_entity")
+    editor.get_by_label("Entity label").fill("user")
+    editor.get_by_role("group", name="Key 1").get_by_label("Key label").fill("user_id")
+    editor.get_by_role("group", name="Key 1").get_by_label("Stored column").fill("uid")
+    entity_request = _submit_request(editor, expect)
+
+    # The admin reviews the plan lines and approves both.
+    visit(admin, f"{base}#/approvals")
+    expect(admin.locator(f"#request-{store_request} .diff")).to_contain_text("main")
+    expect(admin.locator(f"#request-{entity_request} .diff")).to_contain_text("user")
+    shot(admin, "approvals-pending")
+    _approve(admin, expect, store_request)
+    _approve(admin, expect, entity_request)
+    shot(admin, "approvals-approved")
+
+    # A feature group with two fp32 features; a bad label is reported next to its field.
+    visit(editor, f"{base}#/new/create_feature_group")
+    editor.get_by_label("Entity", exact=True).select_option("user")
+    editor.get_by_label("Feature group label").fill("activity")
+    editor.get_by_label("Data type").select_option("fp32")
+    editor.get_by_label("TTL (seconds)").fill("0")
+    editor.get_by_label("Store", exact=True).fill("main")
+    first = editor.get_by_role("group", name="Feature 1")
+    first.get_by_label("Label", exact=True).fill("ctr")
+    first.get_by_label("Default").fill("0.5")
+    editor.get_by_role("button", name="Add feature").click()
+    second = editor.get_by_role("group", name="Feature 2")
+    second.get_by_label("Label", exact=True).fill("bad label!")
+    second.get_by_label("Default").fill("-1")
+    editor.get_by_role("button", name="Submit request").click()
+    bad = second.get_by_label("Label", exact=True)
+    expect(bad).to_have_attribute("aria-invalid", "true")
+    error_id = (bad.get_attribute("aria-describedby") or "").split()[-1]
+    expect(editor.locator(f"#{error_id}")).not_to_be_empty()
+    expect(bad).to_be_focused()
+    shot(editor, "fg-field-error")
+    bad.fill("spend")
+    # a default that is not a number says so in words
+    first.get_by_label("Default").fill("abc")
+    editor.get_by_role("button", name="Submit request").click()
+    default = first.get_by_label("Default")
+    expect(default).to_have_attribute("aria-invalid", "true")
+    error_id = (default.get_attribute("aria-describedby") or "").split()[-1]
+    expect(editor.locator(f"#{error_id}")).to_contain_text("default 'abc' is not a number for data type fp32")
+    default.fill("0.5")
+    fg_request = _submit_request(editor, expect)
+    expect(editor.locator("#request-result .diff")).to_contain_text("activity")
+    shot(editor, "fg-submitted")
+
+    # A reader client: its token is shown once. The admin rejects it with a reason.
+    visit(editor, f"{base}#/new/create_caller")
+    editor.get_by_label("Caller id").fill("ranker")
+    caller_request = _submit_request(editor, expect)
+    expect(editor.locator("#created-token")).not_to_be_empty()
+    shot(editor, "caller-token")
+
+    visit(admin, f"{base}#/approvals")
+    _approve(admin, expect, fg_request)
+    card = admin.locator(f"#request-{caller_request}")
+    reason = card.get_by_label(f"Reason for rejecting #{caller_request}")
+    card.get_by_role("button", name="Reject").click()
+    expect(reason).to_have_attribute("aria-invalid", "true")  # a reason is required
+    reason.fill("not needed yet")
+    card.get_by_role("button", name="Reject").click()
+    expect(admin.locator(f"#request-{caller_request} .state")).to_have_text("REJECTED")
+    shot(admin, "approvals-decided")
+
+    # Values through the serving API's gRPC persist, read back on the try-it page.
+    persist(servers.grpc_address, {"u1": (0.25, 12.5)})
+    visit(editor, f"{base}#/try")
+    editor.get_by_label("Entity", exact=True).select_option("user")
+    editor.get_by_label("user_id (key 1)").fill("u1")
+    editor.get_by_role("button", name="Add key").click()
+    editor.get_by_label("user_id (key 2)").fill("u2")
+    editor.get_by_role("button", name="Retrieve").click()
+    table = editor.locator("#try-results")
+    expect(table.locator("thead")).to_contain_text("activity.ctr")
+    expect(table.locator("thead")).to_contain_text("activity.spend")
+    rows = table.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("th, td")).to_have_text(["u1", "0.25", "12.5"])
+    expect(rows.nth(1).locator("th, td")).to_have_text(["u2", "0.5", "-1"])  # never written: defaults
+    shot(editor, "try-it")
+
+    # Discovery shows what was approved; "My requests" shows the decisions.
+    visit(editor, f"{base}#/discover")
+    editor.get_by_role("searchbox", name="Search").fill("spend")
+    editor.get_by_role("button", name="Search").click()
+    editor.get_by_role("link", name="user / activity").click()
+    expect(editor.get_by_role("table")).to_contain_text("spend")
+    expect(editor.locator(".detail")).to_contain_text("fp32")
+    shot(editor, "discover-fg")
+    visit(editor, f"{base}#/requests")
+    expect(editor.locator(f"#request-{fg_request} .state")).to_have_text("APPROVED")
+    expect(editor.locator(f"#request-{caller_request}")).to_contain_text("not needed yet")
+    shot(editor, "my-requests")
