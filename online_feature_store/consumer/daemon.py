@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ from online_feature_store.consumer.health import ConsumerMetrics, Readiness
 from online_feature_store.errors import InvalidInputError, NotFoundError
 from online_feature_store.feature_store import FeatureStore
 
-__all__ = ["ERROR_HEADER", "IngestConsumer", "Message"]
+__all__ = ["ERROR_HEADER", "IngestConsumer", "Message", "offsets_to_commit"]
 
 log = logging.getLogger("online_feature_store.consumer")
 
@@ -51,6 +51,8 @@ SOURCE_HEADERS = ("ofs-source-topic", "ofs-source-partition", "ofs-source-offset
 _MAX_REASON = 4096
 _CAUGHT_UP_SECONDS = 0.005
 """A batch closes when a poll this long returns nothing (no more messages are waiting)."""
+_PREFETCH_SECONDS = 0.005
+"""Longest poll for the next batch while the current one is being written."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,17 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pyth
         """The partitions owned now."""
         with self._lock:
             return list(self._epochs)
+
+
+def offsets_to_commit(batch: Iterable[Message], ownership: _Ownership) -> dict[TopicPartition, int]:
+    """Per partition still owned under the epoch its messages were polled in, the offset after the last
+    of them (Kafka's committed offset is the next one to read). Messages of an older epoch count for
+    nothing: their partition was revoked since, and its position restarts from the last commit."""
+    last: dict[TopicPartition, int] = {}
+    for m in batch:
+        if ownership.current(m.tp, m.epoch):
+            last[m.tp] = max(last.get(m.tp, -1), m.offset)
+    return {tp: off + 1 for tp, off in last.items()}
 
 
 @dataclass
@@ -287,6 +300,14 @@ class IngestConsumer:
         futures: list[Future[_Outcome]] = [
             self._pool.submit(self._write_partition, msgs) for msgs in by_partition.values()
         ]
+        # Fetch the next batch while this one is written (kafka-python fetches inside poll()). What
+        # arrives waits in _carry and is written after this batch, so each partition keeps its order.
+        limit = self.config.batch_max_messages
+        while not all(f.done() for f in futures):
+            if len(self._carry) < limit:
+                self._carry.extend(self._poll(_PREFETCH_SECONDS, limit - len(self._carry)))
+            else:
+                wait(futures)
         return [f.result() for f in futures]
 
     def _write_partition(self, messages: Sequence[Message]) -> _Outcome:
@@ -296,7 +317,9 @@ class IngestConsumer:
         cfg = self.config
         for i, m in enumerate(messages):
             if not self._ownership.current(m.tp, m.epoch):
-                return out  # revoked: nothing more of this partition is ours to write or commit
+                # Polled before a revocation: its partition's next owner (or this process under a new
+                # epoch, from the last commit) writes it. Later messages may belong to the new epoch.
+                continue
             if not m.value:
                 out.rejected.append((m, InvalidInputError("empty message value (expected a persist.Query)")))
                 continue
@@ -357,13 +380,10 @@ class IngestConsumer:
 
     def _commit(self, batch: Sequence[Message]) -> None:
         """Commits, per partition still owned under the batch's epoch, the offset after its last message."""
-        last: dict[TopicPartition, int] = {}
-        for m in batch:
-            if self._ownership.current(m.tp, m.epoch):
-                last[m.tp] = max(last.get(m.tp, -1), m.offset)
-        if not last:
+        next_offsets = offsets_to_commit(batch, self._ownership)
+        if not next_offsets:
             return
-        offsets = {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in next_offsets.items()}
         try:
             self._consumer.commit(offsets)
         except KafkaError as e:

@@ -443,6 +443,23 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
 fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, saturate: bool) -> Result<Vec<u8>> {
     let active = fg.active();
     let meta = &active.meta;
+    // Every feature of a scalar FG given in block order (what producers usually send): the values are
+    // the block's value stream as they are, no cell per feature. On any error the cell-by-cell path
+    // below runs to name the offending feature.
+    if !fg.dtype.is_vector()
+        && positions.len() == meta.n_features()
+        && positions.iter().enumerate().all(|(i, &p)| i == p)
+    {
+        let opts = psdb::EncodeOptions {
+            expiry_at: expiry::expiry_for_ttl(fg.ttl_seconds, now)?,
+            now,
+            compress: true,
+            saturate,
+        };
+        if let Ok(block) = with_container(fg, v, |vals| psdb::encode(meta, vals, &opts)) {
+            return Ok(block);
+        }
+    }
     let mut cells: Vec<Option<Vec<u8>>> = vec![None; meta.n_features()];
     let slen = |p: usize| meta.string_lengths().get(p).copied().unwrap_or(0);
     let vlen = |p: usize| meta.vector_lengths().get(p).copied().unwrap_or(0);
