@@ -166,7 +166,7 @@ def cluster_fetch_table(iterations: int) -> list[str]:
             # interleaved, so a burst of load on the shared machine hits all three alike
             samples: list[list[float]] = [[] for _ in variants]
             for _ in range(iterations):
-                for fn, out in zip(variants, samples):
+                for fn, out in zip(variants, samples, strict=False):
                     t = time.perf_counter()
                     fn()
                     out.append(time.perf_counter() - t)

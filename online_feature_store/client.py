@@ -258,9 +258,9 @@ class Client:
     def _learn(self, entity: str, request: Mapping[str, Sequence[str]], groups: list[Any]) -> None:
         """Remembers each FG's stored type from the served type of a feature asked without ``@Type``."""
         for (fg, labels), (_label, _features, types, _lengths, _values, _status) in zip(
-            request.items(), groups
+            request.items(), groups, strict=False
         ):
-            for label, t in zip(labels, types):
+            for label, t in zip(labels, types, strict=False):
                 if "@" not in label:
                     self._schemas[(entity, fg)] = _Schema(DataType(t))
                     break
@@ -448,7 +448,7 @@ def _stack(columns: list[Any]) -> Any:
     if isinstance(sample, str) or (
         isinstance(sample, (list, tuple, np.ndarray)) and len(sample) and isinstance(sample[0], str)
     ):
-        return [list(r) for r in zip(*columns)]
+        return [list(r) for r in zip(*columns, strict=False)]
     arrays = [
         np.stack(list(c)) if isinstance(sample, (list, tuple, np.ndarray)) else np.asarray(c) for c in columns
     ]

@@ -311,7 +311,7 @@ class FeatureStore:
         results = catalog.retrieve(entity, schema, request, blocks, now=now)
         values: dict[str, Any] = {}
         status: dict[str, npt.NDArray[np.uint8]] = {}
-        for (fg, _labels), (_fg_id, columns), (vals, st) in zip(request, planned, results):
+        for (fg, _labels), (_fg_id, columns), (vals, st) in zip(request, planned, results, strict=False):
             values[fg] = _shape(vals, len(canonical), columns)
             status[fg] = st
             found, missing, expired = (int(c) for c in np.bincount(st, minlength=3)[:3])
@@ -330,7 +330,7 @@ class FeatureStore:
         self.metrics.request(entity, n_keys)
         values: dict[str, Any] = {}
         status: dict[str, npt.NDArray[np.uint8]] = {}
-        for fg, (vals, st, found, missing, expired) in zip(features, hit):
+        for fg, (vals, st, found, missing, expired) in zip(features, hit, strict=False):
             values[fg] = vals
             status[fg] = st
             self.metrics.feature_status(entity, fg, found, missing, expired)
@@ -358,7 +358,7 @@ class FeatureStore:
         lookup = remote.get_many(label, [names[i] for i in missed], fg_ids) if remote and missed else None
         if lookup is not None:
             to_store = []
-            for i, row in zip(missed, lookup.rows):
+            for i, row in zip(missed, lookup.rows, strict=False):
                 if row is None:
                     to_store.append(i)
                 else:
@@ -573,7 +573,7 @@ class FeatureStore:
         flat = _flatten(values, fg, rows)
         blocks = catalog.encode_rows(entity, feature_group, flat, rows, now=now, saturate=saturate)
         expires_at = now + fg.ttl_seconds if fg.ttl_seconds else 0
-        writes = [BlockWrite(k, fg.id, b, expires_at) for k, b in zip(canonical, blocks)]
+        writes = [BlockWrite(k, fg.id, b, expires_at) for k, b in zip(canonical, blocks, strict=False)]
         self.metrics.request(entity, rows)
         self._write(snapshot, fg.store_id, ent, writes, invalidate=invalidate)
         return rows
@@ -642,7 +642,7 @@ def _flatten(values: Any, fg: Any, rows: int) -> Any:
         if fg.data_type not in _STRING_TYPES and not fg.data_type.is_vector:
             # Numbers stay in numpy columns: no Python object per value.
             return np.column_stack(cols).reshape(-1)
-        values = [list(r) for r in zip(*cols)]
+        values = [list(r) for r in zip(*cols, strict=False)]
     if fg.data_type in _STRING_TYPES:
         out: list[str] = []
         for row in values:

@@ -553,7 +553,7 @@ def push_frame(
             cells = [c.tolist() for c in cols]
             if dtype.is_vector:
                 cells = [[list(v) for v in col] for col in cells]
-            vals = [cell for row in zip(*cells) for cell in row]
+            vals = [cell for row in zip(*cells, strict=False) for cell in row]
         elif dtype.is_vector:
             vals = np.stack([np.stack(c.to_numpy()) for c in cols], axis=1) if len(frame) else None
             if vals is None:

@@ -325,7 +325,7 @@ def encode_block_ref(case: dict[str, Any]) -> dict[str, Any]:
     if kind == "str":
         lengths = [case["string_lengths"][f] for f in range(n) for _ in range(per_feature[f])]
         raw = [v.encode("utf-8") for v in values]
-        for r, booked in zip(raw, lengths):
+        for r, booked in zip(raw, lengths, strict=False):
             if len(r) > booked or len(r) > 65535:
                 raise RefError("too long")
         payload = b"".join(len(r).to_bytes(2, "little") for r in raw) + b"".join(raw)
@@ -1753,7 +1753,7 @@ def test_block(case: dict[str, Any]) -> None:
     want = [from_json(v) for v in case.get("decoded", case["values"])]
     got = flat_values(decoded.values)
     assert len(got) == len(want)
-    for i, (g, w) in enumerate(zip(got, want)):
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
         assert same_value(g, w, kind), f"value {i}: got {g!r}, want {w!r}"
     assert len(decoded) == len(case["features_hex"])
     for pos, fhex in enumerate(case["features_hex"]):
@@ -1781,7 +1781,7 @@ def test_decode(case: dict[str, Any]) -> None:
             kind = element_of(type_number(case["data_type"]))
             got = flat_values(decoded.values)
             assert len(got) == len(case["values"])
-            assert all(same_value(g, from_json(w), kind) for g, w in zip(got, case["values"]))
+            assert all(same_value(g, from_json(w), kind) for g, w in zip(got, case["values"], strict=False))
         else:
             assert decoded.values is None
 
@@ -1853,7 +1853,7 @@ def test_codec(case: dict[str, Any]) -> None:
     assert codes.astype(code_type).tobytes().hex() == case["hex"]
     back = dec(np.frombuffer(bytes.fromhex(case["hex"]), dtype=code_type))
     want = [from_json(v) for v in case["decoded"]]
-    for g, w in zip(back.tolist(), want):
+    for g, w in zip(back.tolist(), want, strict=False):
         assert same_value(g, w, "fp32"), (g, w)
 
 

@@ -259,7 +259,7 @@ class DistributedCache:
         if not ok or values is None:
             return None
         found: dict[str, tuple[list[bytes] | None, bytes]] = {}
-        for name, value in zip(unique, values):
+        for name, value in zip(unique, values, strict=False):
             if value is None:
                 found[name] = (None, b"")
                 continue
@@ -346,7 +346,7 @@ class DistributedCache:
             if name in commands:
                 continue
             entries = dict(_entries(seen[i]))
-            entries.update(zip(fg_ids, blocks[i * n : (i + 1) * n]))
+            entries.update(zip(fg_ids, blocks[i * n : (i + 1) * n], strict=False))
             ttl_ms = max(1, int((ttl_seconds + random.uniform(-jitter, jitter)) * 1000))
             commands[name] = (seen[i], csdb_encode(sorted(entries.items())), ttl_ms)
 
@@ -492,8 +492,8 @@ def _cluster_mget(client: Any, names: list[str]) -> list[bytes | None]:
         values: list[bytes | None] = client.mget_nonatomic(names)
         return values
     out: list[bytes | None] = [None] * len(names)
-    for idx, reply in zip(groups, replies):
-        for i, value in zip(idx, reply):
+    for idx, reply in zip(groups, replies, strict=False):
+        for i, value in zip(idx, reply, strict=False):
             out[i] = value
     return out
 

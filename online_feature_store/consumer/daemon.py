@@ -349,7 +349,11 @@ class IngestConsumer:
                 *m.headers,
                 (ERROR_HEADER, reason.encode()),
                 (ERROR_CLASS_HEADER, type(e).__name__.encode()),
-                *zip(SOURCE_HEADERS, (m.tp.topic.encode(), b"%d" % m.tp.partition, b"%d" % m.offset)),
+                *zip(
+                    SOURCE_HEADERS,
+                    (m.tp.topic.encode(), b"%d" % m.tp.partition, b"%d" % m.offset),
+                    strict=False,
+                ),
             ]
             sent.append((e, self._producer.send(topic, value=m.value, key=m.key, headers=headers)))
         self._producer.flush()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
@@ -122,7 +122,7 @@ Editor = Annotated[SessionUser, Depends(_role(Role.EDITOR))]
 Admin = Annotated[SessionUser, Depends(_role(Role.ADMIN))]
 H = Annotated[Horizon, Depends(_horizon)]
 RequestId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
-SearchText = Annotated[Optional[str], Query(max_length=200)]
+SearchText = Annotated[str | None, Query(max_length=200)]
 
 AUTHED = _errors(401, 403)
 

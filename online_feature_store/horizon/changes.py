@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.horizon import schemas as s
@@ -44,18 +44,18 @@ from online_feature_store.types import DataType
 
 __all__ = ["InvalidFieldsError", "Payload", "change_of", "plan"]
 
-Payload = Union[
-    s.StorePayload,
-    s.CreateEntityPayload,
-    s.UpdateEntityPayload,
-    s.CreateFeatureGroupPayload,
-    s.UpdateFeatureGroupPayload,
-    s.AddFeaturesPayload,
-    s.EditFeaturesPayload,
-    s.DeleteFeaturesPayload,
-    s.CreateCallerPayload,
-]
-Loc = tuple[Union[str, int], ...]
+Payload = (
+    s.StorePayload
+    | s.CreateEntityPayload
+    | s.UpdateEntityPayload
+    | s.CreateFeatureGroupPayload
+    | s.UpdateFeatureGroupPayload
+    | s.AddFeaturesPayload
+    | s.EditFeaturesPayload
+    | s.DeleteFeaturesPayload
+    | s.CreateCallerPayload
+)
+Loc = tuple[str | int, ...]
 
 
 class InvalidFieldsError(InvalidInputError):

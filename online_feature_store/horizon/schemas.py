@@ -7,7 +7,7 @@ typos), as in the YAML file.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt, StrictStr
 
@@ -53,8 +53,8 @@ MAX_LENGTH = 0xFFFF
 """String and vector lengths travel as u16."""
 MAX_CACHE_TTL = 2**31 - 1
 
-Scalar = Union[StrictBool, StrictInt, FiniteFloat, StrictStr]
-DefaultValue = Optional[Union[Scalar, list[Scalar]]]
+Scalar = StrictBool | StrictInt | FiniteFloat | StrictStr
+DefaultValue = Scalar | list[Scalar] | None
 
 
 class _In(BaseModel):
@@ -385,17 +385,15 @@ class CreateCallerRequest(_In):
 
 
 ChangeRequestIn = Annotated[
-    Union[
-        CreateStoreRequest,
-        CreateEntityRequest,
-        UpdateEntityRequest,
-        CreateFeatureGroupRequest,
-        UpdateFeatureGroupRequest,
-        AddFeaturesRequest,
-        EditFeaturesRequest,
-        DeleteFeaturesRequest,
-        CreateCallerRequest,
-    ],
+    CreateStoreRequest
+    | CreateEntityRequest
+    | UpdateEntityRequest
+    | CreateFeatureGroupRequest
+    | UpdateFeatureGroupRequest
+    | AddFeaturesRequest
+    | EditFeaturesRequest
+    | DeleteFeaturesRequest
+    | CreateCallerRequest,
     Field(discriminator="kind"),
 ]
 """A new change request: ``kind`` selects the shape of ``payload``."""

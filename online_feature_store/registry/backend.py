@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, Union
+from typing import Protocol
 
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.model import RegistryState
@@ -21,7 +21,7 @@ __all__ = [
     "plan_docs",
 ]
 
-Change = Union[Callable[[RegistryState], RegistryState], RegistryState]
+Change = Callable[[RegistryState], RegistryState] | RegistryState
 """What :meth:`RegistryBackend.apply` takes: the desired state, or a function of the current state.
 
 A function is re-run on the latest state when a concurrent apply wins the race, so it should compute the

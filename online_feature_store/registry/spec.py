@@ -271,7 +271,7 @@ def _fg_diff(entity: str, old: FeatureGroup, new: FeatureGroup) -> list[str]:
             parts.append("reorder features")
         out.append(f"~ {name}: {'; '.join(parts)} → version {new.active_version}")
     else:
-        for f_old, f_new in zip(before, after):
+        for f_old, f_new in zip(before, after, strict=False):
             at = f"~ {name}: feature {f_new.label}"
             if f_old.default != f_new.default:
                 v_old = cell_to_plain(old.data_type, f_old.default, f_old.vector_length)

@@ -304,7 +304,7 @@ def _fg_change_errors(entity: str, old: FeatureGroup, new: FeatureGroup) -> list
         if kept is None:
             errors.append(f"{at}: version {version} was removed; old versions must stay to decode old blocks")
         elif _layout(kept) != _layout(features):
-            for f_old, f_new in zip(features, kept):
+            for f_old, f_new in zip(features, kept, strict=False):
                 if f_old.label == f_new.label and f_old.vector_length != f_new.vector_length:
                     errors.append(
                         f"{where(entity, old.label, f_old.label)}: vector length {f_old.vector_length} "

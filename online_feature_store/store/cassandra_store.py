@@ -261,7 +261,7 @@ class CassandraStore:
                 results = execute_concurrent_with_args(
                     session, stmt, unique, concurrency=self._concurrency, raise_on_first_error=True
                 )
-                for key, (_, result) in zip(unique, results):
+                for key, (_, result) in zip(unique, results, strict=False):
                     rows[key] = result.one()
         out = []
         for key in keys:
@@ -269,7 +269,7 @@ class CassandraStore:
             if row is None:
                 out.append([b""] * len(fg_ids))
             else:
-                by_fg = dict(zip(present, row))
+                by_fg = dict(zip(present, row, strict=False))
                 out.append([by_fg.get(i) or b"" for i in fg_ids])
         return out
 

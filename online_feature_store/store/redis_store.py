@@ -229,7 +229,7 @@ class RedisStore:
             values = client.mget_nonatomic(unique) if self.url is None else client.mget(unique)
         by_name: dict[str, list[bytes]] = {}
         empty = [b""] * len(fg_ids)
-        for name, value in zip(unique, values):
+        for name, value in zip(unique, values, strict=False):
             if value is None or not fg_ids:
                 by_name[name] = empty
             else:
@@ -257,7 +257,7 @@ class RedisStore:
                 for name in pending:
                     pipe.execute_command("EVALSHA", script.sha, 1, name, *args[name])
                 results = pipe.execute(raise_on_error=False)
-                failed = [(n, r) for n, r in zip(pending, results) if isinstance(r, Exception)]
+                failed = [(n, r) for n, r in zip(pending, results, strict=False) if isinstance(r, Exception)]
                 if not failed:
                     return
                 if attempt == 0 and all(isinstance(r, NoScriptError) for _, r in failed):

@@ -27,13 +27,13 @@ def test_round_trip_many_keys_duplicates_and_missing(store: BlockStore, entity: 
     request = [*keys, keys[3], missing, keys[0], keys[3]]
     got = store.read(entity, request, [3, 1, 2, 99])
     assert len(got) == len(request)
-    for key, row in zip(request, got):
+    for key, row in zip(request, got, strict=False):
         assert len(row) == 4
         if key == missing:
             assert row == [b"", b"", b"", b""]
             continue
         i = keys.index(key)
-        for fg, block in zip((3, 1, 2), row):
+        for fg, block in zip((3, 1, 2), row, strict=False):
             assert block == (make_block(i * 10 + fg) if (i + fg) % 4 else b"")
         assert row[3] == b""  # an FG never written anywhere
 

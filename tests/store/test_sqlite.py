@@ -71,7 +71,7 @@ def test_processes_read_while_one_writes(tmp_path: Path) -> None:
         outs = [r.communicate(timeout=60)[0] for r in readers]
         store.close()
     assert rnd > 10
-    for r, out in zip(readers, outs):
+    for r, out in zip(readers, outs, strict=False):
         assert r.returncode == 0
         counts = json.loads(out)
         assert counts["reads"] > 10
