@@ -398,7 +398,8 @@ def perf_profile(perf: str, pid: int, seconds: float, report: Path) -> str:
     def rows(text: str, limit: int) -> list[str]:
         out = []
         for line in text.splitlines():
-            hit = re.match(r"^\s+([\d.]+)%\s+(\S+)(?:\s+\[[.k]\]\s+(.*))?$", line.rstrip())
+            # "(deleted)": the extension was rebuilt while the server ran (its symbols are then lost).
+            hit = re.match(r"^\s+([\d.]+)%\s+(\S+(?: \(deleted\))?)(?:\s+\[[.k]\]\s+(.*))?$", line.rstrip())
             if hit:
                 pct, dso, sym = hit.groups()
                 label = f"{sym.strip()} ({dso})" if sym else dso

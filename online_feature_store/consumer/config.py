@@ -94,7 +94,7 @@ class ConsumerConfig:
         return self
 
 
-_EXTRA = ("registry", "data_dir")
+_EXTRA = ("registry", "data_dir", "distributed_cache")
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -116,8 +116,9 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ConsumerConfig, dict[str, Any]]:
     """Settings from ``path`` (YAML), the ``OFS_CONSUMER_*`` environment and ``overrides`` (flags; ``None``
-    values are ignored), later sources winning. Returns the checked config and the store settings
-    (``registry``, ``data_dir``) that were given."""
+    values are ignored), later sources winning. Returns the checked config and the feature-store settings
+    (``registry``, ``data_dir``, ``distributed_cache``: the Redis URL of the distributed cache, so strong
+    mode also invalidates it; ``$OFS_DISTRIBUTED_CACHE`` as for ``ofs serve``) that were given."""
     doc: dict[str, Any] = {}
     if path:
         import yaml
@@ -134,6 +135,8 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ConsumerCo
         var = ENV_PREFIX + name.upper()
         if var in os.environ and name != "kafka":
             doc[name] = os.environ[var]
+    if "distributed_cache" not in doc and os.environ.get("OFS_DISTRIBUTED_CACHE"):
+        doc["distributed_cache"] = os.environ["OFS_DISTRIBUTED_CACHE"]
     doc.update({k: v for k, v in overrides.items() if v is not None})
     base = ConsumerConfig()
     values = {n: _coerce(n, doc[n], getattr(base, n)) for n in names if n in doc}

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     metrics, readiness = ConsumerMetrics(), Readiness()
-    with FeatureStore(registry, data_directory=data_dir) as fs:
+    with FeatureStore(
+        registry, data_directory=data_dir, distributed_cache=extra.get("distributed_cache")
+    ) as fs:
         health = (
             HealthServer(config.health_host, config.health_port, metrics, readiness)
             if config.health_port >= 0

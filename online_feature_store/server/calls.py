@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 
 from online_feature_store.errors import (
+    CorruptBlockError,
     DeadlineExceededError,
     InvalidInputError,
     NotFoundError,
@@ -50,6 +51,8 @@ TOKEN_HEADER = "online-feature-store-auth-token"
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    # A stored block that does not decode is the server's data problem, not the caller's input.
+    (CorruptBlockError, grpc.StatusCode.DATA_LOSS),
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (OfsError, grpc.StatusCode.INTERNAL),

@@ -35,6 +35,11 @@ def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.dead_letter_topic == "flagged.dlq"
     assert config.group_id == ConsumerConfig().group_id
     assert extra == {"registry": "sqlite:///r.db"}
+    # The distributed cache the consumer invalidates in strong mode: file setting, else as `ofs serve`.
+    monkeypatch.setenv("OFS_DISTRIBUTED_CACHE", "redis://127.0.0.1:16379/0")
+    assert load_config(None, {})[1] == {"distributed_cache": "redis://127.0.0.1:16379/0"}
+    path.write_text("distributed_cache: redis://cache:6379/1\n")
+    assert load_config(str(path), {})[1] == {"distributed_cache": "redis://cache:6379/1"}
 
 
 @pytest.mark.parametrize(
