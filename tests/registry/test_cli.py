@@ -96,3 +96,50 @@ def test_invalid_file_is_reported(tmp_path: Path) -> None:
     assert (
         "entity 'u', feature group 'g', feature 'f': default 300 does not fit DataTypeInt8" in result.stderr
     )
+
+
+def test_backup_and_restore_keep_every_schema_version(tmp_path: Path) -> None:
+    """An exact backup brings back old schema versions (a YAML export cannot), so old blocks decode."""
+    import numpy as np
+
+    from online_feature_store import FeatureStore
+
+    source = f"sqlite://{tmp_path / 'a' / 'registry.db'}"
+    (tmp_path / "a").mkdir()
+    assert ofs("registry", "apply", "-f", str(EXAMPLE), registry=source).returncode == 0
+    with FeatureStore(source, data_directory=tmp_path / "a") as fs:
+        fs.persist("user", "counts", ["u1"], np.array([[7, 1]]))  # written with version 1
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(
+        EXAMPLE.read_text().replace(
+            "          - {label: returns_total, default: 0}",
+            "          - {label: returns_total, default: 0}\n          - {label: refunds_total, default: 0}",
+        )
+    )
+    assert ofs("registry", "apply", "-f", str(grown), registry=source).returncode == 0
+    backup = tmp_path / "registry.json"
+    done = ofs("registry", "backup", "-o", str(backup), registry=source)
+    assert done.returncode == 0, done.stderr
+    assert "r-tok" not in backup.read_text()
+
+    target_dir = tmp_path / "b"
+    target_dir.mkdir()
+    target = f"sqlite://{target_dir / 'registry.db'}"
+    restored = ofs("registry", "restore", "-f", str(backup), registry=target)
+    assert restored.returncode == 0, restored.stderr
+    assert "restored: revision" in restored.stdout
+    assert "no changes" in ofs("registry", "restore", "-f", str(backup), registry=target).stdout
+    with open_registry(source) as a, open_registry(target) as b:
+        assert a.load().state == b.load().state
+        assert sorted(b.load().feature_group("user", "counts").versions) == [1, 2]
+
+    # The block written under version 1 still decodes through the restored registry.
+    with FeatureStore(target, data_directory=tmp_path / "a") as fs:
+        got = fs.retrieve("user", ["u1"], {"counts": ["orders_total", "refunds_total"]})
+        assert got.values["counts"].tolist() == [[7, 0]]
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something else"}')
+    refused = ofs("registry", "restore", "-f", str(bad), registry=target)
+    assert refused.returncode == 1
+    assert "not a registry backup" in refused.stderr
