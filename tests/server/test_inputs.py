@@ -305,3 +305,19 @@ def test_deadline_passing_during_the_call(served: Served) -> None:
     assert value(scrape(served.metrics_port), "ofs_requests_total", method="PersistFeatures", code="OK") == 0
     # A call with time to spare still goes through.
     assert served.channel.unary_unary(PERSIST)(pq(), timeout=10)
+
+
+def test_a_corrupt_stored_block_is_data_loss_not_bad_input(served: Served) -> None:
+    """Bytes in the store that do not decode are the server's problem: DATA_LOSS, never INVALID_ARGUMENT."""
+    from online_feature_store.store.base import BlockWrite
+
+    snapshot = served.fs.snapshot
+    fg = snapshot.feature_group("user", "activity")
+    served.fs.store(fg.store_id).write(
+        snapshot.entity("user"), [BlockWrite(("u-bad",), fg.id, b"\x01\x00bad", 0)]
+    )
+    fn = served.channel.unary_unary(RETRIEVE, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as err:
+        fn(rq(keys=(("u-bad",),)), timeout=10)
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "corrupt block" in (err.value.details() or "")
