@@ -265,6 +265,30 @@ class Client:
                     self._schemas[(entity, fg)] = _Schema(DataType(t))
                     break
 
+    def _fan_out(
+        self,
+        method: str,
+        stub: _Stub,
+        decode: Callable[[bytes], list[Any]],
+        entity: str,
+        keys: Sequence[Any],
+        features: Mapping[str, Sequence[str]],
+        keys_schema: Sequence[str] | None,
+        timeout: float | None,
+    ) -> tuple[list[tuple[str, list[str]]], list[list[Any]]]:
+        """One retrieve ``method`` per batch of keys, in parallel: the request's FGs and, per batch in key
+        order, ``decode(reply)`` (the per-FG part of the response)."""
+        schema = self._keys_schema(entity, keys_schema)
+        rows = self._key_rows(keys, len(schema))
+        request = [(fg, list(labels)) for fg, labels in features.items()]
+        deadline = self._deadline(timeout)
+
+        def run(start: int, stop: int) -> list[Any]:
+            query = encode_retrieve_query(entity, schema, rows[start:stop], request)
+            return decode(self._call(method, stub, query, deadline))
+
+        return request, self._batched(len(rows), run)
+
     # -- API --------------------------------------------------------------------------------------
     def retrieve(
         self,
@@ -279,17 +303,16 @@ class Client:
         <online_feature_store.feature_store.FeatureStore.retrieve>` returns them: ``values[fg]`` one row per
         key (request order, duplicates kept), ``status[fg]`` found / missing / expired per key.
         ``keys_schema`` names the key columns of ``keys`` (needed once per entity; see the class doc)."""
-        schema = self._keys_schema(entity, keys_schema)
-        rows = self._key_rows(keys, len(schema))
-        request = [(fg, list(labels)) for fg, labels in features.items()]
-        deadline = self._deadline(timeout)
-
-        def run(start: int, stop: int) -> list[Any]:
-            query = encode_retrieve_query(entity, schema, rows[start:stop], request)
-            reply = self._call("RetrieveFeatures", self._retrieve, query, deadline)
-            return decode_retrieve_result(reply)[3]
-
-        parts = self._batched(len(rows), run)
+        request, parts = self._fan_out(
+            "RetrieveFeatures",
+            self._retrieve,
+            lambda r: decode_retrieve_result(r)[3],
+            entity,
+            keys,
+            features,
+            keys_schema,
+            timeout,
+        )
         self._learn(entity, features, parts[0])
         values: dict[str, Any] = {}
         status: dict[str, npt.NDArray[np.uint8]] = {}
@@ -314,17 +337,16 @@ class Client:
     ) -> DecodedResult:
         """As :meth:`retrieve`, with every value rendered as a string by the server
         (``RetrieveDecodedResult``, the reference's string forms)."""
-        schema = self._keys_schema(entity, keys_schema)
-        rows = self._key_rows(keys, len(schema))
-        request = [(fg, list(labels)) for fg, labels in features.items()]
-        deadline = self._deadline(timeout)
-
-        def run(start: int, stop: int) -> list[Any]:
-            query = encode_retrieve_query(entity, schema, rows[start:stop], request)
-            reply = self._call("RetrieveDecodedResult", self._retrieve_decoded, query, deadline)
-            return decode_decoded_result(reply)[2]
-
-        parts = self._batched(len(rows), run)
+        request, parts = self._fan_out(
+            "RetrieveDecodedResult",
+            self._retrieve_decoded,
+            lambda r: decode_decoded_result(r)[2],
+            entity,
+            keys,
+            features,
+            keys_schema,
+            timeout,
+        )
         values = {fg: [row for p in parts for row in p[f][2]] for f, (fg, _) in enumerate(request)}
         return DecodedResult(entity, dict(features), values)
 

@@ -53,17 +53,8 @@ impl Container {
 
 /// Field number of `persist.Values` that carries `dtype`'s values.
 fn container_tag(dtype: DataType) -> u32 {
-    match dtype.element() {
-        Some(Element::Fp64) => 2,
-        Some(Element::Int8 | Element::Int16 | Element::Int32) => 3,
-        Some(Element::Int64) => 4,
-        Some(Element::Uint8 | Element::Uint16 | Element::Uint32) => 5,
-        Some(Element::Uint64) => 6,
-        Some(Element::String) => 7,
-        Some(Element::Bool) => 8,
-        // The float types narrower than FP64 all travel as `fp32_values`.
-        _ => 1,
-    }
+    // An undefined type has no container: such groups are refused before anything is encoded.
+    crate::wire::container_field(dtype).map_or(1, |(tag, _)| tag)
 }
 
 /// One numeric input value, widened losslessly.
@@ -497,23 +488,6 @@ impl FeatureInfo {
     }
 }
 
-fn array_len(a: &Array) -> usize {
-    match a {
-        Array::F32(v) => v.len(),
-        Array::F64(v) => v.len(),
-        Array::I8(v) => v.len(),
-        Array::I16(v) => v.len(),
-        Array::I32(v) => v.len(),
-        Array::I64(v) => v.len(),
-        Array::U8(v) => v.len(),
-        Array::U16(v) => v.len(),
-        Array::U32(v) => v.len(),
-        Array::U64(v) => v.len(),
-        Array::Bool(v) => v.len(),
-        Array::Str(v) => v.len(),
-    }
-}
-
 fn feature_info(body: &[u8], fg: &str) -> Result<FeatureInfo> {
     let (mut label, mut column_idx, mut dtype, mut vector_length) = (String::new(), 0u64, 0u64, 0u64);
     for f in fields(body, "retrieve.Feature") {
@@ -625,9 +599,9 @@ pub fn decode_retrieve_result(bytes: &[u8]) -> Result<RetrieveColumns> {
                     }
                     cell::append_to(&mut g.values, f.dtype, cell).map_err(|e| named(e.to_string()))?;
                 } else {
-                    let at = array_len(&g.values);
+                    let at = g.values.len();
                     cell::append_to(&mut g.values, f.dtype, cell).map_err(|e| named(e.to_string()))?;
-                    g.string_counts.push(array_len(&g.values) - at);
+                    g.string_counts.push(g.values.len() - at);
                 }
             }
         }
@@ -775,27 +749,10 @@ mod tests {
 
     #[test]
     fn persist_then_decode_retrieve_through_the_core() {
-        use crate::catalog::{Catalog, VersionSpec};
         use crate::wire::{self, retrieve};
         const NOW: u64 = 1_772_366_400;
-        let mut cat = Catalog::new(1);
-        cat.add_entity("user", &["user_id".into()]).unwrap();
-        let g_spec = VersionSpec {
-            version: 1,
-            labels: vec!["a".into(), "b".into()],
-            string_lengths: vec![],
-            vector_lengths: vec![],
-            defaults: vec![1.5f32.to_le_bytes().to_vec(), (-1.0f32).to_le_bytes().to_vec()],
-        };
-        cat.add_feature_group("user", 0, "g", DataType::Fp32, 1, 0, vec![g_spec]).unwrap();
-        let tags = VersionSpec {
-            version: 1,
-            labels: vec!["t".into()],
-            string_lengths: vec![4],
-            vector_lengths: vec![2],
-            defaults: vec![vec![1, 0, 1, 0, b'x', b'y']],
-        };
-        cat.add_feature_group("user", 1, "tags", DataType::StringVector, 1, 0, vec![tags]).unwrap();
+        // The same entity as the wire tests: FG 0 "g" (fp32 a, b), FG 1 "tags" (string vector t).
+        let cat = crate::wire::tests::catalog();
 
         let fp32 = to_container(Values::F64(&[2.0, 3.0]), DataType::Fp32, |i| format!("{i}")).unwrap();
         let groups = [

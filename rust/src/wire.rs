@@ -8,6 +8,7 @@ use prost::Message;
 use crate::catalog::{Catalog, FeatureGroup as CatFg};
 use std::sync::Arc;
 
+use crate::dtype::DataType;
 use crate::engine::{self, Plan};
 use crate::error::{Error, Result};
 use crate::values::Values;
@@ -456,7 +457,7 @@ fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, s
             compress: true,
             saturate,
         };
-        if let Ok(block) = with_container(fg, v, |vals| psdb::encode(meta, vals, &opts)) {
+        if let Ok(block) = with_container(fg, v, |vals, _| psdb::encode(meta, vals, &opts)) {
             return Ok(block);
         }
     }
@@ -471,20 +472,18 @@ fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, s
         for (&p, vec) in positions.iter().zip(&v.vector) {
             let inner = vec.values.as_ref().unwrap_or(&empty);
             let label = &active.labels[p];
-            let cell = with_container(fg, inner, |vals| cell::encode(fg.dtype, slen(p), vlen(p), vals, saturate))
+            let cell = with_container(fg, inner, |vals, _| cell::encode(fg.dtype, slen(p), vlen(p), vals, saturate))
                 .map_err(|e| Error::InvalidInput(format!("feature {label:?}: {e}")))?;
             cells[p] = Some(cell);
         }
     } else {
-        with_container(fg, v, |vals| {
+        with_container(fg, v, |vals, container| {
             if vals.len() != positions.len() {
                 return Err(Error::InvalidInput(format!(
-                    "{} values in {} for {} features (a {} feature group takes its values in {})",
+                    "{} values in {container} for {} features (a {} feature group takes its values in {container})",
                     vals.len(),
-                    container_name(fg),
                     positions.len(),
                     fg.dtype,
-                    container_name(fg)
                 )));
             }
             for (i, &p) in positions.iter().enumerate() {
@@ -503,40 +502,44 @@ fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, s
     psdb::encode_cells(meta, &full, &opts)
 }
 
-/// The `persist.Values` field that carries `fg`'s values.
-fn container_name(fg: &CatFg) -> &'static str {
+/// The `persist.Values` field that carries `dtype`'s values: its number and name (§1.2 of the reference
+/// facts). The one table of it: decoding here and encoding in `client` both use it.
+pub(crate) fn container_field(dtype: DataType) -> Result<(u32, &'static str)> {
     use crate::dtype::Element as E;
-    match fg.dtype.element() {
-        Some(E::Fp8E5M2 | E::Fp8E4M3 | E::Fp16 | E::Fp32) => "fp32_values",
-        Some(E::Fp64) => "fp64_values",
-        Some(E::Int8 | E::Int16 | E::Int32) => "int32_values",
-        Some(E::Int64) => "int64_values",
-        Some(E::Uint8 | E::Uint16 | E::Uint32) => "uint32_values",
-        Some(E::Uint64) => "uint64_values",
-        Some(E::Bool) => "bool_values",
-        Some(E::String) => "string_values",
-        None => "values",
-    }
+    Ok(match dtype.known_element()? {
+        E::Fp8E5M2 | E::Fp8E4M3 | E::Fp16 | E::Fp32 => (1, "fp32_values"),
+        E::Fp64 => (2, "fp64_values"),
+        E::Int8 | E::Int16 | E::Int32 => (3, "int32_values"),
+        E::Int64 => (4, "int64_values"),
+        E::Uint8 | E::Uint16 | E::Uint32 => (5, "uint32_values"),
+        E::Uint64 => (6, "uint64_values"),
+        E::String => (7, "string_values"),
+        E::Bool => (8, "bool_values"),
+    })
 }
 
-/// Runs `f` on the proto container that carries `fg`'s type (§1.2 of the reference facts).
-fn with_container<T>(fg: &CatFg, v: &persist::Values, f: impl FnOnce(Values<'_>) -> Result<T>) -> Result<T> {
-    use crate::dtype::Element as E;
+/// Runs `f` on the proto container that carries `fg`'s type, with the container's name.
+fn with_container<T>(
+    fg: &CatFg,
+    v: &persist::Values,
+    f: impl FnOnce(Values<'_>, &'static str) -> Result<T>,
+) -> Result<T> {
+    let (tag, name) = container_field(fg.dtype)?;
     let strs: Vec<&[u8]>;
-    let vals = match fg.dtype.known_element()? {
-        E::Fp8E5M2 | E::Fp8E4M3 | E::Fp16 | E::Fp32 => Values::F64(&v.fp32_values),
-        E::Fp64 => Values::F64(&v.fp64_values),
-        E::Int8 | E::Int16 | E::Int32 => Values::I32(&v.int32_values),
-        E::Int64 => Values::I64(&v.int64_values),
-        E::Uint8 | E::Uint16 | E::Uint32 => Values::U32(&v.uint32_values),
-        E::Uint64 => Values::U64(&v.uint64_values),
-        E::Bool => Values::Bool(&v.bool_values),
-        E::String => {
+    let vals = match tag {
+        1 => Values::F64(&v.fp32_values),
+        2 => Values::F64(&v.fp64_values),
+        3 => Values::I32(&v.int32_values),
+        4 => Values::I64(&v.int64_values),
+        5 => Values::U32(&v.uint32_values),
+        6 => Values::U64(&v.uint64_values),
+        7 => {
             strs = v.string_values.iter().map(String::as_bytes).collect();
             Values::Str(&strs)
         }
+        _ => Values::Bool(&v.bool_values),
     };
-    f(vals)
+    f(vals, name)
 }
 
 /// `persist.Result` bytes for a successful persist (the reference's message).
@@ -545,14 +548,15 @@ pub fn persist_ok() -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::VersionSpec;
     use crate::dtype::DataType;
 
     const NOW: u64 = 1_772_366_400;
 
-    fn catalog() -> Catalog {
+    /// A catalog for tests: entity "user" with FG 0 "g" (fp32 a, b) and FG 1 "tags" (string vector t).
+    pub(crate) fn catalog() -> Catalog {
         let mut c = Catalog::new(1);
         c.add_entity("user", &["user_id".into()]).unwrap();
         let v1 = VersionSpec {

@@ -197,20 +197,7 @@ fn meta_of(case: &Case) -> Result<BlockMeta, String> {
 
 /// Compares decoded values with the JSON ones (bit-exact floats, NaN by sign).
 fn check_array(got: &Array, want: &[Value]) -> Check {
-    let n = match got {
-        Array::F32(v) => v.len(),
-        Array::F64(v) => v.len(),
-        Array::I8(v) => v.len(),
-        Array::I16(v) => v.len(),
-        Array::I32(v) => v.len(),
-        Array::I64(v) => v.len(),
-        Array::U8(v) => v.len(),
-        Array::U16(v) => v.len(),
-        Array::U32(v) => v.len(),
-        Array::U64(v) => v.len(),
-        Array::Bool(v) => v.len(),
-        Array::Str(v) => v.len(),
-    };
+    let n = got.len();
     if n != want.len() {
         return Err(format!("decoded {n} values, want {}", want.len()));
     }
