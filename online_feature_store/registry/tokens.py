@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+from collections import OrderedDict
 
-__all__ = ["hash_token", "new_token", "verify_token"]
+__all__ = ["TokenVerifier", "hash_token", "new_token", "verify_token"]
 
 # n=2**14, r=8 is the interactive-login strength of the scrypt paper (~16 MiB, tens of ms): tokens are checked
 # once per connection or cached by the services, not on every request.
@@ -46,3 +48,43 @@ def is_token_hash(value: str) -> bool:
     """True when ``value`` looks like a hash made by :func:`hash_token`."""
     parts = value.split("$")
     return len(parts) == 6 and parts[0] == _SCHEME
+
+
+class TokenVerifier:
+    """:func:`verify_token` with a memory, for checking a token on every request.
+
+    scrypt costs ~50 ms of CPU by design, which is right for a stored secret and ruinous per call, so each
+    (stored hash, token) pair is checked once and its answer kept in a bounded LRU table; bad tokens are
+    remembered too, so repeating one costs nothing either. The table never holds a token: its keys are a
+    BLAKE2b of the token keyed with a random per-process secret. A changed or revoked token has a new stored
+    hash, so old answers simply stop matching."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._secret = secrets.token_bytes(32)
+        self._known: OrderedDict[tuple[str, bytes], bool] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def _key(self, token: str, token_hash: str) -> tuple[str, bytes]:
+        return token_hash, hashlib.blake2b(token.encode(), key=self._secret, digest_size=32).digest()
+
+    def known(self, token: str, token_hash: str) -> bool | None:
+        """The remembered answer for this pair, or None when it was not checked yet (cheap: no scrypt)."""
+        key = self._key(token, token_hash)
+        with self._lock:
+            answer = self._known.get(key)
+            if answer is not None:
+                self._known.move_to_end(key)
+            return answer
+
+    def verify(self, token: str, token_hash: str) -> bool:
+        """True when ``token`` hashes to ``token_hash``; scrypt runs only the first time a pair is seen."""
+        answer = self.known(token, token_hash)
+        if answer is not None:
+            return answer
+        answer = verify_token(token, token_hash)
+        with self._lock:
+            self._known[self._key(token, token_hash)] = answer
+            while len(self._known) > self._max:
+                self._known.popitem(last=False)
+        return answer

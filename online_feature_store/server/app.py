@@ -18,13 +18,14 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from online_feature_store.errors import UnavailableError
+from online_feature_store.errors import InvalidInputError, UnavailableError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.server.calls import (
     METHODS,
@@ -71,6 +72,25 @@ class ServerConfig:
     """Prometheus ``/metrics`` HTTP port (0: no metrics)."""
     http_port: int = 0
     """HTTP/JSON API port (0: no HTTP API)."""
+    tls_cert_file: str = ""
+    """PEM certificate chain: with :attr:`tls_key_file`, the gRPC port speaks TLS only."""
+    tls_key_file: str = ""
+    """PEM private key of :attr:`tls_cert_file`."""
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the config's files, None for plaintext; half a pair is an error."""
+    if not config.tls_cert_file and not config.tls_key_file:
+        return None
+    if not (config.tls_cert_file and config.tls_key_file):
+        raise InvalidInputError("tls_cert_file and tls_key_file go together: set both or neither")
+    pems = []
+    for setting, path in (("tls_key_file", config.tls_key_file), ("tls_cert_file", config.tls_cert_file)):
+        try:
+            pems.append(Path(path).read_bytes())
+        except OSError as exc:
+            raise InvalidInputError(f"{setting}: cannot read {path!r}: {exc.strerror}") from None
+    return grpc.ssl_server_credentials([(pems[0], pems[1])])
 
 
 def _grpc_handler(calls: Calls, method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -135,7 +155,12 @@ def _build(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    credentials = _credentials(config)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise UnavailableError(f"cannot bind {config.host}:{config.port}")
     for name in ("", RETRIEVE_SERVICE, PERSIST_SERVICE, REGISTRY_SERVICE):

@@ -26,7 +26,7 @@ from online_feature_store.errors import (
     UnavailableError,
 )
 from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
-from online_feature_store.registry.tokens import verify_token
+from online_feature_store.registry.tokens import TokenVerifier
 from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetrics
 
 __all__ = [
@@ -128,6 +128,7 @@ class Calls:
         self.fs = fs
         self.auth = auth
         self.metrics = metrics
+        self.tokens = TokenVerifier()
         fs.metrics = ServerHooks(metrics)
 
     def retrieve(self, request: bytes) -> bytes:
@@ -148,7 +149,8 @@ class Calls:
 
     def authorize(self, metadata: Mapping[str, str], role: str) -> str:
         """The caller's metrics label (a registry caller id, ``anonymous`` or ``unknown``); raises
-        :class:`CallError` when auth is on and the call may not go ahead. ``metadata`` keys are lower case."""
+        :class:`CallError` when auth is on and the call may not go ahead. ``metadata`` keys are lower case.
+        A token is checked with scrypt (~50 ms) once per process, then remembered (:class:`TokenVerifier`)."""
         caller_id, token = metadata.get(CALLER_HEADER), metadata.get(TOKEN_HEADER)
         caller = self.fs.snapshot.callers.get(caller_id) if caller_id else None
         label = ANONYMOUS if not caller_id else caller.id if caller is not None else UNKNOWN
@@ -160,7 +162,7 @@ class Calls:
                 f"metadata {CALLER_HEADER!r} and {TOKEN_HEADER!r} are required",
                 label,
             )
-        if caller is None or not verify_token(token, caller.token_hash):
+        if caller is None or not self.tokens.verify(token, caller.token_hash):
             raise _DeniedError(
                 grpc.StatusCode.UNAUTHENTICATED, f"unknown caller or bad token for {caller_id!r}", label
             )

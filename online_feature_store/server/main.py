@@ -36,6 +36,8 @@ ENV = {
     "grace_seconds": "OFS_GRACE_SECONDS",
     "metrics_port": "OFS_METRICS_PORT",
     "http_port": "OFS_HTTP_PORT",
+    "tls_cert_file": "OFS_TLS_CERT_FILE",
+    "tls_key_file": "OFS_TLS_KEY_FILE",
 }
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -270,12 +270,15 @@ def test_string_values_shape_checks(client: Client) -> None:
     shutil.which("openssl") is None, reason="needs the openssl command for a test certificate"
 )
 def test_tls(feature_store: FeatureStore, tmp_path: Path) -> None:
-    from concurrent import futures
+    """A server given tls_cert_file / tls_key_file speaks TLS only; half a pair or a missing file is refused
+    at start-up, naming the setting."""
+    from online_feature_store.server.app import ServerConfig, build_server
 
-    import grpc
-
-    from online_feature_store.server.app import _generic_handlers
-    from online_feature_store.server.calls import Calls
+    with pytest.raises(InvalidInputError, match="set both or neither"):
+        build_server(feature_store, ServerConfig(port=0, tls_cert_file=str(tmp_path / "cert.pem")))
+    missing = ServerConfig(port=0, tls_cert_file="/nonexistent/c.pem", tls_key_file="/nonexistent/k.pem")
+    with pytest.raises(InvalidInputError, match=r"tls_key_file: cannot read '/nonexistent/k\.pem'"):
+        build_server(feature_store, missing)
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
@@ -300,11 +303,8 @@ def test_tls(feature_store: FeatureStore, tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    # `ofs serve` terminates no TLS itself (a proxy does); this server runs the same handlers over TLS.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers(_generic_handlers(Calls(feature_store, auth=False, metrics=None)))
-    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
-    port = server.add_secure_port("127.0.0.1:0", creds)
+    config = ServerConfig(port=0, metrics_port=0, tls_cert_file=str(cert), tls_key_file=str(key))
+    server, port, _health = build_server(feature_store, config)
     server.start()
     fg = fg_label(DataType.FP32)
     try:
