@@ -51,6 +51,10 @@ pub struct FgPlan {
     /// as runs of `(first value, value count)` in the payload, adjacent features merged, so a live
     /// fixed-width block is copied run by run instead of cell by cell.
     runs: HashMap<u16, Vec<(usize, usize)>>,
+    /// Per version whose blocks hold every requested feature (none quantized) as fixed-width numbers:
+    /// each column's cell as a `(first byte, byte count)` range of the payload, so the wire response
+    /// copies cells straight out of a live block.
+    cell_bytes: HashMap<u16, Vec<(usize, usize)>>,
     /// Whether every column's cells fit one output array (float64 and narrower quantized features do not).
     one_array: bool,
 }
@@ -183,10 +187,24 @@ fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<F
             }
         }
     }
+    let size = fg.dtype.element_size();
+    let cell_bytes: HashMap<u16, Vec<(usize, usize)>> = if size == 0 || columns.iter().any(|c| c.quant.is_some()) {
+        HashMap::new()
+    } else {
+        positions
+            .iter()
+            .filter_map(|(v, pos)| {
+                let meta = &fg.versions[v].meta;
+                let ranges: Option<Vec<_>> =
+                    pos.iter().map(|p| p.map(|p| (meta.value_offset(p) * size, meta.values_of(p) * size))).collect();
+                ranges.map(|r| (*v, r))
+            })
+            .collect()
+    };
     let out_type = columns.first().map_or(fg.dtype, |c| c.dtype);
     let empty = cell::empty_array(out_type, 0)?;
     let one_array = columns.iter().all(|c| cell::empty_array(c.dtype, 0).ok().as_ref() == Some(&empty));
-    Ok(FgPlan { fg: Arc::clone(fg), columns, positions, runs, one_array })
+    Ok(FgPlan { fg: Arc::clone(fg), columns, positions, runs, cell_bytes, one_array })
 }
 
 /// Values of one FG for every key: `values` is row-major (key, column, element); `status[k]`.
@@ -259,30 +277,59 @@ impl FgPlan {
     /// The common case without per-cell work: a live block of 32/64-bit numbers whose every requested
     /// feature exists in its version, none quantized. Returns false (nothing appended) otherwise.
     fn append_fast(&self, block: &[u8], now: u64, out: &mut Array) -> Result<bool> {
-        use crate::dtype::Element as E;
+        Ok(self
+            .with_live_payload(block, now, &self.runs, |payload, runs| self.widen(payload, runs, out))?
+            .unwrap_or(false))
+    }
+
+    /// For a live block of fixed-width numbers whose version holds every requested feature unquantized:
+    /// `f(payload, ranges)` with each column's cell as a `(first byte, byte count)` range of the
+    /// payload (the cell bytes of the wire response). `None` (and `f` not called) otherwise: the
+    /// caller goes through [`FgPlan::cells`].
+    pub fn with_fixed_cells<R>(
+        &self,
+        block: &[u8],
+        now: u64,
+        f: impl FnOnce(&[u8], &[(usize, usize)]) -> R,
+    ) -> Result<Option<R>> {
+        self.with_live_payload(block, now, &self.cell_bytes, |payload, ranges| f(payload, ranges))
+    }
+
+    /// `f(payload, plan)` for a non-empty, live block whose version has an entry in `by_version`;
+    /// `None` for any other block.
+    fn with_live_payload<T, R>(
+        &self,
+        block: &[u8],
+        now: u64,
+        by_version: &HashMap<u16, T>,
+        f: impl FnOnce(&[u8], &T) -> R,
+    ) -> Result<Option<R>> {
         if block.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let header = Header::parse(block)?;
-        let Some(runs) = self.runs.get(&header.version) else { return Ok(false) };
+        let Some(plan) = by_version.get(&header.version) else { return Ok(None) };
         let meta = &self.fg.version(header.version)?.meta;
-        let view;
-        let payload: &[u8] = match header.compression {
+        match header.compression {
             // Cache entries hold uncompressed blocks: take the payload as it is, once its type and size
             // are those of the version (what decoding checks), and it is live.
             psdb::Compression::None if header.dtype == meta.dtype() => {
                 let payload = &block[psdb::HEADER_LEN..];
                 if meta.fixed_payload_len() != Some(payload.len()) || expiry::is_expired(header.expiry_at, now) {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                payload
+                Ok(Some(f(payload, plan)))
             }
             _ => {
-                let Block::Present(v) = psdb::decode(block, meta, now)? else { return Ok(false) };
-                view = v;
-                view.payload()
+                let Block::Present(view) = psdb::decode(block, meta, now)? else { return Ok(None) };
+                Ok(Some(f(view.payload(), plan)))
             }
-        };
+        }
+    }
+
+    /// Appends the `runs` of `payload` to `out` when its element type is the FG's; false otherwise.
+    fn widen(&self, payload: &[u8], runs: &[(usize, usize)], out: &mut Array) -> bool {
+        use crate::dtype::Element as E;
         macro_rules! widen {
             ($v:expr, $t:ty, $w:literal) => {{
                 for &(start, count) in runs {
@@ -298,9 +345,9 @@ impl FgPlan {
             (Array::I64(v), Some(E::Int64)) => widen!(v, i64, 8),
             (Array::U32(v), Some(E::Uint32)) => widen!(v, u32, 4),
             (Array::U64(v), Some(E::Uint64)) => widen!(v, u64, 8),
-            _ => return Ok(false),
+            _ => return false,
         }
-        Ok(true)
+        true
     }
 }
 
