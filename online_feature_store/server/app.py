@@ -64,7 +64,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8089
     auth: bool = False
-    threads: int = 16
+    threads: int = 4
+    """Handler threads. Few: every call holds the GIL for part of its run, and on 2 cores 16 threads
+    served 35-45 % fewer requests per second than 2-4 (bench/RESULTS.md); scale with ``--workers``."""
     max_message_bytes: int = 64 * 1024 * 1024
     reuse_port: bool = False
     grace_seconds: float = 10.0
