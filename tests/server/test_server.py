@@ -224,6 +224,34 @@ def test_auth_matrix(server: tuple[grpc.Channel, FeatureStore]) -> None:
     assert call(channel, PERSIST, persist_query("u1", 1.0), metadata=writer)
 
 
+@pytest.mark.parametrize("server", [True], indirect=True)
+def test_a_token_is_hashed_once_not_per_call(
+    server: tuple[grpc.Channel, FeatureStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scrypt (~50 ms by design) runs once per (caller, token) in a server process; later calls with
+    the same token, good or bad, are answered from memory with the same outcome."""
+    from online_feature_store.registry import tokens
+
+    checked: list[str] = []
+    real = tokens.verify_token
+
+    def counted(token: str, token_hash: str) -> bool:
+        checked.append(token)
+        return real(token, token_hash)
+
+    monkeypatch.setattr(tokens, "verify_token", counted)
+    channel, _ = server
+    q = retrieve_query(["u1"], ["a"])
+    reader = (("online-feature-store-caller-id", "ranker"), ("online-feature-store-auth-token", "r-secret"))
+    bad = (("online-feature-store-caller-id", "ranker"), ("online-feature-store-auth-token", "wrong"))
+    for _ in range(5):
+        assert call(channel, RETRIEVE, q, metadata=reader)
+        with pytest.raises(grpc.RpcError) as info:
+            call(channel, RETRIEVE, q, metadata=bad)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert sorted(checked) == ["r-secret", "wrong"]
+
+
 def test_health_and_concurrent_calls(server: tuple[grpc.Channel, FeatureStore]) -> None:
     channel, _ = server
     stub = health_pb2_grpc.HealthStub(channel)
