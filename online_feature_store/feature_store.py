@@ -35,7 +35,14 @@ from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
 from online_feature_store.store.keys import encode_key
 from online_feature_store.types import DataType
 
-__all__ = ["FeatureStore", "FeatureStoreMetrics", "RetrieveResult", "Status", "compile_catalog"]
+__all__ = [
+    "FeatureStore",
+    "FeatureStoreMetrics",
+    "PreparedWrite",
+    "RetrieveResult",
+    "Status",
+    "compile_catalog",
+]
 
 FOUND, MISSING, EXPIRED = 0, 1, 2
 
@@ -150,6 +157,20 @@ def compile_catalog(snapshot: Snapshot) -> Catalog:
 
 
 _STRING_TYPES = (DataType.STRING, DataType.STRING_VECTOR)
+
+
+@dataclass(frozen=True)
+class PreparedWrite:
+    """A validated ``persist.Query`` with its blocks built and nothing written yet: the result of
+    :meth:`FeatureStore.prepare_wire`, written by :meth:`FeatureStore.write_prepared`."""
+
+    snapshot: Snapshot
+    entity: str
+    writes: Mapping[str, list[BlockWrite]]
+    """The blocks to write, by store id."""
+    names: list[str]
+    """The distinct keys, encoded (``store.keys.encode_key``): what a strong-mode write invalidates."""
+    blocks: int
 
 
 class FeatureStore:
@@ -471,13 +492,16 @@ class FeatureStore:
         writes: list[BlockWrite],
         *,
         invalidate: bool = True,
+        names: list[str] | None = None,
     ) -> None:
         """Writes, then (``invalidate``: strong mode) drops the written keys from this process's cache and
-        the distributed cache, and tells the other processes to drop them from theirs."""
+        the distributed cache, and tells the other processes to drop them from theirs. ``names``: the
+        written keys already encoded and distinct, when the caller has them."""
         self._store_call(store_id, "write", partial(self._store(snapshot, store_id).write, ent, writes))
         if not invalidate:
             return
-        names = list(dict.fromkeys(encode_key(w.key) for w in writes))
+        if names is None:
+            names = list(dict.fromkeys(encode_key(w.key) for w in writes))
         self._invalidate_local(ent.label, names)
         bus = self._bus if ent.in_process_cache.enabled else None
         if self._remote is not None and ent.distributed_cache.enabled:
@@ -528,20 +552,42 @@ class FeatureStore:
         """A serialized ``persist.Query`` in (the gRPC and Kafka path): validated whole, then written.
         ``invalidate=False`` leaves cached copies of the written keys to expire by their TTL (eventual
         mode) instead of dropping them (strong mode). Returns the number of blocks written."""
+        return self.write_prepared([self.prepare_wire(query, saturate=saturate)], invalidate=invalidate)
+
+    def prepare_wire(self, query: bytes, *, saturate: bool = False) -> PreparedWrite:
+        """The first half of :meth:`persist_wire`: validates a serialized ``persist.Query`` whole and
+        builds its blocks (natively, without the GIL), writing nothing. Raises ``InvalidInputError`` /
+        ``NotFoundError`` for a request that can never be stored."""
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
-        entity, blocks = catalog.persist_wire(query, now=int(time.time()), saturate=saturate)
-        ent = snapshot.entity(entity)
+        entity, blocks, names = catalog.persist_wire(query, now=int(time.time()), saturate=saturate)
+        stores: dict[int, str] = {}
         by_store: dict[str, list[BlockWrite]] = {}
-        keys: set[KeyValues] = set()
         for key, fg_id, block, expires_at in blocks:
-            store_id = snapshot.feature_group(entity, fg_id).store_id
-            keys.add(row_key := tuple(key))
-            by_store.setdefault(store_id, []).append(BlockWrite(row_key, fg_id, block, expires_at))
-        self.metrics.request(entity, len(keys))
-        for store_id, writes in by_store.items():
-            self._write(snapshot, store_id, ent, writes, invalidate=invalidate)
-        return len(blocks)
+            store_id = stores.get(fg_id)
+            if store_id is None:
+                store_id = stores[fg_id] = snapshot.feature_group(entity, fg_id).store_id
+            by_store.setdefault(store_id, []).append(BlockWrite(key, fg_id, block, expires_at))
+        return PreparedWrite(snapshot, entity, by_store, names, len(blocks))
+
+    def write_prepared(self, prepared: Sequence[PreparedWrite], *, invalidate: bool = True) -> int:
+        """The second half of :meth:`persist_wire`, for many requests at once: one store write (one
+        transaction where the store has them) and one invalidation per store and entity. Where requests
+        write the same (key, FG), the later one in ``prepared`` wins, as within one store write. Returns
+        the number of blocks."""
+        groups: dict[tuple[int, str, str], tuple[Snapshot, list[BlockWrite], list[str]]] = {}
+        for p in prepared:
+            self.metrics.request(p.entity, len(p.names))
+            for store_id, writes in p.writes.items():
+                group = groups.setdefault((id(p.snapshot), p.entity, store_id), (p.snapshot, [], []))
+                group[1].extend(writes)
+                group[2].extend(p.names)
+        for (_, entity, store_id), (snapshot, writes, names) in groups.items():
+            if len(prepared) > 1:
+                names = list(dict.fromkeys(names))
+            ent = snapshot.entity(entity)
+            self._write(snapshot, store_id, ent, writes, invalidate=invalidate, names=names)
+        return sum(p.blocks for p in prepared)
 
     def persist(
         self,

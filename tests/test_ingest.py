@@ -32,6 +32,7 @@ from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
 from online_feature_store.server.app import ServerConfig, build_server, mark_serving
+from online_feature_store.store.keys import encode_key
 from online_feature_store.types import DataType
 
 KAFKA = ("127.0.0.1", 19092)
@@ -124,6 +125,31 @@ def test_encode_query_matches_the_proto(fs: FeatureStore) -> None:
     assert list(names.values.string_values) == ["c1"]
     # The store accepts it as is.
     assert fs.persist_wire(encode_query("user", ["user_id", "region"], keys, _groups(2))) == 6
+
+
+def test_prepared_writes_name_their_keys_as_the_stores_do(fs: FeatureStore) -> None:
+    # Keys given in the other order than the registry's, with the characters the encoding escapes,
+    # and one key twice: the names are the canonical strings of the distinct keys, in order.
+    keys = [["in", "a|b"], ["u\\s", "c:d"], ["in", "a|b"]]
+    emb = FeatureGroupValues("emb", DataType.FP32, ["f0", "f1", "f2"], np.zeros((3, 3), dtype=np.float32))
+    prepared = fs.prepare_wire(encode_query("user", ["region", "user_id"], keys, [emb]))
+    assert prepared.names == [encode_key(("a|b", "in")), encode_key(("c:d", "u\\s"))]
+    assert prepared.blocks == 3
+
+
+def test_write_prepared_writes_many_requests_at_once_and_the_later_one_wins(fs: FeatureStore) -> None:
+    def request(value: float, users: list[str]) -> bytes:
+        values = np.full((len(users), 3), value, dtype=np.float32)
+        emb = FeatureGroupValues("emb", DataType.FP32, ["f0", "f1", "f2"], values)
+        return encode_query("user", ["user_id", "region"], [[u, "in"] for u in users], [emb])
+
+    old = fs.prepare_wire(request(1.0, ["u1", "u2"]))
+    new = fs.prepare_wire(request(2.0, ["u2", "u3"]))
+    # Nothing is written before write_prepared.
+    assert (fs.retrieve("user", [("u1", "in")], {"emb": ["f0"]}).status["emb"] == 1).all()
+    assert fs.write_prepared([old, new]) == 4
+    got = fs.retrieve("user", [("u1", "in"), ("u2", "in"), ("u3", "in")], {"emb": ["f0", "f2"]})
+    assert got.values["emb"].tolist() == [[1.0, 1.0], [2.0, 2.0], [2.0, 2.0]]
 
 
 def test_pack_keeps_every_row_in_order_under_the_limit() -> None:

@@ -43,7 +43,8 @@ class ConsumerConfig:
     batch_max_seconds: float = 0.2
     """… or at the latest this long after its first message arrived."""
     workers: int = 4
-    """Threads writing to the store; partitions are written in parallel, each partition in order."""
+    """Threads validating messages and building their blocks (native, in parallel); one more thread
+    writes each batch to the store in one call."""
     max_poll_records: int = 500
     auto_offset_reset: str = "earliest"
     """Where a group without committed offsets starts: ``earliest`` (nothing skipped) or ``latest``."""

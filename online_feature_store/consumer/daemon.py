@@ -5,8 +5,10 @@ Guarantees (see ``docs/ingestion.md``):
 - **At-least-once.** A partition's offset is committed only after every message before it in that
   partition was stored (or dead-lettered, with the dead-letter write acknowledged). Writes are idempotent
   (a block carries the whole FG row), so a message stored twice after a crash changes nothing.
-- **Order per partition.** A partition's messages are written one after the other, in offset order, so the
-  last value in the partition wins; different partitions are written in parallel by a small thread pool.
+- **Order per partition.** A batch is written in one store call (one transaction in SQLite) with its messages
+  in offset order, and where two of them write the same (key, FG) the later one wins, so the last value in
+  a partition wins. Messages are validated and their blocks built by a small thread pool (native code, no
+  GIL) as soon as they are polled, so the next batch is built while the current one is being written.
 - **Bad messages never stop the consumer.** A message the store rejects for what it contains (undecodable,
   unknown entity / FG / feature, wrong counts, out-of-range values) goes to the dead-letter topic with the
   reason in its ``ofs-error`` header.
@@ -38,7 +40,7 @@ from kafka.errors import KafkaError
 from online_feature_store.consumer.config import ConsumerConfig
 from online_feature_store.consumer.health import ConsumerMetrics, Readiness
 from online_feature_store.errors import InvalidInputError, NotFoundError
-from online_feature_store.feature_store import FeatureStore
+from online_feature_store.feature_store import FeatureStore, PreparedWrite
 
 __all__ = ["ERROR_HEADER", "IngestConsumer", "Message", "offsets_to_commit"]
 
@@ -70,13 +72,17 @@ class Message:
 class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no types
     """Which partitions this process owns, and since which assignment (the epoch)."""
 
-    def __init__(self, on_change: Any) -> None:
+    def __init__(self, on_change: Any, before_revoke: Any = lambda: None) -> None:
         self._lock = threading.Lock()
         self._epochs: dict[TopicPartition, int] = {}
         self._counter = 0
         self._on_change = on_change
+        self._before_revoke = before_revoke
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # The write in flight finishes first: the rebalance (and so the partitions' next owner) goes on
+        # only after this returns, so an older write of ours cannot land after its newer one.
+        self._before_revoke()
         with self._lock:
             for tp in revoked:
                 self._epochs.pop(tp, None)
@@ -123,12 +129,19 @@ def offsets_to_commit(batch: Iterable[Message], ownership: _Ownership) -> dict[T
 
 @dataclass
 class _Outcome:
-    """What writing one partition's messages gave: stored, rejected (with reasons), and not yet stored."""
+    """What writing a batch gave: stored (with their block counts), rejected (with reasons), and not yet
+    stored (in offset order)."""
 
-    stored: list[Message]
+    stored: list[tuple[Message, int]]
     rejected: list[tuple[Message, BaseException]]
     remaining: list[Message]
     error: BaseException | None = None
+
+
+_Prepared = PreparedWrite | BaseException
+"""A message's blocks, or why they could not be built."""
+_REJECT = (InvalidInputError, NotFoundError)
+"""Failures that are the message's fault: it goes to the dead-letter topic instead of being retried."""
 
 
 class IngestConsumer:
@@ -146,7 +159,7 @@ class IngestConsumer:
         self.config = config.check()
         self.metrics = metrics if metrics is not None else ConsumerMetrics()
         self.readiness = readiness if readiness is not None else Readiness()
-        self._ownership = _Ownership(self._ownership_changed)
+        self._ownership = _Ownership(self._ownership_changed, self._finish_write)
         common: dict[str, Any] = {
             "bootstrap_servers": config.bootstrap_servers.split(","),
             "client_id": config.client_id,
@@ -168,7 +181,12 @@ class IngestConsumer:
         self._producer = KafkaProducer(
             acks="all", linger_ms=5, max_request_size=max(config.max_partition_fetch_bytes, 1 << 20), **common
         )
-        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ofs-consumer-write")
+        # Validating and building blocks (native, GIL released) runs on `workers` threads; the store
+        # writes run on one more, so the poll loop keeps fetching (and building) the next batch meanwhile.
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ofs-consumer-build")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ofs-consumer-write")
+        self._building: dict[tuple[TopicPartition, int, int], Future[_Prepared]] = {}
+        self._job: Future[_Outcome] | None = None
         self._committed: dict[TopicPartition, int] = {}
         self._carry: list[Message] = []
         self._next_lag = 0.0
@@ -223,6 +241,7 @@ class IngestConsumer:
                     started = time.monotonic()
                 else:
                     self._refresh_lag()
+            self._build(polled)
             batch.extend(polled)
         return batch, started
 
@@ -252,21 +271,22 @@ class IngestConsumer:
         pending = batch
         delay = cfg.backoff_initial_seconds
         while True:
-            outcomes = self._write_all(pending)
-            remaining = [m for o in outcomes for m in o.remaining]
-            rejected = [r for o in outcomes for r in o.rejected]
-            error = next((o.error for o in outcomes if o.error is not None), None)
+            outcome = self._write_all(pending)
+            remaining, rejected, error = outcome.remaining, outcome.rejected, outcome.error
             try:
                 self._dead_letter(rejected)
             except Exception as e:  # the DLQ is unreachable: these must be retried, never skipped
                 log.warning("dead-letter topic %s failed: %s", cfg.dead_letter_topic, e)
                 remaining.extend(m for m, _ in rejected)
                 error = error or e
-            stored = sum(len(o.stored) for o in outcomes)
-            if stored:
-                self.metrics.persisted.labels(self._topic).inc(stored)
+            if outcome.stored:
+                self.metrics.persisted.labels(self._topic).inc(len(outcome.stored))
+                self.metrics.persisted_blocks.labels(self._topic).inc(sum(n for _, n in outcome.stored))
             if not remaining:
                 break
+            # Blocks built ahead carry an expiry computed from when they were built; after an outage,
+            # build them again when their turn comes.
+            self._drop_built()
             self.metrics.store_failures.labels(self._topic).inc()
             self.metrics.paused.set(1)
             self.readiness.set("store", f"writes failing: {error}")
@@ -293,47 +313,96 @@ class IngestConsumer:
         self.metrics.batch_messages.observe(len(batch))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
 
-    def _write_all(self, messages: Sequence[Message]) -> list[_Outcome]:
-        by_partition: dict[TopicPartition, list[Message]] = {}
+    def _build(self, messages: Iterable[Message]) -> None:
+        """Starts validating and building the blocks of ``messages`` on the pool (once per message)."""
         for m in messages:
-            by_partition.setdefault(m.tp, []).append(m)
-        futures: list[Future[_Outcome]] = [
-            self._pool.submit(self._write_partition, msgs) for msgs in by_partition.values()
-        ]
-        # Fetch the next batch while this one is written (kafka-python fetches inside poll()). What
-        # arrives waits in _carry and is written after this batch, so each partition keeps its order.
-        limit = self.config.batch_max_messages
-        while not all(f.done() for f in futures):
-            if len(self._carry) < limit:
-                self._carry.extend(self._poll(_PREFETCH_SECONDS, limit - len(self._carry)))
-            else:
-                wait(futures)
-        return [f.result() for f in futures]
+            key = (m.tp, m.offset, m.epoch)
+            if key not in self._building:
+                self._building[key] = self._pool.submit(self._prepare, m.value)
 
-    def _write_partition(self, messages: Sequence[Message]) -> _Outcome:
-        """Writes one partition's messages in offset order, stopping at the first failure that is not the
-        message's fault (the rest stay ``remaining``, so the partition's order is kept on retry)."""
-        out = _Outcome([], [], [])
-        cfg = self.config
-        for i, m in enumerate(messages):
+    def _prepare(self, value: bytes | None) -> _Prepared:
+        if not value:
+            return InvalidInputError("empty message value (expected a persist.Query)")
+        try:
+            return self.fs.prepare_wire(value, saturate=self.config.saturate)
+        except Exception as e:  # handed to the writer, which rejects or retries the message
+            return e
+
+    def _drop_built(self) -> None:
+        for future in self._building.values():
+            future.cancel()
+        self._building.clear()
+
+    def _write_all(self, messages: Sequence[Message]) -> _Outcome:
+        """Writes ``messages`` (in offset order per partition) on the write thread, polling meanwhile."""
+        live = []
+        for m in messages:
+            future = self._building.pop((m.tp, m.offset, m.epoch), None)
             if not self._ownership.current(m.tp, m.epoch):
                 # Polled before a revocation: its partition's next owner (or this process under a new
-                # epoch, from the last commit) writes it. Later messages may belong to the new epoch.
+                # epoch, from the last commit) writes it.
                 continue
-            if not m.value:
-                out.rejected.append((m, InvalidInputError("empty message value (expected a persist.Query)")))
-                continue
-            try:
-                blocks = self.fs.persist_wire(m.value, saturate=cfg.saturate, invalidate=cfg.invalidate)
-            except (InvalidInputError, NotFoundError) as e:
-                out.rejected.append((m, e))
-            except Exception as e:  # an outage (store, network): retried, never skipped
-                out.remaining.extend(messages[i:])
-                out.error = e
-                return out
+            live.append((m, future if future is not None else self._pool.submit(self._prepare, m.value)))
+        job = self._job = self._writer.submit(self._store, live)
+        # Fetch the next batch while this one is written (kafka-python fetches inside poll()), and start
+        # building its blocks. What arrives waits in _carry and is written after this batch, so each
+        # partition keeps its order.
+        limit = self.config.batch_max_messages
+        while not job.done():
+            if len(self._carry) < limit:
+                polled = self._poll(_PREFETCH_SECONDS, limit - len(self._carry))
+                self._build(polled)
+                self._carry.extend(polled)
             else:
-                out.stored.append(m)
-                self.metrics.persisted_blocks.labels(m.tp.topic).inc(blocks)
+                wait([job])
+        return job.result()
+
+    def _finish_write(self) -> None:
+        """Waits for the store write in flight, if any (a rebalance is revoking partitions)."""
+        job = self._job
+        if job is not None:
+            wait([job])
+
+    def _store(self, live: Sequence[tuple[Message, Future[_Prepared]]]) -> _Outcome:
+        """Writes the messages whose blocks were built in one store call, in order; the invalid ones are
+        rejected. If the store refuses the call for what a message holds, they are written one at a time
+        to find it. Any other failure leaves every message not rejected remaining."""
+        out = _Outcome([], [], [])
+        ready: list[tuple[Message, PreparedWrite]] = []
+        for m, future in live:
+            built = future.result()
+            if isinstance(built, PreparedWrite):
+                ready.append((m, built))
+            elif isinstance(built, _REJECT):
+                out.rejected.append((m, built))
+            else:  # not the message's fault (e.g. a registry snapshot that failed to compile): retry
+                out.remaining.append(m)
+                out.error = out.error or built
+        if out.remaining:  # keep each partition's order: nothing is written until all can be
+            rejected = {id(m) for m, _ in out.rejected}
+            out.remaining = [m for m, _ in live if id(m) not in rejected]
+            return out
+        invalidate = self.config.invalidate
+        try:
+            self.fs.write_prepared([p for _, p in ready], invalidate=invalidate)
+        except _REJECT:
+            for i, (m, p) in enumerate(ready):
+                try:
+                    self.fs.write_prepared([p], invalidate=invalidate)
+                except _REJECT as e:
+                    out.rejected.append((m, e))
+                except Exception as e:  # an outage (store, network): retried, never skipped
+                    out.remaining.extend(r for r, _ in ready[i:])
+                    out.error = e
+                    return out
+                else:
+                    out.stored.append((m, p.blocks))
+            return out
+        except Exception as e:  # an outage (store, network): retried, never skipped
+            out.remaining.extend(m for m, _ in ready)
+            out.error = e
+            return out
+        out.stored.extend((m, p.blocks) for m, p in ready)
         return out
 
     def _dead_letter(self, rejected: Sequence[tuple[Message, BaseException]]) -> None:
@@ -430,6 +499,8 @@ class IngestConsumer:
 
     def close(self) -> None:
         """Leaves the group and closes the Kafka clients and the write pool (idempotent)."""
+        self._drop_built()
+        self._writer.shutdown(wait=True)
         self._pool.shutdown(wait=True)
         try:
             self._consumer.close(autocommit=False)

@@ -9,7 +9,7 @@ use ofs_core::psdb::Array;
 use ofs_core::{engine, wire, DataType};
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::args::{ints, now_or_clock, Int};
 use crate::arrays::{array_to_py, bytes, input, with_values};
@@ -38,7 +38,9 @@ type Encoded = (Vec<u8>, Vec<[u64; 3]>);
 /// `(response bytes, entity, keys, per-FG counts)` of a wire retrieve.
 type WireAnswer<'py> = (Bound<'py, PyBytes>, String, usize, Vec<FgCounts>);
 /// `(canonical key, fg id, block, expires_at)`.
-type PersistTuple<'py> = (Vec<String>, u16, Bound<'py, PyBytes>, u64);
+type PersistTuple<'py> = (Bound<'py, PyTuple>, u16, Bound<'py, PyBytes>, u64);
+/// `(entity, blocks, distinct key names)` of a wire persist.
+type PersistAnswer<'py> = (String, Vec<PersistTuple<'py>>, Vec<String>);
 
 /// The registry compiled for serving (one per registry revision; immutable).
 #[pyclass(name = "Catalog", module = "online_feature_store._native", frozen)]
@@ -320,8 +322,9 @@ impl PyCatalog {
         Ok(bytes(py, &out))
     }
 
-    /// Validates `persist.Query` bytes and builds every block:
-    /// `(entity, [(canonical key, fg id, block, expires_at)])`.
+    /// Validates `persist.Query` bytes and builds every block: `(entity, [(canonical key tuple, fg id,
+    /// block, expires_at)], names)`, where `names` are the distinct keys' canonical strings (as
+    /// `store.keys.encode_key`), in order of first appearance: what a strong-mode write invalidates.
     #[pyo3(signature = (query, *, now = None, saturate = false))]
     fn persist_wire<'py>(
         &self,
@@ -329,12 +332,29 @@ impl PyCatalog {
         query: &[u8],
         now: Option<Int<u64>>,
         saturate: bool,
-    ) -> PyResult<(String, Vec<PersistTuple<'py>>)> {
+    ) -> PyResult<PersistAnswer<'py>> {
         let cat = &self.inner;
         let now = now_or_clock(now);
-        let req = py.detach(|| wire::parse_persist(cat, query, now, saturate)).py_err()?;
-        let blocks = req.blocks.into_iter().map(|b| (b.key, b.fg_id, bytes(py, &b.block), b.expires_at)).collect();
-        Ok((req.entity, blocks))
+        let (req, names) = py
+            .detach(|| {
+                let req = wire::parse_persist(cat, query, now, saturate)?;
+                let names = {
+                    let mut seen = std::collections::HashSet::new();
+                    req.blocks
+                        .iter()
+                        .filter(|b| seen.insert(&b.key))
+                        .map(|b| ofs_core::keys::encode_key(b.key.iter().map(String::as_str)))
+                        .collect::<Vec<_>>()
+                };
+                Ok::<_, ofs_core::Error>((req, names))
+            })
+            .py_err()?;
+        let blocks = req
+            .blocks
+            .into_iter()
+            .map(|b| Ok((PyTuple::new(py, b.key)?, b.fg_id, bytes(py, &b.block), b.expires_at)))
+            .collect::<PyResult<_>>()?;
+        Ok((req.entity, blocks, names))
     }
 
     /// `(id, data type, ttl seconds, active version, values per row)` of a feature group.

@@ -145,6 +145,32 @@ def test_two_consumers_split_partitions_and_lose_nothing_on_rebalance(
     a.stop()
 
 
+def test_a_partitions_later_message_wins_when_one_batch_writes_them_together(
+    tmp_path: Path, make_topic: Callable[[int], str], run_consumer: Callable[..., Running], producer: Any
+) -> None:
+    """A batch is stored in one write: where its messages update the same keys, the value of the last
+    message of the partition is what stays, as when they are written one at a time."""
+    topic = make_topic(1)
+    url = make_registry(tmp_path / "registry.db")
+    versions, keys = 12, 5
+    for v in range(versions):  # queued before the consumer starts, so they come in a few large batches
+        q = persist_pb2.Query(entity_label="user", keys_schema=["user_id"])
+        q.feature_group_schema.add(label="emb", feature_labels=[f"f{i}" for i in range(N_FEATURES)])
+        for k in range(keys):
+            q.data.add(key_values=[f"u{k}"]).feature_values.add().values.fp32_values.extend([v] * N_FEATURES)
+        producer.send(topic, q.SerializeToString(), partition=0)
+    producer.flush()
+    c = run_consumer(url, tmp_path, config(topic, batch_max_messages=64, batch_max_seconds=1.0))
+    assert wait_for(lambda: c.value("ofs_consumer_persisted_messages_total", topic=topic) == versions)
+    assert c.value("ofs_consumer_batch_messages_count") < versions  # some batches held several messages
+    with FeatureStore(url, data_directory=tmp_path, cache_bytes=0) as fs:
+        features = {"emb": [f"f{i}" for i in range(N_FEATURES)]}
+        got = fs.retrieve("user", [f"u{k}" for k in range(keys)], features)
+        assert (got.status["emb"] == 0).all()
+        assert (got.values["emb"] == versions - 1).all()
+    c.stop()
+
+
 @pytest.mark.parametrize("mode", ["strong", "eventual"])
 def test_cache_mode(
     mode: str,
