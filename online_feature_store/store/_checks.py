@@ -38,9 +38,15 @@ def check_fg_ids(entity: Entity, fg_ids: Sequence[int]) -> None:
 
 def check_writes(entity: Entity, writes: Sequence[BlockWrite]) -> None:
     """Raises on the first write with a bad key, FG id, block type or expiry."""
+    n_keys = len(entity.keys)
     for w in writes:
-        check_key(entity, w.key)
-        check_fg_ids(entity, (w.fg_id,))
+        # The exact-type tests pass every valid write cheaply (this runs per row on the ingest path);
+        # anything else goes through the full checks, which accept subclasses or say what is wrong.
+        key, fg_id = w.key, w.fg_id
+        if len(key) != n_keys or any(type(v) is not str for v in key):
+            check_key(entity, key)
+        if type(fg_id) is not int or not 0 <= fg_id <= MAX_FG_ID:
+            check_fg_ids(entity, (fg_id,))
         if not isinstance(w.block, bytes):
             raise InvalidInputError(f"entity {entity.label!r}: FG {w.fg_id}: a block must be bytes")
         if not isinstance(w.expires_at, int) or w.expires_at < 0:
