@@ -43,7 +43,9 @@ def check_writes(entity: Entity, writes: Sequence[BlockWrite]) -> None:
         # The exact-type tests pass every valid write cheaply (this runs per row on the ingest path);
         # anything else goes through the full checks, which accept subclasses or say what is wrong.
         key, fg_id = w.key, w.fg_id
-        if len(key) != n_keys or any(type(v) is not str for v in key):
+        if len(key) != n_keys or (
+            type(key[0]) is not str if n_keys == 1 else any(type(v) is not str for v in key)
+        ):
             check_key(entity, key)
         if type(fg_id) is not int or not 0 <= fg_id <= MAX_FG_ID:
             check_fg_ids(entity, (fg_id,))

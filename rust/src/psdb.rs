@@ -152,7 +152,13 @@ const ZSTD_FAST_LEVEL: i32 = -1;
 /// 0.9 µs at the fast level). So it runs only when the bytes' order-0 entropy says that coding could
 /// pay for its table; otherwise the fast level runs, which still catches repeats (default-filled rows).
 fn compress_if_smaller(payload: &[u8]) -> Result<Option<Vec<u8>>> {
-    let level = if entropy_coding_may_pay(payload) { ZSTD_LEVEL } else { ZSTD_FAST_LEVEL };
+    let level = if entropy_coding_may_pay(payload) {
+        ZSTD_LEVEL
+    } else if payload.len() >= REPEAT_SCAN_LIMIT || has_repeated_words(payload) {
+        ZSTD_FAST_LEVEL
+    } else {
+        return Ok(None); // random-looking bytes without repeats: no zstd level can shrink them
+    };
     let packed = zstd_compress(payload, level)?;
     Ok((packed.len() < payload.len()).then_some(packed))
 }
@@ -170,6 +176,38 @@ fn entropy_coding_may_pay(payload: &[u8]) -> bool {
     let sum_c_log_c: f64 = counts.iter().filter(|&&c| c > 1).map(|&c| x_log2_x(c)).sum();
     let bits = n * n.log2() - sum_c_log_c;
     bits / 8.0 + 64.0 < 0.97 * n
+}
+
+/// Payloads at least this long always get the fast attempt (its cost is small per byte there).
+const REPEAT_SCAN_LIMIT: usize = 4096;
+
+/// Whether at least 8 of the payload's aligned 4-byte words repeat an earlier one: numeric values
+/// repeat on their own alignment, and fewer repeats could not pay for a zstd frame's overhead.
+fn has_repeated_words(payload: &[u8]) -> bool {
+    const SLOTS: usize = 2 * REPEAT_SCAN_LIMIT / 4; // load factor ≤ 1/2
+    let mut table = [0u64; SLOTS]; // word + 1, so 0 means empty
+    let mut repeats = 0;
+    for chunk in payload.chunks_exact(4) {
+        let word = u32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+        let mut slot = (word.wrapping_mul(0x9e37_79b1) >> 21) as usize % SLOTS;
+        loop {
+            match table[slot] {
+                0 => {
+                    table[slot] = u64::from(word) + 1;
+                    break;
+                }
+                seen if seen == u64::from(word) + 1 => {
+                    repeats += 1;
+                    if repeats >= 8 {
+                        return true;
+                    }
+                    break;
+                }
+                _ => slot = (slot + 1) % SLOTS,
+            }
+        }
+    }
+    false
 }
 
 /// `c · log2(c)`, from a table for the counts of payloads up to 4 KiB.
@@ -685,6 +723,17 @@ mod tests {
         assert!(b.len() < HEADER_LEN + 160, "{}", b.len());
         let Block::Present(v) = decode(&b, &m, NOW).unwrap() else { panic!() };
         assert_eq!(v.to_array().unwrap(), Array::I32(small));
+        // The same 16 random floats 4 times (256 bytes): repeats, which a zstd level finds.
+        let four: Vec<f32> = random[..16].iter().copied().cycle().take(64).collect();
+        let bytes: Vec<u8> = four.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert!(has_repeated_words(&bytes));
+        let m64 = BlockMeta::scalar(DataType::Fp32, 1, 64).unwrap();
+        let b = encode(&m64, Values::F32(&four), &EncodeOptions { compress: true, ..opts() }).unwrap();
+        assert_eq!((b[7] >> 1) & 7, 1);
+        assert!(b.len() < HEADER_LEN + 128, "{}", b.len());
+        let Block::Present(v) = decode(&b, &m64, NOW).unwrap() else { panic!() };
+        assert_eq!(v.to_array().unwrap(), Array::F32(four));
+        assert!(!has_repeated_words(&random.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()));
         // A repeated run with high order-0 entropy (the same 64 random floats 16 times): the fast
         // level's matches still find it.
         let repeated: Vec<f32> = random.iter().copied().cycle().take(1024).collect();
