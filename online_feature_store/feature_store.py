@@ -561,13 +561,16 @@ class FeatureStore:
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
         entity, blocks, names = catalog.persist_wire(query, now=int(time.time()), saturate=saturate)
-        stores: dict[int, str] = {}
+        # The native tuples are (key, fg id, block, expires_at): BlockWrite's fields, so _make takes them
+        # as they are (the ingest path's per-row Python is kept to this).
+        make = BlockWrite._make
+        stores = {fg_id: snapshot.feature_group(entity, fg_id).store_id for fg_id in {b[1] for b in blocks}}
         by_store: dict[str, list[BlockWrite]] = {}
-        for key, fg_id, block, expires_at in blocks:
-            store_id = stores.get(fg_id)
-            if store_id is None:
-                store_id = stores[fg_id] = snapshot.feature_group(entity, fg_id).store_id
-            by_store.setdefault(store_id, []).append(BlockWrite(key, fg_id, block, expires_at))
+        if len(set(stores.values())) == 1:
+            by_store[next(iter(stores.values()))] = list(map(make, blocks))
+        else:
+            for b in blocks:
+                by_store.setdefault(stores[b[1]], []).append(make(b))
         return PreparedWrite(snapshot, entity, by_store, names, len(blocks))
 
     def write_prepared(self, prepared: Sequence[PreparedWrite], *, invalidate: bool = True) -> int:

@@ -3,8 +3,12 @@
 Layout: one table ``blocks(entity, key, fg_id, block, expires_at)`` keyed by (entity, key, fg_id), where
 ``key`` is :func:`~online_feature_store.store.keys.encode_key` of the key values. WAL mode lets several
 processes read while one writes; ``synchronous=FULL`` fsyncs the WAL at each commit, so an acknowledged
-write survives kill -9 and power loss. Expired rows are hidden on read and deleted by
-:meth:`SqliteStore.purge_expired`, which writes also run at most once per ``purge_interval`` seconds.
+write survives kill -9 and power loss. Expired rows are hidden on read; :meth:`SqliteStore.purge_expired`
+deletes them all, and writes sweep the table for them a slice at a time, once per ``purge_interval``
+seconds (:data:`SWEEP_ROWS` rows per slice, in key order, wrapping around).
+
+There is no index on the expiry: keeping one cost ~2 µs of CPU per written row (a third of an upsert, every
+write moving the row's entry), while the sweep costs milliseconds a minute.
 """
 
 from __future__ import annotations
@@ -37,14 +41,30 @@ _SCHEMA = (
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (entity, key, fg_id)
     ) WITHOUT ROWID""",
-    # only rows that can expire are indexed, so purging never scans the whole table
-    "CREATE INDEX IF NOT EXISTS blocks_expiry ON blocks(expires_at) WHERE expires_at > 0",
+    # files written before the sweep replaced it had an expiry index, which every write paid for
+    "DROP INDEX IF EXISTS blocks_expiry",
 )
 _UPSERT = (
     "INSERT INTO blocks(entity, key, fg_id, block, expires_at) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT(entity, key, fg_id) DO UPDATE SET block = excluded.block, expires_at = excluded.expires_at"
 )
 _PURGE = "DELETE FROM blocks WHERE expires_at > 0 AND expires_at < ?"
+_SWEEP_END = (
+    "SELECT entity, key, fg_id FROM blocks WHERE (entity, key, fg_id) > (?, ?, ?) "
+    "ORDER BY entity, key, fg_id LIMIT 1 OFFSET ?"
+)
+_SWEEP_SLICE = (
+    "DELETE FROM blocks WHERE (entity, key, fg_id) > (?, ?, ?) AND (entity, key, fg_id) <= (?, ?, ?) "
+    "AND expires_at > 0 AND expires_at < ?"
+)
+_SWEEP_TAIL = (
+    "DELETE FROM blocks WHERE (entity, key, fg_id) > (?, ?, ?) AND expires_at > 0 AND expires_at < ?"
+)
+_SWEEP_START = ("", "", -1)
+"""Before every row: entity labels are never empty."""
+SWEEP_ROWS = 50_000
+"""Rows one opportunistic sweep step looks at: ~20 ms here for rows of 265-byte blocks (a 1M-row table
+is swept every 20 minutes at the default ``purge_interval``)."""
 # SQLITE_MAX_VARIABLE_NUMBER is 999 on SQLite < 3.32; stay under it whatever the build.
 _MAX_VARIABLES = 900
 
@@ -67,6 +87,7 @@ class SqliteStore:
         self._pid = os.getpid()
         self._closed = False
         self._next_purge = time.monotonic() + purge_interval
+        self._sweep_from: tuple[str, str, int] = _SWEEP_START
         with self._errors("open"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
@@ -166,14 +187,32 @@ class SqliteStore:
         if self._purge_interval > 0 and time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + self._purge_interval
             try:
-                self.purge_expired()
-            except UnavailableError as e:  # the write itself succeeded; the next purge will catch up
+                self.sweep_step()
+            except UnavailableError as e:  # the write itself succeeded; the next step will catch up
                 log.warning("opportunistic purge of %s failed: %s", self.path, e)
 
     def purge_expired(self, now: int | None = None) -> int:
-        """Deletes every row expired at ``now`` (default: the current time); returns how many."""
+        """Deletes every row expired at ``now`` (default: the current time), scanning the whole table;
+        returns how many."""
         with self._errors("purge"):
             cur = self._conn().execute(_PURGE, (int(time.time()) if now is None else now,))
+            return cur.rowcount
+
+    def sweep_step(self, now: int | None = None, rows: int = SWEEP_ROWS) -> int:
+        """Deletes the rows expired at ``now`` among the next ``rows`` rows in key order after the last
+        step's, starting over after the last row; returns how many. Writes call it every
+        ``purge_interval`` seconds, so the whole table is swept in bounded slices."""
+        at = int(time.time()) if now is None else now
+        start = self._sweep_from
+        with self._errors("purge"):
+            conn = self._conn()
+            end = conn.execute(_SWEEP_END, (*start, rows - 1)).fetchone()
+            if end is None:  # the rest of the table: the next step starts over
+                cur = conn.execute(_SWEEP_TAIL, (*start, at))
+                self._sweep_from = _SWEEP_START
+            else:
+                cur = conn.execute(_SWEEP_SLICE, (*start, *end, at))
+                self._sweep_from = (end[0], end[1], end[2])
             return cur.rowcount
 
     def ping(self) -> None:

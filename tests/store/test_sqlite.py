@@ -134,6 +134,48 @@ def test_opportunistic_purge_on_write(tmp_path: Path) -> None:
     store.close()
 
 
+def test_the_sweep_deletes_expired_rows_a_slice_at_a_time(tmp_path: Path) -> None:
+    """Each step looks at the next slice in key order and deletes what expired there; after the last
+    row it starts over, so every expired row goes in the end and no live row ever does."""
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, purge_interval=0)
+    entity = make_entity()
+    now = int(time.time())
+    # keys k00 … k09 in key order; the odd ones expire at now + 10, k04 never, the rest at now + 1000
+    writes = [
+        BlockWrite((f"k{i:02d}", "r"), 1, make_block(i), 0 if i == 4 else now + (10 if i % 2 else 1000))
+        for i in range(10)
+    ]
+    store.write(entity, writes)
+
+    def keys() -> list[str]:
+        return [k for (k,) in sqlite3.connect(path).execute("SELECT key FROM blocks ORDER BY key")]
+
+    later = now + 100
+    assert store.sweep_step(now=later, rows=4) == 2  # k00-k03: k01, k03
+    assert keys() == [f"k{i:02d}|r" for i in (0, 2, 4, 5, 6, 7, 8, 9)]
+    assert store.sweep_step(now=later, rows=4) == 2  # k04-k07: k05, k07
+    assert store.sweep_step(now=later, rows=4) == 1  # k08, k09 and the end: k09; starts over next
+    assert keys() == [f"k{i:02d}|r" for i in (0, 2, 4, 6, 8)]
+    assert store.sweep_step(now=now + 2000, rows=100) == 4  # from the start again: all but k04
+    assert keys() == ["k04|r"]
+    assert store.sweep_step(now=now + 2000, rows=100) == 0
+    store.close()
+
+
+def test_an_old_expiry_index_is_dropped_on_open(tmp_path: Path) -> None:
+    """Files from before the sweep had an index on expires_at that every write paid for."""
+    path = tmp_path / "store.db"
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE INDEX blocks_expiry ON blocks(expires_at) WHERE expires_at > 0")
+    conn.commit()
+    conn.close()
+    SqliteStore(path).close()
+    indexes = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    assert ("blocks_expiry",) not in indexes
+
+
 def test_layout_and_durability_settings(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     store = SqliteStore(path)
