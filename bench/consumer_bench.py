@@ -232,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--features", type=int, default=64)
     p.add_argument("--rows-per-message", type=int, default=2000)
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=ConsumerConfig.workers)
     p.add_argument("--batch-messages", type=int, default=16)
     p.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     p.add_argument("--latency-samples", type=int, default=200)

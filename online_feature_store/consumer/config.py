@@ -42,7 +42,7 @@ class ConsumerConfig:
     """A batch is written when it holds this many messages, when no more messages are waiting …"""
     batch_max_seconds: float = 0.2
     """… or at the latest this long after its first message arrived."""
-    workers: int = 4
+    workers: int = 2
     """Threads validating messages and building their blocks (native, in parallel); one more thread
     writes each batch to the store in one call."""
     max_poll_records: int = 500
