@@ -135,6 +135,10 @@ def test_prepared_writes_name_their_keys_as_the_stores_do(fs: FeatureStore) -> N
     prepared = fs.prepare_wire(encode_query("user", ["region", "user_id"], keys, [emb]))
     assert prepared.names == [encode_key(("a|b", "in")), encode_key(("c:d", "u\\s"))]
     assert prepared.blocks == 3
+    # Each write carries its key's string too, which the stores use instead of encoding it again.
+    writes = [w for ws in prepared.writes.values() for w in ws]
+    assert [w.name for w in writes] == [encode_key(w.key) for w in writes]
+    assert [w.key for w in writes] == [("a|b", "in"), ("c:d", "u\\s"), ("a|b", "in")]
 
 
 def test_write_prepared_writes_many_requests_at_once_and_the_later_one_wins(fs: FeatureStore) -> None:

@@ -31,6 +31,9 @@ class BlockWrite(NamedTuple):
     fg_id: int
     block: bytes
     expires_at: int = 0
+    name: str | None = None
+    """``keys.encode_key(key)`` when the writer already has it (the native persist path does), so stores
+    keyed by that string do not build it again per row. Must be exactly that string, or None."""
 
 
 class BlockStore(Protocol):

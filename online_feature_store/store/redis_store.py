@@ -244,8 +244,9 @@ class RedisStore:
             return
         now = int(time.time())
         args: dict[str, list[Any]] = {}
+        prefix = namespaced_key(NAMESPACE, entity.label, ())  # "ofs:s:<entity>:", then the key string
         for w in writes:
-            name = namespaced_key(NAMESPACE, entity.label, w.key)
+            name = namespaced_key(NAMESPACE, entity.label, w.key) if w.name is None else prefix + w.name
             args.setdefault(name, [now]).extend((w.fg_id, w.expires_at, w.block))
         client, script = self._connect()
         from redis.exceptions import NoScriptError

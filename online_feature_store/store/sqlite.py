@@ -173,7 +173,11 @@ class SqliteStore:
         check_writes(entity, writes)
         if not writes:
             return
-        rows = [(entity.label, encode_key(w.key), w.fg_id, w.block, w.expires_at) for w in writes]
+        label = entity.label
+        rows = [
+            (label, encode_key(w.key) if w.name is None else w.name, w.fg_id, w.block, w.expires_at)
+            for w in writes
+        ]
         with self._errors("write"):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")

@@ -37,8 +37,8 @@ type FgCounts = (String, u64, u64, u64);
 type Encoded = (Vec<u8>, Vec<[u64; 3]>);
 /// `(response bytes, entity, keys, per-FG counts)` of a wire retrieve.
 type WireAnswer<'py> = (Bound<'py, PyBytes>, String, usize, Vec<FgCounts>);
-/// `(canonical key, fg id, block, expires_at)`.
-type PersistTuple<'py> = (Bound<'py, PyTuple>, u16, Bound<'py, PyBytes>, u64);
+/// `(canonical key, fg id, block, expires_at, key string)`: a `store.base.BlockWrite`'s fields.
+type PersistTuple<'py> = (Bound<'py, PyTuple>, u16, Bound<'py, PyBytes>, u64, String);
 /// `(entity, blocks, distinct key names)` of a wire persist.
 type PersistAnswer<'py> = (String, Vec<PersistTuple<'py>>, Vec<String>);
 
@@ -323,8 +323,8 @@ impl PyCatalog {
     }
 
     /// Validates `persist.Query` bytes and builds every block: `(entity, [(canonical key tuple, fg id,
-    /// block, expires_at)], names)`, where `names` are the distinct keys' canonical strings (as
-    /// `store.keys.encode_key`), in order of first appearance: what a strong-mode write invalidates.
+    /// block, expires_at, key string)], names)`. Key strings are `store.keys.encode_key` of the key;
+    /// `names` are the distinct ones in order of first appearance: what a strong-mode write invalidates.
     #[pyo3(signature = (query, *, now = None, saturate = false))]
     fn persist_wire<'py>(
         &self,
@@ -335,24 +335,22 @@ impl PyCatalog {
     ) -> PyResult<PersistAnswer<'py>> {
         let cat = &self.inner;
         let now = now_or_clock(now);
-        let (req, names) = py
+        let (req, per_block, names) = py
             .detach(|| {
                 let req = wire::parse_persist(cat, query, now, saturate)?;
-                let names = {
-                    let mut seen = std::collections::HashSet::new();
-                    req.blocks
-                        .iter()
-                        .filter(|b| seen.insert(&b.key))
-                        .map(|b| ofs_core::keys::encode_key(b.key.iter().map(String::as_str)))
-                        .collect::<Vec<_>>()
-                };
-                Ok::<_, ofs_core::Error>((req, names))
+                // Each block's key string, and the distinct ones in order of first appearance.
+                let per_block: Vec<String> =
+                    req.blocks.iter().map(|b| ofs_core::keys::encode_key(b.key.iter().map(String::as_str))).collect();
+                let mut seen = std::collections::HashSet::new();
+                let names: Vec<String> = per_block.iter().filter(|n| seen.insert(n.as_str())).cloned().collect();
+                Ok::<_, ofs_core::Error>((req, per_block, names))
             })
             .py_err()?;
         let blocks = req
             .blocks
             .into_iter()
-            .map(|b| Ok((PyTuple::new(py, b.key)?, b.fg_id, bytes(py, &b.block), b.expires_at)))
+            .zip(per_block)
+            .map(|(b, name)| Ok((PyTuple::new(py, b.key)?, b.fg_id, bytes(py, &b.block), b.expires_at, name)))
             .collect::<PyResult<_>>()?;
         Ok((req.entity, blocks, names))
     }
