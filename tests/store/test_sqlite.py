@@ -206,3 +206,41 @@ def test_closed_store_raises(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(UnavailableError, match="closed"):
         store.read(make_entity(), [("a", "b")], [1])
+
+
+@pytest.mark.parametrize("rows_per_statement", [1024, 4])
+def test_writes_span_several_statements_and_later_rows_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_statement: int
+) -> None:
+    # A write is split into statements of many rows (full ones, then power-of-two pieces): every row
+    # lands whatever the split, and a (key, FG) written twice keeps its later block even when the two
+    # rows fall in different statements.
+    monkeypatch.setattr("online_feature_store.store.sqlite._UPSERT_ROWS", rows_per_statement)
+    entity = make_entity("chunks")
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        for count in (1, 3, 7, 1023, 1024, 1025, 2600):
+            keys = [(f"c{count}-{i}", "r") for i in range(count)]
+            first = [BlockWrite(k, 1, make_block(1)) for k in keys]
+            again = [BlockWrite(k, 1, make_block(2)) for k in keys[: count // 2 + 1]]
+            store.write(entity, first + again)
+            want = [[make_block(2)] if i <= count // 2 else [make_block(1)] for i in range(count)]
+            assert store.read(entity, keys, [1]) == want, count
+        (total,) = store._conn().execute("SELECT count(*) FROM blocks").fetchone()
+        assert total == sum((1, 3, 7, 1023, 1024, 1025, 2600))
+    finally:
+        store.close()
+
+
+def test_a_low_variable_limit_gives_smaller_statements(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        conn = store._conn()
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        entity = make_entity("limited")
+        keys = [(f"k{i}", "r") for i in range(500)]
+        store.write(entity, [BlockWrite(k, 2, make_block(3)) for k in keys])  # 2,500 values
+        assert store._upsert_rows == 128  # 5 * 128 <= 999
+        assert store.read(entity, keys, [2]) == [[make_block(3)]] * len(keys)
+    finally:
+        store.close()
