@@ -434,9 +434,12 @@ def run_h2load(
         )
     # h2load's summary is the authority on success; its log (which may hold a few lines fewer or more
     # than the measured requests) gives the latencies and must show no non-2xx status.
-    ok, note = succeeded == done and done > 0 and all(200 <= code < 300 for _, code, _ in records), ""
-    if not ok:
+    bad = sorted({code for _, code, _ in records if not 200 <= code < 300})
+    ok, note = succeeded == done and done > 0 and not bad, ""
+    if succeeded != done or done == 0:
         note = f"{done - succeeded} of {done} requests failed"
+    elif bad:
+        note = f"HTTP status {', '.join(map(str, bad))} in h2load's request log"
     elif expected_body_bytes is not None and requests and data_bytes != expected_body_bytes * done:
         # Exact with a fixed count (timed runs also count warm-up bytes): a gRPC error is HTTP 200
         # with no body, so a shortfall here means some calls failed.
