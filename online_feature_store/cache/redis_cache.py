@@ -40,9 +40,9 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from online_feature_store._native import csdb_encode, csdb_entries, csdb_lookup
-from online_feature_store.cache import pipeline
 from online_feature_store.cache.breaker import CLOSED, CircuitBreaker
 from online_feature_store.errors import CorruptBlockError, InvalidInputError, UnavailableError
+from online_feature_store.store import redis_pipeline as pipeline
 from online_feature_store.store.keys import escape
 from online_feature_store.store.redis_store import RedisStore
 
@@ -231,7 +231,7 @@ class DistributedCache:
             client.nodes_manager.initialize()
             self._refresh_slots = False
         try:
-            return _cluster_mget(client, names)
+            return pipeline.cluster_mget(client, names)
         except (RedisConnectionError, RedisTimeoutError):
             self._refresh_slots = True
             raise
@@ -470,32 +470,6 @@ class DistributedCache:
         """Waits for running backfills, drops queued ones and closes the connections."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         close_connections(self._redis)
-
-
-def _cluster_mget(client: Any, names: list[str]) -> list[bytes | None]:
-    """``MGET`` of keys spread over a cluster's slots: one ``MGET`` per slot (an ``MGET`` may not cross
-    slots), in one round trip per node (:mod:`~online_feature_store.cache.pipeline`). After a redirection
-    it falls back to redis-py's ``mget_nonatomic``, which follows it and refreshes the slot map."""
-    from redis.crc import key_slot
-
-    encoded = [n.encode() for n in names]
-    slots: dict[int, list[int]] = {}
-    for i, key in enumerate(encoded):
-        slots.setdefault(key_slot(key), []).append(i)
-    groups = list(slots.values())
-    commands: list[tuple[bytes | None, bytes]] = [
-        (encoded[idx[0]], pipeline.resp(b"MGET", *(encoded[i] for i in idx))) for idx in groups
-    ]
-    try:
-        replies = pipeline.send(client, commands, cluster=True)
-    except pipeline.RedirectedError:
-        values: list[bytes | None] = client.mget_nonatomic(names)
-        return values
-    out: list[bytes | None] = [None] * len(names)
-    for idx, reply in zip(groups, replies, strict=False):
-        for i, value in zip(idx, reply, strict=False):
-            out[i] = value
-    return out
 
 
 def close_connections(conn: RedisStore) -> None:

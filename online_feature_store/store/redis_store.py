@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from online_feature_store._native import csdb_lookup
 from online_feature_store.errors import CorruptBlockError, UnavailableError
 from online_feature_store.registry.model import Entity
+from online_feature_store.store import redis_pipeline
 from online_feature_store.store._checks import check_fg_ids, check_keys, check_writes
 from online_feature_store.store.base import BlockWrite, KeyValues
 from online_feature_store.store.keys import namespaced_key
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
 __all__ = ["MERGE_SCRIPT", "RedisStore"]
+
+_T = TypeVar("_T")
 
 NAMESPACE = "s"
 """Key namespace of stored values (``ofs:s:…``); the distributed cache uses ``ofs:c:…``."""
@@ -224,9 +227,8 @@ class RedisStore:
         unique = list(dict.fromkeys(names))
         client, _ = self._connect()
         with self._errors("read"):
-            # a cluster's MGET must stay in one slot: mget_nonatomic sends one MGET per slot, pipelined
-            # per node (one round trip per node, all nodes in parallel)
-            values = client.mget_nonatomic(unique) if self.url is None else client.mget(unique)
+            # a cluster's MGET must stay in one slot: one MGET per slot, packed, one round trip per node
+            values = redis_pipeline.cluster_mget(client, unique) if self.url is None else client.mget(unique)
         by_name: dict[str, list[bytes]] = {}
         empty = [b""] * len(fg_ids)
         for name, value in zip(unique, values, strict=False):
@@ -237,8 +239,8 @@ class RedisStore:
         return [list(by_name[n]) for n in names]
 
     def write(self, entity: Entity, writes: Sequence[BlockWrite]) -> None:
-        """One merge-script call per distinct key, pipelined (one round trip per node); later writes of
-        the same (key, FG) in one call win."""
+        """One merge-script call per distinct key, packed and pipelined (one round trip per node); later
+        writes of the same (key, FG) in one call win."""
         check_writes(entity, writes)
         if not writes:
             return
@@ -249,24 +251,58 @@ class RedisStore:
             name = namespaced_key(NAMESPACE, entity.label, w.key) if w.name is None else prefix + w.name
             args.setdefault(name, [now]).extend((w.fg_id, w.expires_at, w.block))
         client, script = self._connect()
+        with self._errors("write"):
+            try:
+                self._write_packed(client, script, args)
+            except redis_pipeline.RedirectedError:
+                # A cluster slot moved: redis-py's pipeline follows the redirection and refreshes the slot
+                # map. Merging the same blocks again is harmless for the keys already written.
+                self._write_pipelined(client, script, args)
+
+    def _write_packed(self, client: Any, script: Script, args: dict[str, list[Any]]) -> None:
+        """The merge-script calls packed by :mod:`~online_feature_store.store.redis_pipeline`."""
+        head = (b"EVALSHA", script.sha.encode(), b"1")
+        commands = []
+        for name, values in args.items():
+            key = name.encode()
+            parts = [*head, key]
+            parts.extend(v if type(v) is bytes else b"%d" % v for v in values)
+            commands.append((key, redis_pipeline.resp(*parts)))
+        cluster = self.url is None
+        self._merge(
+            client,
+            commands,
+            lambda cs: redis_pipeline.send(client, cs, cluster=cluster, raise_on_error=False),
+        )
+
+    def _write_pipelined(self, client: Any, script: Script, args: dict[str, list[Any]]) -> None:
+        """The merge-script calls through redis-py's pipeline, which follows cluster redirections."""
+
+        def run(names: list[str]) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.execute_command("EVALSHA", script.sha, 1, name, *args[name])
+            return list(pipe.execute(raise_on_error=False))
+
+        self._merge(client, list(args), run)
+
+    @staticmethod
+    def _merge(client: Any, pending: list[_T], run: Callable[[list[_T]], list[Any]]) -> None:
+        """``run(pending)`` (one merge-script call each, replies in order, error replies as exceptions);
+        if every failure is a node that forgot the script (Redis restarted, a new node), loads it and
+        runs those again once. Raises the first other error."""
         from redis.exceptions import NoScriptError
 
-        pending = list(args)
-        with self._errors("write"):
-            for attempt in range(2):
-                pipe = client.pipeline(transaction=False)
-                for name in pending:
-                    pipe.execute_command("EVALSHA", script.sha, 1, name, *args[name])
-                results = pipe.execute(raise_on_error=False)
-                failed = [(n, r) for n, r in zip(pending, results, strict=False) if isinstance(r, Exception)]
-                if not failed:
-                    return
-                if attempt == 0 and all(isinstance(r, NoScriptError) for _, r in failed):
-                    # Redis restarted (or a new node) and forgot the script: load it, redo those keys.
-                    client.script_load(MERGE_SCRIPT)
-                    pending = [n for n, _ in failed]
-                    continue
-                raise next((r for _, r in failed if not isinstance(r, NoScriptError)), failed[0][1])
+        for attempt in range(2):
+            replies = run(pending)
+            failed = [(p, r) for p, r in zip(pending, replies, strict=True) if isinstance(r, Exception)]
+            if not failed:
+                return
+            if attempt == 0 and all(isinstance(r, NoScriptError) for _, r in failed):
+                client.script_load(MERGE_SCRIPT)
+                pending = [p for p, _ in failed]
+                continue
+            raise next((r for _, r in failed if not isinstance(r, NoScriptError)), failed[0][1])
 
     def ping(self) -> None:
         """Raises ``UnavailableError`` unless Redis (every cluster primary) answers."""

@@ -33,7 +33,7 @@ def test_metrics() -> None:
 def test_packed_commands_match_redis_py() -> None:
     from redis.connection import Connection
 
-    from online_feature_store.cache.pipeline import resp
+    from online_feature_store.store.redis_pipeline import resp
 
     args = [b"EVAL", b"return 1", b"1", b"ofs:c:user:a\\|b", b"", b"\x00\r\n\xff", b"600"]
     assert resp(*args) == b"".join(Connection().pack_command(*args))
