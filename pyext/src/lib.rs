@@ -39,6 +39,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(formats::csdb_encode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_entries, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_lookup, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::sqlite_unframe, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp16_encode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp16_decode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp8_e4m3_encode, m)?)?;

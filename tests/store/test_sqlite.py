@@ -244,3 +244,53 @@ def test_a_low_variable_limit_gives_smaller_statements(tmp_path: Path) -> None:
         assert store.read(entity, keys, [2]) == [[make_block(3)]] * len(keys)
     finally:
         store.close()
+
+
+ODD_KEYS = [("é", "r"), ("日本", "x"), ("a%b", "'"), ("k\x00z", '"'), ("", "r"), ("%08x", "\\")]
+ODD_BLOCKS = [bytes(range(256)) * 3, b"\x00", b"\xff\xfe\x00\xc3", "é".encode() * 40, b"%s%d", b"\x00" * 70]
+
+
+@pytest.mark.parametrize("path", ["framed", "too big", "row by row"])
+def test_reads_return_every_byte_of_odd_keys_and_blocks(tmp_path: Path, path: str) -> None:
+    # Reads come back as one framed value concatenated by SQLite (see SqliteStore._read_rows), row by
+    # row when that value would exceed SQLite's length limit or the file is not UTF-8: all three give
+    # back exactly what was written, for keys and blocks of any bytes.
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        entity = make_entity("odd")
+        fgs = [1, 2, 65535]
+        writes = [
+            BlockWrite(k, fg, ODD_BLOCKS[(i + j) % len(ODD_BLOCKS)] + bytes([j]))
+            for i, k in enumerate(ODD_KEYS)
+            for j, fg in enumerate(fgs)
+        ]
+        store.write(entity, writes)
+        if path == "too big":
+            store._conn().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000)  # every block fits, all do not
+        elif path == "row by row":
+            store._utf8 = False
+        missing = ("absent", "r")
+        got = store.read(entity, [*ODD_KEYS, missing, ODD_KEYS[0]], fgs)
+        want = [[w.block for w in writes[i * len(fgs) : (i + 1) * len(fgs)]] for i in range(len(ODD_KEYS))]
+        assert got == [*want, [b"", b"", b""], want[0]]
+    finally:
+        store.close()
+
+
+def test_a_frame_that_does_not_parse_is_corrupt() -> None:
+    from online_feature_store._native import sqlite_unframe
+    from online_feature_store.errors import CorruptBlockError
+
+    found: dict[tuple[str, int], bytes] = {}
+    # per row: key length (8 hex digits), FG id (4), block length (8), the key, the block
+    sqlite_unframe(b"00000002000700000003k1abc00000000ffff00000000", found)
+    assert found == {("k1", 7): b"abc", ("", 65535): b""}
+    for frame, reason in [
+        (b"0000000200", "header truncated"),
+        (b"0000000z000700000003k1abc", "not hex"),
+        (b"00000002000700000009k1abc", "block truncated"),
+        (b"00000009000700000003k1abc", "key truncated"),
+        (b"00000002000700000000\xff\xfe", "not UTF-8"),
+    ]:
+        with pytest.raises(CorruptBlockError, match=reason):
+            sqlite_unframe(frame, {})
