@@ -76,14 +76,13 @@ def send(
             conn.send_packed_command([b"".join(commands[i][1] for i in idx)])
         for _pool, conn, idx in taken:
             for i in idx:
-                if raise_on_error:
-                    replies[i] = conn.read_response()
-                    continue
                 try:
                     replies[i] = conn.read_response()
                 except (MovedError, AskError):
                     raise
                 except ResponseError as e:  # the error reply was read whole: the connection stays in step
+                    if raise_on_error:
+                        raise
                     replies[i] = e
         clean = True
     except (MovedError, AskError) as e:

@@ -1,13 +1,13 @@
 //! Bindings of CSDB values, low-precision float conversion and retrieval-time quantization.
 
 use numpy::PyArray1;
-use ofs_core::{csdb, float, quant, DataType};
+use ofs_core::{csdb, float, frames, quant, DataType};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::args::{ints, Int};
 use crate::arrays::{bytes, slice_of};
-use crate::errors::{invalid, raise, IntoPy};
+use crate::errors::{invalid, IntoPy};
 
 /// Builds a CSDB from `(fg_id, block)` pairs (empty block = negative entry). `layout` None picks
 /// layout 1 when every block fits 16-bit lengths, else layout 2.
@@ -45,31 +45,13 @@ pub fn csdb_lookup<'py>(
     Ok(out.into_iter().map(|o| o.map(|b| bytes(py, b))).collect())
 }
 
-/// The rows of one `SQLite` store read as its query frames them (`online_feature_store.store.sqlite`):
-/// per row a 20-byte lowercase-hex header (key length: 8 digits, FG id: 4, block length: 8), the key's
-/// UTF-8 bytes, then the block. Adds `found[(key, fg_id)] = block` for every row; a frame that does not
-/// parse raises `CorruptBlockError`.
+/// Adds `found[(key, fg_id)] = block` for every row of a framed `SQLite` store read
+/// (`ofs_core::frames::sqlite_rows`); a frame that does not parse raises `CorruptBlockError`.
 #[pyfunction]
 pub fn sqlite_unframe(data: &[u8], found: &Bound<'_, PyDict>) -> PyResult<()> {
     let py = found.py();
-    let corrupt = |what: &str| raise(py, "CorruptBlockError", format!("sqlite store read: {what}"));
-    let mut at = 0usize;
-    while at < data.len() {
-        let header = data.get(at..at + 20).ok_or_else(|| corrupt("row header truncated"))?;
-        let field = |range: std::ops::Range<usize>| {
-            std::str::from_utf8(&header[range])
-                .ok()
-                .and_then(|digits| u32::from_str_radix(digits, 16).ok())
-                .ok_or_else(|| corrupt("row header is not hex"))
-        };
-        let (key_len, fg_id, block_len) = (field(0..8)? as usize, field(8..12)?, field(12..20)? as usize);
-        at += 20;
-        let key = data.get(at..at + key_len).ok_or_else(|| corrupt("key truncated"))?;
-        let key = std::str::from_utf8(key).map_err(|_| corrupt("key is not UTF-8"))?;
-        at += key_len;
-        let block = data.get(at..at + block_len).ok_or_else(|| corrupt("block truncated"))?;
-        at += block_len;
-        found.set_item((key, fg_id), PyBytes::new(py, block))?;
+    for (key, fg_id, block) in frames::sqlite_rows(data).py_err()? {
+        found.set_item((key, fg_id), bytes(py, block))?;
     }
     Ok(())
 }

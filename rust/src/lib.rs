@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod expiry;
 pub mod float;
+pub mod frames;
 pub mod keys;
 pub mod meta;
 pub mod psdb;
