@@ -121,6 +121,13 @@ def _registry_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_new_token(_args: argparse.Namespace) -> int:
+    from online_feature_store.registry.tokens import new_token
+
+    print(new_token())
+    return 0
+
+
 def _registry_restore(args: argparse.Namespace) -> int:
     from online_feature_store.registry.backend import open_registry
     from online_feature_store.registry.backup import load_backup
@@ -186,6 +193,11 @@ def _add_registry(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     backup.add_argument("-o", "--output", help="output file (default: standard output)")
     backup.add_argument("--registry", help=url_help)
     backup.set_defaults(func=_registry_backup)
+
+    token = commands.add_parser(
+        "new-token", help="print a fresh random caller token (256 bits) to put in a caller's token_env"
+    )
+    token.set_defaults(func=_registry_new_token)
 
     restore = commands.add_parser("restore", help="make the registry exactly what a backup holds")
     restore.add_argument("-f", "--file", required=True, help="a file written by `ofs registry backup`")

@@ -72,7 +72,7 @@ DOC: dict[str, Any] = {
 @pytest.fixture
 def fs(tmp_path: Path) -> Iterator[FeatureStore]:
     registry = SqliteRegistry(tmp_path / "registry.db")
-    spec = parse_spec(DOC, env={"W_TOKEN": "w-secret"})
+    spec = parse_spec(DOC, env={"W_TOKEN": "w-secret-token-for-tests-0123456789"})
     registry.apply(lambda s: reconcile(s, spec))
     store = FeatureStore(registry, data_directory=tmp_path, cache_bytes=0)
     yield store
@@ -291,12 +291,17 @@ def test_grpc_sink_persists_through_the_server(fs: FeatureStore) -> None:
         keys = [(f"g{i}", "in") for i in range(50)]
         values = np.arange(150, dtype=np.float32).reshape(50, 3)
         target = f"127.0.0.1:{port}"
-        with GrpcSink(target, caller_id="job", token="w-secret", max_message_bytes=600) as sink:
+        with GrpcSink(
+            target, caller_id="job", token="w-secret-token-for-tests-0123456789", max_message_bytes=600
+        ) as sink:
             result = push(sink, "user", keys, {"emb": values}, registry=fs)
         assert result.messages > 1
         r = fs.retrieve("user", keys, {"emb": ["f0", "f1", "f2"]})
         assert np.array_equal(r.values["emb"], values)
-        with GrpcSink(target, caller_id="job", token="w-secret") as sink, pytest.raises(NotFoundError):
+        with (
+            GrpcSink(target, caller_id="job", token="w-secret-token-for-tests-0123456789") as sink,
+            pytest.raises(NotFoundError),
+        ):
             push(
                 sink,
                 "user",

@@ -23,7 +23,12 @@ from online_feature_store.registry.model import (
     RegistryState,
     Store,
 )
-from online_feature_store.registry.tokens import hash_token, verify_token
+from online_feature_store.registry.tokens import (
+    check_token_strength,
+    hash_token,
+    is_legacy_hash,
+    verify_token,
+)
 from online_feature_store.registry.validate import cell_to_plain, encode_default, where
 from online_feature_store.types import DataType
 
@@ -201,8 +206,15 @@ def _reconcile_caller(spec: CallerSpec, old: Caller | None) -> Caller:
     if spec.token_hash is not None:
         return Caller(spec.id, spec.role, spec.token_hash)
     if spec.token is not None:
-        if old is not None and verify_token(spec.token, old.token_hash):
+        check_token_strength(spec.id, spec.token, spec.token_source)
+        same = (
+            old is not None
+            and not is_legacy_hash(old.token_hash)
+            and verify_token(spec.token, old.token_hash)
+        )
+        if old is not None and same:
             return Caller(spec.id, spec.role, old.token_hash)  # same token: keep its hash (idempotent apply)
+        # A new token, or the same one over a legacy scrypt hash: that hash is replaced by a fast one.
         return Caller(spec.id, spec.role, hash_token(spec.token))
     if old is not None:
         return Caller(spec.id, spec.role, old.token_hash)
@@ -339,7 +351,9 @@ def diff_states(old: RegistryState, new: RegistryState) -> list[str]:
             if prev.role != caller.role:
                 out.append(f"~ caller {caller.id}: role {prev.role} → {caller.role}")
             if prev.token_hash != caller.token_hash:
-                out.append(f"~ caller {caller.id}: new token")
+                upgraded = is_legacy_hash(prev.token_hash) and not is_legacy_hash(caller.token_hash)
+                what = "new token hash (scrypt → hmac-sha256)" if upgraded else "new token"
+                out.append(f"~ caller {caller.id}: {what}")
     out += [f"- caller {cid}" for cid in old_callers]
     for entity in new.entities:
         was = old.entity(entity.label)

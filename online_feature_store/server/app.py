@@ -34,6 +34,7 @@ from online_feature_store.server.calls import (
     Calls,
     DeadlineExceededError,
     Method,
+    grpc_peer_host,
 )
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
 
@@ -101,7 +102,8 @@ def _grpc_handler(calls: Calls, method: Method) -> grpc.RpcMethodHandler[bytes, 
         deadline = None if remaining is None else time.monotonic() + remaining
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}  # not *-bin
         try:
-            return calls.run(method, request, metadata, deadline=deadline)
+            peer = grpc_peer_host(context.peer())
+            return calls.run(method, request, metadata, deadline=deadline, peer=peer)
         except CallError as err:
             context.abort(err.code, err.message)
             raise AssertionError("unreachable") from None  # context.abort raises

@@ -26,7 +26,7 @@ from online_feature_store.errors import (
     UnavailableError,
 )
 from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
-from online_feature_store.registry.tokens import TokenVerifier
+from online_feature_store.registry.tokens import TokenCheckRefusedError, TokenVerifier
 from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetrics
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ServerHooks",
     "check_deadline",
     "deadline_scope",
+    "grpc_peer_host",
 ]
 
 log = logging.getLogger("online_feature_store.server")
@@ -89,6 +90,18 @@ def deadline_scope(at: float | None) -> Iterator[None]:
         yield
     finally:
         _local.deadline = None
+
+
+def grpc_peer_host(peer: str) -> str:
+    """The client address of a gRPC ``context.peer()`` string without its port: ``ipv4:10.0.0.7:5123`` →
+    ``10.0.0.7``, ``ipv6:[::1]:5123`` → ``::1`` (anything else as it is)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0] if rest.startswith("[") else rest
+        return host.strip("[]") or rest
+    return peer
 
 
 def check_deadline(what: str) -> None:
@@ -147,10 +160,11 @@ class Calls:
         reply: bytes = persist_pb2.Result(message="Data Persisted Successfully").SerializeToString()
         return reply
 
-    def authorize(self, metadata: Mapping[str, str], role: str) -> str:
+    def authorize(self, metadata: Mapping[str, str], role: str, peer: str = "") -> str:
         """The caller's metrics label (a registry caller id, ``anonymous`` or ``unknown``); raises
-        :class:`CallError` when auth is on and the call may not go ahead. ``metadata`` keys are lower case.
-        A token is checked with scrypt (~50 ms) once per process, then remembered (:class:`TokenVerifier`)."""
+        :class:`CallError` when auth is on and the call may not go ahead. ``metadata`` keys are lower case;
+        ``peer`` is the client's address (the limiter of legacy scrypt hashes counts by it, see
+        :class:`TokenVerifier`)."""
         caller_id, token = metadata.get(CALLER_HEADER), metadata.get(TOKEN_HEADER)
         caller = self.fs.snapshot.callers.get(caller_id) if caller_id else None
         label = ANONYMOUS if not caller_id else caller.id if caller is not None else UNKNOWN
@@ -162,7 +176,12 @@ class Calls:
                 f"metadata {CALLER_HEADER!r} and {TOKEN_HEADER!r} are required",
                 label,
             )
-        if caller is None or not self.tokens.verify(token, caller.token_hash):
+        try:
+            good = caller is not None and self.tokens.verify(caller.id, token, caller.token_hash, peer)
+        except TokenCheckRefusedError as refused:
+            code = grpc.StatusCode.UNAVAILABLE if refused.busy else grpc.StatusCode.RESOURCE_EXHAUSTED
+            raise _DeniedError(code, str(refused), label) from None
+        if caller is None or not good:
             raise _DeniedError(
                 grpc.StatusCode.UNAUTHENTICATED, f"unknown caller or bad token for {caller_id!r}", label
             )
@@ -181,10 +200,11 @@ class Calls:
         metadata: Mapping[str, str],
         *,
         deadline: float | None = None,
+        peer: str = "",
     ) -> bytes:
         """The reply bytes of ``method`` for ``request``, or :class:`CallError`. ``deadline`` is a
         ``time.monotonic()`` value: the call is refused when it has passed on arrival, before the store
-        calls and before the reply is handed back."""
+        calls and before the reply is handed back. ``peer`` is the client's address (no port)."""
         metrics = self.metrics
         started = time.perf_counter()
         if metrics is not None:
@@ -194,7 +214,7 @@ class Calls:
         try:
             with deadline_scope(deadline):
                 check_deadline("starting the call")
-                caller = self.authorize(metadata, method.role)
+                caller = self.authorize(metadata, method.role, peer)
                 reply = method.run(self, request)
                 check_deadline("sending the reply")
             code = grpc.StatusCode.OK

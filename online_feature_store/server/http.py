@@ -285,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         metadata = {k.lower(): v for k, v in self.headers.items()}
         try:
-            reply = api.calls.run(method, body, metadata)
+            reply = api.calls.run(method, body, metadata, peer=str(self.client_address[0]))
         except CallError as err:
             self._error(HTTP_STATUS.get(err.code, 500), err.code.name, err.message)
             return

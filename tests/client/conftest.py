@@ -119,7 +119,13 @@ def feature_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureS
     """One store per test module (tests use their own keys or feature groups)."""
     tmp_path = tmp_path_factory.mktemp("ofs")
     registry = SqliteRegistry(tmp_path / "registry.db")
-    spec = parse_spec(registry_doc(), env={"R_TOKEN": "r-secret", "W_TOKEN": "w-secret"})
+    spec = parse_spec(
+        registry_doc(),
+        env={
+            "R_TOKEN": "r-secret-token-for-tests-0123456789",
+            "W_TOKEN": "w-secret-token-for-tests-0123456789",
+        },
+    )
     registry.apply(lambda s: reconcile(s, spec))
     fs = FeatureStore(registry, data_directory=tmp_path)
     yield fs

@@ -242,14 +242,18 @@ def test_deadline_exceeded_while_the_store_is_locked(served: Served) -> None:
 def test_auth(served: Served) -> None:
     address, _ = served
     fg = fg_label(DataType.UINT8)
-    with Client(address, "ingest", "w-secret", keys_schemas={"user": SCHEMA}) as writer:
+    with Client(
+        address, "ingest", "w-secret-token-for-tests-0123456789", keys_schemas={"user": SCHEMA}
+    ) as writer:
         # A writer may not read, so it cannot learn the FG's type: it must say it.
         with pytest.raises(InvalidInputError, match="pass data_type="):
             writer.persist("user", fg, ["a"], np.array([[1, 2]]), features=["f0", "f1"])
         writer.persist("user", fg, ["a"], np.array([[1, 2]]), features=["f0", "f1"], data_type=DataType.UINT8)
         with pytest.raises(AuthError, match="not a reader"):
             writer.retrieve("user", ["a"], {fg: ["f0"]})
-    with Client(address, "ranker", "r-secret", keys_schemas={"user": SCHEMA}) as reader:
+    with Client(
+        address, "ranker", "r-secret-token-for-tests-0123456789", keys_schemas={"user": SCHEMA}
+    ) as reader:
         assert reader.retrieve("user", ["a"], {fg: ["f1", "f0"]}).values[fg].tolist() == [[2, 1]]
         with pytest.raises(AuthError, match="not a writer"):
             reader.persist("user", fg, ["a"], np.array([[1, 2]]), features=["f0", "f1"])

@@ -18,8 +18,18 @@ from .conftest import ETCD, require_service
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "features.yaml"
 
 
-def ofs(*args: str, registry: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OFS_REGISTRY": registry, "OFS_READER_TOKEN": "r-tok", "OFS_WRITER_TOKEN": "w-tok"}
+READER_TOKEN = "r-tok-0123456789abcdef0123456789abcdef"
+WRITER_TOKEN = "w-tok-0123456789abcdef0123456789abcdef"
+
+
+def ofs(*args: str, registry: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "OFS_REGISTRY": registry,
+        "OFS_READER_TOKEN": READER_TOKEN,
+        "OFS_WRITER_TOKEN": WRITER_TOKEN,
+        **env_vars,
+    }
     return subprocess.run(
         [sys.executable, "-m", "online_feature_store.cli", *args],
         env=env,
@@ -68,8 +78,8 @@ def test_apply_show_export_reapply(registry_url: str, tmp_path: Path) -> None:
         out = tmp_path / "exported.yaml"
         export = ofs("registry", "export", "-o", str(out), registry=registry_url)
         assert export.returncode == 0, export.stderr
-        assert "r-tok" not in out.read_text()
-        assert "scrypt$" in out.read_text()
+        assert READER_TOKEN not in out.read_text()
+        assert "hmac-sha256$" in out.read_text()
         again = ofs("registry", "apply", "-f", str(out), "--yes", registry=registry_url)
         assert again.returncode == 0, again.stderr
         assert "no changes" in again.stdout
@@ -98,6 +108,27 @@ def test_invalid_file_is_reported(tmp_path: Path) -> None:
     )
 
 
+def test_new_token_and_short_tokens_refused(tmp_path: Path) -> None:
+    registry = f"sqlite://{tmp_path / 'r.db'}"
+    made = {ofs("registry", "new-token", registry=registry).stdout.strip() for _ in range(2)}
+    assert len(made) == 2
+    assert all(len(t) == 43 for t in made)  # 256 random bits, URL-safe
+    result = ofs("registry", "apply", "-y", "-f", str(EXAMPLE), registry=registry, OFS_READER_TOKEN="secret")
+    assert result.returncode == 1
+    assert (
+        "caller 'ranker': the token (from environment variable OFS_READER_TOKEN) has 6 characters; a caller "
+        "token must be a random secret of at least 32 characters: make one with `ofs registry new-token`"
+    ) in result.stderr
+    token = made.pop()
+    result = ofs("registry", "apply", "-y", "-f", str(EXAMPLE), registry=registry, OFS_READER_TOKEN=token)
+    assert result.returncode == 0, result.stderr
+    backend = open_registry(registry)
+    try:
+        assert backend.load().callers["ranker"].token_hash.startswith("hmac-sha256$")
+    finally:
+        backend.close()
+
+
 def test_backup_and_restore_keep_every_schema_version(tmp_path: Path) -> None:
     """An exact backup brings back old schema versions (a YAML export cannot), so old blocks decode."""
     import numpy as np
@@ -120,7 +151,7 @@ def test_backup_and_restore_keep_every_schema_version(tmp_path: Path) -> None:
     backup = tmp_path / "registry.json"
     done = ofs("registry", "backup", "-o", str(backup), registry=source)
     assert done.returncode == 0, done.stderr
-    assert "r-tok" not in backup.read_text()
+    assert READER_TOKEN not in backup.read_text()
 
     target_dir = tmp_path / "b"
     target_dir.mkdir()

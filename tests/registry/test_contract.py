@@ -316,7 +316,10 @@ def test_tokens_are_stored_hashed(backend: RegistryBackend, tmp_path: object) ->
         {"id": "ranker", "role": "reader", "token_env": "T_READ"},
         {"id": "ingest", "role": "writer", "token_env": "T_WRITE"},
     ]
-    env = {"T_READ": "read-secret-token-123", "T_WRITE": "write-secret-token-456"}
+    env = {
+        "T_READ": "read-secret-token-123-0123456789abcdef",
+        "T_WRITE": "write-secret-token-456-0123456789abcdef",
+    }
     s = spec(doc, env)
     rev = backend.apply(lambda st: reconcile(st, s))
     snap = backend.load()
@@ -335,8 +338,8 @@ def test_tokens_are_stored_hashed(backend: RegistryBackend, tmp_path: object) ->
     else:
         raw = etcd_raw_values(backend)
     assert b"ranker" in raw
-    assert b"read-secret-token-123" not in raw
-    assert b"write-secret-token-456" not in raw
+    assert b"read-secret-token-123-0123456789abcdef" not in raw
+    assert b"write-secret-token-456-0123456789abcdef" not in raw
     # a caller with no token anywhere is an error naming the variable
     doc["callers"].append({"id": "new", "role": "reader", "token_env": "T_MISSING"})
     with pytest.raises(

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from test_metrics import FailingStore, scrape, value
-from test_server import DOC, RETRIEVE, call
+from test_server import DOC, READER_TOKEN, RETRIEVE, TOKENS, WRITER_TOKEN, call
 
 from online_feature_store._proto import persist_pb2, retrieve_pb2
 from online_feature_store.errors import UnavailableError
@@ -29,8 +29,8 @@ from online_feature_store.server.http import HTTP_STATUS, HttpApi
 from online_feature_store.server.main import load_config
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
 
-READER = {"online-feature-store-caller-id": "ranker", "online-feature-store-auth-token": "r-secret"}
-WRITER = {"online-feature-store-caller-id": "ingest", "online-feature-store-auth-token": "w-secret"}
+READER = {"online-feature-store-caller-id": "ranker", "online-feature-store-auth-token": READER_TOKEN}
+WRITER = {"online-feature-store-caller-id": "ingest", "online-feature-store-auth-token": WRITER_TOKEN}
 
 RETRIEVE_JSON = {
     "entity_label": "user",
@@ -64,9 +64,7 @@ class DownStore(FailingStore):
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     param = getattr(request, "param", "")
     registry = SqliteRegistry(tmp_path / "registry.db")
-    registry.apply(
-        lambda s: reconcile(s, parse_spec(DOC, env={"R_TOKEN": "r-secret", "W_TOKEN": "w-secret"}))
-    )
+    registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     stores = {"main": DownStore()} if param == "down" else None
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores)
     metrics = ServerMetrics()

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from test_server import DOC, PERSIST, RETRIEVE, call, persist_query, retrieve_query
+from test_server import DOC, PERSIST, READER_TOKEN, RETRIEVE, TOKENS, call, persist_query, retrieve_query
 
 from online_feature_store.errors import UnavailableError
 from online_feature_store.feature_store import FeatureStore
@@ -37,7 +37,7 @@ from online_feature_store.store.base import BlockWrite, KeyValues
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docs" / "grafana" / "online-feature-store.json"
-READER = (("online-feature-store-caller-id", "ranker"), ("online-feature-store-auth-token", "r-secret"))
+READER = (("online-feature-store-caller-id", "ranker"), ("online-feature-store-auth-token", READER_TOKEN))
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -90,7 +90,7 @@ class FailingStore:
 @pytest.fixture
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     registry = SqliteRegistry(tmp_path / "registry.db")
-    spec = parse_spec(DOC, env={"R_TOKEN": "r-secret", "W_TOKEN": "w-secret"})
+    spec = parse_spec(DOC, env=TOKENS)
     registry.apply(lambda s: reconcile(s, spec))
     stores = {"main": FailingStore()} if getattr(request, "param", "") == "failing" else None
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores, poll_interval=0.05)

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_metrics import _free_port, scrape, value
-from test_server import DOC, RETRIEVE, call, retrieve_query
+from test_server import DOC, RETRIEVE, TOKENS, call, retrieve_query
 
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry import EtcdRegistry
@@ -132,7 +132,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     # Short client timeouts so the outage shows within seconds rather than the defaults' 15 s.
     registry = EtcdRegistry([etcd.endpoint], timeout=1.0, retry_for=0.5)
     try:
-        registry.apply(lambda s: reconcile(s, parse_spec(DOC, env={"R_TOKEN": "r", "W_TOKEN": "w"})))
+        registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
         fs = FeatureStore(registry, data_directory=tmp_path, poll_interval=0.1)
         metrics = ServerMetrics()
         srv, port, health, calls, _executor = _build(fs, ServerConfig(port=0), metrics)
@@ -190,9 +190,7 @@ def test_registry_outage_is_reported_and_recovers(served: Served) -> None:
         *DOC["entities"][0]["feature_groups"],
         {"label": "h", "data_type": "int32", "store": "main", "features": [{"label": "c", "default": 7}]},
     ]
-    new_revision = served.registry.apply(
-        lambda s: reconcile(s, parse_spec(doc, env={"R_TOKEN": "r", "W_TOKEN": "w"}))
-    )
+    new_revision = served.registry.apply(lambda s: reconcile(s, parse_spec(doc, env=TOKENS)))
     assert new_revision > revision
     wait_until(lambda: served.fs.snapshot.revision == new_revision, "the new revision to be served")
     assert served.ready()[1]["registry"]["revision"] == new_revision
