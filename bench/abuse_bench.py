@@ -481,6 +481,7 @@ def horizon_user(target: Target, data_dir: Path, password: str) -> str:
     target has it. Returns how, or "" when the target has no such command (then :func:`register`)."""
     if not target.has("horizon", "create-user"):
         return ""
+    data_dir.mkdir(parents=True, exist_ok=True)
     help_text = target.run(["horizon", "create-user", "--help"], data_dir, timeout=120).stdout
     args = ["horizon", "create-user", "--data-dir", str(data_dir)]
     if "--role" in help_text:
@@ -493,8 +494,7 @@ def horizon_user(target: Target, data_dir: Path, password: str) -> str:
         args.append("--password-stdin")
     elif "--password" in help_text:
         args += ["--password", password]
-    args.append(HORIZON_USER)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    args += ["--username", HORIZON_USER] if "--username" in help_text else [HORIZON_USER]
     out = subprocess.run(
         target.cmd(*args),
         cwd=data_dir,
@@ -898,10 +898,14 @@ class Latency:
     @staticmethod
     def of_load(load: gb.Load) -> Latency:
         failures: dict[str, int] = {}
-        if not load.ok:
+        note = ""
+        if load.requests == 0:
+            failures = {"none answered": 1}
+        elif not load.ok:
             m = re.match(r"(\d+) of \d+ requests failed", load.note)
             failures = {"failed": int(m.group(1))} if m else {"bad answers": 1}
-        return Latency(load.requests - sum(failures.values()), failures, load.p50_ms, load.p99_ms, load.note)
+            note = "" if m else load.note
+        return Latency(load.requests - sum(failures.values()), failures, load.p50_ms, load.p99_ms, note)
 
 
 def check_reader(port: int, keys: Sequence[str], metadata: Sequence[tuple[str, str]] = ()) -> None:
@@ -1206,6 +1210,8 @@ def run_huge(
                 serves = True
         after_mb = proc_status(server.pid).get("VmRSS", 0) / 1024 if exited is None else math.nan
     under = out[0] if out else None
+    if under is not None and exited is not None:
+        under.note = "the server died during the run: no later call is answered"
     growth = watch.peak_mb - watch.start_mb
     answered = (
         f"answered {report['code']} in {report['seconds']:.2f} s ({report['details'][:160]})"
@@ -1252,7 +1258,8 @@ def _lat(lat: Latency | None) -> str:
 def _fails(lat: Latency | None) -> str:
     if lat is None:
         return NONE
-    return _outcomes(lat.failures) if lat.failures else "0"
+    counts = _outcomes(lat.failures) if lat.failures else "0"
+    return f"{counts}; {lat.note}" if lat.note else counts
 
 
 def _met(met: bool | None) -> str:
