@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,113 +160,17 @@ func same(got, want any) bool {
 // flatten turns a Column.Values result (a slice or a slice of slices) into one list.
 func flatten(v any) []any {
 	var out []any
-	var walk func(x any)
-	walk = func(x any) {
-		switch s := x.(type) {
-		case []float32:
-			for _, e := range s {
-				out = append(out, e)
+	var walk func(rv reflect.Value)
+	walk = func(rv reflect.Value) {
+		if rv.Kind() == reflect.Slice {
+			for i := range rv.Len() {
+				walk(rv.Index(i))
 			}
-		case []float64:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []int8:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []int16:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []int32:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []int64:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []uint8:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []uint16:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []uint32:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []uint64:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []bool:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		case []string:
-			for _, e := range s {
-				out = append(out, e)
-			}
-		default:
-			panic(fmt.Sprintf("unexpected %T", x))
+			return
 		}
+		out = append(out, rv.Interface())
 	}
-	switch s := v.(type) {
-	case [][]float32:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]float64:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]int8:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]int16:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]int32:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]int64:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]uint8:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]uint16:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]uint32:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]uint64:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]bool:
-		for _, r := range s {
-			walk(r)
-		}
-	case [][]string:
-		for _, r := range s {
-			walk(r)
-		}
-	default:
-		walk(v)
-	}
+	walk(reflect.ValueOf(v))
 	return out
 }
 
