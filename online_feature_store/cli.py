@@ -65,6 +65,7 @@ def _registry_apply(args: argparse.Namespace) -> int:
 def _registry_show(args: argparse.Namespace) -> int:
     from online_feature_store.registry.backend import open_registry
     from online_feature_store.registry.spec import cell_to_plain
+    from online_feature_store.store.secrets import redact_settings
 
     with closing(open_registry(args.registry)) as backend:
         snapshot = backend.load()
@@ -72,7 +73,7 @@ def _registry_show(args: argparse.Namespace) -> int:
     print(f"registry {backend.url} at revision {snapshot.revision}")
     if not args.entity:
         for store in snapshot.stores.values():
-            print(f"store {store.id} ({store.kind}) {dict(store.settings)}")
+            print(f"store {store.id} ({store.kind}) {redact_settings(store.settings)}")
         for caller in snapshot.callers.values():
             print(f"caller {caller.id} ({caller.role})")
     for entity in entities:
@@ -265,6 +266,28 @@ def _add_horizon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     horizon.add_argument("--host", help="address to bind (default 127.0.0.1, $OFS_HORIZON_HOST)")
     horizon.add_argument("--data-dir", help="directory of the embedded database and registry ($OFS_DATA_DIR)")
     horizon.set_defaults(func=_horizon)
+    commands = horizon.add_subparsers(title="commands", metavar="COMMAND")
+    create = commands.add_parser(
+        "create-user",
+        allow_abbrev=False,  # --password must not be taken for --password-env
+        help="make a Horizon account (the first admin) in its database, without the server",
+        description="The password comes from --password-env, else a prompt on a terminal, else the first "
+        "line of standard input; never from the command line.",
+    )
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", choices=["viewer", "editor", "admin"], default="viewer")
+    create.add_argument("--password-env", metavar="VAR", help="read the password from this variable")
+    # SUPPRESS: given before create-user (to `ofs horizon`), these keep their value
+    create.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file")
+    create.add_argument("--data-dir", default=argparse.SUPPRESS, help="directory of the embedded database")
+    create.set_defaults(func=_horizon_create_user)
+
+
+def _horizon_create_user(args: argparse.Namespace) -> int:
+    with _extra("horizon"):
+        from online_feature_store.horizon.main import create_user
+
+    return create_user(args)
 
 
 def _rpc(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from online_feature_store.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from online_feature_store.horizon import schemas as s
@@ -28,9 +29,11 @@ from online_feature_store.horizon.auth import Session
 from online_feature_store.horizon.changes import InvalidFieldsError
 from online_feature_store.horizon.config import HorizonConfig
 from online_feature_store.horizon.db import Role, State, role_at_least
-from online_feature_store.horizon.service import AuthError, ForbiddenError, Horizon
+from online_feature_store.horizon.service import AuthError, ForbiddenError, Horizon, WrongPasswordError
+from online_feature_store.horizon.throttle import LoginGuard, TooManyRequestsError
 from online_feature_store.horizon.tryit import ServingClient, ServingError
 from online_feature_store.registry.backend import RegistryBackend
+from online_feature_store.store.secrets import redact_settings, redact_text
 
 __all__ = ["STATIC_DIR", "STATUS_OF", "create_app"]
 
@@ -38,6 +41,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_ID = 2**31 - 1
 
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (TooManyRequestsError, 429),
     (AuthError, 401),
     (ForbiddenError, 403),
     (NotFoundError, 404),
@@ -72,6 +76,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "no such object",
         409: "conflicts with the current state",
         422: "invalid input",
+        429: "too many attempts: retry after the Retry-After header's seconds",
         502: "the serving API failed",
         503: "the registry or database is unavailable",
     }
@@ -104,7 +109,7 @@ def _caller(
 ) -> SessionUser:
     if credentials is None:
         raise AuthError("not logged in: send Authorization: Bearer <token> (POST /api/v1/auth/login)")
-    user, session = _horizon(request).authenticate(credentials.credentials)
+    user, session = _horizon(request).accounts.authenticate(credentials.credentials)
     return SessionUser(user, session)
 
 
@@ -127,41 +132,114 @@ SearchText = Annotated[str | None, Query(max_length=200)]
 AUTHED = _errors(401, 403)
 
 
+def _address(request: Request) -> str:
+    """The client's address (a trusted proxy's ``X-Forwarded-For`` is applied by the server first)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _guard(request: Request) -> LoginGuard:
+    guard: LoginGuard = request.app.state.guard
+    return guard
+
+
+def _me(caller: SessionUser, config: HorizonConfig) -> dict[str, Any]:
+    entities = config.try_entities
+    return {
+        **caller.user,
+        "can_try": role_at_least(caller.role, config.try_role) and entities != (),
+        "try_entities": list(entities) if entities is not None else None,
+    }
+
+
 def _auth_routes() -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["users"])
 
-    @r.post("/auth/register", status_code=201, response_model=s.UserOut, responses=_errors(409))
-    def register(body: s.RegisterIn, h: H) -> dict[str, Any]:
-        """Create an account. The first user becomes admin; later ones are viewers."""
-        return h.register(body.username, body.password)
+    # The routes that hash a password are async: they wait for a hashing slot in the event loop
+    # (LoginGuard), never holding one of the threads that serve every other request.
 
-    @r.post("/auth/login", response_model=s.LoginOut, responses=_errors(401))
-    def login(body: s.LoginIn, h: H) -> dict[str, Any]:
-        """Start a session: send the token as ``Authorization: Bearer <token>``."""
-        return h.login(body.username, body.password)
+    @r.get("/auth/registration", response_model=s.RegistrationOut)
+    def registration(h: H) -> dict[str, Any]:
+        """Whether ``POST /auth/register`` is open now, and whether its account would be the first admin
+        (the sign-in page offers it only then)."""
+        first = h.accounts.first_run_open()
+        return {"open": first or h.config.allow_self_registration, "first_admin": first}
+
+    @r.post("/auth/register", status_code=201, response_model=s.UserOut, responses=_errors(403, 409, 429))
+    async def register(body: s.RegisterIn, request: Request) -> dict[str, Any]:
+        """Create one's own account, only while registration is open (403 otherwise): the very first
+        account, while no user exists (``first_run_registration``), becomes the admin; with
+        ``allow_self_registration`` later ones are viewers. Otherwise an admin creates accounts."""
+        h = _horizon(request)
+        if not await run_in_threadpool(h.accounts.registration_open):
+            raise h.accounts.closed_error()
+        guard = _guard(request)
+        guard.admit(_address(request))
+        return await guard.hashing(lambda: h.accounts.register(body.username, body.password))
+
+    @r.post("/auth/login", response_model=s.LoginOut, responses=_errors(401, 429))
+    async def login(body: s.LoginIn, request: Request) -> dict[str, Any]:
+        """Start a session: send the token as ``Authorization: Bearer <token>``. The user name may be
+        typed in any case. Throttled per client address and per account (429 with ``Retry-After``)."""
+        h = _horizon(request)
+        return await _guard(request).attempt(
+            _address(request), body.username, lambda: h.accounts.login(body.username, body.password)
+        )
 
     @r.post("/auth/logout", status_code=204, response_class=Response, responses=_errors(401))
     def logout(caller: Annotated[SessionUser, Depends(_caller)], h: H) -> Response:
         """End this session: its token stops working."""
-        h.logout(caller.session)
+        h.accounts.logout(caller.session)
         return Response(status_code=204)
 
-    @r.get("/auth/me", response_model=s.UserOut, responses=_errors(401))
-    def me(caller: Annotated[SessionUser, Depends(_caller)]) -> dict[str, Any]:
-        """The logged-in user."""
-        return caller.user
+    @r.get("/auth/me", response_model=s.MeOut, responses=_errors(401))
+    def me(caller: Annotated[SessionUser, Depends(_caller)], request: Request) -> dict[str, Any]:
+        """The logged-in user, and whether they may use try-it."""
+        return _me(caller, request.app.state.config)
+
+    @r.post("/auth/password", status_code=204, response_class=Response, responses=_errors(401, 422, 429))
+    async def change_password(
+        body: s.PasswordChangeIn, caller: Annotated[SessionUser, Depends(_caller)], request: Request
+    ) -> Response:
+        """Change one's own password (the current one is checked, and throttled as a sign-in)."""
+        h = _horizon(request)
+        try:
+            await _guard(request).attempt(
+                _address(request),
+                caller.username,
+                lambda: h.accounts.change_password(caller.username, body.current_password, body.new_password),
+            )
+        except WrongPasswordError:
+            raise InvalidFieldsError(
+                [
+                    {
+                        "loc": ["body", "current_password"],
+                        "msg": "the current password is wrong",
+                        "type": "value_error.password",
+                    }
+                ]
+            ) from None
+        return Response(status_code=204)
 
     @r.get("/users", response_model=list[s.UserDetailOut], responses=AUTHED)
     def list_users(_: Admin, h: H) -> list[dict[str, Any]]:
         """Every user (admin)."""
-        return h.users()
+        return h.accounts.users()
+
+    @r.post("/users", status_code=201, response_model=s.UserDetailOut, responses=_errors(401, 403, 409, 429))
+    async def create_user(body: s.UserCreateIn, caller: Admin, request: Request) -> dict[str, Any]:
+        """Create an account with a role and a first password (admin); tell its owner to change the
+        password (``POST /auth/password``). User names are unique whatever their case (409)."""
+        h = _horizon(request)
+        return await _guard(request).hashing(
+            lambda: h.accounts.create_user(caller.username, body.username, body.password, body.role)
+        )
 
     @r.patch("/users/{username}", response_model=s.UserDetailOut, responses=_errors(401, 403, 404, 409))
     def set_role(
         username: Annotated[str, PathParam(max_length=64)], body: s.RoleIn, caller: Admin, h: H
     ) -> dict[str, Any]:
         """Change a user's role (admin). The last admin cannot be demoted."""
-        return h.set_role(caller.username, username, body.role)
+        return h.accounts.set_role(caller.username, username, body.role)
 
     return r
 
@@ -176,9 +254,10 @@ def _registry_routes() -> APIRouter:
 
     @r.get("/stores", response_model=list[s.StoreOut], responses=_errors(401, 403, 503))
     def stores(_: Viewer, h: H) -> list[dict[str, Any]]:
-        """Every store."""
+        """Every store (a credential a setting still holds is shown as ``***``)."""
         return [
-            {"id": x.id, "kind": x.kind, "settings": dict(x.settings)} for x in h.snapshot().stores.values()
+            {"id": x.id, "kind": x.kind, "settings": redact_settings(x.settings)}
+            for x in h.snapshot().stores.values()
         ]
 
     @r.get("/entities", response_model=list[s.EntitySummaryOut], responses=_errors(401, 403, 503))
@@ -292,8 +371,21 @@ def _try_routes() -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["try it"])
 
     @r.post("/try/retrieve", response_model=s.TryOut, responses=_errors(401, 403, 404, 422, 502))
-    def try_retrieve(body: s.TryIn, _: Viewer, request: Request) -> dict[str, Any]:
-        """Retrieve features through the serving API (``RetrieveDecodedResult``), values as strings."""
+    def try_retrieve(body: s.TryIn, caller: Viewer, request: Request) -> dict[str, Any]:
+        """Retrieve features through the serving API (``RetrieveDecodedResult``), values as strings. It
+        reads real values with Horizon's own caller, so it is only for ``try_role`` and up (editor by
+        default) and only for the entities of ``try_entities`` (default: every one); 403 otherwise."""
+        config: HorizonConfig = request.app.state.config
+        if not role_at_least(caller.role, config.try_role):
+            raise ForbiddenError(
+                f"try-it needs the {config.try_role.value} role (setting try_role); "
+                f"{caller.username!r} is a {caller.role}"
+            )
+        if config.try_entities is not None and body.entity not in config.try_entities:
+            allowed = ", ".join(config.try_entities) or "none"
+            raise ForbiddenError(
+                f"try-it may not read entity {body.entity!r} (setting try_entities allows: {allowed})"
+            )
         client: ServingClient = request.app.state.serving
         return client.retrieve_decoded(body)
 
@@ -324,16 +416,20 @@ def _install_handlers(app: FastAPI) -> None:
 
     async def field_errors(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, InvalidFieldsError)
-        return JSONResponse({"detail": exc.errors}, status_code=422)
+        errors = [{**e, "msg": redact_text(str(e.get("msg", "")))} for e in exc.errors]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     async def library(_: Request, exc: Exception) -> JSONResponse:
         for cls, status in STATUS_OF:
             if isinstance(exc, cls):
+                message = redact_text(str(exc))
                 if status == 422:
-                    body: Any = [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
+                    body: Any = [{"loc": ["body"], "msg": message, "type": "value_error"}]
                     return JSONResponse({"detail": body}, status_code=422)
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+                if isinstance(exc, TooManyRequestsError):
+                    headers = {"Retry-After": str(exc.retry_after)}
+                return JSONResponse({"detail": message}, status_code=status, headers=headers)
         raise exc
 
     async def serving(_: Request, exc: Exception) -> JSONResponse:
@@ -385,6 +481,7 @@ def create_app(
     app.state.horizon = horizon
     app.state.serving = serving
     app.state.config = config
+    app.state.guard = LoginGuard(config)
     _install_handlers(app)
 
     @app.get("/api/v1/health", tags=["health"], response_model=s.RegistryOut, responses=_errors(503))

@@ -1,4 +1,5 @@
-"""Passwords (argon2id), the session-signing secret, and session tokens (JWT, HS256).
+"""Passwords (argon2id, at most a few hashed at once) and what a password must be, the session-signing
+secret, and session tokens (JWT, HS256).
 
 A session token names its user (``sub``), expires (``exp``) and has an id (``jti``) that logout records as
 revoked. The user's role is not in the token: it is read from the database on every call, so a role change
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -23,6 +25,8 @@ from online_feature_store.errors import InvalidInputError
 from online_feature_store.horizon.config import HorizonConfig
 
 __all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "MIN_PASSWORD_SCORE",
     "MIN_SECRET_LENGTH",
     "SECRET_FILE",
     "Passwords",
@@ -30,6 +34,7 @@ __all__ = [
     "TokenError",
     "issue_token",
     "load_secret",
+    "password_problem",
     "read_token",
 ]
 
@@ -39,18 +44,55 @@ MIN_SECRET_LENGTH = 32
 _ALGORITHM = "HS256"
 
 
+MIN_PASSWORD_LENGTH = 12
+MIN_PASSWORD_SCORE = 3
+"""zxcvbn's score (0-4) a password needs: 3 is "safely unguessable" (about 10^10 guesses)."""
+_ZXCVBN_MAX = 72  # zxcvbn refuses longer input (its matching is superlinear); the rest only adds strength
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """Why ``password`` is not good enough for ``username``, or ``None``: shorter than
+    :data:`MIN_PASSWORD_LENGTH`, containing the user name (whatever the case), or easy to guess by
+    zxcvbn's estimate (its lists of common passwords, words and names, keyboard and date patterns,
+    and the user name itself) below :data:`MIN_PASSWORD_SCORE`."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password needs at least {MIN_PASSWORD_LENGTH} characters (this one has {len(password)})"
+    if username and username.lower() in password.lower():
+        return "a password must not contain the user name"
+    from zxcvbn import zxcvbn
+
+    result = zxcvbn(password[:_ZXCVBN_MAX], user_inputs=[username])
+    if int(result["score"]) >= MIN_PASSWORD_SCORE:
+        return None
+    warning = str(result["feedback"].get("warning") or "").rstrip(".")
+    because = f" ({warning})" if warning else ""
+    return (
+        f"this password is too easy to guess{because}: it is, or is close to, a common password, word, name "
+        "or keyboard pattern; a few unrelated words or a password manager's random password will do"
+    )
+
+
 class Passwords:
     """argon2id password hashes with one of argon2-cffi's parameter profiles (``RFC_9106_LOW_MEMORY``:
     64 MiB, 3 passes, the library's default). Verification reads the parameters from each stored hash, so
-    a profile change applies to new passwords without breaking old ones."""
+    a profile change applies to new passwords without breaking old ones.
 
-    def __init__(self, profile: str = "RFC_9106_LOW_MEMORY") -> None:
-        self._hasher = PasswordHasher.from_parameters(getattr(profiles, profile))
+    At most ``max_concurrent`` hashes (or verifications) run at once; the others wait. Each holds the
+    profile's memory while it runs, so :attr:`memory_budget_bytes` bounds what hashing can take."""
+
+    def __init__(self, profile: str = "RFC_9106_LOW_MEMORY", *, max_concurrent: int = 2) -> None:
+        parameters = getattr(profiles, profile)
+        self._hasher = PasswordHasher.from_parameters(parameters)
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.max_concurrent = max_concurrent
+        self.memory_budget_bytes: int = parameters.memory_cost * 1024 * max_concurrent
+        """The profile's memory times ``max_concurrent`` (older, costlier hashes may take more)."""
         self._dummy: str | None = None
 
     def hash(self, password: str) -> str:
         """A salted hash of ``password``."""
-        return self._hasher.hash(password)
+        with self._slots:
+            return self._hasher.hash(password)
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when ``password`` matches ``password_hash``; False for a wrong password or a bad hash.
@@ -58,14 +100,15 @@ class Passwords:
         exist."""
         if password_hash is None:
             if self._dummy is None:
-                self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+                self._dummy = self.hash(secrets.token_urlsafe(16))
             self._verify(self._dummy, password)
             return False
         return self._verify(password_hash, password)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
-            return self._hasher.verify(password_hash, password)
+            with self._slots:
+                return self._hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
 

@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from online_feature_store.errors import InvalidInputError
+from online_feature_store.horizon.db import Role
 from online_feature_store.registry.backend import data_dir as default_data_dir
 
 __all__ = ["ENV_PREFIX", "HorizonConfig", "load_config"]
@@ -57,6 +58,39 @@ class HorizonConfig(BaseModel):
     """That caller's token."""
     serving_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     """Deadline of one try-it call."""
+    try_role: Role = Role.EDITOR
+    """The least role that may use try-it (it reads real feature values with Horizon's own caller)."""
+    try_entities: tuple[str, ...] | None = None
+    """The entities try-it may read (a list, or comma-separated in the environment); unset: every
+    entity. An empty list turns try-it off."""
+    allow_self_registration: bool = False
+    """Let anyone create an account (a viewer) with ``POST /auth/register``; off, only admins create
+    accounts."""
+    first_run_registration: bool = True
+    """While no user exists, let ``POST /auth/register`` create the first admin (the sign-in page offers
+    it). Turn it off when others can reach Horizon before its first admin exists, and create that admin
+    with ``ofs horizon create-user --role admin``."""
+    max_concurrent_hashes: int = Field(default=2, ge=1, le=64)
+    """Password hashes computed at once (sign-in, registration, new accounts): each takes the argon2
+    profile's memory (64 MiB for ``RFC_9106_LOW_MEMORY``), so this times that is Horizon's hashing budget."""
+    login_attempts_per_ip: int = Field(default=20, ge=1, le=100_000)
+    """Sign-in, registration and password-change attempts one client address may make per minute (a
+    successful sign-in is not counted); more answer 429 with Retry-After."""
+    login_failures_per_user: int = Field(default=10, ge=1, le=100_000)
+    """Wrong passwords for one account within ``login_failure_window_seconds`` before its sign-ins answer
+    429 (until the oldest failure leaves the window); a successful sign-in clears them."""
+    login_failure_window_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    """The window of ``login_failures_per_user``."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses of reverse proxies whose ``X-Forwarded-For`` names the client (for the
+    per-address limit); empty: the peer address is the client, and the header is ignored."""
+
+    @field_validator("try_entities", mode="before")
+    @classmethod
+    def _entity_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     def resolved_data_dir(self) -> Path:
         """``data_dir``, else the library's default data directory."""

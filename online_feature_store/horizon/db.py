@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from online_feature_store.errors import InvalidInputError, UnavailableError
 
 __all__ = [
     "ROLES",
+    "USERNAME_INDEX",
     "Role",
     "State",
     "audit",
     "connect",
     "metadata",
+    "record",
     "requests",
     "revoked_sessions",
     "settings",
@@ -141,6 +143,13 @@ settings = sa.Table(
 )
 
 
+def record(conn: Connection, actor: str, action: str, detail: str, request_id: int | None = None) -> None:
+    """An audit record, in the caller's transaction."""
+    conn.execute(
+        audit.insert().values(at=utcnow(), actor=actor, action=action, request_id=request_id, detail=detail)
+    )
+
+
 def utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(timezone.utc)
@@ -158,8 +167,41 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+USERNAME_INDEX = "horizon_users_username_ci"
+"""The unique index on ``lower(username)``: user names are unique whatever their case."""
+
+
+def _ensure_username_index(engine: Engine) -> None:
+    # Databases made before user names were case-insensitive may hold names that differ only in case;
+    # they are reported, never merged: which account is the real one is for an admin to decide.
+    with engine.begin() as conn:
+        clashes = conn.execute(
+            sa.select(sa.func.lower(users.c.username))
+            .group_by(sa.func.lower(users.c.username))
+            .having(sa.func.count() > 1)
+        ).all()
+        if clashes:
+            names = sorted(
+                conn.execute(
+                    sa.select(users.c.username).where(
+                        sa.func.lower(users.c.username).in_([c[0] for c in clashes])
+                    )
+                ).scalars()
+            )
+            raise InvalidInputError(
+                f"the Horizon database holds user names that differ only in case: {names}; user names are "
+                "case-insensitive now, so keep one account of each and delete the others "
+                "(DELETE FROM horizon_users WHERE username = '…') before starting Horizon"
+            )
+        conn.execute(
+            sa.text(f"CREATE UNIQUE INDEX IF NOT EXISTS {USERNAME_INDEX} ON horizon_users (lower(username))")
+        )
+
+
 def connect(url: str) -> Engine:
-    """An engine for ``url`` with the schema created (SQLite: the file and its directory too)."""
+    """An engine for ``url`` with the schema created (SQLite: the file and its directory too), including
+    the case-insensitive unique index on user names (``InvalidInputError`` naming the clashing names when
+    an older database holds some)."""
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
@@ -179,7 +221,11 @@ def connect(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     try:
         metadata.create_all(engine)
+        _ensure_username_index(engine)
     except sa.exc.OperationalError as exc:
         engine.dispose()
         raise UnavailableError(f"cannot reach the Horizon database {parsed!r}: {exc.orig}") from None
+    except BaseException:
+        engine.dispose()
+        raise
     return engine

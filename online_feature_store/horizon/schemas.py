@@ -32,7 +32,10 @@ __all__ = [
     "KeyOut",
     "LoginIn",
     "LoginOut",
+    "MeOut",
+    "PasswordChangeIn",
     "RegisterIn",
+    "RegistrationOut",
     "RegistryOut",
     "RejectIn",
     "RequestCreatedOut",
@@ -42,6 +45,7 @@ __all__ = [
     "StoreOut",
     "TryIn",
     "TryOut",
+    "UserCreateIn",
     "UserDetailOut",
     "UserOut",
 ]
@@ -70,11 +74,46 @@ class ErrorOut(BaseModel):
 # -- users -----------------------------------------------------------------------------------------
 
 
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@\-]{1,64}$"
+"""User names: unique whatever their case (``ALICE`` is ``alice``)."""
+Username = Annotated[str, Field(pattern=USERNAME_PATTERN, description="letters, digits, _ . @ - (max 64)")]
+NewPassword = Annotated[
+    str,
+    Field(
+        min_length=12,
+        max_length=256,
+        description="at least 12 characters, not containing the user name, not easy to guess",
+    ),
+]
+
+
 class RegisterIn(_In):
     """A new account."""
 
-    username: str = Field(pattern=r"^[A-Za-z0-9_.@\-]{1,64}$")
-    password: str = Field(min_length=8, max_length=256)
+    username: Username
+    password: NewPassword
+
+
+class UserCreateIn(_In):
+    """An account made by an admin, with its role and first password."""
+
+    username: Username
+    password: NewPassword
+    role: Role = Role.VIEWER
+
+
+class PasswordChangeIn(_In):
+    """A new password for the signed-in user."""
+
+    current_password: str = Field(max_length=256)
+    new_password: NewPassword
+
+
+class RegistrationOut(BaseModel):
+    """Whether one may create one's own account now, and whether it would be the first admin."""
+
+    open: bool
+    first_admin: bool
 
 
 class LoginIn(_In):
@@ -89,6 +128,14 @@ class UserOut(BaseModel):
 
     username: str
     role: Role
+
+
+class MeOut(UserOut):
+    """The signed-in user, and whether try-it is open to them (``try_entities``: the entities it may
+    read, ``null`` for every one)."""
+
+    can_try: bool
+    try_entities: list[str] | None
 
 
 class UserDetailOut(UserOut):

@@ -36,18 +36,16 @@ from online_feature_store.errors import (
     UnavailableError,
 )
 from online_feature_store.horizon import auth, schemas
+from online_feature_store.horizon.accounts import Accounts, AuthError, ForbiddenError, WrongPasswordError
 from online_feature_store.horizon.changes import InvalidFieldsError, Payload, change_of, plan
 from online_feature_store.horizon.config import HorizonConfig
 from online_feature_store.horizon.db import (
-    Role,
     State,
     audit,
     connect,
+    record,
     requests,
-    revoked_sessions,
-    settings,
     to_utc,
-    users,
     utcnow,
 )
 from online_feature_store.registry.backend import RegistryBackend, open_registry
@@ -56,8 +54,9 @@ from online_feature_store.registry.serde import state_docs
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.spec import diff_states
 from online_feature_store.registry.tokens import hash_token, new_token
+from online_feature_store.store.secrets import redact_settings, redact_text
 
-__all__ = ["AuthError", "ForbiddenError", "Horizon"]
+__all__ = ["AuthError", "ForbiddenError", "Horizon", "WrongPasswordError"]
 
 _log = logging.getLogger(__name__)
 
@@ -74,21 +73,6 @@ _PAYLOADS: dict[str, type[Payload]] = {
 }
 
 
-class AuthError(OfsError):
-    """No valid session (HTTP 401)."""
-
-
-class ForbiddenError(OfsError, PermissionError):
-    """A valid session without the right to do this (HTTP 403)."""
-
-
-def _user_json(row: Any, *, detail: bool = False) -> dict[str, Any]:
-    out = {"username": row.username, "role": Role(row.role).value}
-    if detail:
-        out["created_at"] = to_utc(row.created_at)
-    return out
-
-
 def _target(old: RegistryState, new: RegistryState) -> list[list[str | None]]:
     """The objects a change writes: ``[kind, name, canonical JSON]`` (``None``: removed)."""
     before, after = state_docs(old), state_docs(new)
@@ -98,20 +82,28 @@ def _target(old: RegistryState, new: RegistryState) -> list[list[str | None]]:
     return changed + [[kind, name, None] for kind, name in before.keys() - after.keys()]
 
 
+def _shown_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    settings = payload.get("settings")
+    if isinstance(settings, dict):  # create_store: any credential an older request holds is redacted
+        return {**payload, "settings": redact_settings({str(k): str(v) for k, v in settings.items()})}
+    return payload
+
+
 def _request_json(row: Any) -> dict[str, Any]:
+    """A request as the API shows it: credentials in its payload, plan lines and texts redacted."""
     return {
         "id": row.id,
         "kind": row.kind,
-        "payload": row.payload,
-        "description": row.description,
+        "payload": _shown_payload(row.payload),
+        "description": redact_text(row.description),
         "state": State(row.state).value,
         "author": row.author,
         "created_at": to_utc(row.created_at),
         "decided_by": row.decided_by,
         "decided_at": to_utc(row.decided_at) if row.decided_at is not None else None,
-        "reason": row.reason,
+        "reason": redact_text(row.reason) if row.reason is not None else None,
         "revision": row.revision,
-        "diff": list(row.diff),
+        "diff": [redact_text(line) for line in row.diff],
     }
 
 
@@ -124,8 +116,8 @@ class Horizon:
     def __init__(self, config: HorizonConfig, *, registry: RegistryBackend | None = None) -> None:
         self.config = config
         self.secret = auth.load_secret(config)
-        self.passwords = auth.Passwords(config.password_profile)
         self.engine: Engine = connect(config.resolved_database_url())
+        self.accounts = Accounts(config, self.engine, self.secret)
         try:
             self.registry = registry if registry is not None else open_registry(config.registry_url())
         except BaseException:
@@ -162,11 +154,7 @@ class Horizon:
 
     @staticmethod
     def _audit(conn: Connection, actor: str, action: str, detail: str, request_id: int | None = None) -> None:
-        conn.execute(
-            audit.insert().values(
-                at=utcnow(), actor=actor, action=action, request_id=request_id, detail=detail
-            )
-        )
+        record(conn, actor, action, detail, request_id)
 
     def audit_log(
         self, *, request_id: int | None = None, actor: str | None = None, limit: int = 100
@@ -185,103 +173,10 @@ class Horizon:
                 "actor": r.actor,
                 "action": r.action,
                 "request_id": r.request_id,
-                "detail": r.detail,
+                "detail": redact_text(r.detail),
             }
             for r in rows
         ]
-
-    # -- users and sessions ------------------------------------------------------------------------
-
-    def register(self, username: str, password: str) -> dict[str, Any]:
-        """A new user: the first one ever is an admin, later ones viewers. ``ConflictError`` when taken."""
-        password_hash = self.passwords.hash(password)
-        for _ in range(3):
-            with self.engine.connect() as conn:
-                if conn.execute(sa.select(users.c.username).where(users.c.username == username)).first():
-                    raise ConflictError(f"username {username!r} is taken")
-                first = (
-                    conn.execute(sa.select(settings).where(settings.c.name == "first_admin")).first() is None
-                )
-            role = Role.ADMIN if first else Role.VIEWER
-            try:
-                with self.engine.begin() as conn:
-                    if first:  # the primary key lets only one registration claim this
-                        conn.execute(settings.insert().values(name="first_admin", value=username))
-                    conn.execute(
-                        users.insert().values(
-                            username=username, password_hash=password_hash, role=role, created_at=utcnow()
-                        )
-                    )
-                    self._audit(conn, username, "user.register", f"registered as {role.value}")
-            except sa.exc.IntegrityError:
-                continue  # lost a race (for the name, or for being first): look again
-            return {"username": username, "role": role.value}
-        raise ConflictError(f"username {username!r} is taken")
-
-    def login(self, username: str, password: str) -> dict[str, Any]:
-        """A new session for valid credentials; ``AuthError`` otherwise (not saying which part is wrong)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(users).where(users.c.username == username)).first()
-        if not self.passwords.verify(row.password_hash if row else None, password) or row is None:
-            raise AuthError("invalid username or password")
-        token, session = auth.issue_token(self.secret, username, self.config.session_ttl_seconds)
-        return {"token": token, "expires_at": session.expires_at, **_user_json(row)}
-
-    def authenticate(self, token: str) -> tuple[dict[str, Any], auth.Session]:
-        """The user and session of a bearer token; ``AuthError`` when it is invalid, expired or revoked."""
-        try:
-            session = auth.read_token(self.secret, token)
-        except auth.TokenError as exc:
-            raise AuthError(str(exc)) from None
-        with self.engine.connect() as conn:
-            revoked = conn.execute(
-                sa.select(revoked_sessions.c.jti).where(revoked_sessions.c.jti == session.jti)
-            ).first()
-            row = conn.execute(sa.select(users).where(users.c.username == session.username)).first()
-        if revoked is not None:
-            raise AuthError("session ended (logged out); log in again")
-        if row is None:
-            raise AuthError(f"user {session.username!r} no longer exists")
-        return _user_json(row), session
-
-    def logout(self, session: auth.Session) -> None:
-        """Revoke ``session`` (until it would have expired anyway)."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(revoked_sessions.delete().where(revoked_sessions.c.expires_at < now))
-            exists = conn.execute(
-                sa.select(revoked_sessions.c.jti).where(revoked_sessions.c.jti == session.jti)
-            ).first()
-            if exists is None:
-                conn.execute(revoked_sessions.insert().values(jti=session.jti, expires_at=session.expires_at))
-
-    def users(self) -> list[dict[str, Any]]:
-        """Every user."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(users).order_by(users.c.username)).all()
-        return [_user_json(r, detail=True) for r in rows]
-
-    def set_role(self, actor: str, username: str, role: Role) -> dict[str, Any]:
-        """Change a user's role; refuses to demote the last admin (``ConflictError``)."""
-        others = (
-            sa.select(sa.func.count())
-            .select_from(users)
-            .where(users.c.role == Role.ADMIN, users.c.username != username)
-            .scalar_subquery()
-        )
-        with self.engine.begin() as conn:
-            before = conn.execute(sa.select(users.c.role).where(users.c.username == username)).first()
-            if before is None:
-                raise NotFoundError(f"unknown user {username!r}")
-            keeps_an_admin = sa.true() if role == Role.ADMIN else others > 0
-            done = conn.execute(
-                users.update().where(users.c.username == username, keeps_an_admin).values(role=role)
-            )
-            if done.rowcount != 1:
-                raise ConflictError(f"{username!r} is the last admin; make another user admin first")
-            self._audit(conn, actor, "user.role", f"{username}: {Role(before.role).value} -> {role.value}")
-            row = conn.execute(sa.select(users).where(users.c.username == username)).one()
-        return _user_json(row, detail=True)
 
     # -- change requests ---------------------------------------------------------------------------
 
@@ -395,8 +290,8 @@ class Horizon:
                     "try again in a minute"
                 )
         self._pending(row)
-        if row.author == actor and not self.config.single_person:
-            raise ForbiddenError("you cannot approve your own request (another admin must)")
+        if not self.config.single_person:
+            self._two_people(actor, row)
         change = change_of(self._payload(row), row.token_hash)
         # 1. claim: the one place a request leaves PENDING for an approval; only one claim can match
         with self.engine.begin() as conn:
@@ -462,6 +357,21 @@ class Horizon:
                 f"approval failed ({type(exc).__name__}); it stays APPLYING and is finished as APPROVED "
                 "by the next approval attempt or restart"
             ) from exc
+
+    def _two_people(self, actor: str, row: Any) -> None:
+        """The two-person rule: the approver is not the author, and their account existed before the
+        request (else an admin could make a second account and approve their own request with it)."""
+        if row.author.lower() == actor.lower():
+            raise ForbiddenError("you cannot approve your own request (another admin must)")
+        with self.engine.connect() as conn:
+            approver = Accounts.user_row(conn, actor)
+        if approver is not None and to_utc(approver.created_at) > to_utc(row.created_at):
+            raise ForbiddenError(
+                f"{actor!r} cannot approve request {row.id}: the account was created after the request "
+                f"({to_utc(approver.created_at):%Y-%m-%d %H:%M:%S} UTC, the request "
+                f"{to_utc(row.created_at):%Y-%m-%d %H:%M:%S} UTC); the two-person rule needs an admin "
+                "whose account is older than the request"
+            )
 
     def _unclaim(self, request_id: int, actor: str, action: str, detail: str) -> Any:
         """APPLYING → PENDING (the registry does not hold the change), with an audit record."""

@@ -30,6 +30,7 @@ from online_feature_store.registry.tokens import (
     verify_token,
 )
 from online_feature_store.registry.validate import cell_to_plain, encode_default, where
+from online_feature_store.store.secrets import redact_settings
 from online_feature_store.types import DataType
 
 __all__ = [
@@ -337,9 +338,9 @@ def diff_states(old: RegistryState, new: RegistryState) -> list[str]:
         if before is None:
             out.append(f"+ store {store.id} ({store.kind})")
         elif before != store:
-            out.append(
-                f"~ store {store.id}: {before.kind} {dict(before.settings)} → "
-                f"{store.kind} {dict(store.settings)}"
+            out.append(  # shown by ofs registry apply, kept by Horizon: never a credential
+                f"~ store {store.id}: {before.kind} {redact_settings(before.settings)} → "
+                f"{store.kind} {redact_settings(store.settings)}"
             )
     out += [f"- store {sid}" for sid in old_stores]
     old_callers = {c.id: c for c in old.callers}

@@ -254,7 +254,7 @@ def _feature_errors(entity: str, fg: FeatureGroup, feature: Feature) -> list[str
 def validate_change(old: RegistryState, new: RegistryState, has_data: HasData = no_data) -> None:
     """Validate ``new`` and the step from ``old`` to it; raise ``InvalidInputError`` listing every problem."""
     validate_state(new)
-    errors: list[str] = []
+    errors: list[str] = _store_change_errors(old, new)
     for before in old.entities:
         after = new.entity(before.label)
         if after is None:
@@ -271,6 +271,20 @@ def validate_change(old: RegistryState, new: RegistryState, has_data: HasData = 
             if now is not None:
                 errors.extend(_fg_change_errors(before.label, fg, now))
     _raise(errors)
+
+
+def _store_change_errors(old: RegistryState, new: RegistryState) -> list[str]:
+    """The settings rules of every store created or changed (``store.settings_errors``: known settings,
+    numbers, and no literal credential); a store left as it was is not judged again."""
+    from online_feature_store.store import settings_errors  # the store package imports the registry
+
+    before = {s.id: s for s in old.stores}
+    errors: list[str] = []
+    for store in new.stores:
+        if store.kind in STORE_KINDS and before.get(store.id) != store:
+            problems = settings_errors(store.kind, store.settings)
+            errors += [f"store {store.id!r}: {msg}" for msg in problems.values()]
+    return errors
 
 
 def _keys(entity: Entity) -> str:

@@ -21,6 +21,7 @@ from online_feature_store.registry.spec import (
     RegistrySpec,
     cell_to_plain,
 )
+from online_feature_store.store.secrets import redact_settings
 from online_feature_store.types import DataType
 
 __all__ = ["dump_yaml", "load_yaml", "parse_spec", "state_to_dict"]
@@ -244,9 +245,12 @@ def _entity_dict(entity: Entity) -> dict[str, Any]:
 
 
 def state_to_dict(state: RegistryState) -> dict[str, Any]:
-    """``state`` as the YAML file's structure (active versions only; tokens as their hashes)."""
+    """``state`` as the YAML file's structure (active versions only; tokens as their hashes; a credential
+    a store setting still holds is redacted: ``store.secrets``)."""
     return {
-        "stores": [{"id": s.id, "kind": s.kind, "settings": dict(s.settings)} for s in state.stores],
+        "stores": [
+            {"id": s.id, "kind": s.kind, "settings": redact_settings(s.settings)} for s in state.stores
+        ],
         "callers": [{"id": c.id, "role": c.role, "token_hash": c.token_hash} for c in state.callers],
         "entities": [_entity_dict(e) for e in state.entities],
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.model import Store
 from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
+from online_feature_store.store.secrets import credential_errors, resolve_env
 
 __all__ = [
     "NUMERIC_SETTINGS",
@@ -27,7 +28,16 @@ __all__ = [
 
 SETTINGS: dict[str, tuple[str, ...]] = {
     "sqlite": ("path", "busy_timeout", "purge_interval"),
-    "redis": ("url", "cluster_nodes", "pool_size", "connect_timeout", "socket_timeout", "retries"),
+    "redis": (
+        "url",
+        "cluster_nodes",
+        "pool_size",
+        "connect_timeout",
+        "socket_timeout",
+        "retries",
+        "username",
+        "password_env",
+    ),
     "scylla": (
         "hosts",
         "port",
@@ -58,14 +68,20 @@ NUMERIC_SETTINGS: dict[str, dict[str, type[float] | type[int]]] = {
 """The settings of each kind that must parse as a number (``int`` or ``float``); the rest are text."""
 
 
-def settings_errors(kind: str, settings: Mapping[str, str]) -> dict[str, str]:
+def settings_errors(kind: str, settings: Mapping[str, str], *, credentials: bool = True) -> dict[str, str]:
     """What :func:`open_store` would refuse in a store's ``settings``, by setting name (``""`` for the
     settings as a whole, e.g. a redis store without ``url``); empty when they are fine. ``kind`` must be
-    one of :data:`SETTINGS` (Horizon checks a request before the store exists, so this takes no Store)."""
+    one of :data:`SETTINGS` (Horizon checks a request before the store exists, so this takes no Store).
+
+    With ``credentials`` (the rule for a store being created or changed) a literal credential is refused
+    too (``store.secrets.credential_errors``: a password goes in an environment variable named by
+    ``password_env``); :func:`open_store` still opens a store a registry already holds with one."""
     known = SETTINGS[kind]
     errors: dict[str, str] = {}
     for name in sorted(set(settings) - set(known)):
         errors[name] = f"unknown {kind} setting {name!r} (known: {', '.join(known)})"
+    if credentials:
+        errors.update(credential_errors(settings))
     for name, number in NUMERIC_SETTINGS[kind].items():
         raw = settings.get(name)
         if raw:
@@ -99,7 +115,7 @@ def _check_settings(store: Store) -> Mapping[str, str]:
         raise InvalidInputError(
             f"store {store.id!r}: unknown kind {store.kind!r} (one of {', '.join(SETTINGS)})"
         )
-    errors = settings_errors(store.kind, store.settings)
+    errors = settings_errors(store.kind, store.settings, credentials=False)
     if errors:
         raise InvalidInputError(f"store {store.id!r}: " + "; ".join(errors.values()))
     return store.settings
@@ -110,7 +126,8 @@ def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = 
     for Redis and Cassandra (they connect on first use, so a server can start while they are down).
 
     A SQLite ``path`` that is relative (or missing: ``store-<id>.db``) is taken inside ``data_directory``
-    (default: ``$OFS_DATA_DIR``, else ``~/.local/share/online-feature-store``)."""
+    (default: ``$OFS_DATA_DIR``, else ``~/.local/share/online-feature-store``). A redis ``password_env``
+    is read from this process's environment now (``UnavailableError`` when it is not set)."""
     s = _check_settings(store)
     if store.kind == "sqlite":
         from online_feature_store.registry.backend import data_dir
@@ -133,6 +150,8 @@ def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = 
         return RedisStore(
             url or None,
             cluster_nodes=nodes or None,
+            username=s.get("username") or None,
+            password=resolve_env(store.id, "password_env", s.get("password_env")),
             pool_size=int(_number(store, "pool_size", 32, int)),
             connect_timeout=_number(store, "connect_timeout", 2.0),
             socket_timeout=_number(store, "socket_timeout", 2.0),

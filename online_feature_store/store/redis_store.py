@@ -27,6 +27,7 @@ from online_feature_store.store import redis_pipeline
 from online_feature_store.store._checks import check_fg_ids, check_keys, check_writes
 from online_feature_store.store.base import BlockWrite, KeyValues
 from online_feature_store.store.keys import namespaced_key
+from online_feature_store.store.secrets import redact_text
 
 if TYPE_CHECKING:
     from redis.commands.core import Script
@@ -126,6 +127,8 @@ class RedisStore:
     ``pool_size`` bounds the connections (per node for a cluster); callers wait up to ``socket_timeout``
     for a free one. Connection failures are retried ``retries`` times with a short backoff, then raise
     ``UnavailableError``. The client connects on first use, so a store can be opened while Redis is down.
+    ``username`` and ``password`` (Redis ACL / ``requirepass``) are sent apart from the URL, which is
+    shown in errors: a password still written into ``url`` is redacted there.
     """
 
     def __init__(
@@ -137,6 +140,8 @@ class RedisStore:
         connect_timeout: float = 2.0,
         socket_timeout: float = 2.0,
         retries: int = 2,
+        username: str | None = None,
+        password: str | None = None,
     ):
         if (url is None) == (not cluster_nodes):
             raise ValueError("RedisStore needs exactly one of url or cluster_nodes")
@@ -146,6 +151,7 @@ class RedisStore:
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         self._retries = retries
+        self._credentials = {"username": username, "password": password}
         self._lock = threading.Lock()
         self._client: Any = None
         self._script: Script | None = None
@@ -153,7 +159,7 @@ class RedisStore:
 
     @property
     def _where(self) -> str:
-        return self.url or "cluster " + ",".join(self.cluster_nodes)
+        return redact_text(self.url) if self.url else "cluster " + ",".join(self.cluster_nodes)
 
     def _connect(self) -> tuple[Any, Script]:
         if self._closed:
@@ -178,6 +184,7 @@ class RedisStore:
                     "socket_timeout": self._socket_timeout,
                     "retry": retry,
                     "max_connections": self._pool_size,
+                    **{k: v for k, v in self._credentials.items() if v is not None},
                 }
                 if self.url is not None:
                     pool = redis.BlockingConnectionPool.from_url(

@@ -66,12 +66,15 @@ class Api:
         self._clients: list[httpx.Client] = [self.anon]
 
     def user(self, username: str, role: str = "viewer", *, admin: httpx.Client | None = None) -> httpx.Client:
-        """A logged-in client of a new user with ``role`` (set by ``admin`` when not the first user)."""
-        r = self.anon.post("/auth/register", json={"username": username, "password": PASSWORD})
-        assert r.status_code == 201, r.text
-        if r.json()["role"] != role:
-            assert admin is not None
-            assert admin.patch(f"/users/{username}", json={"role": role}).status_code == 200
+        """A logged-in client of a new user with ``role``: the first user registers itself (first-run
+        registration: the admin); later ones are created by ``admin`` (self-registration is off)."""
+        if admin is None:
+            r = self.anon.post("/auth/register", json={"username": username, "password": PASSWORD})
+            assert r.status_code == 201, r.text
+            assert r.json()["role"] == role
+        else:
+            r = admin.post("/users", json={"username": username, "password": PASSWORD, "role": role})
+            assert r.status_code == 201, r.text
         return self.login(username)
 
     def login(self, username: str) -> httpx.Client:

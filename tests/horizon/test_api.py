@@ -51,7 +51,9 @@ def viewer(api: Api, admin: httpx.Client) -> httpx.Client:
 # -- users and sessions ----------------------------------------------------------------------------
 
 
-def test_first_user_is_admin_later_ones_viewers(api: Api) -> None:
+def test_first_user_is_admin_later_ones_viewers(make_server: Callable[..., Server]) -> None:
+    """With self-registration on (off by default: test_lockdown.py)."""
+    api = Api(make_server(allow_self_registration=True))
     first = api.anon.post("/auth/register", json={"username": "root", "password": PASSWORD})
     second = api.anon.post("/auth/register", json={"username": "someone", "password": PASSWORD})
     assert (first.status_code, first.json()) == (201, {"username": "root", "role": "admin"})
@@ -59,6 +61,7 @@ def test_first_user_is_admin_later_ones_viewers(api: Api) -> None:
     again = api.anon.post("/auth/register", json={"username": "root", "password": PASSWORD + "2"})
     assert again.status_code == 409
     assert "taken" in again.json()["detail"]
+    api.close()
 
 
 def test_register_validation_names_the_field(api: Api) -> None:
@@ -70,7 +73,7 @@ def test_register_validation_names_the_field(api: Api) -> None:
 
 def test_login_me_logout(api: Api, admin: httpx.Client) -> None:
     me = admin.get("/auth/me")
-    assert me.json() == {"username": "alice", "role": "admin"}
+    assert me.json() == {"username": "alice", "role": "admin", "can_try": True, "try_entities": None}
     wrong = api.anon.post("/auth/login", json={"username": "alice", "password": "nope nope"})
     unknown = api.anon.post("/auth/login", json={"username": "nobody", "password": PASSWORD})
     assert wrong.status_code == unknown.status_code == 401
@@ -626,22 +629,27 @@ def test_audit_log(api: Api, admin: httpx.Client, editor: httpx.Client) -> None:
     ]
     assert "+ store main (sqlite)" in log[1]["detail"]
     mine = admin.get("/audit", params={"actor": "eve"}).json()
-    assert {a["action"] for a in mine} == {"request.create", "user.register"}
+    assert {a["action"] for a in mine} == {"request.create"}
     assert len(admin.get("/audit", params={"limit": 1}).json()) == 1
     assert admin.get("/audit", params={"limit": 0}).status_code == 422
+    by_alice = admin.get("/audit", params={"actor": "alice"}).json()
+    assert [a["detail"] for a in by_alice if a["action"] == "user.create"] == ["eve as editor"]
+    assert admin.patch("/users/eve", json={"role": "viewer"}).status_code == 200
     roles = [a for a in admin.get("/audit").json() if a["action"] == "user.role"]
-    assert roles[0]["detail"] == "eve: viewer -> editor"
+    assert roles[0]["detail"] == "eve: editor -> viewer"
 
 
 def test_openapi_document_matches_the_routes(api: Api) -> None:
     doc = api.anon.get(api.server.url + "/openapi.json").json()
     paths = doc["paths"]
     expected = {
+        "/api/v1/auth/registration": {"get"},
         "/api/v1/auth/register": {"post"},
         "/api/v1/auth/login": {"post"},
         "/api/v1/auth/logout": {"post"},
         "/api/v1/auth/me": {"get"},
-        "/api/v1/users": {"get"},
+        "/api/v1/auth/password": {"post"},
+        "/api/v1/users": {"get", "post"},
         "/api/v1/users/{username}": {"patch"},
         "/api/v1/registry": {"get"},
         "/api/v1/stores": {"get"},

@@ -46,6 +46,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PERSIST = "/persist.FeatureService/PersistFeatures"
+ADMIN_PASSWORD = "violet tractor umbrella"
+ALICE_FIRST_PASSWORD = "copper kettle seashore"
+ALICE_PASSWORD = "granite lantern orchard"
 START_TIMEOUT = 60.0
 STATIC = ROOT / "online_feature_store" / "horizon" / "static"
 
@@ -326,25 +329,57 @@ def _approve(page: Page, expect: Any, request_id: int) -> None:
 def _flow(servers: Servers, admin: Page, editor: Page, expect: Any, shot: Shots) -> None:
     base = servers.horizon_url
 
-    # The first account becomes the admin.
+    # Nobody has an account yet: the sign-in page offers to create the first one, which becomes the admin.
     visit(admin, base)
     expect(admin.get_by_role("heading", name="TruffleBox")).to_be_visible()
-    shot(admin, "login")
-    _sign_up(admin, expect, "admin", "admin-password")
+    expect(admin.get_by_role("heading", name="Create the first account")).to_be_visible()
+    shot(admin, "login-first-run")
+    _sign_up(admin, expect, "admin", ADMIN_PASSWORD)
     expect(admin.locator("#account")).to_contain_text("admin")
     expect(admin.get_by_role("link", name="Approvals")).to_be_visible()
     shot(admin, "admin-discover-empty")
 
-    # A second account starts as a viewer: no "Request a change".
+    # From now on nobody can sign themselves up: the page says to ask an admin.
     visit(editor, base)
-    form = editor.locator("#register-form")
-    form.get_by_label("Username").fill("admin")  # taken: said next to the field
-    form.get_by_label("Password").fill("another-password")
-    form.get_by_role("button", name="Create account").click()
-    expect(form.get_by_label("Username")).to_have_attribute("aria-invalid", "true")
-    _sign_up(editor, expect, "alice", "alice-password")
+    expect(editor.locator("#no-account")).to_contain_text("Ask an admin")
+    expect(editor.locator("#register-form")).to_have_count(0)
+    shot(editor, "login-closed")
+
+    # The admin adds alice on the Users page; names are unique whatever their case, passwords strong.
+    visit(admin, f"{base}#/users")
+    form = admin.locator("#add-user-form")
+    form.get_by_label("New user's name").fill("ADMIN")
+    form.get_by_label("First password").fill(ALICE_FIRST_PASSWORD)
+    form.get_by_role("button", name="Add user").click()
+    name = form.get_by_label("New user's name")
+    expect(name).to_have_attribute("aria-invalid", "true")
+    error_id = (name.get_attribute("aria-describedby") or "").split()[-1]
+    expect(admin.locator(f"#{error_id}")).to_contain_text("case-insensitive")
+    name.fill("alice")
+    form.get_by_label("First password").fill("alice-password")
+    form.get_by_role("button", name="Add user").click()
+    first_password = form.get_by_label("First password")
+    expect(first_password).to_have_attribute("aria-invalid", "true")
+    error_id = (first_password.get_attribute("aria-describedby") or "").split()[-1]
+    expect(admin.locator(f"#{error_id}")).to_contain_text("must not contain the user name")
+    shot(admin, "add-user-error")
+    first_password.fill(ALICE_FIRST_PASSWORD)
+    form.get_by_role("button", name="Add user").click()
+    expect(admin.locator("#banner")).to_contain_text("alice was added as viewer")
+    expect(admin.get_by_label("Role of alice", exact=True)).to_have_value("viewer")
+
+    # alice signs in as a viewer (no "Request a change", no "Try it") and changes her first password.
+    _sign_in(editor, expect, "alice", ALICE_FIRST_PASSWORD)
     expect(editor.locator("#account .role")).to_have_text("viewer")
     expect(editor.get_by_role("link", name="Request a change")).to_have_count(0)
+    expect(editor.get_by_role("link", name="Try it")).to_have_count(0)
+    editor.locator("#account a.who").click()
+    password_form = editor.locator("#password-form")
+    password_form.get_by_label("Current password").fill(ALICE_FIRST_PASSWORD)
+    password_form.get_by_label("New password").fill(ALICE_PASSWORD)
+    password_form.get_by_role("button", name="Change password").click()
+    expect(editor.locator("#banner")).to_contain_text("Your password was changed")
+    shot(editor, "account-password")
 
     # The admin makes alice an editor.
     visit(admin, f"{base}#/users")
@@ -353,11 +388,12 @@ def _flow(servers: Servers, admin: Page, editor: Page, expect: Any, shot: Shots)
     expect(admin.locator("#banner")).to_contain_text("alice is now editor")
     shot(admin, "users")
 
-    # alice signs out and in again with her new role.
+    # alice signs out and in again (with her new password) with her new role: try-it is open to editors.
     editor.get_by_role("button", name="Sign out").click()
     expect(editor.locator("#banner")).to_contain_text("signed out")
-    _sign_in(editor, expect, "alice", "alice-password")
+    _sign_in(editor, expect, "alice", ALICE_PASSWORD)
     expect(editor.locator("#account .role")).to_have_text("editor")
+    expect(editor.get_by_role("link", name="Try it")).to_be_visible()
 
     # Requests: a SQLite store and an entity.
     editor.get_by_role("link", name="Request a change").click()

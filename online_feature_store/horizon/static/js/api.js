@@ -29,7 +29,7 @@ function describe(status, detail) {
   return `HTTP ${status}`;
 }
 
-/** {token, expires_at, username, role} or null when signed out or expired. */
+/** {token, expires_at, username, role, can_try, try_entities} or null when signed out or expired. */
 export function session() {
   let s = null;
   try {
@@ -119,12 +119,16 @@ const enc = encodeURIComponent;
 
 /** One function per endpoint of the contract. */
 export const api = {
+  registration: () => request("GET", "/auth/registration", { auth: false }),
   register: (username, password) =>
     request("POST", "/auth/register", { body: { username, password }, auth: false }),
   login: (username, password) => request("POST", "/auth/login", { body: { username, password }, auth: false }),
   logout: () => request("POST", "/auth/logout"),
   me: () => request("GET", "/auth/me"),
+  changePassword: (current_password, new_password) =>
+    request("POST", "/auth/password", { body: { current_password, new_password } }),
   users: () => request("GET", "/users"),
+  createUser: (username, password, role) => request("POST", "/users", { body: { username, password, role } }),
   setRole: (username, role) => request("PATCH", `/users/${enc(username)}`, { body: { role } }),
 
   registry: () => request("GET", "/registry"),

@@ -12,7 +12,9 @@ const ROUTES = {
   approvals: { module: "./pages/approvals.js", title: "Approvals", nav: "Approvals", role: "admin" },
   users: { module: "./pages/users.js", title: "Users", nav: "Users", role: "admin" },
   audit: { module: "./pages/audit.js", title: "Audit log", nav: "Audit log", role: "admin" },
-  try: { module: "./pages/try.js", title: "Try it", nav: "Try it", role: "viewer" },
+  // try-it reads real feature values: only for the roles (and entities) Horizon's try_role allows
+  try: { module: "./pages/try.js", title: "Try it", nav: "Try it", role: "viewer", allowed: (s) => Boolean(s.can_try) },
+  account: { module: "./pages/account.js", title: "Account", role: "viewer" },
 };
 
 const main = document.getElementById("main");
@@ -94,14 +96,14 @@ function renderChrome(current) {
     return;
   }
   const links = Object.entries(ROUTES)
-    .filter(([, r]) => r.nav && hasRole(r.role))
+    .filter(([, r]) => r.nav && hasRole(r.role) && (!r.allowed || r.allowed(s)))
     .map(([name, r]) =>
       h("a", { href: `#/${name}`, "aria-current": name === current ? "page" : false }, r.nav),
     );
   replace(nav, h("ul", {}, links.map((a) => h("li", {}, a))));
   replace(
     account,
-    h("span", { class: "who" }, s.username, " ", h("span", { class: `role role-${s.role}` }, s.role)),
+    h("a", { class: "who", href: "#/account", title: "Your account" }, s.username, " ", h("span", { class: `role role-${s.role}` }, s.role)),
     h("button", { type: "button", class: "secondary", id: "logout", onclick: logout }, "Sign out"),
   );
 }
@@ -139,6 +141,15 @@ async function render() {
     main.querySelector("h1").focus();
     return;
   }
+  if (spec.allowed && !spec.allowed(s)) {
+    replace(
+      main,
+      h("h1", { tabindex: "-1" }, spec.title),
+      h("p", {}, "This page is not open to your role; Horizon's settings (try_role, try_entities) decide who may use it."),
+    );
+    main.querySelector("h1").focus();
+    return;
+  }
   replace(main, h("p", { class: "muted" }, "Loading…"));
   main.setAttribute("aria-busy", "true");
   try {
@@ -169,7 +180,7 @@ async function refreshSession() {
   if (!s) return;
   try {
     const me = await api.me();
-    if (me.role !== s.role) saveSession({ ...s, role: me.role });
+    saveSession({ ...s, role: me.role, can_try: me.can_try, try_entities: me.try_entities });
   } catch {
     // a 401 already signed the tab out; anything else leaves the stored session as it is
   }

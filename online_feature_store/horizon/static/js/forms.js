@@ -8,6 +8,10 @@
 import { ApiError } from "./api.js";
 import { h, replace, uid } from "./dom.js";
 
+/** What Horizon asks of a new password (the server checks it and says what is wrong). */
+export const PASSWORD_RULES =
+  "At least 12 characters, not containing the user name, and not easy to guess (a few unrelated words will do).";
+
 /**
  * A labelled field: {label, loc, type, value, required, help, options: [[value, text]], list, attrs}.
  * type "select" | "textarea" | "checkbox" | any input type. Returns the wrapper; `.input` is the control.

@@ -1,7 +1,7 @@
 // "Try it": retrieve features for some keys through the serving API (Horizon calls
 // RetrieveDecodedResult) and show them decoded. #/try?entity=<e>
 
-import { api } from "../api.js";
+import { api, session } from "../api.js";
 import { h, replace } from "../dom.js";
 import { field, group, submitting } from "../forms.js";
 
@@ -79,13 +79,15 @@ function resultTable(res) {
 }
 
 export async function render({ root, query, banner, announce, navigate }) {
-  const entities = await api.entities();
+  // only the entities try-it may read (Horizon's try_entities; null: every one)
+  const allowed = session().try_entities;
+  const entities = (await api.entities()).filter((e) => !Array.isArray(allowed) || allowed.includes(e.label));
   root.append(
     h("h1", {}, "Try it"),
     h("p", { class: "muted" }, "Reads features for some keys from the serving API, exactly as a model server would, and shows them decoded."),
   );
   if (!entities.length) {
-    root.append(h("p", {}, "No entity is registered yet."));
+    root.append(h("p", {}, Array.isArray(allowed) ? "No entity that try-it may read is registered yet." : "No entity is registered yet."));
     return;
   }
   const labels = entities.map((e) => e.label);
