@@ -161,17 +161,22 @@ func freePort() (int, error) {
 
 // newServer applies the test registry to a fresh data directory under dir and starts a server on it.
 func newServer(bin, dir string) (*server, error) {
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
-	}
 	spec := filepath.Join(dir, "features.yaml")
 	if err := os.WriteFile(spec, registry(), 0o600); err != nil {
 		return nil, err
 	}
+	return newServerOf(bin, dir, spec, "GO_TEST_READER_TOKEN="+readerToken, "GO_TEST_WRITER_TOKEN="+writerToken)
+}
+
+// newServerOf applies the registry file spec (env: its token variables) to a fresh data directory
+// under dir and starts a server on it.
+func newServerOf(bin, dir, spec string, env ...string) (*server, error) {
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, err
+	}
 	apply := exec.Command(bin, "registry", "apply", "-f", spec, "--yes")
-	apply.Env = append(os.Environ(), "OFS_DATA_DIR="+data,
-		"GO_TEST_READER_TOKEN="+readerToken, "GO_TEST_WRITER_TOKEN="+writerToken)
+	apply.Env = append(append(os.Environ(), "OFS_DATA_DIR="+data), env...)
 	if out, err := apply.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ofs registry apply: %v\n%s", err, out)
 	}
