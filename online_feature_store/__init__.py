@@ -43,6 +43,7 @@ from online_feature_store.errors import (
     InvalidInputError,
     NotFoundError,
     OfsError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from online_feature_store.feature_store import FeatureStore, RetrieveResult, Status
@@ -67,6 +68,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
+    "ResourceExhaustedError",
     "RetrieveResult",
     "Status",
     "UnavailableError",

@@ -14,7 +14,9 @@ __all__ = [
     "BlockMeta",
     "Catalog",
     "DecodedBlock",
+    "Limits",
     "__version__",
+    "cell_max_len",
     "csdb_encode",
     "csdb_entries",
     "csdb_lookup",
@@ -97,6 +99,24 @@ class BlockCache:
     def clear(self) -> None: ...
 
 @final
+class Limits:
+    """The limits a request is held to: keys of a retrieve, rows of a persist, and bytes of a retrieve
+    response (estimated before any read) or of the blocks one persist builds."""
+
+    def __new__(
+        cls, *, max_keys_per_request: int, max_rows_per_persist: int, max_message_bytes: int
+    ) -> Limits: ...
+    @property
+    def max_keys_per_request(self) -> int: ...
+    @property
+    def max_rows_per_persist(self) -> int: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+    def check_keys(self, keys: int, what: str) -> None: ...
+    def check_rows(self, rows: int, what: str) -> None: ...
+    def check_bytes(self, size: int, what: str) -> None: ...
+
+@final
 class Catalog:
     """The registry compiled for serving (one per registry revision; immutable)."""
 
@@ -122,7 +142,13 @@ class Catalog:
     def revision(self) -> int: ...
     def key_permutation(self, entity: str, keys_schema: Sequence[str]) -> list[int]: ...
     def plan(
-        self, entity: str, keys_schema: Sequence[str], fgs: Sequence[tuple[str, Sequence[str]]]
+        self,
+        entity: str,
+        keys_schema: Sequence[str],
+        fgs: Sequence[tuple[str, Sequence[str]]],
+        *,
+        keys: int = 0,
+        limits: Limits | None = None,
     ) -> list[tuple[int, list[tuple[str, int, int]]]]: ...
     def retrieve(
         self,
@@ -132,6 +158,7 @@ class Catalog:
         blocks: Sequence[bytes],
         *,
         now: int | None = None,
+        limits: Limits | None = None,
     ) -> list[tuple[Any, npt.NDArray[np.uint8]]]: ...
     def retrieve_cached(
         self,
@@ -142,6 +169,7 @@ class Catalog:
         keys: Sequence[Any],
         *,
         now: int | None = None,
+        limits: Limits | None = None,
     ) -> list[tuple[Any, npt.NDArray[np.uint8], int, int, int]] | None: ...
     def encode_rows(
         self,
@@ -152,6 +180,7 @@ class Catalog:
         *,
         now: int | None = None,
         saturate: bool = False,
+        limits: Limits | None = None,
     ) -> list[bytes]: ...
     def feature_group(self, entity: str, fg: str) -> tuple[int, int, int, int, int]: ...
     def retrieve_wire(
@@ -162,12 +191,24 @@ class Catalog:
         now: int | None = None,
         decoded: bool = False,
         cache: BlockCache | None = None,
+        limits: Limits | None = None,
     ) -> tuple[bytes, str, int, list[tuple[str, int, int, int]]]: ...
     def encode_wire(
-        self, query: bytes, blocks: Sequence[bytes], *, now: int | None = None, decoded: bool = False
+        self,
+        query: bytes,
+        blocks: Sequence[bytes],
+        *,
+        now: int | None = None,
+        decoded: bool = False,
+        limits: Limits | None = None,
     ) -> bytes: ...
     def persist_wire(
-        self, query: bytes, *, now: int | None = None, saturate: bool = False
+        self,
+        query: bytes,
+        *,
+        now: int | None = None,
+        saturate: bool = False,
+        limits: Limits | None = None,
     ) -> tuple[str, list[tuple[tuple[str, ...], int, bytes, int, str]], list[str]]: ...
 
 @final
@@ -222,6 +263,7 @@ def encode_cell(
     saturate: bool = False,
 ) -> bytes: ...
 def decode_cell(data_type: int, cell: bytes, *, vector_length: int = 0) -> Any: ...
+def cell_max_len(data_type: int, *, string_length: int = 0, vector_length: int = 0) -> int: ...
 def expiry_encode(expiry_at: int, *, now: int | None = None) -> bytes: ...
 def expiry_decode(raw: bytes) -> int | None: ...
 def encode_persist_query(

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
+    "ResourceExhaustedError",
     "UnavailableError",
 ]
 
@@ -50,3 +51,9 @@ class DeadlineExceededError(OfsError, TimeoutError):
 class AuthError(OfsError, PermissionError):
     """The server refused the caller: unknown caller or bad token (``UNAUTHENTICATED``), or a token of
     the wrong role, e.g. a reader token persisting (``PERMISSION_DENIED``)."""
+
+
+class ResourceExhaustedError(OfsError):
+    """A request over a size limit (keys per retrieve, rows per persist, the bytes of a response or of
+    the blocks a persist builds), refused before the work, or memory for it the allocator would not
+    give. The message names the size and the limit (``RESOURCE_EXHAUSTED``)."""

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from online_feature_store._native import BlockCache, Catalog
+from online_feature_store._native import BlockCache, Catalog, Limits
 from online_feature_store.cache.invalidation import (
     InvalidationBus,
     RedisInvalidationBus,
@@ -36,15 +36,27 @@ from online_feature_store.store.keys import encode_key
 from online_feature_store.types import DataType
 
 __all__ = [
+    "DEFAULT_MAX_KEYS_PER_REQUEST",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_ROWS_PER_PERSIST",
     "FeatureStore",
     "FeatureStoreMetrics",
     "PreparedWrite",
     "RetrieveResult",
     "Status",
     "compile_catalog",
+    "make_limits",
 ]
 
 FOUND, MISSING, EXPIRED = 0, 1, 2
+
+DEFAULT_MAX_KEYS_PER_REQUEST = 10_000
+"""Keys one retrieve may ask for: a ranking request scores hundreds to a few thousand candidates."""
+DEFAULT_MAX_ROWS_PER_PERSIST = 100_000
+"""Rows one persist may write (the producer SDK packs at most this many per message)."""
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Bytes of one retrieve response (estimated from the plan before any read) and of the blocks one
+persist builds; ``ofs serve``'s gRPC message limit."""
 
 _T = TypeVar("_T")
 
@@ -185,6 +197,12 @@ class FeatureStore:
     :class:`~online_feature_store.cache.DistributedCache`) for the Redis tier; ``invalidation`` carries
     persists to other processes' in-process caches: ``True`` picks Redis pub/sub with a distributed cache,
     else a SQLite log in the data directory; ``False`` keeps invalidation local; or pass a bus.
+
+    Limits (docs/serving.md#limits), each checked before any store read or block is built, else
+    :class:`~online_feature_store.errors.ResourceExhaustedError` naming the size and the limit:
+    ``max_keys_per_request`` keys per retrieve, ``max_rows_per_persist`` rows per persist,
+    ``max_message_bytes`` for a retrieve response (estimated from the plan: keys times the largest row the
+    schema allows) and for the blocks one persist builds.
     """
 
     def __init__(
@@ -198,9 +216,14 @@ class FeatureStore:
         cache_bytes: int = 256 * 1024 * 1024,
         distributed_cache: str | DistributedCache | None = None,
         invalidation: InvalidationBus | bool = True,
+        max_keys_per_request: int = DEFAULT_MAX_KEYS_PER_REQUEST,
+        max_rows_per_persist: int = DEFAULT_MAX_ROWS_PER_PERSIST,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.metrics = metrics if metrics is not None else FeatureStoreMetrics()
         """Observability hooks (no-ops unless a service plugs its own in)."""
+        self.limits = make_limits(max_keys_per_request, max_rows_per_persist, max_message_bytes)
+        """The limits every request is held to (a server sets its own)."""
         self._cache = BlockCache(cache_bytes) if cache_bytes > 0 else None
         self._data_dir = Path(data_directory).resolve() if data_directory is not None else data_dir()
         # Distributed cache tier (docs/caching.md): a URL (redis://…, redis-cluster://…) or an instance.
@@ -320,16 +343,17 @@ class FeatureStore:
         request = [(fg, list(labels)) for fg, labels in features.items()]
         if self._cache is not None and self._bus_healthy():
             # Every key cached in process: lookup and assembly in one native call, no store round trip.
-            hit = catalog.retrieve_cached(self._cache, entity, schema, request, keys)
+            hit = catalog.retrieve_cached(self._cache, entity, schema, request, keys, limits=self.limits)
             if hit is not None:
                 self.metrics.cache_lookup("in_process", entity, len(keys), 0)
                 return self._result(snapshot, entity, features, hit, len(keys))
+        # Planned and held to the limits before a key is converted or a store read.
+        planned = catalog.plan(entity, schema, request, keys=len(keys), limits=self.limits)
         canonical = self._canonical_keys(keys, catalog.key_permutation(entity, schema))
-        planned = catalog.plan(entity, schema, request)
         self.metrics.request(entity, len(canonical))
         blocks = self._read(snapshot, ent, canonical, [fg_id for fg_id, _ in planned])
         now = int(time.time())
-        results = catalog.retrieve(entity, schema, request, blocks, now=now)
+        results = catalog.retrieve(entity, schema, request, blocks, now=now, limits=self.limits)
         values: dict[str, Any] = {}
         status: dict[str, npt.NDArray[np.uint8]] = {}
         for (fg, _labels), (_fg_id, columns), (vals, st) in zip(request, planned, results, strict=False):
@@ -539,7 +563,7 @@ class FeatureStore:
         # the response bytes.
         cache = self._cache if self._cache is not None and self._bus_healthy() else None
         out, entity, n_keys, counts = self._catalog(snapshot).retrieve_wire(
-            query, read, now=int(time.time()), decoded=decoded, cache=cache
+            query, read, now=int(time.time()), decoded=decoded, cache=cache, limits=self.limits
         )
         if not counted:  # answered from the in-process cache
             self.metrics.request(entity, n_keys)
@@ -560,7 +584,9 @@ class FeatureStore:
         ``NotFoundError`` for a request that can never be stored."""
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
-        entity, blocks, names = catalog.persist_wire(query, now=int(time.time()), saturate=saturate)
+        entity, blocks, names = catalog.persist_wire(
+            query, now=int(time.time()), saturate=saturate, limits=self.limits
+        )
         # The native tuples are (key, fg id, block, expires_at): BlockWrite's fields, so _make takes them
         # as they are (the ingest path's per-row Python is kept to this).
         make = BlockWrite._make
@@ -608,6 +634,7 @@ class FeatureStore:
         for strings, or a pandas DataFrame whose columns are feature labels (missing features get their
         defaults). Every value is validated before anything is written; ``invalidate`` as in
         :meth:`persist_wire`. Returns the number of rows."""
+        self.limits.check_rows(len(keys), f"persist to feature group {entity}/{feature_group}")
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
         ent = snapshot.entity(entity)
@@ -620,7 +647,9 @@ class FeatureStore:
         rows = len(canonical)
         now = int(time.time())
         flat = _flatten(values, fg, rows)
-        blocks = catalog.encode_rows(entity, feature_group, flat, rows, now=now, saturate=saturate)
+        blocks = catalog.encode_rows(
+            entity, feature_group, flat, rows, now=now, saturate=saturate, limits=self.limits
+        )
         expires_at = now + fg.ttl_seconds if fg.ttl_seconds else 0
         writes = [BlockWrite(k, fg.id, b, expires_at) for k, b in zip(canonical, blocks, strict=False)]
         self.metrics.request(entity, rows)
@@ -644,6 +673,20 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def make_limits(max_keys_per_request: int, max_rows_per_persist: int, max_message_bytes: int) -> Limits:
+    """The native :class:`~online_feature_store._native.Limits` of these settings; each must be at
+    least 1 (``InvalidInputError`` naming the setting otherwise)."""
+    given = {
+        "max_keys_per_request": max_keys_per_request,
+        "max_rows_per_persist": max_rows_per_persist,
+        "max_message_bytes": max_message_bytes,
+    }
+    for name, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"setting {name!r} must be a whole number of at least 1, got {value!r}")
+    return Limits(**given)
 
 
 def _shape(vals: Any, n_keys: int, columns: Sequence[tuple[str, int, int]]) -> Any:
@@ -674,6 +717,10 @@ def _flatten(values: Any, fg: Any, rows: int) -> Any:
         unknown = [c for c in values.columns if c not in labels]
         if unknown:
             raise InvalidInputError(f"feature group {fg.label!r} has no features {unknown}")
+        if len(values.columns) == 0:
+            # Every feature would get its default: a write that wipes the rows (as persist.Query
+            # refuses an FG with no feature_labels).
+            raise InvalidInputError(f"feature group {fg.label!r}: the DataFrame has no feature columns")
         from online_feature_store._native import decode_cell
 
         cols: list[Any] = []

@@ -286,6 +286,15 @@ pub fn encode_cell<'py>(
     Ok(bytes(py, &cell))
 }
 
+/// The most bytes one cell of `data_type` can take (`string_length`: the booked length of a string
+/// feature; `vector_length`: the length of a vector feature). The registry's row-size rule and the
+/// servers' response estimate both use it.
+#[pyfunction]
+#[pyo3(signature = (data_type, *, string_length = Int(0), vector_length = Int(0)), text_signature = "(data_type, *, string_length=0, vector_length=0)")]
+pub fn cell_max_len(data_type: Int<u8>, string_length: Int<u32>, vector_length: Int<u32>) -> PyResult<u64> {
+    ofs_core::cell::max_len(dtype_of(data_type.0)?, string_length.0, vector_length.0).py_err()
+}
+
 /// Decodes a cell to a numpy array (a list of str for string types).
 #[pyfunction]
 #[pyo3(signature = (data_type, cell, *, vector_length = Int(0)), text_signature = "(data_type, cell, *, vector_length=0)")]

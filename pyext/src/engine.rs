@@ -6,7 +6,7 @@ use std::sync::Arc;
 use numpy::PyArray1;
 use ofs_core::catalog::{Catalog, VersionSpec};
 use ofs_core::psdb::Array;
-use ofs_core::{engine, wire, DataType};
+use ofs_core::{engine, wire, DataType, Limits};
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -41,6 +41,73 @@ type WireAnswer<'py> = (Bound<'py, PyBytes>, String, usize, Vec<FgCounts>);
 type PersistTuple<'py> = (Bound<'py, PyTuple>, u16, Bound<'py, PyBytes>, u64, String);
 /// `(entity, blocks, distinct key names)` of a wire persist.
 type PersistAnswer<'py> = (String, Vec<PersistTuple<'py>>, Vec<String>);
+
+/// The limits a request is held to (`ofs_core::Limits`): keys of a retrieve, rows of a persist, and
+/// bytes of a retrieve response or of the blocks a persist builds. Built once by a `FeatureStore`.
+#[pyclass(name = "Limits", module = "online_feature_store._native", frozen)]
+#[derive(Debug)]
+pub struct PyLimits {
+    inner: Limits,
+}
+
+#[pymethods]
+impl PyLimits {
+    #[new]
+    #[pyo3(signature = (*, max_keys_per_request, max_rows_per_persist, max_message_bytes))]
+    fn new(max_keys_per_request: Int<usize>, max_rows_per_persist: Int<usize>, max_message_bytes: Int<usize>) -> Self {
+        PyLimits {
+            inner: Limits {
+                max_keys: max_keys_per_request.0,
+                max_rows: max_rows_per_persist.0,
+                max_bytes: max_message_bytes.0,
+            },
+        }
+    }
+
+    #[getter]
+    fn max_keys_per_request(&self) -> usize {
+        self.inner.max_keys
+    }
+
+    #[getter]
+    fn max_rows_per_persist(&self) -> usize {
+        self.inner.max_rows
+    }
+
+    #[getter]
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_bytes
+    }
+
+    /// Raises `ResourceExhaustedError` when a retrieve of `keys` keys is over the limit (`what` names
+    /// the request in the message).
+    fn check_keys(&self, keys: Int<usize>, what: &str) -> PyResult<()> {
+        self.inner.check_keys(keys.0, || what.to_owned()).py_err()
+    }
+
+    /// Raises `ResourceExhaustedError` when a persist of `rows` rows is over the limit.
+    fn check_rows(&self, rows: Int<usize>, what: &str) -> PyResult<()> {
+        self.inner.check_rows(rows.0, || what.to_owned()).py_err()
+    }
+
+    /// Raises `ResourceExhaustedError` when `size` bytes are over the limit.
+    fn check_bytes(&self, size: Int<u64>, what: &str) -> PyResult<()> {
+        self.inner.check_bytes(size.0, || what.to_owned()).py_err()
+    }
+
+    fn __repr__(&self) -> String {
+        let l = &self.inner;
+        format!(
+            "Limits(max_keys_per_request={}, max_rows_per_persist={}, max_message_bytes={})",
+            l.max_keys, l.max_rows, l.max_bytes
+        )
+    }
+}
+
+/// The limits given, or none.
+fn limits_of(limits: Option<&PyLimits>) -> Limits {
+    limits.map_or(Limits::NONE, |l| l.inner)
+}
 
 /// The registry compiled for serving (one per registry revision; immutable).
 #[pyclass(name = "Catalog", module = "online_feature_store._native", frozen)]
@@ -96,17 +163,25 @@ impl PyCatalog {
         self.inner.entity(entity).and_then(|e| e.key_permutation(&schema)).py_err()
     }
 
-    /// Plans a request and returns, per FG, `(fg_id, [(label, data type, values per cell)])`.
+    /// Plans a request and returns, per FG, `(fg_id, [(label, data type, values per cell)])`. With
+    /// `limits`, a retrieve of `keys` keys over them is refused here, before anything is read.
+    #[pyo3(
+        signature = (entity, keys_schema, fgs, *, keys = Int(0), limits = None),
+        text_signature = "(self, entity, keys_schema, fgs, *, keys=0, limits=None)"
+    )]
     fn plan(
         &self,
         entity: &str,
         keys_schema: Vec<String>,
         fgs: Vec<(String, Vec<String>)>,
+        keys: Int<usize>,
+        limits: Option<&PyLimits>,
     ) -> PyResult<Vec<PlannedFg>> {
         let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
         let req: Vec<(&str, Vec<&str>)> =
             fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
         let plan = self.inner.plan_cached(entity, &schema, &req).py_err()?;
+        plan.check_limits(keys.0, &limits_of(limits)).py_err()?;
         Ok(plan
             .fgs
             .iter()
@@ -118,7 +193,8 @@ impl PyCatalog {
     /// (empty = nothing stored). Returns per FG `(values, status)`: values row-major
     /// `(key, feature, element)` as a flat numpy array (a list for strings), status a uint8 array
     /// (0 found, 1 missing, 2 expired).
-    #[pyo3(signature = (entity, keys_schema, fgs, blocks, *, now = None))]
+    #[pyo3(signature = (entity, keys_schema, fgs, blocks, *, now = None, limits = None))]
+    #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve<'py>(
         &self,
         py: Python<'py>,
@@ -127,7 +203,9 @@ impl PyCatalog {
         fgs: Vec<(String, Vec<String>)>,
         blocks: Vec<PyBackedBytes>,
         now: Option<Int<u64>>,
+        limits: Option<&PyLimits>,
     ) -> PyResult<Vec<FgArrays<'py>>> {
+        let limits = limits_of(limits);
         let now = now_or_clock(now);
         let n_fgs = fgs.len();
         if n_fgs == 0 || blocks.len() % n_fgs != 0 {
@@ -143,6 +221,7 @@ impl PyCatalog {
                 let req: Vec<(&str, Vec<&str>)> =
                     fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
                 let plan = cat.plan_cached(entity, &schema, &req)?;
+                plan.check_limits(blocks.len() / n_fgs, &limits)?;
                 plan.fgs
                     .iter()
                     .enumerate()
@@ -167,7 +246,7 @@ impl PyCatalog {
     /// `(values, status, found, missing, expired)` as `retrieve` does, or `None` (nothing done; read
     /// through the stores). `keys`: rows of key values in `keys_schema` order (plain values for a
     /// single-key entity); values that are not `str` are converted with `str()`.
-    #[pyo3(signature = (cache, entity, keys_schema, fgs, keys, *, now = None))]
+    #[pyo3(signature = (cache, entity, keys_schema, fgs, keys, *, now = None, limits = None))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve_cached<'py>(
         &self,
@@ -178,10 +257,12 @@ impl PyCatalog {
         fgs: Vec<(PyBackedStr, Vec<PyBackedStr>)>,
         keys: &Bound<'py, PyAny>,
         now: Option<Int<u64>>,
+        limits: Option<&PyLimits>,
     ) -> PyResult<Option<Vec<CountedArrays<'py>>>> {
         let schema: Vec<&str> = keys_schema.iter().map(|s| &**s).collect();
         let req: Vec<(&str, Vec<&str>)> = fgs.iter().map(|(f, l)| (&**f, l.iter().map(|s| &**s).collect())).collect();
         let plan = self.inner.plan_cached(entity, &schema, &req).py_err()?;
+        plan.check_limits(keys.len()?, &limits_of(limits)).py_err()?;
         if plan.in_process_cache.is_none() {
             return Ok(None);
         }
@@ -220,7 +301,7 @@ impl PyCatalog {
 
     /// Builds one block per row for a persist (`values`: rows × values per row, row-major). Every row
     /// is validated before anything is returned.
-    #[pyo3(signature = (entity, fg, values, rows, *, now = None, saturate = false))]
+    #[pyo3(signature = (entity, fg, values, rows, *, now = None, saturate = false, limits = None))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn encode_rows<'py>(
         &self,
@@ -231,12 +312,16 @@ impl PyCatalog {
         rows: Int<usize>,
         now: Option<Int<u64>>,
         saturate: bool,
+        limits: Option<&PyLimits>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let group = self.inner.entity(entity).and_then(|e| e.fg(fg)).py_err()?;
+        let limits = limits_of(limits);
+        limits.check_rows(rows.0, || format!("persist to feature group {fg:?}")).py_err()?;
         let is_str = group.dtype.element() == Some(ofs_core::Element::String);
         let inp = input(values, is_str)?;
         let now = now_or_clock(now);
-        let blocks = with_values(py, &inp, |v| engine::encode_rows(group, v, rows.0, now, saturate))?.py_err()?;
+        let blocks =
+            with_values(py, &inp, |v| engine::encode_rows(group, v, rows.0, now, saturate, &limits))?.py_err()?;
         Ok(blocks.iter().map(|b| bytes(py, b)).collect())
     }
 
@@ -247,7 +332,8 @@ impl PyCatalog {
     /// missing, expired)` row counts.
     /// With `cache`, keys whose every requested FG is cached in process are answered from it without
     /// calling `read` (when the plan allows the in-process cache and every key hits).
-    #[pyo3(signature = (query, read, *, now = None, decoded = false, cache = None))]
+    /// With `limits`, a request over them is refused before `read` is called.
+    #[pyo3(signature = (query, read, *, now = None, decoded = false, cache = None, limits = None))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve_wire<'py>(
         &self,
@@ -257,10 +343,12 @@ impl PyCatalog {
         now: Option<Int<u64>>,
         decoded: bool,
         cache: Option<&PyBlockCache>,
+        limits: Option<&PyLimits>,
     ) -> PyResult<WireAnswer<'py>> {
         let cat = &self.inner;
         let now = now_or_clock(now);
-        let req = py.detach(|| wire::parse_retrieve(cat, query)).py_err()?;
+        let limits = limits_of(limits);
+        let req = py.detach(|| wire::parse_retrieve(cat, query, &limits)).py_err()?;
         let encode = |blocks: &[&[u8]]| -> ofs_core::Result<Encoded> {
             let (binary, counts) = wire::encode_retrieve_counted(&req, blocks, now)?;
             let out = if decoded { wire::encode_decoded(&req, blocks, now)? } else { binary };
@@ -297,7 +385,7 @@ impl PyCatalog {
 
     /// `retrieve.Result` bytes for `query` (or `retrieve.DecodedResult` with `decoded`), given the
     /// blocks read for its plan (key-major).
-    #[pyo3(signature = (query, blocks, *, now = None, decoded = false))]
+    #[pyo3(signature = (query, blocks, *, now = None, decoded = false, limits = None))]
     fn encode_wire<'py>(
         &self,
         py: Python<'py>,
@@ -305,12 +393,14 @@ impl PyCatalog {
         blocks: Vec<PyBackedBytes>,
         now: Option<Int<u64>>,
         decoded: bool,
+        limits: Option<&PyLimits>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let cat = &self.inner;
         let now = now_or_clock(now);
+        let limits = limits_of(limits);
         let out = py
             .detach(|| {
-                let req = wire::parse_retrieve(cat, query)?;
+                let req = wire::parse_retrieve(cat, query, &limits)?;
                 let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
                 if decoded {
                     wire::encode_decoded(&req, &refs, now)
@@ -325,19 +415,22 @@ impl PyCatalog {
     /// Validates `persist.Query` bytes and builds every block: `(entity, [(canonical key tuple, fg id,
     /// block, expires_at, key string)], names)`. Key strings are `store.keys.encode_key` of the key;
     /// `names` are the distinct ones in order of first appearance: what a strong-mode write invalidates.
-    #[pyo3(signature = (query, *, now = None, saturate = false))]
+    /// With `limits`, a request over them is refused (its row count before it is decoded).
+    #[pyo3(signature = (query, *, now = None, saturate = false, limits = None))]
     fn persist_wire<'py>(
         &self,
         py: Python<'py>,
         query: &[u8],
         now: Option<Int<u64>>,
         saturate: bool,
+        limits: Option<&PyLimits>,
     ) -> PyResult<PersistAnswer<'py>> {
         let cat = &self.inner;
         let now = now_or_clock(now);
+        let limits = limits_of(limits);
         let (req, per_block, names) = py
             .detach(|| {
-                let req = wire::parse_persist(cat, query, now, saturate)?;
+                let req = wire::parse_persist(cat, query, now, saturate, &limits)?;
                 // Each block's key string, and the distinct ones in order of first appearance.
                 let per_block: Vec<String> =
                     req.blocks.iter().map(|b| ofs_core::keys::encode_key(b.key.iter().map(String::as_str))).collect();

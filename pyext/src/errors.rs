@@ -22,6 +22,7 @@ pub fn to_py(err: &Error) -> PyErr {
         ErrorKind::InvalidInput => "InvalidInputError",
         ErrorKind::Corrupt => "CorruptBlockError",
         ErrorKind::NotFound => "NotFoundError",
+        ErrorKind::ResourceExhausted => "ResourceExhaustedError",
     };
     Python::attach(|py| raise(py, class, err.to_string()))
 }

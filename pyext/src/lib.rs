@@ -23,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<blocks::PyBlockHeader>()?;
     m.add_class::<blocks::PyDecodedBlock>()?;
     m.add_class::<engine::PyCatalog>()?;
+    m.add_class::<engine::PyLimits>()?;
     m.add_class::<cache::PyBlockCache>()?;
     m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
@@ -30,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blocks::read_header, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::encode_cell, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_cell, m)?)?;
+    m.add_function(wrap_pyfunction!(blocks::cell_max_len, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::expiry_encode, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::expiry_decode, m)?)?;
     m.add_function(wrap_pyfunction!(client::encode_persist_query, m)?)?;

@@ -36,6 +36,20 @@ pub fn encode(
     }
 }
 
+/// The most bytes one cell of `dtype` can take: a feature's share of a response row, and of a
+/// registry row's size bound. `string_len` is the booked string length (strings), `vector_len` the
+/// vector length (vectors; ignored for scalars).
+pub fn max_len(dtype: DataType, string_len: u32, vector_len: u32) -> Result<u64> {
+    let e = dtype.known_element()?;
+    let n = if dtype.is_vector() { u64::from(vector_len) } else { 1 };
+    Ok(match e {
+        Element::Bool => n,
+        Element::String if dtype.is_vector() => n * (2 + u64::from(string_len)),
+        Element::String => u64::from(string_len),
+        _ => n * e.size() as u64,
+    })
+}
+
 /// Decodes a cell back to its values (fp8/fp16 widened to f32). `vector_len` is the expected number
 /// of elements for vector types (ignored for scalars).
 pub fn decode(dtype: DataType, cell: &[u8], vector_len: u32) -> Result<psdb::Array> {
@@ -148,22 +162,25 @@ pub fn string_vector_items(cell: &[u8], count: Option<usize>) -> Result<Vec<&[u8
     Ok(out)
 }
 
-/// An empty output array of the kind `dtype`'s cells widen to.
+/// An empty output array of the kind `dtype`'s cells widen to, with room for `capacity` values
+/// (an allocation the allocator refuses is an error).
 pub fn empty_array(dtype: DataType, capacity: usize) -> Result<psdb::Array> {
+    use crate::limits::try_vec;
     use psdb::Array as A;
+    const WHAT: &str = "an output array";
     Ok(match dtype.known_element()? {
-        Element::Fp32 | Element::Fp16 | Element::Fp8E4M3 | Element::Fp8E5M2 => A::F32(Vec::with_capacity(capacity)),
-        Element::Fp64 => A::F64(Vec::with_capacity(capacity)),
-        Element::Int8 => A::I8(Vec::with_capacity(capacity)),
-        Element::Int16 => A::I16(Vec::with_capacity(capacity)),
-        Element::Int32 => A::I32(Vec::with_capacity(capacity)),
-        Element::Int64 => A::I64(Vec::with_capacity(capacity)),
-        Element::Uint8 => A::U8(Vec::with_capacity(capacity)),
-        Element::Uint16 => A::U16(Vec::with_capacity(capacity)),
-        Element::Uint32 => A::U32(Vec::with_capacity(capacity)),
-        Element::Uint64 => A::U64(Vec::with_capacity(capacity)),
-        Element::Bool => A::Bool(Vec::with_capacity(capacity)),
-        Element::String => A::Str(Vec::with_capacity(capacity)),
+        Element::Fp32 | Element::Fp16 | Element::Fp8E4M3 | Element::Fp8E5M2 => A::F32(try_vec(capacity, WHAT)?),
+        Element::Fp64 => A::F64(try_vec(capacity, WHAT)?),
+        Element::Int8 => A::I8(try_vec(capacity, WHAT)?),
+        Element::Int16 => A::I16(try_vec(capacity, WHAT)?),
+        Element::Int32 => A::I32(try_vec(capacity, WHAT)?),
+        Element::Int64 => A::I64(try_vec(capacity, WHAT)?),
+        Element::Uint8 => A::U8(try_vec(capacity, WHAT)?),
+        Element::Uint16 => A::U16(try_vec(capacity, WHAT)?),
+        Element::Uint32 => A::U32(try_vec(capacity, WHAT)?),
+        Element::Uint64 => A::U64(try_vec(capacity, WHAT)?),
+        Element::Bool => A::Bool(try_vec(capacity, WHAT)?),
+        Element::String => A::Str(try_vec(capacity, WHAT)?),
     })
 }
 
@@ -196,5 +213,25 @@ mod tests {
         assert!(encode(DataType::Int8, 0, 0, Values::I32(&[300]), false).is_err());
         assert!(encode(DataType::String, 2, 0, Values::Str(&[b"hey"]), false).is_err());
         assert!(decode(DataType::Fp32, &[0, 0], 0).is_err());
+    }
+
+    #[test]
+    fn max_len_bounds_every_cell_of_the_layout() {
+        let full = [b'x'; 7];
+        for (dtype, slen, vlen, values) in [
+            (DataType::String, 7, 0, Values::Str(&[&full[..]])),
+            (DataType::StringVector, 7, 3, Values::Str(&[&full[..], &full[..], &full[..]])),
+            (DataType::BoolVector, 0, 3, Values::Bool(&[true, false, true])),
+            (DataType::Fp64Vector, 0, 3, Values::F64(&[1.0, 2.0, 3.0])),
+            (DataType::Int16, 0, 0, Values::I32(&[5])),
+        ] {
+            let cell = encode(dtype, slen, vlen, values, false).unwrap();
+            assert_eq!(max_len(dtype, slen, vlen).unwrap(), cell.len() as u64, "{dtype}");
+        }
+        // The largest layouts the registry allows do not overflow.
+        assert_eq!(max_len(DataType::StringVector, 65_535, 65_535).unwrap(), 65_535 * 65_537);
+        assert_eq!(max_len(DataType::Fp64Vector, 0, u32::MAX).unwrap(), 8 * u64::from(u32::MAX));
+        assert!(max_len(DataType::Unknown, 0, 0).is_err());
+        assert!(empty_array(DataType::Fp64, usize::MAX / 2).is_err());
     }
 }

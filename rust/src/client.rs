@@ -7,6 +7,7 @@ use prost::encoding::{encode_key, encode_varint, WireType};
 use crate::cell;
 use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
+use crate::limits::try_vec;
 use crate::psdb::Array;
 use crate::values::Values;
 
@@ -555,7 +556,9 @@ pub fn decode_retrieve_result(bytes: &[u8]) -> Result<RetrieveColumns> {
     if let Some(f) = groups.iter().flat_map(|g| &g.features).find(|f| f.column_idx >= n_columns) {
         return Err(Error::corrupt(format!("feature {:?}: column {} of {n_columns}", f.label, f.column_idx)));
     }
-    let mut keys = Vec::with_capacity(rows.len() * keys_schema.len());
+    // Counts come from the response: capacities stay within what its bytes can hold (a key value takes
+    // at least 2 bytes), so a response announcing huge counts cannot size an allocation.
+    let mut keys = try_vec(rows.len().saturating_mul(keys_schema.len()).min(bytes.len() / 2), "key values")?;
     let mut cells: Vec<&[u8]> = Vec::with_capacity(n_columns);
     let mut status: Vec<u64> = Vec::with_capacity(groups.len());
     for (r, row) in rows.iter().enumerate() {
@@ -644,9 +647,12 @@ pub fn decode_decoded_result(bytes: &[u8]) -> Result<DecodedColumns> {
     let n_columns: usize = schemas.iter().map(|(_, f)| f.len()).sum();
     let mut groups: Vec<(String, Vec<String>, Vec<String>)> = schemas
         .iter()
-        .map(|(l, f)| (l.clone(), f.iter().map(|(l, _)| l.clone()).collect(), Vec::with_capacity(rows.len() * f.len())))
-        .collect();
-    let mut keys = Vec::with_capacity(rows.len() * keys_schema.len());
+        .map(|(l, f)| {
+            let cap = rows.len().saturating_mul(f.len()).min(bytes.len() / 2);
+            Ok((l.clone(), f.iter().map(|(l, _)| l.clone()).collect(), try_vec(cap, "decoded cells")?))
+        })
+        .collect::<Result<_>>()?;
+    let mut keys = try_vec(rows.len().saturating_mul(keys_schema.len()).min(bytes.len() / 2), "key values")?;
     let mut cells: Vec<&[u8]> = Vec::with_capacity(n_columns);
     for (r, row) in rows.iter().enumerate() {
         cells.clear();
@@ -765,7 +771,7 @@ mod tests {
             ),
         ];
         let q = encode_persist_query("user", &["user_id".into()], &[vec!["u1"]], &groups).unwrap();
-        let persisted = wire::parse_persist(&cat, &q, NOW, false).unwrap();
+        let persisted = wire::parse_persist(&cat, &q, NOW, false, &crate::Limits::NONE).unwrap();
         let block = |fg: u16| persisted.blocks.iter().find(|b| b.fg_id == fg).unwrap().block.clone();
         let (g_block, tags_block) = (block(0), block(1));
 
@@ -781,7 +787,7 @@ mod tests {
         let fgs = [("g", vec!["a", "b@DataTypeFP16"]), ("tags", vec!["t"])];
         let ours = encode_retrieve_query("user", &["user_id".into()], &[vec!["u1"], vec!["u2"]], &fgs);
         assert_eq!(ours, prost::Message::encode_to_vec(&rq));
-        let req = wire::parse_retrieve(&cat, &ours).unwrap();
+        let req = wire::parse_retrieve(&cat, &ours, &crate::Limits::NONE).unwrap();
         let blocks: [&[u8]; 4] = [&g_block, &tags_block, &[], &[]];
         let out = decode_retrieve_result(&wire::encode_retrieve(&req, &blocks, NOW).unwrap()).unwrap();
         assert_eq!((out.entity.as_str(), out.rows), ("user", 2));

@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use prost::encoding::encoded_len_varint;
+
 use crate::catalog::{Catalog, Entity, FeatureGroup};
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
+use crate::limits::{try_vec, Limits};
 use crate::psdb::{self, Array, Block, EncodeOptions, Header};
 use crate::values::Values;
 use crate::{cell, expiry, quant};
@@ -39,6 +42,9 @@ pub struct Column {
     default: Vec<u8>,
     /// Values per cell (vector length, or 1).
     pub width: usize,
+    /// The most bytes one served cell can take: over every stored version holding the feature (booked
+    /// string lengths for strings) and the default.
+    pub max_len: u64,
 }
 
 /// The requested features of one FG, with their positions in every stored version.
@@ -97,6 +103,32 @@ pub struct Counted {
 }
 
 impl Plan {
+    /// Upper bound of one `retrieve.Result` row without its key values: every requested cell at its
+    /// largest, with its field framing, and the per-FG status field.
+    pub fn row_bound(&self) -> u64 {
+        let cells: u64 = self
+            .fgs
+            .iter()
+            .flat_map(|f| &f.columns)
+            .map(|c| 1 + encoded_len_varint(c.max_len) as u64 + c.max_len)
+            .sum();
+        let n = self.fgs.len() as u64;
+        cells + 1 + encoded_len_varint(n) as u64 + n
+    }
+
+    /// Refuses a retrieve of `keys` keys over `limits` (key count, then the response estimated as
+    /// `keys ×` [`Plan::row_bound`]) before anything is read or allocated.
+    pub fn check_limits(&self, keys: usize, limits: &Limits) -> Result<()> {
+        limits.check_keys(keys, || format!("retrieve for entity {:?}", self.entity))?;
+        let per_row = self.row_bound();
+        limits.check_bytes(per_row.saturating_mul(keys as u64), || {
+            format!(
+                "retrieve for entity {:?}, estimated response ({keys} keys of up to {per_row} bytes each)",
+                self.entity
+            )
+        })
+    }
+
     /// The FG ids of the plan, in request order.
     pub fn fg_ids(&self) -> Vec<u16> {
         self.fgs.iter().map(|p| p.fg.id).collect()
@@ -128,7 +160,8 @@ impl Plan {
 /// lacks one of them (the caller then reads the store).
 pub fn blocks_from_csdbs<'a>(csdbs: &[&'a [u8]], fg_ids: &[u16]) -> Result<Option<Vec<&'a [u8]>>> {
     let n = fg_ids.len();
-    let mut cells: Vec<Option<&'a [u8]>> = vec![None; csdbs.len() * n];
+    let mut cells: Vec<Option<&'a [u8]>> = try_vec(csdbs.len().saturating_mul(n), "cache entry blocks")?;
+    cells.resize(csdbs.len() * n, None);
     for (k, entry) in csdbs.iter().enumerate() {
         if crate::csdb::lookup(entry, fg_ids, &mut cells[k * n..(k + 1) * n])? < n {
             return Ok(None);
@@ -156,12 +189,15 @@ fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<F
             quant::convert(&default, fg.dtype, to, &mut out)?;
             default = out;
         }
+        let dtype = q.unwrap_or(fg.dtype);
+        let max_len = max_cell_len(fg, label, dtype)?.max(default.len() as u64);
         columns.push(Column {
             label: label.to_owned(),
-            dtype: q.unwrap_or(fg.dtype),
+            dtype,
             quant: q,
             default,
             width: active.meta.values_of(pos),
+            max_len,
         });
     }
     let positions: HashMap<u16, Vec<Option<usize>>> =
@@ -205,6 +241,20 @@ fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<F
     let empty = cell::empty_array(out_type, 0)?;
     let one_array = columns.iter().all(|c| cell::empty_array(c.dtype, 0).ok().as_ref() == Some(&empty));
     Ok(FgPlan { fg: Arc::clone(fg), columns, positions, runs, cell_bytes, one_array })
+}
+
+/// The largest cell of feature `label` served as `dtype`, over every version of `fg` that holds it.
+fn max_cell_len(fg: &FeatureGroup, label: &str, dtype: DataType) -> Result<u64> {
+    let mut most = 0;
+    for spec in fg.versions.values() {
+        if let Some(p) = spec.position(label) {
+            let meta = &spec.meta;
+            let slen = meta.string_lengths().get(p).copied().unwrap_or(0);
+            let vlen = meta.vector_lengths().get(p).copied().unwrap_or(0);
+            most = most.max(cell::max_len(dtype, slen, vlen)?);
+        }
+    }
+    Ok(most)
 }
 
 /// Values of one FG for every key: `values` is row-major (key, column, element); `status[k]`.
@@ -262,8 +312,8 @@ impl FgPlan {
                 self.fg.label
             )));
         }
-        let mut values = cell::empty_array(out_type, blocks.len() * self.row_width())?;
-        let mut status = Vec::with_capacity(blocks.len());
+        let mut values = cell::empty_array(out_type, blocks.len().saturating_mul(self.row_width()))?;
+        let mut status = try_vec(blocks.len(), "per-key statuses")?;
         for block in blocks {
             if self.append_fast(block, now, &mut values)? {
                 status.push(Status::Found);
@@ -352,35 +402,44 @@ impl FgPlan {
 }
 
 /// Builds one block per row for a persist: `values` holds `rows × fg.active().meta.n_values()` values,
-/// row-major. Every row is validated before any block is returned, so a bad row fails the whole call.
+/// row-major. Every row is validated before any block is returned, so a bad row fails the whole call;
+/// more rows than `limits.max_rows`, or blocks adding up to more than `limits.max_bytes`, fail it too.
 pub fn encode_rows(
     fg: &FeatureGroup,
     values: Values<'_>,
     rows: usize,
     now: u64,
     saturate: bool,
+    limits: &Limits,
 ) -> Result<Vec<Vec<u8>>> {
+    limits.check_rows(rows, || format!("persist to feature group {:?}", fg.label))?;
     let meta = &fg.active().meta;
     let per_row = meta.n_values();
-    if values.len() != rows * per_row {
+    if Some(values.len()) != rows.checked_mul(per_row) {
         return Err(Error::WrongCount {
             context: format!("{} rows of feature group {:?}", rows, fg.label),
-            expected: rows * per_row,
+            expected: rows.saturating_mul(per_row),
             got: values.len(),
         });
     }
     let opts = EncodeOptions { expiry_at: expiry::expiry_for_ttl(fg.ttl_seconds, now)?, now, compress: true, saturate };
-    (0..rows)
-        .map(|r| {
-            let row = slice_values(values, r * per_row, per_row);
-            psdb::encode(meta, row, &opts).map_err(|e| match e {
-                Error::OutOfRange { .. } | Error::NotInteger { .. } | Error::StringTooLong { .. } => {
-                    Error::InvalidInput(format!("row {r} of feature group {:?}: {e}", fg.label))
-                }
-                other => other,
-            })
-        })
-        .collect()
+    let mut blocks = try_vec(rows, "the blocks of a persist")?;
+    let mut built = 0u64;
+    for r in 0..rows {
+        let row = slice_values(values, r * per_row, per_row);
+        let block = psdb::encode(meta, row, &opts).map_err(|e| match e {
+            Error::OutOfRange { .. } | Error::NotInteger { .. } | Error::StringTooLong { .. } => {
+                Error::InvalidInput(format!("row {r} of feature group {:?}: {e}", fg.label))
+            }
+            other => other,
+        })?;
+        built += block.len() as u64;
+        limits.check_bytes(built, || {
+            format!("persist of {rows} rows to feature group {:?}, blocks built up to row {r}", fg.label)
+        })?;
+        blocks.push(block);
+    }
+    Ok(blocks)
 }
 
 pub(crate) fn slice_values(v: Values<'_>, start: usize, len: usize) -> Values<'_> {
@@ -459,7 +518,7 @@ mod tests {
         let old_meta = &fg.versions[&1].meta;
         let opts = EncodeOptions { expiry_at: 0, now: NOW, compress: true, saturate: false };
         let v1_block = psdb::encode(old_meta, Values::F32(&[1.0, 2.0]), &opts).unwrap();
-        let v2_block = encode_rows(fg, Values::F32(&[3.0, 4.0, 5.0]), 1, NOW, false).unwrap().remove(0);
+        let v2_block = encode_rows(fg, Values::F32(&[3.0, 4.0, 5.0]), 1, NOW, false, &Limits::NONE).unwrap().remove(0);
         let p = plan(&c, "user", &["user_id", "region"], &[("profile", vec!["c", "a"])]).unwrap();
         let r = p.fgs[0].assemble(&[&v1_block, &v2_block, &[]], NOW).unwrap();
         // v1 has no "c": its default; v2 has both; the missing key gets defaults.
@@ -481,8 +540,9 @@ mod tests {
         let p = plan(&c, "user", &["user_id", "region"], &[("profile", vec!["a", "b", "c"])]).unwrap();
         assert_eq!(p.in_process_cache, Some((60, 10)));
         let fg = c.entity("user").unwrap().fg("profile").unwrap();
-        let block =
-            crate::cache::uncompressed(&encode_rows(fg, Values::F32(&[3.0, 4.0, 5.0]), 1, NOW, false).unwrap()[0]);
+        let block = crate::cache::uncompressed(
+            &encode_rows(fg, Values::F32(&[3.0, 4.0, 5.0]), 1, NOW, false, &Limits::NONE).unwrap()[0],
+        );
         let with = crate::csdb::encode_auto(&[(3, &block)]);
         let absent = crate::csdb::encode_auto(&[(3, &[][..])]);
         let other = crate::csdb::encode_auto(&[(4, &block)]);
@@ -499,8 +559,31 @@ mod tests {
     fn rows_are_validated_before_any_block_is_built() {
         let c = catalog();
         let fg = c.entity("user").unwrap().fg("profile").unwrap();
-        assert!(encode_rows(fg, Values::F32(&[1.0; 5]), 2, NOW, false).is_err());
-        let e = encode_rows(fg, Values::F64(&[1.0, 2.0, 3.0, 1e300, 0.0, 0.0]), 2, NOW, false).unwrap_err();
+        assert!(encode_rows(fg, Values::F32(&[1.0; 5]), 2, NOW, false, &Limits::NONE).is_err());
+        let e =
+            encode_rows(fg, Values::F64(&[1.0, 2.0, 3.0, 1e300, 0.0, 0.0]), 2, NOW, false, &Limits::NONE).unwrap_err();
         assert!(e.to_string().contains("row 1"), "{e}");
+    }
+
+    #[test]
+    fn plans_bound_their_rows_and_refuse_requests_over_the_limits() {
+        let c = catalog();
+        let p = plan(&c, "user", &["user_id", "region"], &[("profile", vec!["c", "a@DataTypeFP16"])]).unwrap();
+        // c as fp32 (tag, length, 4 bytes), a quantized to fp16 (2 bytes), the status field of one FG.
+        assert_eq!(p.row_bound(), (1 + 1 + 4) + (1 + 1 + 2) + (1 + 1 + 1));
+        let l = Limits { max_keys: 100, max_rows: 0, max_bytes: 13 * 100 };
+        assert!(p.check_limits(100, &l).is_ok());
+        let e = p.check_limits(101, &l).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "retrieve for entity \"user\": 101 keys, over the limit of 100 keys (max_keys_per_request)"
+        );
+        let e = p.check_limits(100, &Limits { max_bytes: 13 * 100 - 1, ..l }).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::ResourceExhausted);
+        assert!(e.to_string().contains("(100 keys of up to 13 bytes each): 1300 bytes, over the limit of 1299"), "{e}");
+        // A persist of more rows than allowed is refused before any value is looked at.
+        let fg = c.entity("user").unwrap().fg("profile").unwrap();
+        let e = encode_rows(fg, Values::F32(&[]), 1, NOW, false, &l).unwrap_err();
+        assert!(e.to_string().contains("1 rows, over the limit of 0 rows (max_rows_per_persist)"), "{e}");
     }
 }

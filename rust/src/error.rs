@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Corrupt,
     /// A named entity, feature group or feature does not exist.
     NotFound,
+    /// The request is over a size limit, or memory for it could not be had: refused before the work.
+    ResourceExhausted,
 }
 
 /// Everything that can go wrong in the core.
@@ -53,6 +55,15 @@ pub enum Error {
 
     #[error("{what} {name:?} not found")]
     NotFound { what: &'static str, name: String },
+
+    /// A request over one of the [`crate::limits::Limits`]: `size` and `limit` in `unit`s, `setting`
+    /// the name of the setting that holds the limit.
+    #[error("{what}: {size} {unit}, over the limit of {limit} {unit} ({setting})")]
+    ResourceExhausted { what: String, size: u64, unit: &'static str, limit: u64, setting: &'static str },
+
+    /// An allocation the allocator refused: reported instead of aborting the process.
+    #[error("out of memory: cannot allocate {bytes} bytes for {what}")]
+    OutOfMemory { what: &'static str, bytes: u64 },
 }
 
 fn element_suffix(element: Option<usize>) -> String {
@@ -81,6 +92,7 @@ impl Error {
         match self {
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::ResourceExhausted { .. } | Error::OutOfMemory { .. } => ErrorKind::ResourceExhausted,
             _ => ErrorKind::InvalidInput,
         }
     }

@@ -16,6 +16,7 @@ pub mod expiry;
 pub mod float;
 pub mod frames;
 pub mod keys;
+pub mod limits;
 pub mod meta;
 pub mod psdb;
 pub mod quant;
@@ -25,6 +26,7 @@ pub mod wire;
 
 pub use dtype::{DataType, Element};
 pub use error::{Error, ErrorKind, Result};
+pub use limits::Limits;
 pub use meta::BlockMeta;
 pub use psdb::{Array, Block, BlockView, EncodeOptions, Header};
 pub use values::Values;

@@ -16,6 +16,7 @@ use std::cell::RefCell;
 
 use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
+use crate::limits::{try_reserve, try_vec};
 use crate::meta::BlockMeta;
 use crate::values::{append_elements, Values};
 use crate::{expiry, float};
@@ -230,7 +231,13 @@ pub(crate) fn zstd_decompress(payload: &[u8], capacity: usize) -> Result<Vec<u8>
             *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| Error::corrupt(e.to_string()))?);
         }
         let dec = slot.as_mut().expect("initialised above");
-        dec.decompress(payload, capacity).map_err(|e| Error::corrupt(format!("zstd: {e}")))
+        dec.decompress(payload, capacity).map_err(|e| match e.kind() {
+            // zstd allocates its output fallibly: a refusal is memory, not a corrupt block.
+            std::io::ErrorKind::OutOfMemory => {
+                Error::OutOfMemory { what: "a decompressed block", bytes: capacity as u64 }
+            }
+            _ => Error::corrupt(format!("zstd: {e}")),
+        })
     })
 }
 
@@ -246,7 +253,7 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
     let expiry = expiry::encode(opts.expiry_at, opts.now)?;
     // The payload is built after a header-sized gap so the uncompressed path needs no second copy.
     // One allocation: header gap plus the exact payload size of fixed-width and bool types.
-    let mut block = Vec::with_capacity(HEADER_LEN + meta.fixed_payload_len().unwrap_or(0));
+    let mut block = try_vec(HEADER_LEN + meta.fixed_payload_len().unwrap_or(0), "a block")?;
     block.resize(HEADER_LEN, 0);
     let mut last = 0;
     match meta.element() {
@@ -257,7 +264,7 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
             encode_strings(meta, strings, &mut block)?;
         }
         Element::Bool => {
-            let mut bits = Vec::with_capacity(n);
+            let mut bits = try_vec(n, "a bool block")?;
             append_elements(&mut bits, dtype, values, false).map_err(|e| e.at_value(|i| locate(meta, i)))?;
             block.extend(pack_bits(&bits));
             last = bool_last_index(n);
@@ -300,7 +307,7 @@ pub fn encode_cells(meta: &BlockMeta, cells: &[&[u8]], opts: &EncodeOptions) -> 
             encode_strings(meta, &strings, &mut block)?;
         }
         Element::String => {
-            let mut strings: Vec<&[u8]> = Vec::with_capacity(meta.n_values());
+            let mut strings: Vec<&[u8]> = try_vec(meta.n_values(), "a string vector block")?;
             for (p, c) in cells.iter().enumerate() {
                 let items =
                     crate::cell::string_vector_items(c, Some(meta.values_of(p))).map_err(|e| bad(p, &e.to_string()))?;
@@ -365,7 +372,7 @@ fn encode_strings(meta: &BlockMeta, strings: &[&[u8]], out: &mut Vec<u8>) -> Res
         }
         total += s.len();
     }
-    out.reserve(2 * strings.len() + total);
+    try_reserve(out, 2 * strings.len() + total, "a string block")?;
     for s in strings {
         // Fits: checked against the booked length, itself at most 65535.
         out.extend_from_slice(&(s.len() as u16).to_le_bytes());

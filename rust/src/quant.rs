@@ -47,7 +47,7 @@ pub fn convert(bytes: &[u8], from: DataType, to: DataType, out: &mut Vec<u8>) ->
     if bytes.len() % width != 0 {
         return Err(Error::corrupt(format!("{} bytes is not a whole number of {from} elements", bytes.len())));
     }
-    out.reserve(bytes.len() / width * dst.size());
+    crate::limits::try_reserve(out, bytes.len() / width * dst.size(), "quantized values")?;
     for c in bytes.chunks_exact(width) {
         let x = match src {
             Element::Fp64 => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,

@@ -8,6 +8,7 @@
 use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
 use crate::float;
+use crate::limits::try_reserve;
 
 /// A flat run of input values: one per scalar feature, or every element of every vector feature in
 /// feature order (row-major), as laid out by [`crate::meta::BlockMeta`].
@@ -231,19 +232,19 @@ fn append_from<S: Source>(
 ) -> Result<()> {
     match element {
         Element::Fp64 => {
-            out.reserve(src.len() * 8);
+            try_reserve(out, src.len() * 8, "block values")?;
             for &x in src {
                 out.extend_from_slice(&x.as_f64().to_le_bytes());
             }
         }
         Element::Fp32 => {
-            out.reserve(src.len() * 4);
+            try_reserve(out, src.len() * 4, "block values")?;
             for (i, &x) in src.iter().enumerate() {
                 out.extend_from_slice(&narrow_f32(x.as_f64(), i, dtype, saturate)?.to_le_bytes());
             }
         }
         Element::Fp16 => {
-            out.reserve(src.len() * 2);
+            try_reserve(out, src.len() * 2, "block values")?;
             for (i, &x) in src.iter().enumerate() {
                 let f = narrow_f32(x.as_f64(), i, dtype, saturate)?;
                 let bits = if !float::f16_overflows(f) {
@@ -258,7 +259,7 @@ fn append_from<S: Source>(
         }
         Element::Fp8E4M3 | Element::Fp8E5M2 => {
             let e4m3 = element == Element::Fp8E4M3;
-            out.reserve(src.len());
+            try_reserve(out, src.len(), "block values")?;
             for (i, &x) in src.iter().enumerate() {
                 let f = narrow_f32(x.as_f64(), i, dtype, saturate)?;
                 let overflows = if e4m3 { float::e4m3_overflows(f) } else { float::e5m2_overflows(f) };
@@ -297,7 +298,7 @@ fn append_ints<S: Source, const W: usize>(
     lo: i128,
     hi: i128,
 ) -> Result<()> {
-    out.reserve(src.len() * W);
+    try_reserve(out, src.len() * W, "block values")?;
     for (i, &x) in src.iter().enumerate() {
         let n = x.num();
         let v = match n {

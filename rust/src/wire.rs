@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::dtype::DataType;
 use crate::engine::{self, Plan};
 use crate::error::{Error, Result};
+use crate::limits::{try_reserve, try_vec, Limits};
 use crate::values::Values;
 use crate::{cell, expiry, psdb};
 
@@ -170,6 +171,8 @@ pub struct RetrieveRequest {
     pub plan: Arc<Plan>,
     /// Each key's values in the entity's canonical key order.
     pub canonical_keys: Vec<Vec<String>>,
+    /// The limits it was checked against; building the response holds them too.
+    pub limits: Limits,
 }
 
 impl RetrieveRequest {
@@ -177,10 +180,71 @@ impl RetrieveRequest {
     pub fn fg_ids(&self) -> Vec<u16> {
         self.plan.fgs.iter().map(|f| f.fg.id).collect()
     }
+
+    /// Upper bound of the `retrieve.Result` bytes: the header, then per key its key values and
+    /// [`Plan::row_bound`], framed. Computed from the plan alone, before any block is read.
+    pub fn estimated_response_bytes(&self) -> u64 {
+        let field = |len: usize| 1 + encoded_len_varint(len as u64) as u64 + len as u64;
+        let q = &self.query;
+        // Header: a Feature is its label plus at most 22 bytes of framing and numbers.
+        let head = field(q.entity_label.len())
+            + q.keys_schema.iter().map(|k| field(k.len())).sum::<u64>()
+            + self
+                .plan
+                .fgs
+                .iter()
+                .map(|f| 6 + field(f.fg.label.len()) + f.columns.iter().map(|c| 22 + c.label.len() as u64).sum::<u64>())
+                .sum::<u64>();
+        let per_row = self.plan.row_bound();
+        let rows = q.keys.iter().map(|k| {
+            let row = k.cols.iter().map(|c| field(c.len())).sum::<u64>() + per_row;
+            1 + encoded_len_varint(row) as u64 + row
+        });
+        rows.fold(head, u64::saturating_add)
+    }
 }
 
-/// Parses `retrieve.Query` bytes and plans them (every name checked, keys canonicalised).
-pub fn parse_retrieve(cat: &Catalog, bytes: &[u8]) -> Result<RetrieveRequest> {
+/// The first value of string field `label` and the number of occurrences of length-delimited field
+/// `counted` at the top level of a protobuf message, read without decoding it: a request's entity and
+/// key or row count are known before anything is allocated for it. Stops at the first malformed
+/// field (the decode that follows reports it).
+fn prescan(mut bytes: &[u8], label: u64, counted: u64) -> (String, usize) {
+    use prost::encoding::decode_varint;
+    let (mut first, mut n) = (None, 0usize);
+    while !bytes.is_empty() {
+        let Ok(key) = decode_varint(&mut bytes) else { break };
+        let skip = match key & 7 {
+            0 => match decode_varint(&mut bytes) {
+                Ok(_) => 0,
+                Err(_) => break,
+            },
+            1 => 8,
+            2 => match decode_varint(&mut bytes) {
+                Ok(len) => len,
+                Err(_) => break,
+            },
+            5 => 4,
+            _ => break,
+        };
+        let Some(skip) = usize::try_from(skip).ok().filter(|&s| s <= bytes.len()) else { break };
+        if key & 7 == 2 {
+            if key >> 3 == counted {
+                n += 1;
+            } else if key >> 3 == label && first.is_none() {
+                first = Some(&bytes[..skip]);
+            }
+        }
+        bytes = &bytes[skip..];
+    }
+    (first.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(), n)
+}
+
+/// Parses `retrieve.Query` bytes and plans them (every name checked, keys canonicalised). The key
+/// count is checked against `limits` before the request is decoded, and the response estimated from
+/// the plan ([`RetrieveRequest::estimated_response_bytes`]) before anything is read.
+pub fn parse_retrieve(cat: &Catalog, bytes: &[u8], limits: &Limits) -> Result<RetrieveRequest> {
+    let (entity, keys) = prescan(bytes, 1, 4);
+    limits.check_keys(keys, || format!("retrieve for entity {entity:?}"))?;
     let mut query =
         retrieve::Query::decode(bytes).map_err(|e| Error::InvalidInput(format!("malformed retrieve.Query: {e}")))?;
     if query.entity_label.is_empty() {
@@ -217,7 +281,16 @@ pub fn parse_retrieve(cat: &Catalog, bytes: &[u8]) -> Result<RetrieveRequest> {
             }
         })
         .collect::<Result<_>>()?;
-    Ok(RetrieveRequest { query, plan, canonical_keys })
+    let req = RetrieveRequest { query, plan, canonical_keys, limits: *limits };
+    limits.check_bytes(req.estimated_response_bytes(), || {
+        format!(
+            "retrieve for entity {:?}, estimated response ({} keys of up to {} bytes each, plus the keys)",
+            req.plan.entity,
+            req.query.keys.len(),
+            req.plan.row_bound()
+        )
+    })?;
+    Ok(req)
 }
 
 /// Builds the `retrieve.Result` bytes. `blocks[k * n_fgs + f]` is key `k`'s stored block of FG `f`.
@@ -269,6 +342,11 @@ pub fn encode_retrieve_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64
         rows: Vec::new(),
     };
     let mut out = head.encode_to_vec();
+    let too_big = |size: u64, k: usize| {
+        req.limits.check_bytes(size, || {
+            format!("retrieve for entity {:?}, response built up to key {k}", req.query.entity_label)
+        })
+    };
     // Each row is written into `row` (its length prefix needs its size), then appended to `out`.
     let mut row: Vec<u8> = Vec::new();
     let mut status: Vec<u8> = Vec::with_capacity(n_fgs);
@@ -303,8 +381,11 @@ pub fn encode_retrieve_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64
         encode_varint(status.len() as u64, &mut row);
         row.extend_from_slice(&status);
         let framed = 1 + encoded_len_varint(row.len() as u64) + row.len();
-        // Rows of one request are about the same size: size `out` for all of them after the first.
-        out.reserve(if k == 0 { framed * req.query.keys.len() } else { framed });
+        too_big((out.len() + framed) as u64, k)?;
+        // Rows of one request are about the same size: size `out` for all of them after the first
+        // (within the limit, which the estimate held the whole response to).
+        let want = if k == 0 { framed.saturating_mul(req.query.keys.len()).min(req.limits.max_bytes) } else { framed };
+        try_reserve(&mut out, want.max(framed), "the retrieve response")?;
         out.push(0x22); // Result.rows, field 4, length-delimited
         encode_varint(row.len() as u64, &mut out);
         out.extend_from_slice(&row);
@@ -341,16 +422,24 @@ pub fn encode_decoded(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Resu
         .map_err(|e| Error::corrupt(format!("re-reading our own response: {e}")))?;
     let types: Vec<(crate::dtype::DataType, u32)> =
         req.plan.fgs.iter().flat_map(|f| f.columns.iter().map(|c| (c.dtype, c.width as u32))).collect();
+    // Rendered strings can be longer than the cells they come from: the size is held to the limit as
+    // the rows are rendered.
+    let mut size = 0u64;
     let rows = binary
         .rows
         .into_iter()
-        .map(|row| {
-            let columns = row
+        .enumerate()
+        .map(|(k, row)| {
+            let columns: Vec<String> = row
                 .columns
                 .iter()
                 .zip(&types)
                 .map(|(c, &(dtype, width))| crate::render::cell_string(dtype, c, width))
                 .collect::<Result<_>>()?;
+            size += columns.iter().chain(&row.keys).map(|c| c.len() as u64 + 6).sum::<u64>();
+            req.limits.check_bytes(size, || {
+                format!("decoded retrieve for entity {:?}, response rendered up to key {k}", req.query.entity_label)
+            })?;
             Ok(retrieve::DecodedRow { keys: row.keys, columns })
         })
         .collect::<Result<_>>()?;
@@ -376,8 +465,11 @@ pub struct PersistRequest {
 }
 
 /// Parses `persist.Query` bytes and builds every block; any invalid value fails the whole request
-/// (naming entity, FG, feature and row) before anything can be written.
-pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> Result<PersistRequest> {
+/// (naming entity, FG, feature and row) before anything can be written. The row count is checked
+/// against `limits` before the request is decoded, and the blocks built are held to its byte limit.
+pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool, limits: &Limits) -> Result<PersistRequest> {
+    let (entity, rows) = prescan(bytes, 1, 4);
+    limits.check_rows(rows, || format!("persist for entity {entity:?}"))?;
     let q = persist::Query::decode(bytes).map_err(|e| Error::InvalidInput(format!("malformed persist.Query: {e}")))?;
     if q.entity_label.is_empty() {
         return Err(Error::InvalidInput("persist.Query names no entity (entity_label is empty)".into()));
@@ -395,6 +487,14 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
         .map(|(i, s)| {
             if q.feature_group_schema[..i].iter().any(|o| o.label == s.label) {
                 return Err(Error::InvalidInput(format!("feature group {:?} is listed twice", s.label)));
+            }
+            if s.feature_labels.is_empty() {
+                // Every feature would get its default: a write that wipes the row, never what a
+                // producer meant.
+                return Err(Error::InvalidInput(format!(
+                    "persist for entity {:?}: feature group {:?} lists no features (feature_labels is empty)",
+                    entity.label, s.label
+                )));
             }
             if let Some(dup) = s.feature_labels.iter().enumerate().find(|(j, l)| s.feature_labels[..*j].contains(l)) {
                 return Err(Error::InvalidInput(format!(
@@ -420,7 +520,8 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
     if q.data.is_empty() {
         return Err(Error::InvalidInput(format!("persist for entity {:?} has no rows (data is empty)", entity.label)));
     }
-    let mut blocks = Vec::with_capacity(q.data.len() * fgs.len());
+    let mut blocks = try_vec(q.data.len().saturating_mul(fgs.len()), "the blocks of a persist")?;
+    let mut built = 0u64;
     for (r, row) in q.data.iter().enumerate() {
         if row.key_values.len() != perm.len() {
             return Err(Error::InvalidInput(format!(
@@ -449,6 +550,10 @@ pub fn parse_persist(cat: &Catalog, bytes: &[u8], now: u64, saturate: bool) -> R
             let empty = persist::Values::default();
             let values = fv.values.as_ref().unwrap_or(&empty);
             let block = build_block(fg, positions, values, now, saturate).map_err(ctx)?;
+            built += (block.len() + key.iter().map(String::len).sum::<usize>()) as u64;
+            limits.check_bytes(built, || {
+                format!("persist for entity {:?} of {} rows, blocks built up to row {r}", entity.label, q.data.len())
+            })?;
             let expires_at = expiry::expiry_for_ttl(fg.ttl_seconds, now)?;
             blocks.push(PersistBlock { key: key.clone(), fg_id: fg.id, block, expires_at });
         }
@@ -624,7 +729,7 @@ pub(crate) mod tests {
                 ],
             }],
         };
-        let req = parse_persist(&c, &q.encode_to_vec(), NOW, false).unwrap();
+        let req = parse_persist(&c, &q.encode_to_vec(), NOW, false, &Limits::NONE).unwrap();
         assert_eq!(req.blocks.len(), 2);
         let rq = retrieve::Query {
             entity_label: "user".into(),
@@ -635,7 +740,7 @@ pub(crate) mod tests {
             keys_schema: vec!["user_id".into()],
             keys: vec![retrieve::Keys { cols: vec!["u1".into()] }, retrieve::Keys { cols: vec!["u2".into()] }],
         };
-        let parsed = parse_retrieve(&c, &rq.encode_to_vec()).unwrap();
+        let parsed = parse_retrieve(&c, &rq.encode_to_vec(), &Limits::NONE).unwrap();
         assert_eq!(parsed.fg_ids(), vec![1, 0]);
         let (g, tags) = (&req.blocks[0].block[..], &req.blocks[1].block[..]);
         let out = encode_retrieve(&parsed, &[tags, g, &[], &[]], NOW).unwrap();
@@ -701,14 +806,14 @@ pub(crate) mod tests {
         let fg = |label| entity.fg(label).unwrap();
         let opts = EncodeOptions { expiry_at: 0, now: NOW, compress: true, saturate: false };
         let f_v1 = psdb::encode(&fg("f").versions[&1].meta, Values::F32(&[1.0, 2.0]), &opts).unwrap();
-        let f_v2 = encode_rows(fg("f"), Values::F32(&[3.0, 4.0, 5.0]), 1, NOW, false).unwrap().remove(0);
+        let f_v2 = encode_rows(fg("f"), Values::F32(&[3.0, 4.0, 5.0]), 1, NOW, false, &Limits::NONE).unwrap().remove(0);
         let f_cached = crate::cache::uncompressed(&f_v2);
-        let int16 = encode_rows(fg("i"), Values::I16(&[-3, 9]), 1, NOW, false).unwrap().remove(0);
+        let int16 = encode_rows(fg("i"), Values::I16(&[-3, 9]), 1, NOW, false, &Limits::NONE).unwrap().remove(0);
         let zeros = [0.0f64; 600]; // compresses: the zstd branch
-        let v_big = encode_rows(fg("v"), Values::F64(&zeros[..6]), 1, NOW, false).unwrap().remove(0);
+        let v_big = encode_rows(fg("v"), Values::F64(&zeros[..6]), 1, NOW, false, &Limits::NONE).unwrap().remove(0);
         let v_vals = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let vecs = encode_rows(fg("v"), Values::F64(&v_vals), 1, NOW, false).unwrap().remove(0);
-        let int64 = encode_rows(fg("l"), Values::I64(&[i64::MIN, 42]), 1, NOW, false).unwrap().remove(0);
+        let vecs = encode_rows(fg("v"), Values::F64(&v_vals), 1, NOW, false, &Limits::NONE).unwrap().remove(0);
+        let int64 = encode_rows(fg("l"), Values::I64(&[i64::MIN, 42]), 1, NOW, false, &Limits::NONE).unwrap().remove(0);
         let key = |k: &str| retrieve::Keys { cols: vec![k.into()] };
         let group = |label: &str, features: &[&str]| retrieve::FeatureGroup {
             label: label.into(),
@@ -726,7 +831,7 @@ pub(crate) mod tests {
                 keys_schema: vec!["id".into()],
                 keys: vec![key("k1"), key("k2"), key("k3"), key("k4")],
             };
-            let req = parse_retrieve(&cat, &rq.encode_to_vec()).unwrap();
+            let req = parse_retrieve(&cat, &rq.encode_to_vec(), &Limits::NONE).unwrap();
             // Unquantized, the live version-2 blocks take the payload path; the version-1 block (no
             // "c") and a quantized request do not.
             let fast =
@@ -759,7 +864,7 @@ pub(crate) mod tests {
             keys_schema: vec!["id".into()],
             keys: vec![key("k1")],
         };
-        let req = parse_retrieve(&cat, &rq.encode_to_vec()).unwrap();
+        let req = parse_retrieve(&cat, &rq.encode_to_vec(), &Limits::NONE).unwrap();
         let got = retrieve::Result::decode(&encode_retrieve(&req, &[&f_v2, &int64], NOW).unwrap()[..]).unwrap();
         let want: Vec<Vec<u8>> = vec![
             5.0f32.to_le_bytes().to_vec(),
@@ -782,11 +887,192 @@ pub(crate) mod tests {
             }],
             data: vec![],
         };
-        let e = parse_persist(&c, &q.encode_to_vec(), NOW, false).unwrap_err();
+        let e = parse_persist(&c, &q.encode_to_vec(), NOW, false, &Limits::NONE).unwrap_err();
         assert!(e.to_string().contains("user/g/zz"), "{e}");
-        assert!(parse_retrieve(&c, b"\xff\xff").unwrap_err().to_string().contains("malformed"));
+        assert!(parse_retrieve(&c, b"\xff\xff", &Limits::NONE).unwrap_err().to_string().contains("malformed"));
         let rq =
             retrieve::Query { entity_label: "user".into(), keys_schema: vec!["user_id".into()], ..Default::default() };
-        assert!(parse_retrieve(&c, &rq.encode_to_vec()).unwrap_err().to_string().contains("no keys"));
+        assert!(parse_retrieve(&c, &rq.encode_to_vec(), &Limits::NONE).unwrap_err().to_string().contains("no keys"));
+    }
+
+    fn retrieve_query(fgs: &[(&str, &[&str])], n_keys: usize) -> Vec<u8> {
+        retrieve::Query {
+            entity_label: "user".into(),
+            feature_groups: fgs
+                .iter()
+                .map(|(l, f)| retrieve::FeatureGroup {
+                    label: (*l).into(),
+                    feature_labels: f.iter().map(|x| (*x).to_owned()).collect(),
+                })
+                .collect(),
+            keys_schema: vec!["user_id".into()],
+            keys: (0..n_keys).map(|i| retrieve::Keys { cols: vec![format!("user-{i}")] }).collect(),
+        }
+        .encode_to_vec()
+    }
+
+    fn exhausted(e: &Error) -> bool {
+        e.kind() == crate::error::ErrorKind::ResourceExhausted
+    }
+
+    #[test]
+    fn the_response_estimate_bounds_what_is_built() {
+        let cat = catalog();
+        let g_rows = parse_persist(&cat, &persist_g(&["u1"], 2.0), NOW, false, &Limits::NONE).unwrap().blocks;
+        // Full-length strings: the largest cells the booked length allows.
+        let tags = persist::Query {
+            entity_label: "user".into(),
+            keys_schema: vec!["user_id".into()],
+            feature_group_schema: vec![persist::FeatureGroupSchema {
+                label: "tags".into(),
+                feature_labels: vec!["t".into()],
+            }],
+            data: vec![persist::Data {
+                key_values: vec!["u1".into()],
+                feature_values: vec![persist::FeatureValues {
+                    values: Some(persist::Values {
+                        vector: vec![persist::Vector {
+                            values: Some(persist::Values {
+                                string_values: vec!["abcd".into(), "efgh".into()],
+                                ..Default::default()
+                            }),
+                        }],
+                        ..Default::default()
+                    }),
+                }],
+            }],
+        };
+        let t_rows = parse_persist(&cat, &tags.encode_to_vec(), NOW, false, &Limits::NONE).unwrap().blocks;
+        let (gb, tb) = (&g_rows[0].block[..], &t_rows[0].block[..]);
+        for n in [1, 7, 300] {
+            let query = retrieve_query(&[("g", &["a", "b@DataTypeFP16"]), ("tags", &["t"])], n);
+            let req = parse_retrieve(&cat, &query, &Limits::NONE).unwrap();
+            let estimate = req.estimated_response_bytes();
+            for blocks in [vec![gb, tb], vec![&[][..], &[][..]]] {
+                let all: Vec<&[u8]> = (0..n).flat_map(|_| blocks.iter().copied()).collect();
+                let built = encode_retrieve(&req, &all, NOW).unwrap().len() as u64;
+                assert!(built <= estimate, "{n} keys: built {built} > estimated {estimate}");
+            }
+            // Fixed widths and full strings: the estimate is the response, give or take the header.
+            let all: Vec<&[u8]> = (0..n).flat_map(|_| [gb, tb]).collect();
+            let built = encode_retrieve(&req, &all, NOW).unwrap().len() as u64;
+            assert!(estimate - built < 64, "{n} keys: estimated {estimate}, built {built}");
+            // One byte less than the estimate: refused when parsed, before any block is read.
+            let tight = Limits { max_bytes: estimate as usize - 1, ..Limits::NONE };
+            let err = parse_retrieve(&cat, &query, &tight).unwrap_err();
+            assert!(exhausted(&err), "{err}");
+            assert!(
+                err.to_string().contains(&format!("{estimate} bytes, over the limit of {} bytes", estimate - 1)),
+                "{err}"
+            );
+            assert!(parse_retrieve(&cat, &query, &Limits { max_bytes: estimate as usize, ..Limits::NONE }).is_ok());
+        }
+    }
+
+    fn persist_g(keys: &[&str], b: f64) -> Vec<u8> {
+        persist::Query {
+            entity_label: "user".into(),
+            keys_schema: vec!["user_id".into()],
+            feature_group_schema: vec![persist::FeatureGroupSchema {
+                label: "g".into(),
+                feature_labels: vec!["b".into()],
+            }],
+            data: keys
+                .iter()
+                .map(|k| persist::Data {
+                    key_values: vec![(*k).into()],
+                    feature_values: vec![persist::FeatureValues {
+                        values: Some(persist::Values { fp32_values: vec![b], ..Default::default() }),
+                    }],
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn too_many_keys_are_refused_before_the_request_is_decoded() {
+        let c = catalog();
+        let limits = Limits { max_keys: 2, ..Limits::NONE };
+        assert!(parse_retrieve(&c, &retrieve_query(&[("g", &["a"])], 2), &limits).is_ok());
+        let e = parse_retrieve(&c, &retrieve_query(&[("g", &["a"])], 3), &limits).unwrap_err();
+        assert!(exhausted(&e));
+        assert_eq!(
+            e.to_string(),
+            "retrieve for entity \"user\": 3 keys, over the limit of 2 keys (max_keys_per_request)"
+        );
+        // Counted from the raw bytes: a request that names nothing that exists is still refused for
+        // its size, so no name lookup or decode is spent on it.
+        let mut q = retrieve_query(&[("nope", &["a"])], 3);
+        assert!(exhausted(&parse_retrieve(&c, &q, &limits).unwrap_err()));
+        q.extend_from_slice(b"\xff"); // a malformed tail: the count stops there, the decode reports it
+        assert!(parse_retrieve(&c, &q, &Limits::NONE).unwrap_err().to_string().contains("malformed"));
+        assert_eq!(prescan(b"", 1, 4), (String::new(), 0));
+    }
+
+    #[test]
+    fn a_huge_vector_fg_is_refused_by_its_estimate_not_by_the_allocator() {
+        // The request that used to abort the process: 60k keys of one fp64 vector of 65535 values
+        // (row width × keys = 31 GB reserved up front).
+        let mut c = Catalog::new(1);
+        c.add_entity("user", &["user_id".into()]).unwrap();
+        let spec = VersionSpec {
+            version: 1,
+            labels: vec!["v".into()],
+            string_lengths: vec![],
+            vector_lengths: vec![65_535],
+            defaults: vec![vec![0; 65_535 * 8]],
+        };
+        c.add_feature_group("user", 0, "emb", DataType::Fp64Vector, 1, 0, vec![spec]).unwrap();
+        let q = retrieve_query(&[("emb", &["v"])], 60_000);
+        let defaults = Limits { max_keys: 10_000, max_rows: 100_000, max_bytes: 64 << 20 };
+        let e = parse_retrieve(&c, &q, &defaults).unwrap_err();
+        assert!(e.to_string().contains("60000 keys, over the limit of 10000 keys"), "{e}");
+        let e = parse_retrieve(&c, &q, &Limits { max_keys: 100_000, ..defaults }).unwrap_err();
+        assert!(exhausted(&e));
+        let row = 1 + 3 + 65_535 * 8 + 3;
+        assert!(e.to_string().contains(&format!("(60000 keys of up to {row} bytes each, plus the keys)")), "{e}");
+        assert!(e.to_string().contains("over the limit of 67108864 bytes (max_message_bytes)"), "{e}");
+        // The response built is held to the limit too, whatever the estimate said.
+        let mut req = parse_retrieve(&c, &retrieve_query(&[("emb", &["v"])], 3), &Limits::NONE).unwrap();
+        req.limits.max_bytes = 2 * row + 100; // two rows with their keys and framing, and the header
+        let e = encode_retrieve(&req, &[&[], &[], &[]], NOW).unwrap_err();
+        assert!(exhausted(&e) && e.to_string().contains("response built up to key 2"), "{e}");
+        assert!(encode_decoded(&req, &[&[], &[], &[]], NOW).is_err());
+    }
+
+    #[test]
+    fn persists_are_held_to_the_row_and_byte_limits_and_must_name_features() {
+        let c = catalog();
+        let keys = ["u1", "u2", "u3"];
+        let q = persist_g(&keys, 1.0);
+        let e = parse_persist(&c, &q, NOW, false, &Limits { max_rows: 2, ..Limits::NONE }).unwrap_err();
+        assert!(exhausted(&e));
+        assert_eq!(
+            e.to_string(),
+            "persist for entity \"user\": 3 rows, over the limit of 2 rows (max_rows_per_persist)"
+        );
+        let one = parse_persist(&c, &persist_g(&["u1"], 1.0), NOW, false, &Limits::NONE).unwrap();
+        let per_row = (one.blocks[0].block.len() + 2) as u64;
+        let e =
+            parse_persist(&c, &q, NOW, false, &Limits { max_bytes: 2 * per_row as usize, ..Limits::NONE }).unwrap_err();
+        assert!(exhausted(&e) && e.to_string().contains("blocks built up to row 2"), "{e}");
+        assert!(parse_persist(&c, &q, NOW, false, &Limits { max_bytes: 3 * per_row as usize, ..Limits::NONE }).is_ok());
+        // No features listed: every feature would be reset to its default. Refused, naming the FG.
+        let empty = persist::Query {
+            entity_label: "user".into(),
+            keys_schema: vec!["user_id".into()],
+            feature_group_schema: vec![persist::FeatureGroupSchema { label: "g".into(), feature_labels: vec![] }],
+            data: vec![persist::Data {
+                key_values: vec!["u1".into()],
+                feature_values: vec![persist::FeatureValues { values: Some(persist::Values::default()) }],
+            }],
+        };
+        let e = parse_persist(&c, &empty.encode_to_vec(), NOW, false, &Limits::NONE).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidInput);
+        assert_eq!(
+            e.to_string(),
+            "persist for entity \"user\": feature group \"g\" lists no features (feature_labels is empty)"
+        );
     }
 }
