@@ -8,6 +8,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -148,6 +150,8 @@ type server struct {
 	cmd                *exec.Cmd
 	exited             chan struct{} // closed when cmd has exited
 	log                string
+	env                []string    // more environment of `ofs serve`
+	tls                *tls.Config // the client side of a server started with TLS
 }
 
 func freePort() (int, error) {
@@ -171,6 +175,16 @@ func newServer(bin, dir string) (*server, error) {
 // newServerOf applies the registry file spec (env: its token variables) to a fresh data directory
 // under dir and starts a server on it.
 func newServerOf(bin, dir, spec string, env ...string) (*server, error) {
+	s, err := prepareServer(bin, dir, spec, env...)
+	if err != nil {
+		return nil, err
+	}
+	return s, s.start()
+}
+
+// prepareServer applies the registry file spec (env: its token variables) to a fresh data directory
+// under dir and picks a port: the server, not started.
+func prepareServer(bin, dir, spec string, env ...string) (*server, error) {
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
@@ -184,9 +198,8 @@ func newServerOf(bin, dir, spec string, env ...string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{bin: bin, dataDir: data, port: port, addr: fmt.Sprintf("127.0.0.1:%d", port),
-		log: filepath.Join(dir, "serve.log")}
-	return s, s.start()
+	return &server{bin: bin, dataDir: data, port: port, addr: fmt.Sprintf("127.0.0.1:%d", port),
+		log: filepath.Join(dir, "serve.log")}, nil
 }
 
 // start runs `ofs serve` and waits until its health service answers SERVING.
@@ -198,7 +211,7 @@ func (s *server) start() error {
 	defer logf.Close()
 	cmd := exec.Command(s.bin, "serve", "--port", strconv.Itoa(s.port), "--data-dir", s.dataDir, "--auth")
 	// Metrics off: their default port would collide between servers.
-	cmd.Env = append(os.Environ(), "OFS_DATA_DIR="+s.dataDir, "OFS_METRICS_PORT=0")
+	cmd.Env = append(append(os.Environ(), "OFS_DATA_DIR="+s.dataDir, "OFS_METRICS_PORT=0"), s.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group: worker processes end with it
 	if err := cmd.Start(); err != nil {
@@ -211,7 +224,11 @@ func (s *server) start() error {
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	transport := insecure.NewCredentials()
+	if s.tls != nil {
+		transport = credentials.NewTLS(s.tls)
+	}
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(transport))
 	if err != nil {
 		return err
 	}
