@@ -180,3 +180,46 @@ def test_ofs_horizon_command(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
+
+
+@sqlite_only
+def test_try_it_is_limited_to_a_role_and_to_entities(make_server: Callable[..., Server]) -> None:
+    """Try-it reads real values with Horizon's own caller: only ``try_role`` (editor by default) and up,
+    only the entities of ``try_entities``. A call that passes both reaches the serving API (here an
+    unreachable one: 502)."""
+    body = {
+        "entity": "user",
+        "keys_schema": ["id"],
+        "keys": [["1"]],
+        "feature_groups": [{"label": "g", "feature_labels": ["a"]}],
+    }
+    nowhere = f"127.0.0.1:{_free_port()}"
+    api = Api(make_server(serving_address=nowhere, serving_timeout_seconds=2, try_entities="user,item"))
+    try:
+        admin = api.user("alice", "admin")
+        editor = api.user("eve", "editor", admin=admin)
+        viewer = api.user("victor", "viewer", admin=admin)
+        r = viewer.post("/try/retrieve", json=body)
+        assert r.status_code == 403
+        assert "needs the editor role (setting try_role)" in r.json()["detail"]
+        assert viewer.get("/auth/me").json()["can_try"] is False
+        me = editor.get("/auth/me").json()
+        assert (me["can_try"], me["try_entities"]) == (True, ["user", "item"])
+        r = editor.post("/try/retrieve", json={**body, "entity": "payments"})
+        assert r.status_code == 403
+        assert (
+            "may not read entity 'payments' (setting try_entities allows: user, item)" in r.json()["detail"]
+        )
+        assert editor.post("/try/retrieve", json=body).status_code == 502  # past both checks
+    finally:
+        api.close()
+
+    api = Api(make_server(try_role="admin", try_entities=""))  # try-it off for everyone
+    try:
+        admin = api.login("alice")  # the same database
+        assert admin.get("/auth/me").json()["can_try"] is False
+        r = admin.post("/try/retrieve", json=body)
+        assert r.status_code == 403
+        assert "allows: none" in r.json()["detail"]
+    finally:
+        api.close()
