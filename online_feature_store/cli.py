@@ -224,6 +224,16 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     serve.add_argument("--auth", action="store_true", help="require caller id and token metadata")
     serve.add_argument("--http-port", type=int, help="also serve HTTP/JSON on this port ($OFS_HTTP_PORT)")
+    serve.add_argument(
+        "--max-keys-per-request",
+        type=int,
+        help="keys per retrieve (default 10000; $OFS_MAX_KEYS_PER_REQUEST)",
+    )
+    serve.add_argument(
+        "--max-rows-per-persist",
+        type=int,
+        help="rows per persist (default 100000; $OFS_MAX_ROWS_PER_PERSIST)",
+    )
     serve.set_defaults(func=_serve)
 
 

@@ -45,9 +45,16 @@ from online_feature_store.errors import (
     InvalidInputError,
     NotFoundError,
     OfsError,
+    ResourceExhaustedError,
     UnavailableError,
 )
-from online_feature_store.feature_store import RetrieveResult
+from online_feature_store.feature_store import (
+    DEFAULT_MAX_KEYS_PER_REQUEST,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_ROWS_PER_PERSIST,
+    RetrieveResult,
+    make_limits,
+)
 from online_feature_store.types import DataType
 
 __all__ = [
@@ -78,6 +85,7 @@ _ERROR_OF: dict[grpc.StatusCode, type[OfsError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAUTHENTICATED: AuthError,
     grpc.StatusCode.PERMISSION_DENIED: AuthError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
 }
 """gRPC status → library exception (the inverse of the server's table); anything else is an
 :class:`OfsError` naming the status."""
@@ -128,7 +136,10 @@ class Client:
     ``timeout`` is each call's deadline in seconds, retries and batches included. Key lists longer than
     ``batch_size`` go out as several requests, up to ``max_workers`` at a time. A request answered
     ``UNAVAILABLE`` is tried up to ``retries`` more times, waiting a random time up to
-    ``backoff · 2^attempt`` seconds (at most ``max_backoff``) in between.
+    ``backoff · 2^attempt`` seconds (at most ``max_backoff``) in between. ``max_message_bytes`` bounds
+    each request and response: a batch whose request is over it is refused
+    (:class:`~online_feature_store.errors.ResourceExhaustedError`) before it is sent. ``batch_size`` may
+    not exceed the server's ``max_keys_per_request`` (default 10,000; docs/serving.md#limits).
     """
 
     def __init__(
@@ -147,9 +158,14 @@ class Client:
         max_backoff: float = 2.0,
         keys_schemas: Mapping[str, Sequence[str]] | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if batch_size < 1 or max_workers < 1 or retries < 0 or timeout <= 0:
             raise InvalidInputError("batch_size and max_workers must be >= 1, retries >= 0 and timeout > 0")
+        # The client's own limits: requests it builds are checked against them before they are sent.
+        self._limits = make_limits(
+            DEFAULT_MAX_KEYS_PER_REQUEST, DEFAULT_MAX_ROWS_PER_PERSIST, max_message_bytes
+        )
         self.address = address
         self.timeout = timeout
         self.batch_size = batch_size
@@ -158,8 +174,8 @@ class Client:
         self.backoff = backoff
         self.max_backoff = max_backoff
         channel_options = [
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
             # Reconnect soon after a server restart, so retries are not answered by a channel that is
             # still backing off from the last failed connection attempt.
             ("grpc.initial_reconnect_backoff_ms", 100),
@@ -195,7 +211,9 @@ class Client:
             return self._pool
 
     def _call(self, method: str, stub: _Stub, request: bytes, deadline: float) -> bytes:
-        """One RPC, retried on ``UNAVAILABLE`` while the deadline allows; errors mapped."""
+        """One RPC, retried on ``UNAVAILABLE`` while the deadline allows; errors mapped. A request over
+        ``max_message_bytes`` is refused here, unsent."""
+        self._limits.check_bytes(len(request), f"{method} request")
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()

@@ -29,6 +29,7 @@ import numpy as np
 
 from online_feature_store import _native
 from online_feature_store.errors import InvalidInputError, NotFoundError, OfsError, UnavailableError
+from online_feature_store.feature_store import DEFAULT_MAX_ROWS_PER_PERSIST
 from online_feature_store.types import DataType
 
 if TYPE_CHECKING:
@@ -121,8 +122,8 @@ def pack(
     rows_per_message: int | None = None,
 ) -> Iterator[tuple[bytes, int]]:
     """Messages ``(payload, rows)`` carrying every row, in order, each at most ``max_message_bytes`` long
-    (``rows_per_message`` caps the rows; by default as many as fit). A single row over the limit is an
-    :class:`InvalidInputError`."""
+    (``rows_per_message`` caps the rows; by default as many as fit, up to the servers' and consumer's
+    default ``max_rows_per_persist``). A single row over the limit is an :class:`InvalidInputError`."""
     total = len(keys)
     for g in feature_groups:
         if g.rows() != total:
@@ -137,8 +138,8 @@ def pack(
     probe = min(total, 256)
     per_row = max(len(encode(0, probe)) / probe, 1.0)
     step = max(1, int(max_message_bytes * 0.9 / per_row))
-    if rows_per_message is not None:
-        step = max(1, min(step, rows_per_message))
+    cap = DEFAULT_MAX_ROWS_PER_PERSIST if rows_per_message is None else rows_per_message
+    step = max(1, min(step, cap))
     start = 0
     while start < total:
         stop = min(start + step, total)

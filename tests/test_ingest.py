@@ -171,6 +171,18 @@ def test_pack_keeps_every_row_in_order_under_the_limit() -> None:
         list(pack("user", ["user_id", "region"], keys[:2], _groups(3)))
 
 
+def test_pack_keeps_messages_under_the_default_row_limit() -> None:
+    """Tiny rows fill a large message with more rows than a persist may carry (max_rows_per_persist,
+    100,000 by default, which the servers and the consumer enforce): pack splits there too."""
+    from online_feature_store.feature_store import DEFAULT_MAX_ROWS_PER_PERSIST
+
+    rows = DEFAULT_MAX_ROWS_PER_PERSIST + 1
+    keys = [["k", "r"]] * rows
+    group = FeatureGroupValues("small", DataType.INT8, ["n"], np.zeros((rows, 1), dtype=np.int8))
+    sizes = [n for _, n in pack("user", ["user_id", "region"], keys, [group], max_message_bytes=64 << 20)]
+    assert sizes == [DEFAULT_MAX_ROWS_PER_PERSIST, 1]
+
+
 def test_push_routes_each_key_to_one_partition(fs: FeatureStore) -> None:
     sink = ListSink(partitions=4, max_message_bytes=2000)
     keys = [(f"u{r}", "in") for r in range(300)]

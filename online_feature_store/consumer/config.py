@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from online_feature_store.errors import InvalidInputError
+from online_feature_store.feature_store import DEFAULT_MAX_ROWS_PER_PERSIST
 
 __all__ = ["CACHE_MODES", "ENV_PREFIX", "ConsumerConfig", "load_config"]
 
@@ -38,6 +39,8 @@ class ConsumerConfig:
     """``strong``: drop written keys from this process's caches; ``eventual``: let cached copies expire."""
     saturate: bool = False
     """Clamp out-of-range numbers to the type's range instead of rejecting the message."""
+    max_rows_per_persist: int = DEFAULT_MAX_ROWS_PER_PERSIST
+    """Rows one message may carry (counted before it is decoded); a message with more is dead-lettered."""
     batch_max_messages: int = 64
     """A batch is written when it holds this many messages, when no more messages are waiting …"""
     batch_max_seconds: float = 0.2
@@ -82,7 +85,7 @@ class ConsumerConfig:
             raise InvalidInputError(
                 f"setting 'auto_offset_reset': {self.auto_offset_reset!r} is not 'earliest' or 'latest'"
             )
-        for name in ("batch_max_messages", "workers", "max_poll_records"):
+        for name in ("batch_max_messages", "workers", "max_poll_records", "max_rows_per_persist"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"setting {name!r} must be at least 1, got {getattr(self, name)}")
         for name in ("batch_max_seconds", "backoff_initial_seconds", "backoff_max_seconds"):

@@ -10,8 +10,8 @@ Guarantees (see ``docs/ingestion.md``):
   a partition wins. Messages are validated and their blocks built by a small thread pool (native code, no
   GIL) as soon as they are polled, so the next batch is built while the current one is being written.
 - **Bad messages never stop the consumer.** A message the store rejects for what it contains (undecodable,
-  unknown entity / FG / feature, wrong counts, out-of-range values) goes to the dead-letter topic with the
-  reason in its ``ofs-error`` header.
+  unknown entity / FG / feature, wrong counts, out-of-range values, an FG listing no features, more rows
+  than ``max_rows_per_persist``) goes to the dead-letter topic with the reason in its ``ofs-error`` header.
 - **Outages are waited out.** Any other failure (store or dead-letter topic unreachable) pauses every
   partition and retries the same messages with exponential backoff; nothing is skipped or committed meanwhile.
 - **Rebalances.** Ownership is tracked per partition with an epoch that changes on every assignment; a
@@ -39,8 +39,8 @@ from kafka.errors import KafkaError
 
 from online_feature_store.consumer.config import ConsumerConfig
 from online_feature_store.consumer.health import ConsumerMetrics, Readiness
-from online_feature_store.errors import InvalidInputError, NotFoundError
-from online_feature_store.feature_store import FeatureStore, PreparedWrite
+from online_feature_store.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
+from online_feature_store.feature_store import FeatureStore, PreparedWrite, make_limits
 
 __all__ = ["ERROR_HEADER", "IngestConsumer", "Message", "offsets_to_commit"]
 
@@ -140,8 +140,9 @@ class _Outcome:
 
 _Prepared = PreparedWrite | BaseException
 """A message's blocks, or why they could not be built."""
-_REJECT = (InvalidInputError, NotFoundError)
-"""Failures that are the message's fault: it goes to the dead-letter topic instead of being retried."""
+_REJECT = (InvalidInputError, NotFoundError, ResourceExhaustedError)
+"""Failures that are the message's fault (a message over the limits included): it goes to the dead-letter
+topic instead of being retried."""
 
 
 class IngestConsumer:
@@ -157,6 +158,9 @@ class IngestConsumer:
     ) -> None:
         self.fs = fs
         self.config = config.check()
+        fs.limits = make_limits(
+            fs.limits.max_keys_per_request, self.config.max_rows_per_persist, fs.limits.max_message_bytes
+        )
         self.metrics = metrics if metrics is not None else ConsumerMetrics()
         self.readiness = readiness if readiness is not None else Readiness()
         self._ownership = _Ownership(self._ownership_changed, self._finish_write)

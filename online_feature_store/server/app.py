@@ -26,7 +26,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from online_feature_store.errors import InvalidInputError, UnavailableError
-from online_feature_store.feature_store import FeatureStore
+from online_feature_store.feature_store import (
+    DEFAULT_MAX_KEYS_PER_REQUEST,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_ROWS_PER_PERSIST,
+    FeatureStore,
+    make_limits,
+)
 from online_feature_store.server.calls import (
     METHODS,
     STATUS_OF,
@@ -68,7 +74,13 @@ class ServerConfig:
     threads: int = 4
     """Handler threads. Few: every call holds the GIL for part of its run, and on 2 cores 16 threads
     served 35-45 % fewer requests per second than 2-4 (bench/RESULTS.md); scale with ``--workers``."""
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Largest request and response message; a retrieve whose response is estimated over it (keys times
+    the largest row the schema allows) is refused before any store read (docs/serving.md#limits)."""
+    max_keys_per_request: int = DEFAULT_MAX_KEYS_PER_REQUEST
+    """Keys one retrieve may ask for, counted before the request is decoded."""
+    max_rows_per_persist: int = DEFAULT_MAX_ROWS_PER_PERSIST
+    """Rows one persist may write, counted before the request is decoded."""
     reuse_port: bool = False
     grace_seconds: float = 10.0
     metrics_port: int = 9090
@@ -147,6 +159,10 @@ def _build(
     executor = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="ofs-grpc")
     server = grpc.server(executor, options=options)
     calls = Calls(fs, auth=config.auth, metrics=metrics)
+    # The server's limits are the FeatureStore's: every call goes through fs.retrieve_wire / persist_wire.
+    fs.limits = make_limits(
+        config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes
+    )
     server.add_generic_rpc_handlers(_generic_handlers(calls))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

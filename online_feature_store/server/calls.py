@@ -23,6 +23,7 @@ from online_feature_store.errors import (
     InvalidInputError,
     NotFoundError,
     OfsError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
@@ -56,6 +57,8 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (CorruptBlockError, grpc.StatusCode.DATA_LOSS),
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    # Over a request limit (keys, rows, response bytes), refused before the work; or out of memory.
+    (ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OfsError, grpc.StatusCode.INTERNAL),
 )
 """The one mapping from library errors to gRPC status codes (first match wins)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from online_feature_store.errors import InvalidInputError
+from online_feature_store.feature_store import make_limits
 from online_feature_store.server.app import ServerConfig
 
 __all__ = ["load_config", "run"]
@@ -33,6 +34,8 @@ ENV = {
     "auth": "OFS_AUTH",
     "threads": "OFS_THREADS",
     "max_message_bytes": "OFS_MAX_MESSAGE_BYTES",
+    "max_keys_per_request": "OFS_MAX_KEYS_PER_REQUEST",
+    "max_rows_per_persist": "OFS_MAX_ROWS_PER_PERSIST",
     "grace_seconds": "OFS_GRACE_SECONDS",
     "metrics_port": "OFS_METRICS_PORT",
     "http_port": "OFS_HTTP_PORT",
@@ -90,7 +93,10 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ServerConf
     extra: dict[str, Any] = {
         k: doc[k] for k in ("registry", "data_dir", "workers", "distributed_cache") if k in doc
     }
-    return replace(config, **values), extra
+    config = replace(config, **values)
+    # Refused here, before any worker starts, rather than by each worker as it builds its server.
+    make_limits(config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes)
+    return config, extra
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -147,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         "host": args.host,
         "auth": True if args.auth else None,
         "http_port": getattr(args, "http_port", None),
+        "max_keys_per_request": getattr(args, "max_keys_per_request", None),
+        "max_rows_per_persist": getattr(args, "max_rows_per_persist", None),
     }
     config, extra = load_config(args.config, overrides)
     registry = args.registry or extra.get("registry")
