@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,7 +48,18 @@ func main() {
 	keyCounts := flag.String("keys", "1,100,500", "comma-separated key counts")
 	seconds := flag.Float64("seconds", 3, "measured seconds per key count")
 	warmup := flag.Int("warmup", 50, "unmeasured calls before each key count")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured calls here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var counts []int
 	for _, s := range strings.Split(*keyCounts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -83,7 +95,8 @@ func main() {
 			FeatureGroups: []client.FeatureGroup{{Label: *group, Features: features}}}
 		r, err := measure(ctx, c, req, *warmup, time.Duration(*seconds*float64(time.Second)))
 		if err != nil {
-			log.Fatalf("%d keys: %v", n, err)
+			log.Printf("%d keys: %v", n, err)
+			return // (not log.Fatal: the deferred profile is written)
 		}
 		out, _ := json.Marshal(r)
 		fmt.Println(string(out))

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/online-feature-store/online-feature-store/clients/go/pb/persistpb"
-	"github.com/online-feature-store/online-feature-store/clients/go/pb/retrievepb"
 )
 
 // Metadata names of the caller's credential; the server's auth reads these.
@@ -35,10 +34,10 @@ const (
 // Client is a connection to an `ofs serve` gRPC server (or any server of the same protocol). It is safe
 // for concurrent use; make one per process and Close it when done.
 type Client struct {
-	conn     *grpc.ClientConn
-	retrieve retrievepb.FeatureServiceClient
-	persist  persistpb.FeatureServiceClient
-	cfg      config
+	conn    *grpc.ClientConn
+	persist persistpb.FeatureServiceClient
+	rawCall grpc.CallOption // keeps a RetrieveFeatures answer as bytes (wire.go)
+	cfg     config
 }
 
 // New makes a client of the server at addr ("host:port", or any gRPC target such as "dns:///host:port").
@@ -79,10 +78,10 @@ func New(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		return nil, invalid("server address %q: %v", addr, err)
 	}
 	c := &Client{
-		conn:     conn,
-		retrieve: retrievepb.NewFeatureServiceClient(conn),
-		persist:  persistpb.NewFeatureServiceClient(conn),
-		cfg:      cfg,
+		conn:    conn,
+		persist: persistpb.NewFeatureServiceClient(conn),
+		rawCall: grpc.ForceCodecV2(newRawCodec()),
+		cfg:     cfg,
 	}
 	if cfg.waitReady {
 		if err := c.waitReady(ctx); err != nil {

@@ -18,8 +18,7 @@ func checkCell(dt DataType, vl int, cell []byte) error {
 	switch dt.element() {
 	case elString:
 		if dt.IsVector() {
-			_, err := stringVector(cell, vl)
-			return err
+			return checkStringVector(cell, vl)
 		}
 		return nil
 	case elBool:
@@ -38,6 +37,21 @@ func checkCell(dt DataType, vl int, cell []byte) error {
 		}
 		return nil
 	}
+}
+
+// checkStringVector checks that a string-vector cell ([u16 LE length × n][bytes]) holds n strings.
+func checkStringVector(cell []byte, n int) error {
+	if 2*n > len(cell) {
+		return fmt.Errorf("string vector cell of %d bytes is shorter than its %d lengths", len(cell), n)
+	}
+	total := 2 * n
+	for i := range n {
+		total += int(binary.LittleEndian.Uint16(cell[2*i:]))
+	}
+	if total != len(cell) {
+		return fmt.Errorf("string vector cell of %d bytes: its %d lengths add up to %d", len(cell), n, total)
+	}
+	return nil
 }
 
 // stringVector splits a string-vector cell ([u16 LE length × n][bytes]) into its n strings.
@@ -177,18 +191,19 @@ func matrix[T any](c *Column, a *accepts, read func(element, []byte) T) ([][]T, 
 
 func decodeScalars[T any](c *Column, read func(element, []byte) T) []T {
 	e := c.DataType.element()
-	out := make([]T, len(c.cells))
-	for r, cell := range c.cells {
-		out[r] = read(e, cell)
+	out := make([]T, c.rows)
+	for r := range out {
+		out[r] = read(e, c.Cell(r))
 	}
 	return out
 }
 
 func decodeMatrix[T any](c *Column, read func(element, []byte) T) [][]T {
 	e, w, n := c.DataType.element(), c.DataType.ElementSize(), c.VectorLength
-	backing := make([]T, len(c.cells)*n)
-	out := make([][]T, len(c.cells))
-	for r, cell := range c.cells {
+	backing := make([]T, c.rows*n)
+	out := make([][]T, c.rows)
+	for r := range out {
+		cell := c.Cell(r)
 		row := backing[r*n : (r+1)*n : (r+1)*n]
 		for j := range row {
 			row[j] = read(e, cell[j*w:(j+1)*w])
@@ -207,10 +222,35 @@ func natural[T any](c *Column, read func(element, []byte) T) any {
 }
 
 // Float32s reads an FP8E5M2, FP8E4M3, FP16 or FP32 feature.
-func (c *Column) Float32s() ([]float32, error) { return scalars(c, asFloat32, readF32) }
+func (c *Column) Float32s() ([]float32, error) {
+	if c.DataType == FP32 { // the common case, without a call per value
+		return fp32s(c.data, c.rows), nil
+	}
+	return scalars(c, asFloat32, readF32)
+}
 
 // Float32Matrix reads an FP8E5M2, FP8E4M3, FP16 or FP32 vector feature: rows × VectorLength.
-func (c *Column) Float32Matrix() ([][]float32, error) { return matrix(c, asFloat32, readF32) }
+func (c *Column) Float32Matrix() ([][]float32, error) {
+	if c.DataType == FP32Vector {
+		n := c.VectorLength
+		backing := fp32s(c.data, c.rows*n)
+		out := make([][]float32, c.rows)
+		for r := range out {
+			out[r] = backing[r*n : (r+1)*n : (r+1)*n]
+		}
+		return out, nil
+	}
+	return matrix(c, asFloat32, readF32)
+}
+
+// fp32s decodes n little-endian float32 values.
+func fp32s(b []byte, n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
 
 // Float64s reads any float feature.
 func (c *Column) Float64s() ([]float64, error) { return scalars(c, asFloat64, readF64) }
@@ -266,9 +306,9 @@ func (c *Column) StringMatrix() ([][]string, error) {
 	if err := c.check(asString, true); err != nil {
 		return nil, err
 	}
-	out := make([][]string, len(c.cells))
-	for r, cell := range c.cells {
-		s, err := stringVector(cell, c.VectorLength)
+	out := make([][]string, c.rows)
+	for r := range out {
+		s, err := stringVector(c.Cell(r), c.VectorLength)
 		if err != nil { // not reached: every cell was checked when the response was read
 			return nil, fmt.Errorf("%w: row %d of %s/%s: %v", ErrMalformedResponse, r, c.group, c.Requested, err)
 		}

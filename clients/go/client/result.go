@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/online-feature-store/online-feature-store/clients/go/pb/retrievepb"
 )
 
 // Errors of reading a result (no call failed).
@@ -115,150 +113,66 @@ type Column struct {
 	// VectorLength is the number of values per cell of a vector type (0 for scalar types).
 	VectorLength int
 	group        string
-	cells        [][]byte
+	rows         int
+	// Fixed-width types: every row's cell back to back (width bytes each), copied out of the
+	// response. String types: each row's cell, a slice of the response.
+	width    int
+	data     []byte
+	cells    [][]byte
+	fast     int // the cell size of add's quick path (numbers), -1 (none) for bools and strings
+	capacity int // rows reserved
 }
 
 // Len is the number of rows.
-func (c *Column) Len() int { return len(c.cells) }
+func (c *Column) Len() int { return c.rows }
 
 // Cell is row's cell in the response encoding (little-endian values of the type's width, one byte 0/1
-// per bool, raw UTF-8 for a string, [u16 LE length × n][bytes] for a string vector). It aliases the
-// response: do not modify it.
-func (c *Column) Cell(row int) []byte { return c.cells[row] }
-
-// assemble joins the batches' answers into one Result, checking each against its request.
-func assemble(req *RetrieveRequest, parts []*retrievepb.Result) (*Result, error) {
-	res := &Result{Entity: req.Entity, Keys: make([][]string, 0, len(req.Keys)), Groups: make([]*Group, len(req.FeatureGroups))}
-	var flat []*Column // every column, by its column index
-	for i, p := range parts {
-		if i == 0 {
-			res.Entity = p.GetEntityLabel()
-			res.KeysSchema = p.GetKeysSchema()
-			var err error
-			if flat, err = schema(req, p, res); err != nil {
-				return nil, err
-			}
-		} else if err := sameSchema(res, p); err != nil {
-			return nil, err
-		}
-		if err := appendRows(res, flat, p); err != nil {
-			return nil, err
-		}
+// per bool, raw UTF-8 for a string, [u16 LE length × n][bytes] for a string vector). Do not modify it.
+func (c *Column) Cell(row int) []byte {
+	if c.width > 0 {
+		return c.data[row*c.width : (row+1)*c.width : (row+1)*c.width]
 	}
-	if len(res.Keys) != len(req.Keys) {
-		return nil, malformed("%d rows for %d keys", len(res.Keys), len(req.Keys))
-	}
-	return res, nil
+	return c.cells[row]
 }
 
-func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrMalformedResponse, MethodRetrieve, fmt.Sprintf(format, args...))
+// reserve sizes the column for rows cells. Cells are then stored in place (no append, which writes the
+// slice's pointer per cell and, while the GC runs, pays a write barrier for it).
+func (c *Column) reserve(rows int) {
+	c.capacity = rows
+	c.width = c.DataType.ElementSize() * max(c.VectorLength, 1)
+	c.fast = c.width
+	switch c.DataType.element() {
+	case elString:
+		c.width, c.fast = 0, -1
+		c.cells = make([][]byte, rows)
+	case elBool:
+		c.fast = -1 // every byte must be 0 or 1
+		c.data = make([]byte, rows*c.width)
+	default:
+		c.data = make([]byte, rows*c.width)
+	}
 }
 
-// schema builds the result's groups and columns from the first batch's feature schemas.
-func schema(req *RetrieveRequest, p *retrievepb.Result, res *Result) ([]*Column, error) {
-	schemas := p.GetFeatureSchemas()
-	if len(schemas) != len(req.FeatureGroups) {
-		return nil, malformed("%d feature groups for %d requested", len(schemas), len(req.FeatureGroups))
+// add checks one row's cell against the column's type and stores it. (appendRows stores a number cell
+// of the right size itself, the common case, without the call.)
+func (c *Column) add(cell []byte) error {
+	if c.rows >= c.capacity {
+		return fmt.Errorf("more rows than the %d keys requested", c.capacity)
 	}
-	n := 0
-	for _, s := range schemas {
-		n += len(s.GetFeatures())
-	}
-	flat := make([]*Column, n)
-	for g, s := range schemas {
-		asked := req.FeatureGroups[g]
-		if len(s.GetFeatures()) != len(asked.Features) {
-			return nil, malformed("feature group %s: %d features for %d requested", s.GetFeatureGroupLabel(),
-				len(s.GetFeatures()), len(asked.Features))
+	if c.width > 0 {
+		if err := checkCell(c.DataType, c.VectorLength, cell); err != nil {
+			return err
 		}
-		group := &Group{Label: asked.Label, Columns: make([]*Column, len(asked.Features)), Status: make([]RowStatus, 0, len(req.Keys))}
-		for f, feat := range s.GetFeatures() {
-			col, err := column(asked.Label, asked.Features[f], feat, n)
-			if err != nil {
-				return nil, err
-			}
-			if flat[feat.GetColumnIdx()] != nil {
-				return nil, malformed("column %d is given to two features", feat.GetColumnIdx())
-			}
-			col.cells = make([][]byte, 0, len(req.Keys))
-			flat[feat.GetColumnIdx()] = col
-			group.Columns[f] = col
-		}
-		res.Groups[g] = group
-	}
-	return flat, nil
-}
-
-// column checks one retrieve.Feature and makes its Column.
-func column(group, requested string, f *retrievepb.Feature, n int) (*Column, error) {
-	named := func(format string, args ...any) error {
-		return malformed("feature %s/%s: %s", group, requested, fmt.Sprintf(format, args...))
-	}
-	dt, vl := DataType(f.GetDataType()), f.GetVectorLength()
-	switch {
-	case f.GetDataType() == 0:
-		return nil, named("the response has no data type (retrieve.Feature.data_type): the server predates it; use RetrieveDecoded")
-	case f.GetDataType() >= uint32(numDataTypes):
-		return nil, named("unknown data type id %d", f.GetDataType())
-	case dt.IsVector() != (vl > 0):
-		return nil, named("vector length %d for %s", vl, dt)
-	case vl > 1<<16:
-		return nil, named("vector length %d is over 65536", vl)
-	case f.GetColumnIdx() < 0 || int(f.GetColumnIdx()) >= n:
-		return nil, named("column %d of %d", f.GetColumnIdx(), n)
-	}
-	return &Column{Label: f.GetLabel(), Requested: requested, DataType: dt, VectorLength: int(vl), group: group}, nil
-}
-
-// sameSchema checks that a later batch announces the types of the first.
-func sameSchema(res *Result, p *retrievepb.Result) error {
-	schemas := p.GetFeatureSchemas()
-	if len(schemas) != len(res.Groups) {
-		return malformed("batches disagree: %d feature groups, then %d", len(res.Groups), len(schemas))
-	}
-	for g, s := range schemas {
-		cols := res.Groups[g].Columns
-		if len(s.GetFeatures()) != len(cols) {
-			return malformed("batches disagree on the features of %s", res.Groups[g].Label)
-		}
-		for f, feat := range s.GetFeatures() {
-			c := cols[f]
-			if DataType(feat.GetDataType()) != c.DataType || int(feat.GetVectorLength()) != c.VectorLength {
-				return malformed("batches disagree on the type of %s/%s (the registry changed during the call?)",
-					c.group, c.Requested)
+		copy(c.data[c.rows*c.width:], cell)
+	} else {
+		if c.DataType.IsVector() {
+			if err := checkStringVector(cell, c.VectorLength); err != nil {
+				return err
 			}
 		}
+		c.cells[c.rows] = cell
 	}
-	return nil
-}
-
-// appendRows checks every cell of a batch against its column's type and appends the rows.
-func appendRows(res *Result, flat []*Column, p *retrievepb.Result) error {
-	for _, row := range p.GetRows() {
-		at := len(res.Keys)
-		cells := row.GetColumns()
-		if len(cells) != len(flat) {
-			return malformed("row %d: %d cells for %d features", at, len(cells), len(flat))
-		}
-		status := row.GetFgStatus()
-		if len(status) != len(res.Groups) {
-			return malformed("row %d: %d statuses (Row.fg_status) for %d feature groups", at, len(status), len(res.Groups))
-		}
-		for g, s := range status {
-			if s > uint32(Expired) {
-				return malformed("row %d: status %d", at, s)
-			}
-			res.Groups[g].Status = append(res.Groups[g].Status, RowStatus(s))
-		}
-		for i, col := range flat {
-			if err := checkCell(col.DataType, col.VectorLength, cells[i]); err != nil {
-				return malformed("row %d, feature %s/%s: %v", at, col.group, col.Requested, err)
-			}
-			col.cells = append(col.cells, cells[i])
-		}
-		res.Keys = append(res.Keys, row.GetKeys())
-	}
+	c.rows++
 	return nil
 }
 

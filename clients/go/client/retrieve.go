@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"github.com/online-feature-store/online-feature-store/clients/go/pb/retrievepb"
 )
 
@@ -69,20 +71,61 @@ func checkKeys(what, entity string, keysSchema []string, keys [][]string) error 
 	return nil
 }
 
-func (r *RetrieveRequest) query(start, end int) *retrievepb.Query {
-	q := &retrievepb.Query{
-		EntityLabel:   r.Entity,
-		KeysSchema:    r.KeysSchema,
-		FeatureGroups: make([]*retrievepb.FeatureGroup, len(r.FeatureGroups)),
-		Keys:          make([]*retrievepb.Keys, end-start),
+// encode is the retrieve.Query of keys [start, end), as bytes: the same bytes proto.Marshal makes of
+// the generated message, without a message per key.
+func (r *RetrieveRequest) encode(start, end int) rawMessage {
+	str := func(num protowire.Number, s string) int { return protowire.SizeTag(num) + protowire.SizeBytes(len(s)) }
+	put := func(b []byte, num protowire.Number, s string) []byte {
+		return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
 	}
-	for i, g := range r.FeatureGroups {
-		q.FeatureGroups[i] = &retrievepb.FeatureGroup{Label: g.Label, FeatureLabels: g.Features}
+	group := func(g FeatureGroup) int {
+		n := str(1, g.Label)
+		for _, f := range g.Features {
+			n += str(2, f)
+		}
+		return n
 	}
-	for i, k := range r.Keys[start:end] {
-		q.Keys[i] = &retrievepb.Keys{Cols: k}
+	key := func(k []string) int {
+		n := 0
+		for _, v := range k {
+			n += str(1, v)
+		}
+		return n
 	}
-	return q
+	size := 0
+	if r.Entity != "" {
+		size += str(1, r.Entity)
+	}
+	for _, g := range r.FeatureGroups {
+		size += protowire.SizeTag(2) + protowire.SizeBytes(group(g))
+	}
+	for _, k := range r.KeysSchema {
+		size += str(3, k)
+	}
+	for _, k := range r.Keys[start:end] {
+		size += protowire.SizeTag(4) + protowire.SizeBytes(key(k))
+	}
+	b := make([]byte, 0, size)
+	if r.Entity != "" {
+		b = put(b, 1, r.Entity)
+	}
+	for _, g := range r.FeatureGroups {
+		b = protowire.AppendVarint(protowire.AppendTag(b, 2, protowire.BytesType), uint64(group(g)))
+		b = put(b, 1, g.Label)
+		for _, f := range g.Features {
+			b = put(b, 2, f)
+		}
+	}
+	for _, k := range r.KeysSchema {
+		b = put(b, 3, k)
+	}
+	for _, k := range r.Keys[start:end] {
+		b = protowire.AppendVarint(protowire.AppendTag(b, 4, protowire.BytesType), uint64(key(k)))
+		for _, v := range k {
+			b = put(b, 1, v)
+		}
+	}
+	return b
 }
 
 // Retrieve returns the features of req.Keys: one row per key in request order (duplicates kept), one
@@ -99,19 +142,19 @@ func (c *Client) Retrieve(ctx context.Context, req RetrieveRequest) (*Result, er
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	parts := make([]*retrievepb.Result, len(batches(len(req.Keys), c.cfg.batchSize)))
+	bounds := batches(len(req.Keys), c.cfg.batchSize)
+	parts := make([]rawMessage, len(bounds))
 	err := c.fanOut(ctx, len(req.Keys), true, func(ctx context.Context, i, start, end int) error {
-		q := req.query(start, end)
+		q := req.encode(start, end)
 		return c.call(ctx, MethodRetrieve, c.cfg.reader, func(ctx context.Context) error {
-			reply, err := c.retrieve.RetrieveFeatures(ctx, q)
-			parts[i] = reply
-			return err
+			// The answer stays bytes, read into columns by assemble (wire.go).
+			return c.conn.Invoke(ctx, retrievepb.FeatureService_RetrieveFeatures_FullMethodName, &q, &parts[i], c.rawCall)
 		})
 	})
 	if err != nil {
 		return nil, err
 	}
-	return assemble(&req, parts)
+	return assemble(&req, bounds, parts)
 }
 
 // DecodedResult is RetrieveDecoded's answer: every value rendered as a string by the server (the
@@ -173,9 +216,10 @@ func (c *Client) RetrieveDecoded(ctx context.Context, req RetrieveRequest) (*Dec
 	bounds := batches(len(req.Keys), c.cfg.batchSize)
 	parts := make([]*retrievepb.DecodedResult, len(bounds))
 	err := c.fanOut(ctx, len(req.Keys), true, func(ctx context.Context, i, start, end int) error {
-		q := req.query(start, end)
+		q := req.encode(start, end)
 		return c.call(ctx, MethodRetrieveDecoded, c.cfg.reader, func(ctx context.Context) error {
-			reply, err := c.retrieve.RetrieveDecodedResult(ctx, q)
+			reply := &retrievepb.DecodedResult{}
+			err := c.conn.Invoke(ctx, retrievepb.FeatureService_RetrieveDecodedResult_FullMethodName, &q, reply, c.rawCall)
 			parts[i] = reply
 			return err
 		})

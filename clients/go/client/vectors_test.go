@@ -180,7 +180,12 @@ func cellColumn(t *testing.T, dt DataType, vl int, cell []byte) *Column {
 	if err := checkCell(dt, vl, cell); err != nil {
 		t.Fatalf("%s cell %x (vector length %d) refused: %v", dt, cell, vl, err)
 	}
-	return &Column{Label: "f", Requested: "f", DataType: dt, VectorLength: vl, group: "g", cells: [][]byte{cell}}
+	c := &Column{Label: "f", Requested: "f", DataType: dt, VectorLength: vl, group: "g"}
+	c.reserve(1)
+	if err := c.add(cell); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestGoldenBlockCells(t *testing.T) {
