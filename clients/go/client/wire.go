@@ -1,10 +1,12 @@
 package client
 
-// Reading retrieve.Result bytes straight into columns. A 500-key × 64-feature answer holds 32,000 cells:
-// unmarshalled into the generated types that is 32,000 small allocations, several times the cost of the
-// call itself (bench/RESULTS.md, "Go client"). Instead the response is kept as bytes (rawCodec) and
-// walked once with protowire: fixed-width cells are copied into one buffer per column, string cells stay
-// slices of the response. Requests are still the generated types.
+// RetrieveFeatures on the wire, without the generated types. A 500-key × 64-feature answer holds 32,000
+// cells: unmarshalled into retrievepb.Result that is 32,000 small allocations, and the client spent
+// several times the CPU of the Python client, whose native core reads the bytes (bench/RESULTS.md, "Go
+// client"). So the answer is kept as bytes (rawCodec) and walked once with protowire: fixed-width cells
+// are copied into one buffer per column, string cells stay slices of the response. The query is built
+// as bytes too (RetrieveRequest.encode; a test checks it equals the generated message's encoding).
+// RetrieveDecodedResult and PersistFeatures use the generated types.
 
 import (
 	"fmt"
@@ -87,10 +89,10 @@ func nextField(b []byte, what string) (field, []byte, error) {
 
 // featureInfo is one retrieve.Feature.
 type featureInfo struct {
-	label       string
-	column      int64
-	dataType    uint64
-	vectorLenth uint64
+	label        string
+	column       int64
+	dataType     uint64
+	vectorLength uint64
 }
 
 // resultParts are the fields of one retrieve.Result, not yet interpreted.
@@ -156,7 +158,7 @@ func featureSchema(b []byte) ([]featureInfo, error) {
 			case g.num == 3 && !g.isBytes:
 				fi.dataType = g.varint
 			case g.num == 4 && !g.isBytes:
-				fi.vectorLenth = g.varint
+				fi.vectorLength = g.varint
 			}
 		}
 		out = append(out, fi)
@@ -235,14 +237,14 @@ func column(group, requested string, f featureInfo, n int) (*Column, error) {
 		return nil, named("the response has no data type (retrieve.Feature.data_type): the server predates it; use RetrieveDecoded")
 	case f.dataType >= uint64(numDataTypes):
 		return nil, named("unknown data type id %d", f.dataType)
-	case dt.IsVector() != (f.vectorLenth > 0):
-		return nil, named("vector length %d for %s", f.vectorLenth, dt)
-	case f.vectorLenth > 1<<16:
-		return nil, named("vector length %d is over 65536", f.vectorLenth)
+	case dt.IsVector() != (f.vectorLength > 0):
+		return nil, named("vector length %d for %s", f.vectorLength, dt)
+	case f.vectorLength > 1<<16:
+		return nil, named("vector length %d is over 65536", f.vectorLength)
 	case f.column < 0 || f.column >= int64(n):
 		return nil, named("column %d of %d", f.column, n)
 	}
-	return &Column{Label: f.label, Requested: requested, DataType: dt, VectorLength: int(f.vectorLenth), group: group}, nil
+	return &Column{Label: f.label, Requested: requested, DataType: dt, VectorLength: int(f.vectorLength), group: group}, nil
 }
 
 // sameSchema checks that a later batch announces the columns of the first.
@@ -257,7 +259,7 @@ func sameSchema(res *Result, flat []*Column, groups [][]featureInfo) error {
 		}
 		for f, fi := range features {
 			c := cols[f]
-			if DataType(fi.dataType) != c.DataType || int(fi.vectorLenth) != c.VectorLength ||
+			if DataType(fi.dataType) != c.DataType || int(fi.vectorLength) != c.VectorLength ||
 				fi.column < 0 || fi.column >= int64(len(flat)) || flat[fi.column] != c {
 				return malformed("batches disagree on %s/%s (the registry changed during the call?)", c.group, c.Requested)
 			}
