@@ -461,12 +461,14 @@ def create_app(
     config = config or HorizonConfig()
     horizon = Horizon(config, registry=registry)
     serving = ServingClient(config)
+    guard = LoginGuard(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            guard.close()
             serving.close()
             horizon.close()
 
@@ -481,7 +483,7 @@ def create_app(
     app.state.horizon = horizon
     app.state.serving = serving
     app.state.config = config
-    app.state.guard = LoginGuard(config)
+    app.state.guard = guard
     _install_handlers(app)
 
     @app.get("/api/v1/health", tags=["health"], response_model=s.RegistryOut, responses=_errors(503))

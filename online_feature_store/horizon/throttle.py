@@ -9,29 +9,42 @@ meets are per replica):
   (a sliding window), after which that account's sign-ins answer 429 until the oldest failure leaves the
   window; a successful sign-in clears them. Only accounts that exist are counted, so the table is bounded
   by the number of users;
-- **hashing**: at most ``max_concurrent_hashes`` password hashes run at once, each on a worker thread;
-  the others wait in the event loop (so a flood never takes the threads that serve other requests), and
-  past :data:`WAITING_PER_SLOT` waiters per slot a new attempt answers 429 at once.
+- **hashing**: at most ``max_concurrent_hashes`` password hashes run at once, on threads of their own
+  (so a flood never takes the threads that serve other requests) at the lowest CPU priority (nice
+  :data:`HASH_NICE` on Linux, inherited by argon2's lane threads: a flood cannot slow the rest of
+  Horizon, while hashing still gets every idle cycle); past :data:`WAITING_PER_SLOT` waiting attempts per
+  slot a new one answers 429 at once.
 
 Every refusal is :class:`TooManyRequestsError` (HTTP 429 with ``Retry-After``), decided before any hash.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
-
-import anyio
-import anyio.to_thread
 
 from online_feature_store.errors import OfsError
 from online_feature_store.horizon.config import HorizonConfig
 
-__all__ = ["MAX_ADDRESSES", "WAITING_PER_SLOT", "BadCredentialsError", "LoginGuard", "TooManyRequestsError"]
+__all__ = [
+    "HASH_NICE",
+    "MAX_ADDRESSES",
+    "WAITING_PER_SLOT",
+    "BadCredentialsError",
+    "LoginGuard",
+    "TooManyRequestsError",
+]
+
+_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -39,6 +52,19 @@ MAX_ADDRESSES = 65536
 """Client addresses whose buckets are kept (least recently seen dropped first: a full bucket again)."""
 WAITING_PER_SLOT = 16
 """Attempts that may wait for a hashing slot, per slot, before new ones are refused."""
+HASH_NICE = 19
+"""The nice value of the hashing threads (Linux): they run when nothing else wants the CPU."""
+
+
+def _lower_priority() -> None:
+    # Linux keeps a nice value per thread (setpriority on a thread id); elsewhere it would renice the
+    # whole process, so there the hashing threads keep the normal priority
+    if sys.platform != "linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
+    except OSError:
+        _log.warning("could not lower the priority of a password hashing thread", exc_info=True)
 
 
 class TooManyRequestsError(OfsError):
@@ -127,13 +153,19 @@ class LoginGuard:
         self._addresses = _Buckets(config.login_attempts_per_ip, clock)
         self._failures = _Failures(config.login_failures_per_user, config.login_failure_window_seconds, clock)
         self._slots = config.max_concurrent_hashes
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._pool = ThreadPoolExecutor(
+            config.max_concurrent_hashes, thread_name_prefix="horizon-hash", initializer=_lower_priority
+        )
+        self._pending = 0  # submitted to the pool and not finished: running, then waiting
 
-    def _hashing(self) -> anyio.CapacityLimiter:
-        # created in the event loop that uses it (anyio ties a limiter to its loop)
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._slots)
-        return self._limiter
+    @property
+    def pending(self) -> int:
+        """Password checks running or waiting for a slot."""
+        return self._pending
+
+    def close(self) -> None:
+        """Stop the hashing threads (waiting checks are cancelled)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def admit(self, address: str, account: str | None = None) -> None:
         """Counts an attempt from ``address`` (for ``account``, a user name as typed); raises
@@ -152,12 +184,24 @@ class LoginGuard:
             )
 
     async def hashing(self, call: Callable[[], T]) -> T:
-        """``call()`` (which hashes or verifies a password) on a worker thread once a hashing slot is free;
-        :class:`TooManyRequestsError` at once when too many attempts are waiting already."""
-        limiter = self._hashing()
-        if limiter.statistics().tasks_waiting >= WAITING_PER_SLOT * self._slots:
-            raise TooManyRequestsError("too many password checks are waiting; try again in a second", 1)
-        return await anyio.to_thread.run_sync(call, limiter=limiter)
+        """``call()`` (which hashes or verifies a password) on a hashing thread once one is free;
+        :class:`TooManyRequestsError` at once when too many checks are waiting already."""
+        with self._lock:
+            if self._pending >= self._slots * (1 + WAITING_PER_SLOT):
+                raise TooManyRequestsError("too many password checks are waiting; try again in a second", 1)
+            self._pending += 1
+        try:
+            future: Future[T] = self._pool.submit(call)
+        except BaseException:
+            self._done()
+            raise
+        # counted until it finishes, even when the client gave up waiting (a started hash runs on)
+        future.add_done_callback(lambda _: self._done())
+        return await asyncio.wrap_future(future)
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
     async def attempt(self, address: str, account: str, call: Callable[[], T]) -> T:
         """A sign-in (or any check of ``account``'s password): admitted, hashed, its outcome counted. A

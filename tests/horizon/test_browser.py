@@ -2,8 +2,10 @@
 package; Playwright's own browser downloads are never used).
 
 ``ofs serve`` and ``ofs horizon`` run as subprocesses on free ports over one data directory (so they share
-the SQLite registry). An editor requests a store, an entity and a feature group through the forms, an admin
-approves them in the approval queue, values are persisted through gRPC, and the try-it page shows them.
+the SQLite registry). The first admin signs up through the first-run form (after which the sign-in page
+offers no sign-up), adds alice on the Users page, alice changes her password and becomes an editor; she
+requests a store, an entity and a feature group through the forms, the admin approves them in the
+approval queue, values are persisted through gRPC, and the try-it page shows them.
 Screenshots of each step go to ``$OFS_TEST_ARTIFACTS/trufflebox/`` (default ``.artifacts/`` in the repo).
 """
 

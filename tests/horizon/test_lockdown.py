@@ -187,8 +187,9 @@ def test_user_names_are_case_insensitive(api: Api, admin: httpx.Client) -> None:
         )
 
 
-def test_an_older_database_gets_the_index_or_a_clear_error(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'horizon.db'}"
+@both_databases
+def test_an_older_database_gets_the_index_or_a_clear_error(tmp_path: Path, database_url: str | None) -> None:
+    url = database_url or f"sqlite:///{tmp_path / 'horizon.db'}"
     engine = connect(url)
     with engine.begin() as conn:  # an older Horizon: no case-insensitive index yet
         conn.execute(sa.text(f"DROP INDEX {USERNAME_INDEX}"))

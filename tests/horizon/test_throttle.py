@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
 from online_feature_store.horizon.auth import Passwords
 from online_feature_store.horizon.config import HorizonConfig
-from online_feature_store.horizon.throttle import WAITING_PER_SLOT, LoginGuard, TooManyRequestsError
+from online_feature_store.horizon.throttle import (
+    HASH_NICE,
+    WAITING_PER_SLOT,
+    LoginGuard,
+    TooManyRequestsError,
+)
 
 from .conftest import PASSWORD, Api, Server
 
@@ -137,14 +143,21 @@ def test_address_bucket_refills() -> None:
 
 
 def test_hashing_waits_in_a_bounded_queue() -> None:
-    """One slot: one hash runs, WAITING_PER_SLOT wait (without a thread each), the next is refused."""
+    """One slot: one hash runs, WAITING_PER_SLOT wait (without a thread each), the next is refused; the
+    hashing thread runs at the lowest CPU priority."""
     guard = LoginGuard(HorizonConfig(max_concurrent_hashes=1))
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     outcomes: list[str] = []
+    nice: list[int] = []
+
+    def hash_like() -> None:
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        started.set()
+        release.wait(30)
 
     async def one() -> None:
         try:
-            await guard.hashing(lambda: release.wait(30))
+            await guard.hashing(hash_like)
             outcomes.append("done")
         except TooManyRequestsError:
             outcomes.append("429")
@@ -154,15 +167,20 @@ def test_hashing_waits_in_a_bounded_queue() -> None:
             for _ in range(WAITING_PER_SLOT + 1):
                 tg.start_soon(one)
             await anyio.wait_all_tasks_blocked()
-            limiter = guard._hashing()
-            stats = limiter.statistics()
-            assert (stats.borrowed_tokens, stats.tasks_waiting) == (1, WAITING_PER_SLOT)
+            await anyio.to_thread.run_sync(started.wait, 30)
+            assert guard.pending == 1 + WAITING_PER_SLOT
             await one()  # refused at once
             assert outcomes == ["429"]
             release.set()
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    finally:
+        guard.close()
     assert sorted(outcomes) == ["429"] + ["done"] * (WAITING_PER_SLOT + 1)
+    assert guard.pending == 0
+    if sys.platform == "linux":
+        assert set(nice) == {HASH_NICE}
 
 
 def test_at_most_max_concurrent_hashes_run() -> None:
