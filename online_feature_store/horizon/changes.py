@@ -38,7 +38,7 @@ from online_feature_store.registry.spec import (
     diff_states,
     reconcile,
 )
-from online_feature_store.registry.validate import encode_default, validate_change, where
+from online_feature_store.registry.validate import encode_default, size_problems, validate_change, where
 from online_feature_store.store import settings_errors
 from online_feature_store.types import DataType
 
@@ -125,13 +125,30 @@ def _check_feature(
     if not dt.is_vector and vector_length:
         c.add((*loc, "vector_length"), f"{at}: vector_length is only for vector types, not {dt.type_name}")
         ok = False
+    length = _booked(dt, string_length)
+    # The registry's size bounds (one rule), each at its field, before any default is built.
+    for problem in size_problems(entity, fg, dt, [(label, length, vector_length)]):
+        c.add((*loc, problem.field) if problem.field else loc, problem.message)
+        ok = False
     if not ok or default is None:
         return
-    length = (DEFAULT_STRING_LENGTH if string_length is None else string_length) if _is_string(dt) else 0
     try:
         encode_default(dt, default, string_length=length, vector_length=vector_length, at=at)
     except InvalidInputError as exc:
         c.add((*loc, "default" if default_given else "string_length"), str(exc))
+
+
+def _booked(dt: DataType, string_length: int | None) -> int:
+    """The string length a feature books, as the registry's spec gives it (0 for other types)."""
+    return (DEFAULT_STRING_LENGTH if string_length is None else string_length) if _is_string(dt) else 0
+
+
+def _check_row(c: _Collector, entity: str, fg: str, dt: DataType, features: Sequence[FeatureSpec]) -> None:
+    """The registry's row-size bound on the FG's features after the change, at ``features``."""
+    lengths = [(f.label, _booked(dt, f.string_length), f.vector_length) for f in features]
+    for problem in size_problems(entity, fg, dt, lengths):
+        if problem.feature is None:
+            c.add(("features",), problem.message)
 
 
 def _entity(c: _Collector, state: RegistryState, label: str, loc: Loc) -> Entity | None:
@@ -280,6 +297,8 @@ def _create_fg(state: RegistryState, p: s.CreateFeatureGroupPayload, c: _Collect
     c.raise_if_any()
     assert entity is not None
     assert dt is not None
+    _check_row(c, p.entity, p.label, dt, features)
+    c.raise_if_any()
     fg_spec = FeatureGroupSpec(
         label=p.label,
         data_type=dt,
@@ -309,6 +328,8 @@ def _update_fg(state: RegistryState, p: s.UpdateFeatureGroupPayload, c: _Collect
 def _add_features(state: RegistryState, p: s.AddFeaturesPayload, c: _Collector) -> RegistryState:
     entity, fg = _fg(c, state, p.entity, p.feature_group, ("feature_group",))
     added = _new_features(c, p.entity, fg.label, fg.data_type, p.features, (f.label for f in fg.features))
+    c.raise_if_any()
+    _check_row(c, p.entity, fg.label, fg.data_type, _specs_of(fg) + added)
     c.raise_if_any()
     return _with_fg_features(state, entity, fg, _specs_of(fg) + added)
 
@@ -347,6 +368,8 @@ def _edit_features(state: RegistryState, p: s.EditFeaturesPayload, c: _Collector
             default_given=edit.default is not None,
         )
         specs[edit.label] = FeatureSpec(edit.label, default, string_length, vector_length)
+    c.raise_if_any()
+    _check_row(c, p.entity, fg.label, fg.data_type, list(specs.values()))
     c.raise_if_any()
     return _with_fg_features(state, entity, fg, list(specs.values()))
 

@@ -15,7 +15,9 @@ from online_feature_store.types import DataType
 
 __all__ = [
     "MAX_FG_ID",
+    "MAX_ROW_BYTES",
     "MAX_STRING_LENGTH",
+    "MAX_VECTOR_LENGTH",
     "CachePolicy",
     "Caller",
     "Entity",
@@ -30,6 +32,11 @@ MAX_FG_ID = 0xFFFF
 """FG ids travel as u16 in cache values (CSDB)."""
 MAX_STRING_LENGTH = 0xFFFF
 """String lengths travel as u16 in blocks."""
+MAX_VECTOR_LENGTH = 0xFFFF
+"""Values of one vector feature: a 512 KiB cell at most for 8-byte types."""
+MAX_ROW_BYTES = 4 * 1024 * 1024
+"""The most bytes one row of a feature group can take when served (every feature at its largest cell:
+fixed widths times vector lengths, strings at their booked length): what one key of a retrieve costs."""
 
 StoreKind = Literal["sqlite", "redis", "scylla"]
 Role = Literal["reader", "writer"]

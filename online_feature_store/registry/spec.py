@@ -29,7 +29,13 @@ from online_feature_store.registry.tokens import (
     is_legacy_hash,
     verify_token,
 )
-from online_feature_store.registry.validate import cell_to_plain, encode_default, where
+from online_feature_store.registry.validate import (
+    cell_to_plain,
+    encode_default,
+    raise_problems,
+    size_problems,
+    where,
+)
 from online_feature_store.store.secrets import redact_settings
 from online_feature_store.types import DataType
 
@@ -117,21 +123,24 @@ def _zero(data_type: DataType, vector_length: int) -> Any:
     return [zero] * vector_length if data_type.is_vector else zero
 
 
+def _string_length(fg: FeatureGroupSpec, spec: FeatureSpec) -> int:
+    """The length a feature books: as declared, else :data:`DEFAULT_STRING_LENGTH`; 0 for other types."""
+    if fg.data_type not in (DataType.STRING, DataType.STRING_VECTOR):
+        return 0
+    return DEFAULT_STRING_LENGTH if spec.string_length is None else spec.string_length
+
+
 def _feature(entity: str, fg: FeatureGroupSpec, spec: FeatureSpec) -> Feature:
     at = where(entity, fg.label, spec.label)
     is_string = fg.data_type in (DataType.STRING, DataType.STRING_VECTOR)
     if spec.string_length is not None and not is_string and spec.string_length != 0:
         raise InvalidInputError(f"{at}: string_length is only for string types, not {fg.data_type.type_name}")
-    string_length = (
-        (DEFAULT_STRING_LENGTH if spec.string_length is None else spec.string_length) if is_string else 0
-    )
+    string_length = _string_length(fg, spec)
     if fg.data_type.is_vector and spec.vector_length < 1:
         raise InvalidInputError(
             f"{at}: vector length {spec.vector_length}: {fg.data_type.type_name} needs at least 1"
         )
     value = _zero(fg.data_type, spec.vector_length) if spec.default is None else spec.default
-    if string_length > 0xFFFF:
-        raise InvalidInputError(f"{at}: string length {string_length} does not fit in 0..65535")
     default = encode_default(
         fg.data_type, value, string_length=string_length, vector_length=spec.vector_length, at=at
     )
@@ -140,6 +149,9 @@ def _feature(entity: str, fg: FeatureGroupSpec, spec: FeatureSpec) -> Feature:
 
 def _reconcile_fg(entity: str, spec: FeatureGroupSpec, old: FeatureGroup | None, new_id: int) -> FeatureGroup:
     at = where(entity, spec.label)
+    # The size bounds first, on the declared lengths alone: no default is built for a schema over them.
+    lengths = [(f.label, _string_length(spec, f), f.vector_length) for f in spec.features]
+    raise_problems([p.message for p in size_problems(entity, spec.label, spec.data_type, lengths)])
     features = tuple(_feature(entity, spec, f) for f in spec.features)
     if not features:
         if old is None:

@@ -8,14 +8,17 @@ transaction before writing anything, so a failed check applies nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from online_feature_store._native import MAX_TTL_SECONDS, decode_cell, encode_cell
+from online_feature_store._native import MAX_TTL_SECONDS, cell_max_len, decode_cell, encode_cell
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.model import (
     MAX_FG_ID,
+    MAX_ROW_BYTES,
     MAX_STRING_LENGTH,
+    MAX_VECTOR_LENGTH,
     ROLES,
     STORE_KINDS,
     CachePolicy,
@@ -29,9 +32,12 @@ from online_feature_store.types import DataType
 
 __all__ = [
     "HasData",
+    "SizeProblem",
     "cell_to_plain",
     "encode_default",
     "no_data",
+    "raise_problems",
+    "size_problems",
     "validate_change",
     "validate_state",
     "where",
@@ -108,6 +114,75 @@ def _wrong_item(data_type: DataType, items: Iterable[object]) -> tuple[int, obje
     return None
 
 
+@dataclass(frozen=True)
+class SizeProblem:
+    """A schema over a size bound: ``feature`` is the index of the feature at fault in the list checked and
+    ``field`` its setting (``vector_length``, ``string_length``); both ``None`` for the row as a whole."""
+
+    message: str
+    feature: int | None = None
+    field: str | None = None
+
+
+def size_problems(
+    entity: str, fg: str, data_type: DataType, features: Sequence[tuple[str, int, int]]
+) -> list[SizeProblem]:
+    """The schema size bounds, the one rule the registry, ``ofs registry apply`` and Horizon share, for the
+    ``(label, string_length, vector_length)`` of one FG version's features. Arithmetic on the lengths
+    only, so it runs before any default is built: a vector length of 100,000,000 is refused here, not
+    after 800 MB of default values.
+
+    - a vector length of at most :data:`MAX_VECTOR_LENGTH`, a string length from 0 to
+      :data:`MAX_STRING_LENGTH`;
+    - one row of the FG at most :data:`MAX_ROW_BYTES` when served: the sum of its features' largest cells
+      (``cell_max_len``, the size the servers estimate responses with), a string of booked length 0
+      counted at :data:`MAX_STRING_LENGTH` (its default may be that long).
+    """
+    out: list[SizeProblem] = []
+    for i, (label, string_length, vector_length) in enumerate(features):
+        at = where(entity, fg, label)
+        if not 0 <= string_length <= MAX_STRING_LENGTH:
+            out.append(
+                SizeProblem(
+                    f"{at}: string length {string_length} does not fit in 0..{MAX_STRING_LENGTH}",
+                    i,
+                    "string_length",
+                )
+            )
+        if vector_length > MAX_VECTOR_LENGTH:
+            out.append(
+                SizeProblem(
+                    f"{at}: vector length {vector_length} is over the limit of {MAX_VECTOR_LENGTH}",
+                    i,
+                    "vector_length",
+                )
+            )
+    if out or data_type == DataType.UNKNOWN:
+        return out
+    cells = [
+        (
+            cell_max_len(
+                int(data_type),
+                string_length=string_length or MAX_STRING_LENGTH,
+                vector_length=max(vector_length, 0),
+            ),
+            label,
+        )
+        for label, string_length, vector_length in features
+    ]
+    row = sum(size for size, _ in cells)
+    if row > MAX_ROW_BYTES:
+        size, label = max(cells)
+        out.append(
+            SizeProblem(
+                f"{where(entity, fg)}: one row takes up to {row} bytes ({len(cells)} feature"
+                f"{'s' if len(cells) > 1 else ''}, the largest {label!r} {size} bytes), over the limit of "
+                f"{MAX_ROW_BYTES} bytes per feature group row"
+            )
+        )
+    return out
+
+
 def cell_to_plain(data_type: DataType, cell: bytes, vector_length: int = 0) -> Any:
     """A stored cell as a plain value (``int``, ``float``, ``bool``, ``str`` or a list of them)."""
     decoded = decode_cell(int(data_type), cell, vector_length=vector_length)
@@ -145,10 +220,11 @@ def validate_state(state: RegistryState) -> None:
     store_ids = {s.id for s in state.stores}
     for entity in state.entities:
         errors.extend(_entity_errors(entity, store_ids))
-    _raise(errors)
+    raise_problems(errors)
 
 
-def _raise(errors: list[str]) -> None:
+def raise_problems(errors: list[str]) -> None:
+    """Raises ``InvalidInputError`` with every problem of ``errors`` (one per line), if there are any."""
     if len(errors) == 1:
         raise InvalidInputError(errors[0])
     if errors:
@@ -217,8 +293,14 @@ def _fg_errors(entity: str, fg: FeatureGroup, store_ids: set[str]) -> list[str]:
             errors.append(f"{at}: version {version} has no features (an FG keeps at least one feature)")
         for label in _dups(f.label for f in features):
             errors.append(f"{at}: duplicate feature label {label!r} in version {version}")
-        for feature in features:
-            errors.extend(_feature_errors(entity, fg, feature))
+        sizes = size_problems(
+            entity, fg.label, fg.data_type, [(f.label, f.string_length, f.vector_length) for f in features]
+        )
+        errors.extend(p.message for p in sizes)
+        for i, feature in enumerate(features):
+            # A feature over a size bound: its default is not decoded (it could be hundreds of MB).
+            if not any(p.feature == i for p in sizes):
+                errors.extend(_feature_errors(entity, fg, feature))
     return errors
 
 
@@ -228,8 +310,6 @@ def _feature_errors(entity: str, fg: FeatureGroup, feature: Feature) -> list[str
     errors: list[str] = []
     if not feature.label:
         errors.append(f"{where(entity, fg.label)}: a feature has an empty label")
-    if not 0 <= feature.string_length <= MAX_STRING_LENGTH:
-        errors.append(f"{at}: string length {feature.string_length} does not fit in 0..{MAX_STRING_LENGTH}")
     if dt.is_vector and feature.vector_length < 1:
         errors.append(f"{at}: vector length {feature.vector_length}: {dt.type_name} needs at least 1")
     if not dt.is_vector and feature.vector_length != 0:
@@ -270,7 +350,7 @@ def validate_change(old: RegistryState, new: RegistryState, has_data: HasData = 
             now = after.fg(fg.label)
             if now is not None:
                 errors.extend(_fg_change_errors(before.label, fg, now))
-    _raise(errors)
+    raise_problems(errors)
 
 
 def _store_change_errors(old: RegistryState, new: RegistryState) -> list[str]:
