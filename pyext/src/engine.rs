@@ -350,9 +350,11 @@ impl PyCatalog {
         let limits = limits_of(limits);
         let req = py.detach(|| wire::parse_retrieve(cat, query, &limits)).py_err()?;
         let encode = |blocks: &[&[u8]]| -> ofs_core::Result<Encoded> {
-            let (binary, counts) = wire::encode_retrieve_counted(&req, blocks, now)?;
-            let out = if decoded { wire::encode_decoded(&req, blocks, now)? } else { binary };
-            Ok((out, counts))
+            if decoded {
+                wire::encode_decoded_counted(&req, blocks, now)
+            } else {
+                wire::encode_retrieve_counted(&req, blocks, now)
+            }
         };
         let cached = match cache {
             Some(cache) if req.plan.in_process_cache.is_some() => py

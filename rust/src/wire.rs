@@ -303,50 +303,16 @@ pub type StatusCounts = Vec<[u64; 3]>;
 
 /// [`encode_retrieve`], also counting how many rows of each FG were found, missing or expired.
 pub fn encode_retrieve_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Result<(Vec<u8>, StatusCounts)> {
-    let n_fgs = req.plan.fgs.len();
-    if blocks.len() != req.query.keys.len() * n_fgs {
-        return Err(Error::InvalidInput(format!(
-            "{} blocks for {} keys × {n_fgs} feature groups",
-            blocks.len(),
-            req.query.keys.len()
-        )));
-    }
-    let mut idx = 0i32;
-    let feature_schemas = req
-        .plan
-        .fgs
-        .iter()
-        .map(|f| retrieve::FeatureSchema {
-            feature_group_label: f.fg.label.clone(),
-            features: f
-                .columns
-                .iter()
-                .map(|c| {
-                    idx += 1;
-                    retrieve::Feature {
-                        label: c.label.clone(),
-                        column_idx: idx - 1,
-                        data_type: c.dtype as u32,
-                        vector_length: if c.dtype.is_vector() { c.width as u32 } else { 0 },
-                    }
-                })
-                .collect(),
-        })
-        .collect();
+    let n_fgs = check_blocks(req, blocks)?;
     // The header fields go through prost; rows are written straight into the output buffer, so a
     // response costs no allocation per cell.
     let head = retrieve::Result {
         entity_label: req.query.entity_label.clone(),
         keys_schema: req.query.keys_schema.clone(),
-        feature_schemas,
+        feature_schemas: feature_schemas(req),
         rows: Vec::new(),
     };
     let mut out = head.encode_to_vec();
-    let too_big = |size: u64, k: usize| {
-        req.limits.check_bytes(size, || {
-            format!("retrieve for entity {:?}, response built up to key {k}", req.query.entity_label)
-        })
-    };
     // Each row is written into `row` (its length prefix needs its size), then appended to `out`.
     let mut row: Vec<u8> = Vec::new();
     let mut status: Vec<u8> = Vec::with_capacity(n_fgs);
@@ -354,11 +320,7 @@ pub fn encode_retrieve_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64
     for (k, key) in req.query.keys.iter().enumerate() {
         row.clear();
         status.clear();
-        for c in &key.cols {
-            row.push(0x0a); // Row.keys, field 1
-            encode_varint(c.len() as u64, &mut row);
-            row.extend_from_slice(c.as_bytes());
-        }
+        push_keys(&mut row, &key.cols);
         for (f, fp) in req.plan.fgs.iter().enumerate() {
             let block = blocks[k * n_fgs + f];
             // Live fixed-width blocks: cells copied straight from the payload; anything else cell by cell.
@@ -380,17 +342,73 @@ pub fn encode_retrieve_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64
         row.push(0x1a); // Row.fg_status, field 3, packed varints (each < 128: one byte)
         encode_varint(status.len() as u64, &mut row);
         row.extend_from_slice(&status);
-        let framed = 1 + encoded_len_varint(row.len() as u64) + row.len();
-        too_big((out.len() + framed) as u64, k)?;
-        // Rows of one request are about the same size: size `out` for all of them after the first
-        // (within the limit, which the estimate held the whole response to).
-        let want = if k == 0 { framed.saturating_mul(req.query.keys.len()).min(req.limits.max_bytes) } else { framed };
-        try_reserve(&mut out, want.max(framed), "the retrieve response")?;
-        out.push(0x22); // Result.rows, field 4, length-delimited
-        encode_varint(row.len() as u64, &mut out);
-        out.extend_from_slice(&row);
+        push_row(req, &mut out, 0x22, &row, k)?; // Result.rows, field 4
     }
     Ok((out, counts))
+}
+
+/// The number of FGs of `req`, once `blocks` is checked to hold one block per key and FG.
+fn check_blocks(req: &RetrieveRequest, blocks: &[&[u8]]) -> Result<usize> {
+    let n_fgs = req.plan.fgs.len();
+    if blocks.len() != req.query.keys.len() * n_fgs {
+        return Err(Error::InvalidInput(format!(
+            "{} blocks for {} keys × {n_fgs} feature groups",
+            blocks.len(),
+            req.query.keys.len()
+        )));
+    }
+    Ok(n_fgs)
+}
+
+/// The response's `FeatureSchema`s: every requested feature with its column, served type and length.
+fn feature_schemas(req: &RetrieveRequest) -> Vec<retrieve::FeatureSchema> {
+    let mut idx = 0i32;
+    req.plan
+        .fgs
+        .iter()
+        .map(|f| retrieve::FeatureSchema {
+            feature_group_label: f.fg.label.clone(),
+            features: f
+                .columns
+                .iter()
+                .map(|c| {
+                    idx += 1;
+                    retrieve::Feature {
+                        label: c.label.clone(),
+                        column_idx: idx - 1,
+                        data_type: c.dtype as u32,
+                        vector_length: if c.dtype.is_vector() { c.width as u32 } else { 0 },
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Appends the key values of a row (`Row.keys` / `DecodedRow.keys`, field 1).
+fn push_keys(row: &mut Vec<u8>, cols: &[String]) {
+    for c in cols {
+        row.push(0x0a);
+        encode_varint(c.len() as u64, row);
+        row.extend_from_slice(c.as_bytes());
+    }
+}
+
+/// Appends `row` (the `k`-th) to `out` as the length-delimited field whose tag byte is `tag`, held to
+/// the request's byte limit, the buffer reserved fallibly.
+fn push_row(req: &RetrieveRequest, out: &mut Vec<u8>, tag: u8, row: &[u8], k: usize) -> Result<()> {
+    let framed = 1 + encoded_len_varint(row.len() as u64) + row.len();
+    req.limits.check_bytes((out.len() + framed) as u64, || {
+        format!("retrieve for entity {:?}, response built up to key {k}", req.query.entity_label)
+    })?;
+    // Rows of one request are about the same size: size `out` for all of them after the first
+    // (within the limit, which the estimate held the whole response to).
+    let want = if k == 0 { framed.saturating_mul(req.query.keys.len()).min(req.limits.max_bytes) } else { framed };
+    try_reserve(out, want.max(framed), "the retrieve response")?;
+    out.push(tag);
+    encode_varint(row.len() as u64, out);
+    out.extend_from_slice(row);
+    Ok(())
 }
 
 /// Appends one `Row.columns` entry (field 2): tag, length, cell bytes. The common widths go in as one
@@ -418,34 +436,38 @@ fn push_column(row: &mut Vec<u8>, cell: &[u8]) {
 
 /// Builds the `retrieve.DecodedResult` bytes: every cell rendered as the reference's string form.
 pub fn encode_decoded(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Result<Vec<u8>> {
-    let binary = retrieve::Result::decode(&encode_retrieve(req, blocks, now)?[..])
-        .map_err(|e| Error::corrupt(format!("re-reading our own response: {e}")))?;
-    let types: Vec<(crate::dtype::DataType, u32)> =
-        req.plan.fgs.iter().flat_map(|f| f.columns.iter().map(|c| (c.dtype, c.width as u32))).collect();
-    // Rendered strings can be longer than the cells they come from: the size is held to the limit as
-    // the rows are rendered.
-    let mut size = 0u64;
-    let rows = binary
-        .rows
-        .into_iter()
-        .enumerate()
-        .map(|(k, row)| {
-            let columns: Vec<String> = row
-                .columns
-                .iter()
-                .zip(&types)
-                .map(|(c, &(dtype, width))| crate::render::cell_string(dtype, c, width))
-                .collect::<Result<_>>()?;
-            size += columns.iter().chain(&row.keys).map(|c| c.len() as u64 + 6).sum::<u64>();
-            req.limits.check_bytes(size, || {
-                format!("decoded retrieve for entity {:?}, response rendered up to key {k}", req.query.entity_label)
+    encode_decoded_counted(req, blocks, now).map(|(bytes, _)| bytes)
+}
+
+/// [`encode_decoded`] with the per-FG status counts. Rows are rendered straight from the blocks into
+/// the output, one at a time, so the rendered strings (longer than the cells they come from) are held
+/// to the byte limit as they are made, and no binary response is built first.
+pub fn encode_decoded_counted(req: &RetrieveRequest, blocks: &[&[u8]], now: u64) -> Result<(Vec<u8>, StatusCounts)> {
+    let n_fgs = check_blocks(req, blocks)?;
+    let head = retrieve::DecodedResult {
+        keys_schema: req.query.keys_schema.clone(),
+        feature_schemas: feature_schemas(req),
+        rows: Vec::new(),
+    };
+    let mut out = head.encode_to_vec();
+    let mut row: Vec<u8> = Vec::new();
+    let mut counts: StatusCounts = vec![[0; 3]; n_fgs];
+    for (k, key) in req.query.keys.iter().enumerate() {
+        row.clear();
+        push_keys(&mut row, &key.cols);
+        for (f, fp) in req.plan.fgs.iter().enumerate() {
+            let s = fp.cells(blocks[k * n_fgs + f], now, |col, cell| {
+                let text = crate::render::cell_string(col.dtype, cell, col.width as u32)?;
+                row.push(0x12); // DecodedRow.columns, field 2
+                encode_varint(text.len() as u64, &mut row);
+                row.extend_from_slice(text.as_bytes());
+                Ok(())
             })?;
-            Ok(retrieve::DecodedRow { keys: row.keys, columns })
-        })
-        .collect::<Result<_>>()?;
-    let decoded =
-        retrieve::DecodedResult { keys_schema: binary.keys_schema, feature_schemas: binary.feature_schemas, rows };
-    Ok(decoded.encode_to_vec())
+            counts[f][s as usize] += 1;
+        }
+        push_row(req, &mut out, 0x1a, &row, k)?; // DecodedResult.rows, field 3
+    }
+    Ok((out, counts))
 }
 
 /// One block to write.
@@ -781,6 +803,28 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The decoded response renders the cells of the binary one `got`, row by row straight from the blocks.
+    fn assert_decoded_renders(req: &RetrieveRequest, blocks: &[&[u8]], now: u64, got: &retrieve::Result) {
+        let decoded = retrieve::DecodedResult::decode(&encode_decoded(req, blocks, now).unwrap()[..]).unwrap();
+        assert_eq!(decoded.keys_schema, got.keys_schema);
+        assert_eq!(decoded.feature_schemas, got.feature_schemas);
+        let types: Vec<_> = got.feature_schemas.iter().flat_map(|f| &f.features).collect();
+        for (d, row) in decoded.rows.iter().zip(&got.rows) {
+            assert_eq!(d.keys, row.keys);
+            let want: Vec<String> = row
+                .columns
+                .iter()
+                .zip(&types)
+                .map(|(c, t)| {
+                    let dtype = DataType::from_u8(t.data_type as u8).unwrap();
+                    let width = if t.vector_length > 0 { t.vector_length } else { 1 };
+                    crate::render::cell_string(dtype, c, width).unwrap()
+                })
+                .collect();
+            assert_eq!(d.columns, want, "at {now}");
+        }
+    }
+
     #[test]
     fn fixed_width_cells_copied_from_the_payload_match_the_cell_by_cell_path() {
         use crate::engine::encode_rows;
@@ -855,6 +899,7 @@ pub(crate) mod tests {
                     assert_eq!(&row.columns, cells, "{features:?} at {now}");
                     assert_eq!(&row.fg_status, status);
                 }
+                assert_decoded_renders(&req, &blocks, now, &got);
             }
         }
         // Spot checks of the values themselves, not only of the two paths agreeing.
@@ -1038,7 +1083,15 @@ pub(crate) mod tests {
         req.limits.max_bytes = 2 * row + 100; // two rows with their keys and framing, and the header
         let e = encode_retrieve(&req, &[&[], &[], &[]], NOW).unwrap_err();
         assert!(exhausted(&e) && e.to_string().contains("response built up to key 2"), "{e}");
-        assert!(encode_decoded(&req, &[&[], &[], &[]], NOW).is_err());
+        // Decoded: each row renders its 65535 zeros as "0:0:…" (131069 bytes), held to the limit as it goes.
+        req.limits.max_bytes = 2 * 131_069 + 100;
+        let e = encode_decoded(&req, &[&[], &[], &[]], NOW).unwrap_err();
+        assert!(exhausted(&e) && e.to_string().contains("response built up to key 2"), "{e}");
+        req.limits.max_bytes = 3 * 131_069 + 100;
+        let (out, counts) = encode_decoded_counted(&req, &[&[], &[], &[]], NOW).unwrap();
+        assert_eq!(counts, vec![[0, 3, 0]]);
+        let rows = retrieve::DecodedResult::decode(&out[..]).unwrap().rows;
+        assert_eq!(rows[2].columns[0], vec!["0"; 65_535].join(":"));
     }
 
     #[test]
