@@ -339,6 +339,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+def _push(args: argparse.Namespace) -> int:
+    with _extra("push"):  # pyarrow and tqdm
+        importlib.import_module("pyarrow")
+        from online_feature_store.batch.command import run
+
+    return run(args)
+
+
+def _add_push(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    push = subparsers.add_parser(
+        "push",
+        help="load Parquet, CSV or Arrow IPC files into an entity (resumable; see docs/ingestion.md)",
+        description="Columns feed keys and features by name: the key label, '<fg>.<feature>' or "
+        "'<feature>' (or as --key/--column/--mapping say). Sink: the embedded store of --data-dir/"
+        "--registry (default), an ofs serve (--server) or a Kafka topic (--kafka, --topic).",
+    )
+    push.add_argument("sources", nargs="+", metavar="SOURCE", help="a file, a directory or a glob pattern")
+    push.add_argument("-e", "--entity", help="the entity to load")
+    push.add_argument(
+        "-g", "--feature-group", action="append", default=[], help="a feature group to load (repeatable)"
+    )
+    push.add_argument("--key", action="append", default=[], metavar="LABEL=COLUMN", help="key column")
+    push.add_argument(
+        "--column", action="append", default=[], metavar="FG.FEATURE=COLUMN", help="feature column"
+    )
+    push.add_argument("--mapping", metavar="FILE", help="YAML: entity, keys, feature_groups")
+    push.add_argument("--format", choices=["parquet", "csv", "ipc"], help="default: from the extension")
+    push.add_argument("--data-dir", help="directory of the embedded registry and store ($OFS_DATA_DIR)")
+    push.add_argument("--registry", help="registry URL (default: the data directory's SQLite registry)")
+    push.add_argument("--server", metavar="HOST:PORT", help="send to this ofs serve (gRPC)")
+    push.add_argument("--caller-id", help="--server: caller id")
+    push.add_argument("--token-env", metavar="VAR", help="--server: the variable holding the caller's token")
+    push.add_argument("--kafka", metavar="HOST:PORT[,...]", help="send to Kafka (for ofs consume)")
+    push.add_argument("--topic", help="--kafka: the topic")
+    push.add_argument(
+        "--nulls", choices=["error", "default"], default="error",
+        help="a null feature value: an error (default) or the feature's default",
+    )  # fmt: skip
+    push.add_argument("--batch-rows", type=int, default=4096, help="rows per write or message group")
+    push.add_argument("--checkpoint", metavar="FILE", help="default: .ofs-push/<job>.json")
+    push.add_argument("--restart", action="store_true", help="discard the checkpoint, load everything")
+    push.add_argument("--dry-run", action="store_true", help="check every row, write nothing")
+    push.add_argument("--no-progress", action="store_true", help="no progress bar")
+    push.set_defaults(func=_push)
+
+
     """Run ``ofs`` with ``argv`` (default: the process arguments); the exit status."""
     args = build_parser().parse_args(argv)
     try:
@@ -352,4 +398,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _add_push(subparsers)
     sys.exit(main())

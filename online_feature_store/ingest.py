@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PERSIST_METHOD",
+    "EmbeddedSink",
     "FeatureGroupValues",
     "GrpcSink",
     "KafkaSink",
@@ -325,6 +326,49 @@ class GrpcSink:
         self.close()
 
 
+class EmbeddedSink:
+    """Writes into a feature store in this process (``FeatureStore(registry, data_directory=…)``, or
+    ``fs``): :func:`push` / :func:`push_frame` messages through :meth:`FeatureStore.persist_wire`;
+    the batch loaders (:func:`online_feature_store.batch.push_arrow`, the Spark partition writer) write
+    their blocks straight into the stores."""
+
+    def __init__(
+        self,
+        data_directory: str | None = None,
+        *,
+        registry: str | None = None,
+        fs: Any = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        from online_feature_store.feature_store import FeatureStore
+
+        self._own = fs is None
+        self.fs: FeatureStore = (
+            FeatureStore(registry, data_directory=data_directory, cache_bytes=0) if fs is None else fs
+        )
+        self.max_message_bytes = max_message_bytes
+
+    def partitions(self) -> int:
+        return 1
+
+    def send(self, payload: bytes, partition: int | None) -> None:
+        self.fs.persist_wire(payload)
+
+    def flush(self) -> None:
+        pass  # each persist_wire is durable when it returns
+
+    def close(self) -> None:
+        """Closes the feature store if this sink opened it."""
+        if self._own:
+            self.fs.close()
+
+    def __enter__(self) -> EmbeddedSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- pushing ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PushResult:
@@ -570,44 +614,56 @@ def spark_partition_writer(
     entity: str,
     *,
     feature_groups: Sequence[str] | Mapping[str, Sequence[str]],
-    data_types: Mapping[str, DataType | str | int] | None = None,
-    keys_schema: Sequence[str] | None = None,
-    registry: str | None = None,
-    chunk_rows: int = 50_000,
+    registry: str,
+    keys: Mapping[str, str] | None = None,
+    columns: Mapping[str, str] | None = None,
+    nulls: str = "error",
+    chunk_rows: int = 4096,
 ) -> Callable[[Iterable[Any]], None]:
-    """A function for Spark's ``DataFrame.foreachPartition``: it opens a sink with ``sink_factory`` (a
-    picklable callable, e.g. ``functools.partial(KafkaSink, servers, topic)``) on the executor and pushes
-    the partition's rows (``pyspark.sql.Row`` objects or mappings) in pandas chunks of ``chunk_rows``
-    through :func:`push_frame`. ``registry`` must be a URL (a string survives pickling)."""
+    """A function for Spark's ``DataFrame.foreachPartition``: on the executor it opens a sink with
+    ``sink_factory`` (a picklable callable, e.g. ``functools.partial(KafkaSink, servers, topic)``,
+    ``functools.partial(GrpcSink, target)`` or ``functools.partial(EmbeddedSink, data_dir)``) and writes
+    the partition's rows (``pyspark.sql.Row`` objects or mappings), ``chunk_rows`` at a time, through
+    :func:`online_feature_store.batch.push_rows`: columns mapped by name (or ``keys`` / ``columns``),
+    every chunk checked against the registry's schema before any of it is sent, nulls per ``nulls``
+    (``"error"``: the task fails naming the partition, row and column; ``"default"``: the feature's
+    default is written). ``registry`` is the registry URL (a string survives pickling)."""
+    from online_feature_store.batch.columns import NULL_POLICIES
+
+    if not isinstance(registry, str):
+        raise InvalidInputError(
+            "spark_partition_writer needs the registry as a URL (it is sent to the executors)"
+        )
+    if nulls not in NULL_POLICIES:
+        raise InvalidInputError(f"nulls must be one of {NULL_POLICIES}, got {nulls!r}")
 
     def write(rows: Iterable[Any]) -> None:
-        import pandas as pd
+        from online_feature_store.batch.load import push_rows
 
-        snapshot = _snapshot(registry)  # once per partition, not per chunk
+        source = "Spark partition"
+        try:
+            from pyspark import TaskContext
+
+            context = TaskContext.get()
+            if context is not None:
+                source = f"Spark partition {context.partitionId()}"
+        except ImportError:  # called outside Spark (tests, other engines)
+            pass
+        snapshot = _snapshot(registry)  # once per partition
         sink = sink_factory()
-
-        def send(chunk: list[Mapping[str, Any]]) -> None:
-            push_frame(
+        try:
+            push_rows(
                 sink,
                 entity,
-                pd.DataFrame(chunk),
+                (row.asDict(recursive=True) if hasattr(row, "asDict") else row for row in rows),
                 feature_groups=feature_groups,
-                data_types=data_types,
-                keys_schema=keys_schema,
                 registry=snapshot,
-                flush=False,
+                keys=keys,
+                columns=columns,
+                nulls=nulls,
+                chunk_rows=chunk_rows,
+                source=source,
             )
-
-        try:
-            chunk: list[Mapping[str, Any]] = []
-            for row in rows:
-                chunk.append(row.asDict() if hasattr(row, "asDict") else dict(row))
-                if len(chunk) >= chunk_rows:
-                    send(chunk)
-                    chunk = []
-            if chunk:
-                send(chunk)
-            sink.flush()
         finally:
             sink.close()
 
