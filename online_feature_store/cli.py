@@ -322,23 +322,6 @@ def _add_rpc(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rpc.set_defaults(func=_rpc)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ofs`` argument parser with every sub-command."""
-    from online_feature_store import __version__
-
-    parser = argparse.ArgumentParser(prog="ofs", description="online-feature-store command line")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.set_defaults(func=lambda _args: _usage(parser))
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    _add_registry(subparsers)
-    _add_serve(subparsers)
-    _add_consume(subparsers)
-    _add_horizon(subparsers)
-    _add_rpc(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
 def _push(args: argparse.Namespace) -> int:
     with _extra("push"):  # pyarrow and tqdm
         importlib.import_module("pyarrow")
@@ -385,6 +368,24 @@ def _add_push(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     push.set_defaults(func=_push)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ofs`` argument parser with every sub-command."""
+    from online_feature_store import __version__
+
+    parser = argparse.ArgumentParser(prog="ofs", description="online-feature-store command line")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.set_defaults(func=lambda _args: _usage(parser))
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_registry(subparsers)
+    _add_serve(subparsers)
+    _add_consume(subparsers)
+    _add_horizon(subparsers)
+    _add_rpc(subparsers)
+    _add_push(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ofs`` with ``argv`` (default: the process arguments); the exit status."""
     args = build_parser().parse_args(argv)
     try:
@@ -398,5 +399,4 @@ def _add_push(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 if __name__ == "__main__":
-    _add_push(subparsers)
     sys.exit(main())
