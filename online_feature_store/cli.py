@@ -225,6 +225,23 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--auth", action="store_true", help="require caller id and token metadata")
     serve.add_argument("--http-port", type=int, help="also serve HTTP/JSON on this port ($OFS_HTTP_PORT)")
     serve.add_argument(
+        "--http-header-timeout-seconds",
+        type=float,
+        help="HTTP: seconds for a request's head to arrive (default 10; $OFS_HTTP_HEADER_TIMEOUT_SECONDS)",
+    )
+    serve.add_argument(
+        "--http-idle-timeout-seconds",
+        type=float,
+        help="HTTP: seconds a kept-alive connection may idle (default 60; $OFS_HTTP_IDLE_TIMEOUT_SECONDS)",
+    )
+    serve.add_argument(
+        "--http-max-connections-per-peer",
+        type=int,
+        help=(
+            "HTTP: connections per client address, 0: no cap (default 64; $OFS_HTTP_MAX_CONNECTIONS_PER_PEER)"
+        ),
+    )
+    serve.add_argument(
         "--max-keys-per-request",
         type=int,
         help="keys per retrieve (default 10000; $OFS_MAX_KEYS_PER_REQUEST)",

@@ -87,6 +87,13 @@ class ServerConfig:
     """Prometheus ``/metrics`` HTTP port (0: no metrics)."""
     http_port: int = 0
     """HTTP/JSON API port (0: no HTTP API)."""
+    http_header_timeout_seconds: float = 10.0
+    """HTTP: seconds for a request's line and headers to arrive, from the connection's opening or the
+    request's first byte (its body then gets as long again); past it the connection is closed."""
+    http_idle_timeout_seconds: float = 60.0
+    """HTTP: seconds a kept-alive connection may wait for its next request."""
+    http_max_connections_per_peer: int = 64
+    """HTTP: open connections per client address (0: no cap); one more is answered 429 and closed."""
     tls_cert_file: str = ""
     """PEM certificate chain: with :attr:`tls_key_file`, the gRPC port speaks TLS only."""
     tls_key_file: str = ""
@@ -268,7 +275,7 @@ def serve_forever(
     With ``config.metrics_port``, metrics are recorded, and served on that port when ``metrics_http``
     (a worker of ``--workers N`` leaves that to its parent). With ``config.http_port``, the HTTP/JSON API
     is served on that port too."""
-    from online_feature_store.server.http import HttpApi
+    from online_feature_store.server.http import HttpApi, HttpLimits
 
     metrics = ServerMetrics() if config.metrics_port else None
     server, port, health_servicer, calls, executor = _build(fs, config, metrics)
@@ -282,6 +289,8 @@ def serve_forever(
             ready=lambda: readiness(fs, draining.is_set()),
             max_body_bytes=config.max_message_bytes,
             reuse_port=config.reuse_port,
+            limits=HttpLimits.from_config(config),
+            threads=config.threads,
         )
     httpd = None
     if metrics is not None and metrics_http:

@@ -8,33 +8,50 @@ error table and metrics (method label ``http:<RPC name>``). ``GET /health/self``
 ``{"message":"true"}`` like the reference; ``GET /health/ready`` reports the registry and the stores.
 
 This is a convenience path: JSON makes a Python object per value, so bulk traffic belongs on gRPC.
-The server is the standard library's threaded HTTP/1.1 server (keep-alive, one thread per connection,
-bounded), with a drain on :meth:`HttpApi.stop` that finishes requests in flight and closes idle
-connections.
+
+HTTP itself is uvicorn's: its httptools protocol parses requests and an event loop (uvloop where
+installed) in a thread of its own holds every connection, so an idle one costs a socket, not a thread;
+each call runs on a small pool of threads, as the work blocks on stores and the native core. (Measured
+against the standard library's threaded server this replaced: as fast or faster on the API endpoints,
+see docs/serving.md.) uvicorn bounds the idle time after a response but not the time before a request's
+head is complete (a connection that sends nothing, or trickles its headers, is kept for ever), nor the
+size of a head with httptools, so :class:`HttpApi` adds to its protocol (:class:`HttpLimits`): the
+request head must arrive within ``header_timeout`` of the connection opening or of the request's first
+byte (and the body within as long again), and be at most :data:`MAX_HEAD_BYTES`; a kept-alive connection
+may sit idle ``idle_timeout``; one client address may hold at most ``max_connections_per_peer``
+connections. :meth:`HttpApi.stop` drains: it stops accepting, closes idle connections, and lets requests
+in flight finish within the grace period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import resource
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from uvicorn import Config, Server
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.server.calls import CallError, Calls, Method
 
-__all__ = ["HTTP_STATUS", "HttpApi"]
+if TYPE_CHECKING:
+    from online_feature_store.server.app import ServerConfig
+
+__all__ = ["HTTP_STATUS", "MAX_HEAD_BYTES", "HttpApi", "HttpLimits", "raise_open_files_limit"]
 
 log = logging.getLogger("online_feature_store.server.http")
 
@@ -58,14 +75,56 @@ HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
 }
 """gRPC status → HTTP status, as the reference maps them (anything else: 500)."""
 
-MAX_CONNECTIONS = 512
-"""Open connections per process (one thread each); beyond that new ones are answered 503 and closed."""
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+}
 
-LINGER_SECONDS = 1.0
-"""Seconds to drain a refused request body before closing (see ``_Handler._refuse_body``)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest request line plus headers; a longer head is answered 431 and the connection closed."""
 
-IDLE_TIMEOUT = 60.0
-"""Seconds a keep-alive connection may sit idle (or a read/write stall) before it is closed."""
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client may hold of the HTTP server (settings ``http_*`` of :class:`~.app.ServerConfig`)."""
+
+    header_timeout: float = 10.0
+    """Seconds for a request's line and headers to arrive, counted from the connection's opening or the
+    request's first byte; its body then gets as long again. Past it the connection is closed (408 when a
+    request had started)."""
+    idle_timeout: float = 60.0
+    """Seconds a kept-alive connection may wait for its next request."""
+    max_connections_per_peer: int = 64
+    """Open connections per client address (0: no cap); one more is answered 429 and closed."""
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> HttpLimits:
+        """The limits a server config sets (``InvalidInputError`` names a bad one)."""
+        return cls(
+            config.http_header_timeout_seconds,
+            config.http_idle_timeout_seconds,
+            config.http_max_connections_per_peer,
+        )
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be {rule}, got {value!r}"
+            for name, value, ok, rule in (
+                ("http_header_timeout_seconds", self.header_timeout, self.header_timeout > 0, "above 0"),
+                ("http_idle_timeout_seconds", self.idle_timeout, self.idle_timeout > 0, "above 0"),
+                (
+                    "http_max_connections_per_peer",
+                    self.max_connections_per_peer,
+                    self.max_connections_per_peer >= 0,
+                    "0 (no cap) or more",
+                ),
+            )
+            if not ok
+        ]
+        if problems:
+            raise InvalidInputError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -103,226 +162,252 @@ def _json_method(calls_method: Method, route: _Route) -> Method:
     return Method(f"http:{calls_method.name}", calls_method.role, run)
 
 
-class _Connection:
-    """Whether a connection is inside a request (``busy``) or being closed by the drain (``closing``)."""
-
-    __slots__ = ("busy", "closing", "sock", "thread")
-
-    def __init__(self, sock: socket.socket, thread: threading.Thread) -> None:
-        self.sock = sock
-        self.thread = thread
-        self.busy = False
-        self.closing = False
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "error": message}).encode()
 
 
-class _Server(HTTPServer):
-    """``HTTPServer`` with one thread per connection (bounded), ``SO_REUSEPORT`` and a drain."""
+def _raw_error(status: int, code: str, message: str) -> bytes:
+    """A whole ``Connection: close`` error response, for answers written outside a request cycle."""
+    body = _error_body(code, message)
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
-    allow_reuse_address = True
-    request_queue_size = 128
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        api: HttpApi,
-        reuse_port: bool,
-    ) -> None:
-        self.api = api
-        self.reuse_port = reuse_port
-        self.lock = threading.Lock()
-        self.connections: dict[int, _Connection] = {}
-        self.draining = False
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        if self.reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        # Not HTTPServer.server_bind: it resolves the host's FQDN (a DNS lookup) for nothing we use.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        sock: socket.socket = request
-        with self.lock:
-            full = len(self.connections) >= MAX_CONNECTIONS or self.draining
-            if not full:
-                thread = threading.Thread(
-                    target=self._serve_connection, args=(sock, client_address), name="ofs-http", daemon=True
-                )
-                self.connections[id(sock)] = _Connection(sock, thread)
-        if full:
-            with contextlib.suppress(OSError):
-                sock.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n"
-                    b"Retry-After: 1\r\n\r\n"
-                )
-            self.shutdown_request(sock)
-            return
-        thread.start()
-
-    def _serve_connection(self, sock: socket.socket, client_address: Any) -> None:
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raises this process's soft ``RLIMIT_NOFILE`` to its hard limit (every connection is a file);
+    returns (soft, hard) as they are afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
         try:
-            self.finish_request(sock, client_address)
-        except Exception:
-            self.handle_error(sock, client_address)
-        finally:
-            with self.lock:
-                self.connections.pop(id(sock), None)
-            self.shutdown_request(sock)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("HTTP connection from %s failed", client_address)
-
-    def set_busy(self, sock: socket.socket, busy: bool) -> bool:
-        """Marks a connection busy / idle; False when the drain is already closing it."""
-        with self.lock:
-            conn = self.connections.get(id(sock))
-            if conn is None or conn.closing:
-                return False
-            conn.busy = busy
-            return True
-
-    def drain(self, grace: float) -> None:
-        """After ``shutdown()``: lets requests in flight finish (up to ``grace`` seconds) and closes idle
-        keep-alive connections at once."""
-        deadline = time.monotonic() + grace
-        self.server_close()  # new connections are refused from here on, not left in the backlog
-        with self.lock:
-            self.draining = True
-            conns = list(self.connections.values())
-            for conn in conns:
-                if not conn.busy:
-                    conn.closing = True
-                    with contextlib.suppress(OSError):  # wakes the thread blocked reading a request
-                        conn.sock.shutdown(socket.SHUT_RDWR)
-        for conn in conns:
-            conn.thread.join(max(0.0, deadline - time.monotonic()))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # e.g. a hard limit of "unlimited" that the kernel caps
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+    return soft, hard
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT
-    # Headers and body go out in two writes; with Nagle on, the second waits for the client's delayed
-    # ACK (40 ms per response on Linux).
-    disable_nagle_algorithm = True
-    server: _Server
+class _Peers:
+    """Open connections per client address (touched only from the event loop's thread)."""
 
-    def handle_one_request(self) -> None:
-        try:
-            super().handle_one_request()
-        finally:
-            if not self.server.set_busy(self.connection, False) or self.server.draining:
-                self.close_connection = True
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        self.open: dict[str, int] = {}
 
-    def parse_request(self) -> bool:
-        if not self.server.set_busy(self.connection, True):
-            self.close_connection = True
+    def enter(self, peer: str) -> bool:
+        """Counts a new connection of ``peer``; False (not counted) when it is over the cap."""
+        count = self.open.get(peer, 0)
+        cap = self.limits.max_connections_per_peer
+        if cap and count >= cap:
             return False
-        return super().parse_request()
+        self.open[peer] = count + 1
+        return True
 
-    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
-        log.debug("%s " + format, self.address_string(), *args)
+    def leave(self, peer: str) -> None:
+        count = self.open.pop(peer, 0) - 1
+        if count > 0:
+            self.open[peer] = count
 
-    def _reply(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.server.draining:
-            self.close_connection = True
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
 
-    def _error(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
-        self._reply(status, json.dumps({"code": code, "error": message}).encode(), headers)
+class _GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools) plus the per-peer cap, the header deadline and a bound on
+    the size of a request head (llhttp has none of its own).
 
-    def _refuse_body(self, status: int, code: str, message: str) -> None:
-        """Answers without reading the body, then closes the connection the way HTTP servers do: stop
-        sending, and read (and drop) what the client is still sending for a moment, so closing on unread
-        data does not reset the connection before the client has read the answer."""
-        self.close_connection = True
-        self._error(status, code, message)
-        self.wfile.flush()
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(LINGER_SECONDS)
-            for _ in range(16):  # up to 1 MiB
-                if not self.connection.recv(65536):
-                    break
+    The deadline is armed when the connection opens and when a later request's first byte arrives
+    (``on_message_begin``), and disarmed once the head is parsed (``on_headers_complete``)."""
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The stdlib's own errors (malformed request line, unsupported method, …) as JSON too."""
-        self.close_connection = True
-        name = next((c.name for c, status in HTTP_STATUS.items() if status == code), "UNKNOWN")
-        self._error(code, name, message or explain or f"HTTP {code}")
+    peers: _Peers  # set on the subclass HttpApi makes
 
-    def do_GET(self) -> None:  # the stdlib's dispatch name
-        api = self.server.api
-        if self.path == "/health/self":
-            self._reply(200, b'{"message":"true"}')
-        elif self.path == "/health/ready":
-            ready, report = api.ready()
-            self._reply(200 if ready else 503, json.dumps(report).encode())
-        elif self.path in api.methods:
-            self._error(405, "UNIMPLEMENTED", f"{self.path} takes POST", {"Allow": "POST"})
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._counted = ""
+        with contextlib.suppress(OSError, AttributeError):  # a response is two writes: no Nagle delay
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = self.client[0] if self.client else ""
+        if not self.peers.enter(peer):
+            cap = self.peers.limits.max_connections_per_peer
+            message = f"too many connections from {peer} (limit {cap})"
+            transport.write(_raw_error(429, "RESOURCE_EXHAUSTED", message))
+            transport.close()
+            return
+        self._counted = peer
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._counted:
+            self.peers.leave(self._counted)
+            self._counted = ""
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._deadline is not None
+            and self._head_bytes > MAX_HEAD_BYTES
+            and not self.transport.is_closing()
+        ):
+            message = f"request head over {MAX_HEAD_BYTES} bytes"
+            self.transport.write(_raw_error(431, "RESOURCE_EXHAUSTED", message))
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A malformed request: the reason as the API's error JSON, then close."""
+        if not self.transport.is_closing():
+            self.transport.write(_raw_error(400, "INVALID_ARGUMENT", f"malformed HTTP request: {msg}"))
+            self.transport.close()
+
+    def _arm(self) -> None:
+        self._head_bytes = 0
+        self._deadline = self.loop.call_later(self.peers.limits.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self._head_bytes:  # part of a request head had arrived: say why it is dropped
+            message = f"request head not received within {self.peers.limits.header_timeout:g} s"
+            self.transport.write(_raw_error(408, "DEADLINE_EXCEEDED", message))
+        self.transport.close()
+
+
+class _App:
+    """The ASGI application: routes, bodies and answers; each call runs on ``executor``."""
+
+    def __init__(self, api: HttpApi, executor: ThreadPoolExecutor) -> None:
+        self.api = api
+        self.executor = executor
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # lifespan is off and websockets are not served
+            return
+        qs = scope.get("query_string", b"")
+        path = scope["raw_path"].decode("latin-1") + (f"?{qs.decode('latin-1')}" if qs else "")
+        method = scope["method"]
+        if method == "GET":
+            await self._get(path, send)
+        elif method == "POST":
+            await self._post(scope, path, receive, send)
         else:
-            self._error(404, "NOT_FOUND", f"no endpoint {self.path}")
-
-    def do_POST(self) -> None:  # the stdlib's dispatch name
-        api = self.server.api
-        method = api.methods.get(self.path)
-        if method is None:
-            if self.path in ("/health/self", "/health/ready"):
-                self._error(405, "UNIMPLEMENTED", f"{self.path} takes GET", {"Allow": "GET"})
-            else:
-                self._error(404, "NOT_FOUND", f"no endpoint {self.path}")
-            return
-        body = self._body(api.max_body_bytes)
-        if body is None:
-            return
-        metadata = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            reply = api.calls.run(method, body, metadata, peer=str(self.client_address[0]))
-        except CallError as err:
-            self._error(HTTP_STATUS.get(err.code, 500), err.code.name, err.message)
-            return
-        self._reply(200, reply)
-
-    def _body(self, limit: int) -> bytes | None:
-        """The request body, or None after answering why it cannot be read."""
-        if self.headers.get("Transfer-Encoding"):
-            self._refuse_body(411, "INVALID_ARGUMENT", "chunked bodies are not accepted: send Content-Length")
-            return None
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self._refuse_body(411, "INVALID_ARGUMENT", "Content-Length is required")
-            return None
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            self._refuse_body(400, "INVALID_ARGUMENT", f"bad Content-Length {raw!r}")
-            return None
-        if length > limit:
-            self._refuse_body(
-                413, "RESOURCE_EXHAUSTED", f"body of {length} bytes is over the limit of {limit}"
+            await _answer(
+                send, 501, _error_body("UNIMPLEMENTED", f"Unsupported method ({method!r})"), close=True
             )
+
+    async def _get(self, path: str, send: Any) -> None:
+        api = self.api
+        if path == "/health/self":
+            await _answer(send, 200, b'{"message":"true"}')
+        elif path == "/health/ready":
+            loop = asyncio.get_running_loop()
+            ready, report = await loop.run_in_executor(self.executor, api.ready)
+            await _answer(send, 200 if ready else 503, json.dumps(report).encode())
+        elif path in api.methods:
+            await _answer(send, 405, _error_body("UNIMPLEMENTED", f"{path} takes POST"), {"Allow": "POST"})
+        else:
+            await _answer(send, 404, _error_body("NOT_FOUND", f"no endpoint {path}"))
+
+    async def _post(self, scope: Any, path: str, receive: Any, send: Any) -> None:
+        api = self.api
+        method = api.methods.get(path)
+        if method is None:
+            if path in ("/health/self", "/health/ready"):
+                await _answer(send, 405, _error_body("UNIMPLEMENTED", f"{path} takes GET"), {"Allow": "GET"})
+            else:
+                await _answer(send, 404, _error_body("NOT_FOUND", f"no endpoint {path}"))
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = _body_refusal(headers, api.max_body_bytes)
+        if refusal is not None:
+            status, code, message = refusal
+            await _answer(send, status, _error_body(code, message), close=True)
+            return
+        try:
+            body = await asyncio.wait_for(_read_body(receive), api.limits.header_timeout)
+        except asyncio.TimeoutError:
+            message = f"request body not received within {api.limits.header_timeout:g} s"
+            await _answer(send, 408, _error_body("DEADLINE_EXCEEDED", message), close=True)
+            return
+        if body is None:
+            return  # the client went away
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(
+                self.executor, partial(api.calls.run, method, body, headers, peer=peer)
+            )
+        except CallError as err:
+            await _answer(send, HTTP_STATUS.get(err.code, 500), _error_body(err.code.name, err.message))
+            return
+        await _answer(send, 200, reply)
+
+
+def _body_refusal(headers: Mapping[str, str], limit: int) -> tuple[int, str, str] | None:
+    """(status, code, message) when the body cannot be read, from the request's headers alone."""
+    if "transfer-encoding" in headers:
+        return 411, "INVALID_ARGUMENT", "chunked bodies are not accepted: send Content-Length"
+    raw = headers.get("content-length")
+    if raw is None:
+        return 411, "INVALID_ARGUMENT", "Content-Length is required"
+    try:
+        length = int(raw)
+        if length < 0:
+            raise ValueError(raw)
+    except ValueError:
+        return 400, "INVALID_ARGUMENT", f"bad Content-Length {raw!r}"
+    if length > limit:
+        return 413, "RESOURCE_EXHAUSTED", f"body of {length} bytes is over the limit of {limit}"
+    return None
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    """The whole request body, or None when the client disconnected first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
             return None
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            return None
-        return body
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer(
+    send: Any, status: int, body: bytes, headers: Mapping[str, str] | None = None, *, close: bool = False
+) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if close:  # the request's body was not read: the connection cannot carry another request
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class HttpApi:
     """The HTTP/JSON endpoints over ``calls``, bound to ``host:port`` (0: any free port) on construction.
 
-    ``ready()`` returns (ready, report) for ``GET /health/ready``. Call :meth:`start`, then :meth:`stop`.
+    ``ready()`` returns (ready, report) for ``GET /health/ready``. Calls run on ``threads`` threads of their
+    own. Call :meth:`start`, then :meth:`stop`.
     """
 
     def __init__(
@@ -334,32 +419,74 @@ class HttpApi:
         ready: Callable[[], tuple[bool, dict[str, Any]]],
         max_body_bytes: int,
         reuse_port: bool = False,
+        limits: HttpLimits | None = None,
+        threads: int = 4,
     ) -> None:
         from online_feature_store.server.calls import METHODS
 
         self.calls = calls
         self.ready = ready
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or HttpLimits()
         self.methods = {path: _json_method(METHODS[r.grpc_method], r) for path, r in _routes().items()}
-        self._server = _Server((host, port), self, reuse_port)
+        self._sock = _listen(host, port, reuse_port)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ofs-http")
+        protocol = type("OfsHttpProtocol", (_GuardedProtocol,), {"peers": _Peers(self.limits)})
+        config = Config(
+            _App(self, self._executor),
+            http=protocol,
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # the client address is the socket's: no header may claim another
+            timeout_keep_alive=self.limits.idle_timeout,  # type: ignore[arg-type]  # seconds, float is fine
+        )
+        self._server = Server(config)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The bound port."""
-        return self._server.server_port
+        port: int = self._sock.getsockname()[1]
+        return port
 
     def start(self) -> None:
-        """Accepts connections from a background thread."""
-        # A short poll interval bounds how long stop() waits for the accept loop to notice.
+        """Serves from a background thread (returns once it accepts connections)."""
         self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.1,), name="ofs-http-accept", daemon=True
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="ofs-http-loop", daemon=True
         )
         self._thread.start()
+        while not self._server.started and self._thread.is_alive():
+            time.sleep(0.01)
+        if not self._server.started:
+            raise RuntimeError("the HTTP API did not start (see the log)")
 
     def stop(self, grace: float) -> None:
-        """Stops accepting, lets requests in flight finish within ``grace`` seconds, closes the rest."""
+        """Stops accepting, closes idle connections, lets requests in flight finish within ``grace``
+        seconds (then cancels what is left of them) and waits for their threads."""
+        self._server.config.timeout_graceful_shutdown = max(1, round(grace))
+        self._server.should_exit = True
         if self._thread is not None:
-            self._server.shutdown()
             self._thread.join()
-        self._server.drain(grace)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        self._executor.shutdown(wait=True)
+
+
+def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

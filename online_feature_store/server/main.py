@@ -39,6 +39,9 @@ ENV = {
     "grace_seconds": "OFS_GRACE_SECONDS",
     "metrics_port": "OFS_METRICS_PORT",
     "http_port": "OFS_HTTP_PORT",
+    "http_header_timeout_seconds": "OFS_HTTP_HEADER_TIMEOUT_SECONDS",
+    "http_idle_timeout_seconds": "OFS_HTTP_IDLE_TIMEOUT_SECONDS",
+    "http_max_connections_per_peer": "OFS_HTTP_MAX_CONNECTIONS_PER_PEER",
     "tls_cert_file": "OFS_TLS_CERT_FILE",
     "tls_key_file": "OFS_TLS_KEY_FILE",
 }
@@ -130,6 +133,10 @@ def _serve_one(
     from online_feature_store.server.app import serve_forever
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # a spawned worker starts unconfigured
+    if config.http_port:  # every HTTP connection is an open file: allow as many as the hard limit
+        from online_feature_store.server.http import raise_open_files_limit
+
+        raise_open_files_limit()
     stop = threading.Event()
     _stop_on_signals(stop)
     parent = multiprocessing.parent_process()
@@ -153,10 +160,17 @@ def run(args: argparse.Namespace) -> int:
         "host": args.host,
         "auth": True if args.auth else None,
         "http_port": getattr(args, "http_port", None),
+        "http_header_timeout_seconds": getattr(args, "http_header_timeout_seconds", None),
+        "http_idle_timeout_seconds": getattr(args, "http_idle_timeout_seconds", None),
+        "http_max_connections_per_peer": getattr(args, "http_max_connections_per_peer", None),
         "max_keys_per_request": getattr(args, "max_keys_per_request", None),
         "max_rows_per_persist": getattr(args, "max_rows_per_persist", None),
     }
     config, extra = load_config(args.config, overrides)
+    if config.http_port:  # a bad HTTP limit is refused here, before any worker starts
+        from online_feature_store.server.http import HttpLimits
+
+        HttpLimits.from_config(config)
     registry = args.registry or extra.get("registry")
     data_dir = args.data_dir or extra.get("data_dir") or os.environ.get("OFS_DATA_DIR")
     if data_dir:
