@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from online_feature_store.errors import InvalidInputError, OfsError
+from online_feature_store.errors import InvalidInputError
 
 __all__ = ["run"]
 
@@ -113,33 +113,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"ofs push: {message}", file=sys.stderr)
 
     with _target(args) as (target, snapshot, sink_name):
-        try:
-            result = push_files(
-                args.sources,
-                entity,
-                feature_groups=groups,
-                target=target,
-                snapshot=snapshot,
-                sink_name=sink_name,
-                keys=keys,
-                columns=columns,
-                format=args.format,
-                nulls=args.nulls,
-                chunk_rows=args.batch_rows,
-                checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-                restart=args.restart,
-                dry_run=args.dry_run,
-                progress=not args.no_progress,
-                log=say,
-            )
-        except InvalidInputError:
-            if not args.dry_run:
-                say("nothing of the failing batch was written; the rows before it are in the checkpoint")
-            raise
-        except (OfsError, OSError):
-            if not args.dry_run:
-                say("stopped; rerun the same command to continue from the checkpoint")
-            raise
+        result = push_files(
+            args.sources,
+            entity,
+            feature_groups=groups,
+            target=target,
+            snapshot=snapshot,
+            sink_name=sink_name,
+            keys=keys,
+            columns=columns,
+            format=args.format,
+            nulls=args.nulls,
+            chunk_rows=args.batch_rows,
+            checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+            restart=args.restart,
+            dry_run=args.dry_run,
+            progress=not args.no_progress,
+            log=say,
+        )
     rate = result.rows / result.seconds if result.seconds > 0 else 0.0
     if result.dry_run:
         print(f"dry run: {result.rows} rows in {result.files} file(s) are valid; nothing was written")

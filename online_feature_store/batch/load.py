@@ -35,8 +35,8 @@ from online_feature_store.batch.columns import (
     plan_columns,
     take,
 )
-from online_feature_store.batch.sources import discover
-from online_feature_store.errors import InvalidInputError
+from online_feature_store.batch.sources import csv_types, discover
+from online_feature_store.errors import InvalidInputError, OfsError
 from online_feature_store.feature_store import FeatureStore, PreparedWrite, compile_catalog
 from online_feature_store.store.base import BlockWrite
 
@@ -359,6 +359,8 @@ def push_files(
     units (row groups, record batches, CSV blocks) complete, so rerunning the same load after a failure
     continues where it stopped; ``restart`` discards it. ``dry_run`` checks everything and writes
     nothing (and keeps no checkpoint). ``log(message)`` receives progress notes."""
+    import pyarrow as pa
+
     say = log or (lambda _message: None)
     started = time.perf_counter()
     files = discover(sources, format)
@@ -368,6 +370,8 @@ def push_files(
         plan = plan_columns(
             snapshot, entity, feature_groups, schema.names, keys=keys, columns=columns, source=f.path
         )
+        if f.format == "csv":  # CSV cells are parsed as the types the plan asks for
+            schema = pa.schema(list(csv_types(plan).items()))
         check_types(plan, schema, f.path)
         plans.append(plan)
     job = {
@@ -394,29 +398,38 @@ def push_files(
         stack.enter_context(gc_for_loading())
         if bar is not None:
             stack.callback(bar.close)
-        for f, plan in zip(files, plans, strict=True):
-            if cp is not None and cp.complete(f):
-                continue
-            loader = _Loader(plan, catalog, writer, nulls, chunk_rows, limits)
-            at = done[f.path]
-            last_save = time.monotonic()
-            for piece in f.pieces(plan, skip_rows=at, batch_rows=read_rows):
-                where = Where(f.path, f.unit, piece.unit_index, piece.unit_first_row, piece.first_row)
-                n = loader.load(piece.batch, where)
-                written += n
-                at = piece.first_row + n
-                if bar is not None:
-                    bar.update(n)
-                due = piece.last_in_unit or time.monotonic() - last_save > _CHECKPOINT_SECONDS
-                if cp is not None and due:
-                    writer.flush()
-                    cp.advance(f, at)
+        try:
+            for f, plan in zip(files, plans, strict=True):
+                if cp is not None and cp.complete(f):
+                    continue
+                loader = _Loader(plan, catalog, writer, nulls, chunk_rows, limits)
+                at = done[f.path]
+                last_save = time.monotonic()
+                for piece in f.pieces(plan, skip_rows=at, batch_rows=read_rows):
+                    where = Where(f.path, f.unit, piece.unit_index, piece.unit_first_row, piece.first_row)
+                    n = loader.load(piece.batch, where)
+                    written += n
+                    at = piece.first_row + n
+                    if bar is not None:
+                        bar.update(n)
+                    due = piece.last_in_unit or time.monotonic() - last_save > _CHECKPOINT_SECONDS
+                    if cp is not None and due:
+                        writer.flush()
+                        cp.advance(f, at)
+                        cp.save()
+                        last_save = time.monotonic()
+                writer.flush()
+                if cp is not None:
+                    cp.advance(f, at, complete=True)
                     cp.save()
-                    last_save = time.monotonic()
-            writer.flush()
-            if cp is not None:
-                cp.advance(f, at, complete=True)
-                cp.save()
+        except (OfsError, OSError) as e:
+            if cp is not None and cp.path.exists():
+                what = (
+                    "nothing of the failing batch was written; " if isinstance(e, InvalidInputError) else ""
+                )
+                say(f"stopped: {what}the rows loaded before it are recorded in {cp.path}: the same command "
+                    "continues from there")  # fmt: skip
+            raise
     if cp is not None:
         cp.finish()
     return LoadResult(
