@@ -4,6 +4,14 @@ back."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
+from _services import require_service
 
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
@@ -173,3 +183,125 @@ def stored_count(fs: FeatureStore, start: int, n: int) -> int:
         got = fs.retrieve("user", keys_of(s, m), {"emb": ["f0"]})
         count += int((got.status["emb"] == 0).sum())
     return count
+
+
+# -- real services ----------------------------------------------------------------------------------------
+KAFKA = ("127.0.0.1", 19092)
+BOOTSTRAP = f"{KAFKA[0]}:{KAFKA[1]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, log: Path) -> Iterator[str]:
+    """``ofs serve --auth`` on ``data_dir`` in a process of its own; yields its address."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = free_port()
+    env = {**os.environ, "OFS_METRICS_PORT": str(free_port()), "PUSH_TOKEN": TOKEN}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "online_feature_store.cli", "serve", "--auth", "--port", str(port),
+             "--data-dir", str(data_dir)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"ofs serve did not start:\n{log.read_text()}"
+            with grpc.insecure_channel(address) as ch:
+                try:
+                    reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.1)
+        yield address
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def kafka_topic() -> Iterator[str]:
+    """A fresh 3-partition topic on the test broker (deleted after the test, with its dead letters)."""
+    require_service("kafka", [KAFKA], "scripts/services/kafka start")
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="ofs-test-admin")
+    name = f"ofs-push-{uuid.uuid4().hex[:12]}"
+    admin.create_topics([NewTopic(name, 3, 1)])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = admin.describe_topics([name])
+            parts = found[0].get("partitions", []) if found else []
+            if len(parts) == 3 and all(p.get("leader", p.get("leader_id", -1)) >= 0 for p in parts):
+                break
+            time.sleep(0.2)
+        yield name
+    finally:
+        try:
+            existing = set(admin.list_topics())
+            admin.delete_topics([t for t in (name, f"{name}.dlq") if t in existing])
+        finally:
+            admin.close()
+
+
+@contextlib.contextmanager
+def consuming(data_dir: Path, topic: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``ofs consume`` of ``topic`` into ``data_dir`` in a process of its own."""
+    settings = {
+        "bootstrap_servers": BOOTSTRAP,
+        "topic": topic,
+        "group_id": f"g-{topic}",
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 500,
+        "health_port": -1,
+        "data_dir": str(data_dir),
+    }
+    cfg = log.with_suffix(".yaml")
+    cfg.write_text(yaml.safe_dump(settings))
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "online_feature_store.cli", "consume", "--config", str(cfg)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_stored(
+    fs: FeatureStore, start: int, n: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180
+) -> None:
+    """Waits until every row of :func:`table` ``(start, n)`` is stored (``proc`` must stay up)."""
+    deadline = time.monotonic() + timeout
+    while stored_count(fs, start, n) < n:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, (
+            f"{stored_count(fs, start, n)} of {n} rows stored:\n{log.read_text()}"
+        )
+        time.sleep(0.2)
