@@ -13,11 +13,14 @@ every store answers. :data:`REGISTRY_SERVICE` follows the registry: NOT_SERVING 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ __all__ = [
     "DeadlineExceededError",
     "ServerConfig",
     "build_server",
+    "exposure_warning",
     "mark_serving",
     "readiness",
     "serve_forever",
@@ -245,11 +249,42 @@ def watch_health(
     return thread
 
 
-def readiness(fs: FeatureStore, draining: bool = False) -> tuple[bool, dict[str, Any]]:
+def exposure_warning(config: ServerConfig, http_port: int = 0) -> str | None:
+    """The warning for a server without auth bound to an address other hosts can reach, else None.
+
+    ``host`` is loopback when it is a loopback address or a name that resolves only to such addresses;
+    ``0.0.0.0``, ``::``, an empty host and a name that does not resolve count as reachable."""
+    if config.auth or _is_loopback(config.host):
+        return None
+    ports = f"port {config.port} (gRPC)" + (f" and port {http_port} (HTTP)" if http_port else "")
+    return (
+        f"serving on {config.host or 'every address'} without auth: anyone who can reach {ports} can read "
+        "and write every feature; turn auth on (--auth, OFS_AUTH) or bind a loopback address "
+        "(docs/serving.md#auth)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def readiness(
+    fs: FeatureStore, draining: bool = False, warnings: Sequence[str] = ()
+) -> tuple[bool, dict[str, Any]]:
     """(ready, report) for ``GET /health/ready``: ready while not draining and every store answers a ping.
     An unreachable registry is reported but does not make the server unready: the last good snapshot is
     still served, and taking every replica out of rotation during a registry outage would turn it into a
-    full outage."""
+    full outage. ``warnings`` (e.g. :func:`exposure_warning`) are reported as they are."""
     snapshot = fs.snapshot
     stores: dict[str, Any] = {}
     for store_id in sorted(snapshot.stores):
@@ -264,6 +299,7 @@ def readiness(fs: FeatureStore, draining: bool = False) -> tuple[bool, dict[str,
         "draining": draining,
         "registry": {"healthy": fs.registry_healthy, "revision": snapshot.revision},
         "stores": stores,
+        "warnings": list(warnings),
     }
     return ready, report
 
@@ -280,13 +316,19 @@ def serve_forever(
     metrics = ServerMetrics() if config.metrics_port else None
     server, port, health_servicer, calls, executor = _build(fs, config, metrics)
     draining = threading.Event()
+    exposed = exposure_warning(replace(config, port=port), config.http_port)
+    warnings = [exposed] if exposed else []
+    if exposed:
+        log.warning(exposed)
+    if metrics is not None:
+        metrics.unauthenticated_exposure.set(1 if exposed else 0)
     http_api = None
     if config.http_port:
         http_api = HttpApi(
             calls,
             config.host,
             config.http_port,
-            ready=lambda: readiness(fs, draining.is_set()),
+            ready=lambda: readiness(fs, draining.is_set(), warnings),
             max_body_bytes=config.max_message_bytes,
             reuse_port=config.reuse_port,
             limits=HttpLimits.from_config(config),

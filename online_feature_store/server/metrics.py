@@ -120,6 +120,12 @@ class ServerMetrics(FeatureStoreMetrics):
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.unauthenticated_exposure = Gauge(
+            "ofs_unauthenticated_exposure",
+            "1 while serving a non-loopback address without auth (anyone reaching it may read and write)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.in_flight = Gauge(
             "ofs_requests_in_flight",
             "calls being handled now",
