@@ -16,7 +16,7 @@ One Parquet file of ``--rows`` rows (a string key and ``--features`` random fp32
   partition writer into the embedded store (4 partitions); the rate is over the ``foreachPartition``
   call, the JVM's start excluded.
 
-Every run is a fresh process (its peak RSS is ``ru_maxrss``; the CPU is its user + system time); the
+Every run is a fresh process (its peak RSS is ``VmHWM``; the CPU is its user + system time); the
 server and consumer report their own peak (``VmHWM``), the Spark job the sum over its process tree,
 sampled. Each load ends with a check that the store holds ``--rows`` rows and that sampled keys read back
 their exact values. Needs Java 17+ for ``spark``, the broker of ``scripts/services/kafka`` for ``kafka``.
@@ -56,7 +56,9 @@ started = time.perf_counter()
 rc = main(sys.argv[1:])
 wall = time.perf_counter() - started
 u = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"rc": rc, "wall": wall, "cpu": u.ru_utime + u.ru_stime, "rss_mb": u.ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at its parent's peak (kept across exec)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"rc": rc, "wall": wall, "cpu": u.ru_utime + u.ru_stime, "rss_mb": int(hwm) / 1024}))
 """
 
 _SPARK_JOB = """\
@@ -168,6 +170,9 @@ def _push(args: list[str], cwd: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(lines[-1])
     if result["rc"] != 0:
         raise SystemExit(f"ofs push exited {result['rc']}:\n{done.stderr}")
+    # ofs push's own line: "... in 4.6 s (217,391 rows/s)", the load without the process start
+    said = [line for line in lines if line.startswith("pushed ")]
+    result["load_rows_per_s"] = float(said[-1].rsplit("(", 1)[1].split()[0].replace(",", "")) if said else 0.0
     return result
 
 
@@ -236,6 +241,7 @@ def run_embedded(work: Path, source: Path, rows: int, features: int) -> dict[str
     check(data, rows, features)
     return {
         "rows_per_s": rows / r["wall"],
+        "load_rows_per_s": r["load_rows_per_s"],
         "cpu_us_per_row": r["cpu"] / rows * 1e6,
         "loader_rss_mb": r["rss_mb"],
     }
@@ -276,6 +282,7 @@ def run_grpc(work: Path, source: Path, rows: int, features: int) -> dict[str, An
     check(data, rows, features)
     return {
         "rows_per_s": rows / r["wall"],
+        "load_rows_per_s": r["load_rows_per_s"],
         "cpu_us_per_row": r["cpu"] / rows * 1e6,
         "loader_rss_mb": r["rss_mb"],
         "server_rss_mb": server_peak,
