@@ -96,6 +96,12 @@ def make_registry(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'registry.db'}"
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory (``ofs push`` keeps checkpoints under the current one)."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """A data directory holding the registry of :data:`DOC` (and, once written, the SQLite store)."""

@@ -6,7 +6,6 @@ does not grow with the input."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -46,7 +45,6 @@ def test_parquet_files_from_a_directory_and_a_glob(
     write_parquet(src / "a.parquet", 0, 2500)
     write_parquet(src / "part=1" / "b.parquet", 2500, 1500)
     (src / "_SUCCESS").write_text("")  # what Spark leaves: skipped
-    os.chdir(tmp_path)
     assert push(data_dir, str(src), *GROUPS) == 0
     out = capsys.readouterr()
     assert "pushed 4000 rows of entity 'user' (emb, vec, tags, flags, counts) from 2 file(s)" in out.out
@@ -65,7 +63,6 @@ def test_parquet_files_from_a_directory_and_a_glob(
 
 
 def test_csv_and_arrow_ipc(data_dir: Path, tmp_path: Path) -> None:
-    os.chdir(tmp_path)
     t = table(0, 3000)
     pcsv.write_csv(t.drop_columns(["v"]), tmp_path / "rows.csv")
     assert push(data_dir, str(tmp_path / "rows.csv"), *SCALAR_GROUPS, "--no-progress") == 0
@@ -88,7 +85,6 @@ def test_csv_and_arrow_ipc(data_dir: Path, tmp_path: Path) -> None:
 def test_csv_cells_that_do_not_parse_name_file_and_row(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    os.chdir(tmp_path)
     path = tmp_path / "bad.csv"
     pcsv.write_csv(table(0, 5).drop_columns(["v"]), path)
     lines = path.read_text().splitlines()
@@ -101,7 +97,6 @@ def test_csv_cells_that_do_not_parse_name_file_and_row(
 
 
 def test_mapping_file_and_flags(data_dir: Path, tmp_path: Path) -> None:
-    os.chdir(tmp_path)
     t = table(0, 100).rename_columns(
         ["uid", "rg", "x0", "x1", "x2", "x3", "v", "town", "lang", "active", "premium", "clicks", "views"]
     )
@@ -125,7 +120,6 @@ def test_mapping_file_and_flags(data_dir: Path, tmp_path: Path) -> None:
 def test_dry_run_checks_everything_and_writes_nothing(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    os.chdir(tmp_path)
     write_parquet(tmp_path / "a.parquet", 0, 3000)
     assert push(data_dir, str(tmp_path / "a.parquet"), *GROUPS, "--dry-run") == 0
     assert "dry run: 3000 rows in 1 file(s) are valid; nothing was written" in capsys.readouterr().out
@@ -148,7 +142,6 @@ def test_dry_run_checks_everything_and_writes_nothing(
 def test_schema_mismatches_stop_before_anything_is_written(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    os.chdir(tmp_path)
     write_parquet(tmp_path / "a.parquet", 0, 100)
     pq.write_table(table(100, 100).drop_columns(["lang"]), tmp_path / "b.parquet")
     assert push(data_dir, str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), *GROUPS) == 1
@@ -174,7 +167,6 @@ def test_a_rerun_continues_after_a_bad_row_group(
     """File a is good; file b's third row group holds a null. The first run stores a and b's first two
     row groups, then stops naming the place; the rerun (accepting nulls as defaults) reads neither a
     nor those row groups again, and finishes."""
-    os.chdir(tmp_path)
     write_parquet(tmp_path / "a.parquet", 0, 2000)
     rows = table(2000, 4000).to_pylist()
     rows[2345]["city"] = None  # b row 2345: row group 2 (1000 rows each)
@@ -214,7 +206,6 @@ def test_a_rerun_continues_after_a_bad_row_group(
 
 
 def test_a_changed_file_is_loaded_again_from_its_start(data_dir: Path, tmp_path: Path) -> None:
-    os.chdir(tmp_path)
     rows = table(0, 3000).to_pylist()
     rows[2100]["clicks"] = None
     path = tmp_path / "a.parquet"
@@ -232,7 +223,6 @@ def test_a_changed_file_is_loaded_again_from_its_start(data_dir: Path, tmp_path:
 def test_a_checkpoint_of_another_load_is_not_taken(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    os.chdir(tmp_path)
     write_parquet(tmp_path / "a.parquet", 0, 10)
     (tmp_path / "cp.json").write_text(json.dumps({"version": 1, "job": {"entity": "other"}, "files": {}}))
     assert push(data_dir, str(tmp_path / "a.parquet"), "-g", "emb", "--checkpoint", "cp.json") == 1

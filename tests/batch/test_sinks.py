@@ -3,7 +3,6 @@ a real ``ofs consume``; every row read back from the store they write."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,7 +29,6 @@ GROUPS = [a for g in FEATURE_GROUPS for a in ("-g", g)]
 def test_push_to_ofs_serve(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    os.chdir(tmp_path)
     pq.write_table(table(0, 12_000), tmp_path / "a.parquet", row_group_size=5000)
     with serving(data_dir, tmp_path / "serve.log") as address:
         base = [
@@ -67,7 +65,6 @@ def test_push_to_ofs_serve(
 def test_push_to_kafka_for_ofs_consume(
     data_dir: Path, tmp_path: Path, kafka_topic: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    os.chdir(tmp_path)
     pq.write_table(table(0, 15_000), tmp_path / "a.parquet", row_group_size=4000)
     registry = f"sqlite:///{data_dir / 'registry.db'}"
     args = ["push", "--registry", registry, "-e", "user", str(tmp_path / "a.parquet"), *GROUPS]
