@@ -35,7 +35,12 @@ from .conftest import (
     wait_stored,
 )
 
-pyspark = pytest.importorskip("pyspark", reason="pyspark is in the test extra")
+try:
+    import pyspark  # noqa: F401  (the test extra has it; CI must run these tests)
+except ImportError:  # pragma: no cover - a local install without the test extra
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("pyspark is not installed (it is in the test extra)", allow_module_level=True)
 
 
 def _java() -> None:
