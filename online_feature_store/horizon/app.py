@@ -286,7 +286,7 @@ def _registry_routes() -> APIRouter:
 
     @r.get("/callers", response_model=list[s.CallerOut], responses=_errors(401, 403, 503))
     def callers(_: Viewer, h: H) -> list[dict[str, Any]]:
-        """Reader clients and writer jobs (never their tokens)."""
+        """Reader clients, writer jobs and readwriters (never their tokens)."""
         return [{"id": c.id, "role": c.role} for c in h.snapshot().callers.values()]
 
     @r.get("/search", response_model=list[s.SearchHitOut], responses=_errors(401, 403, 503))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, Stri
 
 from online_feature_store._native import MAX_TTL_SECONDS
 from online_feature_store.horizon.db import Role, State
+from online_feature_store.registry.model import Role as CallerRole
 
 __all__ = [
     "KINDS",
@@ -239,7 +240,7 @@ class EntityOut(BaseModel):
 
 
 class CallerOut(BaseModel):
-    """A reader client or writer job (its token is never shown again)."""
+    """A reader client, a writer job or a readwriter (its token is never shown again)."""
 
     id: str
     role: str
@@ -368,10 +369,11 @@ class DeleteFeaturesPayload(_In):
 
 
 class CreateCallerPayload(_In):
-    """create_caller: a reader client or writer job; its token is generated and shown once."""
+    """create_caller: a reader client, a writer job, or (``readwriter``) one credential for both, as
+    reference clients expect; its token is generated and shown once."""
 
     id: Label
-    role: Literal["reader", "writer"]
+    role: CallerRole
 
 
 Description = Field(default="", max_length=4000)

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_ROW_BYTES",
     "MAX_STRING_LENGTH",
     "MAX_VECTOR_LENGTH",
+    "ROLES",
     "CachePolicy",
     "Caller",
     "Entity",
@@ -26,6 +27,7 @@ __all__ = [
     "Key",
     "RegistryState",
     "Store",
+    "role_allows",
 ]
 
 MAX_FG_ID = 0xFFFF
@@ -39,9 +41,17 @@ MAX_ROW_BYTES = 4 * 1024 * 1024
 fixed widths times vector lengths, strings at their booked length): what one key of a retrieve costs."""
 
 StoreKind = Literal["sqlite", "redis", "scylla"]
-Role = Literal["reader", "writer"]
+Role = Literal["reader", "writer", "readwriter"]
 STORE_KINDS: tuple[str, ...] = ("sqlite", "redis", "scylla")
-ROLES: tuple[str, ...] = ("reader", "writer")
+ROLES: tuple[str, ...] = ("reader", "writer", "readwriter")
+"""A caller's role: ``reader`` (retrieves), ``writer`` (persists) or ``readwriter`` (both, with one
+credential, as reference clients expect; separate reader and writer callers remain the recommendation)."""
+
+
+def role_allows(held: str, needed: str) -> bool:
+    """Whether a caller with role ``held`` may call a method that needs ``needed`` (``reader`` or
+    ``writer``): the same role, or ``readwriter``, which holds both."""
+    return held == needed or (held == "readwriter" and needed in ("reader", "writer"))
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,8 @@ class Store:
 
 @dataclass(frozen=True)
 class Caller:
-    """A client allowed to read (``reader``) or write (``writer``); ``token_hash`` from :func:`hash_token`."""
+    """A client allowed to read (``reader``), write (``writer``) or both (``readwriter``); ``token_hash``
+    from :func:`hash_token`."""
 
     id: str
     role: str

@@ -214,7 +214,7 @@ def validate_state(state: RegistryState) -> None:
         if not caller.id:
             errors.append("a caller has an empty id")
         if caller.role not in ROLES:
-            errors.append(f"caller {caller.id!r}: unknown role {caller.role!r} (reader or writer)")
+            errors.append(f"caller {caller.id!r}: unknown role {caller.role!r} (one of {', '.join(ROLES)})")
         if not is_token_hash(caller.token_hash):
             errors.append(f"caller {caller.id!r}: token_hash is not a hash made by hash_token")
     store_ids = {s.id for s in state.stores}

@@ -27,6 +27,7 @@ from online_feature_store.errors import (
     UnavailableError,
 )
 from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
+from online_feature_store.registry.model import role_allows
 from online_feature_store.registry.tokens import TokenCheckRefusedError, TokenVerifier
 from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetrics
 
@@ -188,7 +189,7 @@ class Calls:
             raise _DeniedError(
                 grpc.StatusCode.UNAUTHENTICATED, f"unknown caller or bad token for {caller_id!r}", label
             )
-        if caller.role != role:
+        if not role_allows(caller.role, role):
             raise _DeniedError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"caller {caller_id!r} is a {caller.role}, not a {role}",

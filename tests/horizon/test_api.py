@@ -471,6 +471,22 @@ def test_create_caller_token_shown_once_stored_hashed(
     assert verify_token(token, caller.token_hash)
 
 
+def test_create_caller_readwriter(api: Api, admin: httpx.Client, editor: httpx.Client, tmp_path: Any) -> None:
+    """One credential for retrieves and persists (reference clients hold one); other roles are refused."""
+    created = submit(editor, "create_caller", {"id": "reference-sdk", "role": "readwriter"})
+    approve(admin, created["id"])
+    assert {"id": "reference-sdk", "role": "readwriter"} in admin.get("/callers").json()
+    with open_registry(f"sqlite:///{tmp_path / 'registry.db'}") as backend:
+        caller = backend.load().callers["reference-sdk"]
+    assert caller.role == "readwriter"
+    assert verify_token(created["token"], caller.token_hash)
+    payload = {"id": "x", "role": "admin"}
+    refused = editor.post("/requests", json={"kind": "create_caller", "payload": payload})
+    assert refused.status_code == 422, refused.text
+    assert [tuple(e["loc"]) for e in refused.json()["detail"]] == [("body", "payload", "role")]
+    assert "'reader', 'writer' or 'readwriter'" in refused.json()["detail"][0]["msg"]
+
+
 def test_validation_errors_are_field_level(api: Api, admin: httpx.Client, editor: httpx.Client) -> None:
     seed(editor, admin)
 

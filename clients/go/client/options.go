@@ -63,9 +63,9 @@ func defaultConfig() config {
 }
 
 // WithCredentials sends callerID and token (the online-feature-store-caller-id and
-// online-feature-store-auth-token metadata) with every call. `ofs serve --auth` gives a caller one role:
-// a reader may only retrieve and a writer only persist, so a client that does both takes WithReader
-// and WithWriter instead.
+// online-feature-store-auth-token metadata) with every call. `ofs serve --auth` gives a caller a role:
+// a reader may only retrieve, a writer only persist, and a readwriter both. A client that does both
+// takes WithCredentials with a readwriter caller, or (recommended) WithReader and WithWriter with two.
 func WithCredentials(callerID, token string) Option {
 	return func(c *config) {
 		c.reader = &credential{callerID, token}

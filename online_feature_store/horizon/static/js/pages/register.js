@@ -284,6 +284,7 @@ function callerForm() {
     options: [
       ["reader", "reader: a client that retrieves features"],
       ["writer", "writer: a job that persists features"],
+      ["readwriter", "readwriter: one credential that does both (reference clients; prefer separate callers)"],
     ],
   });
   return { fields: [id, role], payload: () => ({ id: id.input.value.trim(), role: role.input.value }) };
