@@ -7,10 +7,15 @@ offers no sign-up), adds alice on the Users page, alice changes her password and
 requests a store, an entity and a feature group through the forms, the admin approves them in the
 approval queue, values are persisted through gRPC, and the try-it page shows them.
 Screenshots of each step go to ``$OFS_TEST_ARTIFACTS/trufflebox/`` (default ``.artifacts/`` in the repo).
+
+The layout test shows every page at 1,280 and 1,920 px wide with wide data (long labels, many features,
+long vectors) and checks that the page never scrolls sideways; its screenshots stay in pytest's temporary
+directory (the path is printed; ``-s`` shows it).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -516,3 +522,244 @@ def _flow(servers: Servers, admin: Page, editor: Page, expect: Any, shot: Shots)
     expect(editor.locator(f"#request-{fg_request} .state")).to_have_text("APPROVED")
     expect(editor.locator(f"#request-{caller_request}")).to_contain_text("not needed yet")
     shot(editor, "my-requests")
+
+
+# --- Layout: every page at two window widths, with wide data --------------------------------------------
+
+LAYOUT_WIDTHS = (1280, 1920)
+WIDE_FG = "user_engagement_signals_rolling_window_30_days"
+# a feature group label as long as a label may be (128 characters, no break opportunity)
+LONGEST_FG = "x" * 100 + "_longest_possible_label_here"
+EMBEDDING = 32  # fp16 values per vector: one long unbroken decoded cell
+
+
+def _http(url: str, token: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=f"{url}api/v1", headers=headers, timeout=60)
+
+
+def _ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def _seed_wide_registry(url: str) -> None:
+    """Through the API: the first admin, an editor, and an approved entity whose feature groups make a wide
+    try-it result (long labels, many features, long vectors); one request stays pending for the
+    approvals page."""
+    with _http(url) as anon:
+        _ok(anon.post("/auth/register", json={"username": "admin", "password": ADMIN_PASSWORD}), 201)
+        admin_token = _ok(anon.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}))
+        with _http(url, admin_token["token"]) as admin:
+            user = {"username": "alice", "password": ALICE_PASSWORD, "role": "editor"}
+            _ok(admin.post("/users", json=user), 201)
+            login = {"username": "alice", "password": ALICE_PASSWORD}
+            with _http(url, _ok(anon.post("/auth/login", json=login))["token"]) as editor:
+
+                def submit(kind: str, payload: dict[str, Any], description: str = "") -> int:
+                    body = {"kind": kind, "payload": payload, "description": description}
+                    request_id: int = _ok(editor.post("/requests", json=body), 201)["id"]
+                    return request_id
+
+                fgs: list[dict[str, Any]] = [
+                    {
+                        "entity": "user",
+                        "label": "embedding",
+                        "data_type": "fp16vector",
+                        "store": "main",
+                        "features": [
+                            {
+                                "label": "query_vector",
+                                "vector_length": EMBEDDING,
+                                "default": [0.125] * EMBEDDING,
+                            }
+                        ],
+                    },
+                    {
+                        "entity": "user",
+                        "label": WIDE_FG,
+                        "data_type": "fp32",
+                        "store": "main",
+                        "features": [
+                            {"label": f"click_through_rate_last_30_days_bucket_{i}", "default": i / 3}
+                            for i in range(12)
+                        ],
+                    },
+                    {
+                        "entity": "user",
+                        "label": LONGEST_FG,
+                        "data_type": "int64",
+                        "store": "main",
+                        "features": [{"label": "n", "default": 7}],
+                    },
+                ]
+                requests: list[tuple[str, dict[str, Any]]] = [
+                    ("create_store", {"id": "main", "kind": "sqlite", "settings": {"path": "features.db"}}),
+                    ("create_entity", {"label": "user", "keys": [{"label": "user_id", "column": "uid"}]}),
+                    *(("create_feature_group", fg) for fg in fgs),
+                ]
+                for kind, payload in requests:
+                    _ok(admin.post(f"/requests/{submit(kind, payload)}/approve"))
+                pending = {**fgs[1], "label": WIDE_FG + "_v2"}
+                submit("create_feature_group", pending, "the same signals over 90 days " * 8)
+            # ofs serve sees the approved registry through its watch; try-it answers once it does
+            body = {
+                "entity": "user",
+                "keys_schema": ["user_id"],
+                "keys": [["u1"]],
+                "feature_groups": [{"label": LONGEST_FG, "feature_labels": ["n"]}],
+            }
+            deadline = time.monotonic() + 30
+            while (r := admin.post("/try/retrieve", json=body)).status_code != 200:
+                assert time.monotonic() < deadline, f"ofs serve never served the new registry: {r.text}"
+                time.sleep(0.1)
+
+
+# (name, hash route, heading); the try-it page is filled in separately
+LAYOUT_PAGES = (
+    ("discover", "#/discover", "Discover"),
+    ("discover-entity", "#/discover/user", "Discover"),
+    ("discover-fg-wide", f"#/discover/user/{WIDE_FG}", "Discover"),
+    ("discover-fg-longest", f"#/discover/user/{LONGEST_FG}", "Discover"),
+    ("new", "#/new", "Request a change"),
+    ("new-fg", "#/new/create_feature_group", None),
+    ("new-add-features", f"#/new/add_features?entity=user&fg={WIDE_FG}", None),
+    ("requests", "#/requests", "My requests"),
+    ("approvals", "#/approvals", "Approvals"),
+    ("users", "#/users", "Users"),
+    ("audit", "#/audit", "Audit log"),
+    ("account", "#/account", "Account"),
+)
+
+_MEASURE = """() => {
+  const bar = document.querySelector('header.topbar').getBoundingClientRect();
+  return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, bar: Math.round(bar.right)};
+}"""
+
+
+def _page_ready(page: Page, expect: Any, heading: str | None) -> None:
+    h1 = page.locator("main:not([aria-busy]) h1")
+    expect(h1).to_be_visible()
+    if heading:
+        expect(h1).to_have_text(heading)
+    page.wait_for_load_state("networkidle")
+
+
+def _fill_try_it(page: Page, expect: Any) -> None:
+    page.get_by_label("Entity", exact=True).select_option("user")
+    for i in range(3):
+        if i:
+            page.get_by_role("button", name="Add key").click()
+        page.get_by_label(f"user_id (key {i + 1})").fill(f"u{i + 1}")
+    page.get_by_role("button", name="Retrieve").click()
+    expect(page.locator("#try-results tbody tr")).to_have_count(3)
+    expect(page.locator("#try-results thead")).to_contain_text(
+        f"{WIDE_FG}.click_through_rate_last_30_days_bucket_11"
+    )
+
+
+@pytest.mark.slow
+def test_pages_fit_the_window(
+    sync_api: Any, servers: Servers, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every page at 1,280 and 1,920 px: the page never scrolls sideways (a wide try-it result scrolls in
+    its own box, the top bar spans the page, long feature group labels stay inside their cards).
+    Screenshots go to pytest's temporary directory (kept for the last few runs), never into the repo."""
+    expect = sync_api.expect
+    shots = tmp_path_factory.mktemp("trufflebox-layout")
+    print(f"screenshots: {shots}")
+    _seed_wide_registry(servers.horizon_url)
+    base = servers.horizon_url
+    widths: dict[str, dict[str, int]] = {}
+    problems: list[str] = []
+    page_errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for width in LAYOUT_WIDTHS:
+                context = browser.new_context(viewport={"width": width, "height": 900})
+                context.set_default_timeout(20_000)
+                expect.set_options(timeout=20_000)
+                page = context.new_page()
+                page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+                n = 0
+
+                def check(name: str, page: Page = page, width: int = width) -> None:
+                    nonlocal n
+                    n += 1
+                    page.screenshot(path=str(shots / f"{width}-{n:02d}-{name}.png"), full_page=True)
+                    widths[f"{width} {name}"] = page.evaluate(_MEASURE)
+
+                page.goto(base)
+                _page_ready(page, expect, "TruffleBox")
+                check("login")
+                _sign_in(page, expect, "admin", ADMIN_PASSWORD)
+                for name, route, heading in LAYOUT_PAGES:
+                    visit(page, base + route)
+                    _page_ready(page, expect, heading)
+                    check(name)
+                visit(page, f"{base}#/try")
+                _page_ready(page, expect, "Try it")
+                check("try-form")
+                problems += [f"{width}: {p}" for p in _check_cards(page)]
+                _fill_try_it(page, expect)
+                check("try-results")
+                problems += _check_results_box(page, width)
+                # the columns past the window's edge, scrolled into view inside the results box
+                page.locator("#try-results").evaluate("t => { t.parentElement.scrollLeft = 1e9; }")
+                check("try-results-scrolled")
+                context.close()
+        finally:
+            browser.close()
+    report = "\n".join(
+        f"{k}: scrollWidth {v['scroll']}, window {v['inner']}, top bar to {v['bar']}"
+        for k, v in widths.items()
+    )
+    print(report)
+    wide = {k: v for k, v in widths.items() if v["scroll"] > v["inner"]}
+    assert not wide, f"pages wider than the window:\n{report}\n(screenshots in {shots})"
+    short_bar = {k: v for k, v in widths.items() if v["bar"] < v["scroll"]}
+    assert not short_bar, f"the top bar stops short of the page:\n{report}"
+    assert not problems, "\n".join(problems)
+    assert not page_errors, page_errors
+
+
+def _check_cards(page: Page) -> list[str]:
+    """Each feature group card of the try-it picker stays in its grid cell, its heading inside the card;
+    cards side by side do not overlap. Returns what is wrong."""
+    boxes = page.evaluate(
+        """() => {
+          const grid = document.querySelector('.fg-picks').getBoundingClientRect();
+          return [...document.querySelectorAll('.fg-picks > fieldset')].map((fs) => {
+            const r = fs.getBoundingClientRect(), l = fs.querySelector('legend').getBoundingClientRect();
+            return {fg: fs.dataset.fg.slice(0, 20), left: r.left, right: r.right, top: r.top,
+                    legendRight: l.right, gridLeft: grid.left, gridRight: grid.right};
+          });
+        }"""
+    )
+    problems = [] if len(boxes) == 3 else [f"{len(boxes)} cards, not 3"]
+    for b in boxes:
+        if b["left"] < b["gridLeft"] - 0.5 or b["right"] > b["gridRight"] + 0.5:
+            problems.append(f"card outside the grid: {b}")
+        if b["legendRight"] > b["right"] + 0.5:
+            problems.append(f"heading outside its card: {b}")
+    for a, b in itertools.pairwise(boxes):
+        if abs(a["top"] - b["top"]) < 1 and a["right"] > b["left"] + 0.5:
+            problems.append(f"cards overlap: {a} {b}")
+    return problems
+
+
+def _check_results_box(page: Page, width: int) -> list[str]:
+    """The wide result scrolls inside its own box (so none of it is cut off). Returns what is wrong."""
+    box = page.evaluate(
+        """() => {
+          const t = document.getElementById('try-results'), box = t.parentElement;
+          const overflow = getComputedStyle(box).overflowX;
+          return {overflow, scroll: box.scrollWidth, client: box.clientWidth};
+        }"""
+    )
+    if box["overflow"] != "auto":
+        return [f"{width}: the results table's box does not scroll: {box}"]
+    if width == LAYOUT_WIDTHS[0] and box["scroll"] <= box["client"]:
+        return [f"{width}: the wide result was expected to scroll in its box: {box}"]
+    return []

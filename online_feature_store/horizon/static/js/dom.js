@@ -75,3 +75,15 @@ export function show(value) {
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
 }
+
+/**
+ * `text` with a line-break opportunity after each of `after`'s characters, as children for h(). Registry
+ * labels have no spaces: "user_clicks_30d" wraps as "user_ / clicks_ / 30d" rather than mid-word; a decoded
+ * vector ("0.5:1:2") is broken after its separators with `after` = ":".
+ */
+export function breakable(text, after = "_.-") {
+  const escaped = after.replace(/[\\\]^-]/g, "\\$&");
+  return String(text)
+    .split(new RegExp(`(?<=[${escaped}])`))
+    .flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
+}

@@ -11,12 +11,17 @@ const fgHref = (e, fg) => `#/discover/${enc(e)}/${enc(fg)}`;
 
 function table(caption, headers, rows, { empty = "None yet." } = {}) {
   if (!rows.length) return h("p", { class: "muted" }, empty);
+  // in a box that scrolls sideways when the table cannot fit (the page itself never does)
   return h(
-    "table",
-    {},
-    h("caption", {}, caption),
-    h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
-    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c, i) => (i === 0 ? h("th", { scope: "row" }, c) : h("td", {}, c)))))),
+    "div",
+    { class: "table-scroll" },
+    h(
+      "table",
+      {},
+      h("caption", {}, caption),
+      h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c, i) => (i === 0 ? h("th", { scope: "row" }, c) : h("td", {}, c)))))),
+    ),
   );
 }
 

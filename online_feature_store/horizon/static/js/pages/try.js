@@ -2,7 +2,7 @@
 // RetrieveDecodedResult) and show them decoded. #/try?entity=<e>
 
 import { api, session } from "../api.js";
-import { h, replace } from "../dom.js";
+import { breakable, h, replace } from "../dom.js";
 import { field, group, submitting } from "../forms.js";
 
 function keyInputs(entity) {
@@ -31,11 +31,11 @@ function keyInputs(entity) {
 
 function featurePicker(entity) {
   const groups = entity.feature_groups.map((fg, i) => {
-    const boxes = fg.features.map((f) => field({ label: f.label, type: "checkbox", value: true, attrs: { value: f.label } }));
+    const boxes = fg.features.map((f) => field({ label: breakable(f.label), type: "checkbox", value: true, attrs: { value: f.label } }));
     const fs = h(
       "fieldset",
       { class: "group fg-pick", dataset: { loc: `feature_groups.${i}`, fg: fg.label } },
-      h("legend", {}, `${fg.label} (${fg.data_type})`),
+      h("legend", {}, breakable(fg.label), " ", h("span", { class: "dtype" }, `(${fg.data_type})`)),
       boxes,
     );
     return { fg, boxes, fs };
@@ -48,20 +48,27 @@ function featurePicker(entity) {
   return { el, value, empty: !groups.length };
 }
 
+// a cell's text in a box of bounded width (app.css), so that long labels and vectors wrap in their column
+const cell = (...content) => h("span", { class: "cell" }, content);
+// A vector is decoded as "v1:v2:…": broken after a separator, not inside a number. A very long one (thousands
+// of values) wraps anywhere instead, rather than costing a DOM node per value.
+const value = (text) => cell(text.length <= 2000 ? breakable(text, ":") : text);
+
 function resultTable(res) {
-  const headers = [...res.keys_schema];
+  const headers = res.keys_schema.map((k) => cell(breakable(k)));
   const columns = [];
   for (const fs of res.feature_schemas) {
     for (const f of fs.features) {
-      headers.push(`${fs.feature_group_label}.${f.label}`);
+      headers.push(cell(breakable(`${fs.feature_group_label}.${f.label}`)));
       columns.push(f.column_idx);
     }
   }
   const nKeys = res.keys_schema.length;
-  return h(
+  const caption = `${res.rows.length} row${res.rows.length === 1 ? "" : "s"}, decoded by the serving API`;
+  const table = h(
     "table",
     { class: "results-table", id: "try-results" },
-    h("caption", {}, `${res.rows.length} row${res.rows.length === 1 ? "" : "s"}, decoded by the serving API`),
+    h("caption", {}, h("span", {}, caption)),
     h("thead", {}, h("tr", {}, headers.map((t, i) => h("th", { scope: "col", class: i < nKeys ? "key" : "" }, t)))),
     h(
       "tbody",
@@ -70,12 +77,14 @@ function resultTable(res) {
         h(
           "tr",
           {},
-          row.keys.map((k) => h("th", { scope: "row", class: "key" }, k)),
-          columns.map((idx) => h("td", {}, row.columns[idx] ?? "")),
+          row.keys.map((k) => h("th", { scope: "row", class: "key" }, cell(k))),
+          columns.map((idx) => h("td", {}, value(row.columns[idx] ?? ""))),
         ),
       ),
     ),
   );
+  // a wide result scrolls sideways in this box (focusable, so the keyboard can scroll it too)
+  return h("div", { class: "table-scroll", role: "region", tabindex: "0", "aria-label": `Results: ${caption}` }, table);
 }
 
 export async function render({ root, query, banner, announce, navigate }) {
