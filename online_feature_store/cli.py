@@ -33,12 +33,12 @@ def _extra(name: str) -> Iterator[None]:
 
 
 def _registry_apply(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.backend import open_registry, registry_url
     from online_feature_store.registry.spec import diff_states, reconcile
     from online_feature_store.registry.yaml_io import load_yaml
 
     spec = load_yaml(args.file)
-    with closing(open_registry(args.registry)) as backend:
+    with closing(open_registry(registry_url(args.registry, args.data_dir))) as backend:
         current = backend.load()
         target = reconcile(current.state, spec, prune=args.prune)
         changes = diff_states(current.state, target)
@@ -63,11 +63,11 @@ def _registry_apply(args: argparse.Namespace) -> int:
 
 
 def _registry_show(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.backend import open_registry, registry_url
     from online_feature_store.registry.spec import cell_to_plain
     from online_feature_store.store.secrets import redact_settings
 
-    with closing(open_registry(args.registry)) as backend:
+    with closing(open_registry(registry_url(args.registry, args.data_dir), create=False)) as backend:
         snapshot = backend.load()
     entities = [snapshot.entity(args.entity)] if args.entity else list(snapshot.entities.values())
     print(f"registry {backend.url} at revision {snapshot.revision}")
@@ -94,10 +94,10 @@ def _registry_show(args: argparse.Namespace) -> int:
 
 
 def _registry_export(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.backend import open_registry, registry_url
     from online_feature_store.registry.yaml_io import dump_yaml
 
-    with closing(open_registry(args.registry)) as backend:
+    with closing(open_registry(registry_url(args.registry, args.data_dir), create=False)) as backend:
         text = dump_yaml(backend.load().state)
     if args.output in (None, "-"):
         sys.stdout.write(text)
@@ -108,10 +108,10 @@ def _registry_export(args: argparse.Namespace) -> int:
 
 
 def _registry_backup(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.backend import open_registry, registry_url
     from online_feature_store.registry.backup import dump_backup
 
-    with closing(open_registry(args.registry)) as backend:
+    with closing(open_registry(registry_url(args.registry, args.data_dir), create=False)) as backend:
         snapshot = backend.load()
     text = dump_backup(snapshot.state, snapshot.revision)
     if args.output in (None, "-"):
@@ -130,12 +130,12 @@ def _registry_new_token(_args: argparse.Namespace) -> int:
 
 
 def _registry_restore(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.backend import open_registry, registry_url
     from online_feature_store.registry.backup import load_backup
     from online_feature_store.registry.spec import diff_states
 
     restored = load_backup(Path(args.file).read_text(encoding="utf-8"), source=args.file)
-    with closing(open_registry(args.registry)) as backend:
+    with closing(open_registry(registry_url(args.registry, args.data_dir))) as backend:
         current = backend.load()
         changes = diff_states(current.state, restored)
         print(f"registry {backend.url} at revision {current.revision}")
@@ -156,6 +156,22 @@ def _registry_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_DIR_HELP = (
+    "directory of the embedded registry and stores; a relative one is taken from the working directory "
+    "(default: $OFS_DATA_DIR, else ~/.local/share/online-feature-store)"
+)
+REGISTRY_HELP = (
+    "registry URL: sqlite:///abs/path/registry.db, sqlite:rel/path/registry.db or "
+    "etcd://host:port[,host:port][/prefix/] (default: $OFS_REGISTRY, else registry.db in the data directory)"
+)
+
+
+def _add_store_flags(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--registry``: where a command finds the registry (and the embedded stores)."""
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    parser.add_argument("--registry", help=REGISTRY_HELP)
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_usage(sys.stderr)
     return 2
@@ -165,14 +181,9 @@ def _add_registry(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     registry = subparsers.add_parser("registry", help="apply, show and export the feature registry")
     registry.set_defaults(func=lambda _args: _usage(registry))
     commands = registry.add_subparsers(title="commands", metavar="COMMAND")
-    url_help = (
-        "registry URL: sqlite:///path/registry.db or etcd://host:port[,host:port][/prefix/] "
-        "(default: $OFS_REGISTRY, else sqlite:///$OFS_DATA_DIR/registry.db)"
-    )
-
     apply = commands.add_parser("apply", help="apply a registry YAML file (prints the plan first)")
     apply.add_argument("-f", "--file", required=True, help="the registry YAML file")
-    apply.add_argument("--registry", help=url_help)
+    _add_store_flags(apply)
     apply.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     apply.add_argument("--dry-run", action="store_true", help="print the plan, apply nothing")
     apply.add_argument("--prune", action="store_true", help="delete what the file does not declare")
@@ -180,19 +191,19 @@ def _add_registry(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
     show = commands.add_parser("show", help="print the registry, or one entity")
     show.add_argument("entity", nargs="?", help="only this entity")
-    show.add_argument("--registry", help=url_help)
+    _add_store_flags(show)
     show.set_defaults(func=_registry_show)
 
     export = commands.add_parser("export", help="write the registry as YAML (re-applies as a no-op)")
     export.add_argument("-o", "--output", help="output file (default: standard output)")
-    export.add_argument("--registry", help=url_help)
+    _add_store_flags(export)
     export.set_defaults(func=_registry_export)
 
     backup = commands.add_parser(
         "backup", help="write an exact backup (JSON: every schema version, stores, callers' token hashes)"
     )
     backup.add_argument("-o", "--output", help="output file (default: standard output)")
-    backup.add_argument("--registry", help=url_help)
+    _add_store_flags(backup)
     backup.set_defaults(func=_registry_backup)
 
     token = commands.add_parser(
@@ -202,7 +213,7 @@ def _add_registry(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
     restore = commands.add_parser("restore", help="make the registry exactly what a backup holds")
     restore.add_argument("-f", "--file", required=True, help="a file written by `ofs registry backup`")
-    restore.add_argument("--registry", help=url_help)
+    _add_store_flags(restore)
     restore.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     restore.set_defaults(func=_registry_restore)
 
@@ -216,14 +227,26 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = subparsers.add_parser("serve", help="run the gRPC API server")
-    serve.add_argument("--config", help="YAML settings file (see docs/serving.md)")
-    serve.add_argument("--port", type=int, help="port (default 8089, $OFS_PORT)")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1, $OFS_HOST)")
-    serve.add_argument("--data-dir", help="directory of the embedded registry and store ($OFS_DATA_DIR)")
-    serve.add_argument("--registry", help="registry URL (default: the SQLite registry in the data directory)")
-    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
-    serve.add_argument("--auth", action="store_true", help="require caller id and token metadata")
-    serve.add_argument("--http-port", type=int, help="also serve HTTP/JSON on this port ($OFS_HTTP_PORT)")
+    serve.add_argument(
+        "--config",
+        help="YAML file of settings by name (port, host, auth, registry, data_dir, workers, metrics_port, "
+        "http_port, threads, tls_cert_file, ...); the environment overrides it, flags override both",
+    )
+    serve.add_argument("--port", type=int, help="gRPC port (default 8089; $OFS_PORT)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; $OFS_HOST)")
+    _add_store_flags(serve)
+    serve.add_argument(
+        "--workers", type=int, help="server processes sharing the port (default 1; $OFS_WORKERS)"
+    )
+    serve.add_argument(
+        "--auth", action="store_true", help="require caller id and token metadata (default off; $OFS_AUTH)"
+    )
+    serve.add_argument(
+        "--http-port", type=int, help="also serve HTTP/JSON on this port (default 0: none; $OFS_HTTP_PORT)"
+    )
+    serve.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (default 9090, 0: none; $OFS_METRICS_PORT)"
+    )
     serve.add_argument(
         "--http-header-timeout-seconds",
         type=float,
@@ -266,16 +289,38 @@ def _consume(args: argparse.Namespace) -> int:
 
 def _add_consume(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     consume = subparsers.add_parser("consume", help="run the Kafka ingestion consumer")
-    consume.add_argument("--config", help="YAML settings file (see docs/ingestion.md)")
-    consume.add_argument("--bootstrap-servers", help="Kafka brokers, host:port[,host:port]")
-    consume.add_argument("--topic", help="topic of persist.Query messages (default ofs-persist)")
-    consume.add_argument("--group-id", help="consumer group (default ofs-consumer)")
     consume.add_argument(
-        "--cache-mode", choices=["strong", "eventual"], help="invalidate written keys (strong) or not"
+        "--config",
+        help="YAML file of settings by name (bootstrap_servers, topic, group_id, batch_max_messages, "
+        "workers, registry, data_dir, kafka: {...}, ...); $OFS_CONSUMER_<NAME> overrides it, flags both",
     )
-    consume.add_argument("--health-port", type=int, help="health and metrics HTTP port (default 8090)")
-    consume.add_argument("--data-dir", help="directory of the embedded registry and store ($OFS_DATA_DIR)")
-    consume.add_argument("--registry", help="registry URL (default: the data directory's SQLite registry)")
+    consume.add_argument(
+        "--bootstrap-servers",
+        help="Kafka brokers, host:port[,host:port] (default 127.0.0.1:9092; $OFS_CONSUMER_BOOTSTRAP_SERVERS)",
+    )
+    consume.add_argument(
+        "--topic", help="topic of persist.Query messages (default ofs-persist; $OFS_CONSUMER_TOPIC)"
+    )
+    consume.add_argument("--group-id", help="consumer group (default ofs-consumer; $OFS_CONSUMER_GROUP_ID)")
+    consume.add_argument(
+        "--cache-mode",
+        choices=["strong", "eventual"],
+        help="invalidate written keys (strong, the default) or not; $OFS_CONSUMER_CACHE_MODE",
+    )
+    consume.add_argument(
+        "--health-port",
+        type=int,
+        help="health and metrics HTTP port (default 8090, 0: any free port, -1: none; "
+        "$OFS_CONSUMER_HEALTH_PORT)",
+    )
+    consume.add_argument(
+        "--data-dir",
+        help=DATA_DIR_HELP.replace("$OFS_DATA_DIR", "$OFS_CONSUMER_DATA_DIR, else $OFS_DATA_DIR"),
+    )
+    consume.add_argument(
+        "--registry",
+        help=REGISTRY_HELP.replace("$OFS_REGISTRY", "$OFS_CONSUMER_REGISTRY, else $OFS_REGISTRY"),
+    )
     consume.set_defaults(func=_consume)
 
 
@@ -286,12 +331,23 @@ def _horizon(args: argparse.Namespace) -> int:
     return run(args)
 
 
+HORIZON_DATA_DIR_HELP = (
+    "directory of Horizon's embedded database, secret and registry; a relative one is taken from the "
+    "working directory (default: $OFS_HORIZON_DATA_DIR, else $OFS_DATA_DIR, "
+    "else ~/.local/share/online-feature-store)"
+)
+
+
 def _add_horizon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     horizon = subparsers.add_parser("horizon", help="run the Horizon control plane and TruffleBox UI")
-    horizon.add_argument("--config", help="YAML settings file (see docs/horizon.md)")
-    horizon.add_argument("--port", type=int, help="HTTP port (default 8082, $OFS_HORIZON_PORT)")
-    horizon.add_argument("--host", help="address to bind (default 127.0.0.1, $OFS_HORIZON_HOST)")
-    horizon.add_argument("--data-dir", help="directory of the embedded database and registry ($OFS_DATA_DIR)")
+    horizon.add_argument(
+        "--config",
+        help="YAML file of settings by name (port, host, data_dir, registry, database_url, secret, "
+        "serving_address, ...); $OFS_HORIZON_<NAME> overrides it, flags both",
+    )
+    horizon.add_argument("--port", type=int, help="HTTP port (default 8082; $OFS_HORIZON_PORT)")
+    horizon.add_argument("--host", help="address to bind (default 127.0.0.1; $OFS_HORIZON_HOST)")
+    horizon.add_argument("--data-dir", help=HORIZON_DATA_DIR_HELP)
     horizon.set_defaults(func=_horizon)
     commands = horizon.add_subparsers(title="commands", metavar="COMMAND")
     create = commands.add_parser(
@@ -305,8 +361,8 @@ def _add_horizon(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     create.add_argument("--role", choices=["viewer", "editor", "admin"], default="viewer")
     create.add_argument("--password-env", metavar="VAR", help="read the password from this variable")
     # SUPPRESS: given before create-user (to `ofs horizon`), these keep their value
-    create.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file")
-    create.add_argument("--data-dir", default=argparse.SUPPRESS, help="directory of the embedded database")
+    create.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file of ofs horizon")
+    create.add_argument("--data-dir", default=argparse.SUPPRESS, help=HORIZON_DATA_DIR_HELP)
     create.set_defaults(func=_horizon_create_user)
 
 
@@ -330,7 +386,7 @@ def _add_rpc(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     rpc.add_argument("address", help="server address, host:port")
     rpc.add_argument("command", choices=["list", "describe", "call"])
-    rpc.add_argument("args", nargs="*", help="describe: SYMBOL; call: package.Service/Method")
+    rpc.add_argument("args", nargs="*", default=[], help="describe: SYMBOL; call: package.Service/Method")
     rpc.add_argument("-d", "--data", default="{}", help="call: the request as JSON (proto3 JSON mapping)")
     rpc.add_argument(
         "-H", "--header", action="append", default=[], help="call: metadata 'name: value' (repeatable)"
@@ -350,7 +406,7 @@ def _push(args: argparse.Namespace) -> int:
 def _add_push(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     push = subparsers.add_parser(
         "push",
-        help="load Parquet, CSV or Arrow IPC files into an entity (resumable; see docs/ingestion.md)",
+        help="load Parquet, CSV or Arrow IPC files into an entity (resumable)",
         description="Columns feed keys and features by name: the key label, '<fg>.<feature>' or "
         "'<feature>' (or as --key/--column/--mapping say). Sink: the embedded store of --data-dir/"
         "--registry (default), an ofs serve (--server) or a Kafka topic (--kafka, --topic).",
@@ -366,8 +422,7 @@ def _add_push(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     push.add_argument("--mapping", metavar="FILE", help="YAML: entity, keys, feature_groups")
     push.add_argument("--format", choices=["parquet", "csv", "ipc"], help="default: from the extension")
-    push.add_argument("--data-dir", help="directory of the embedded registry and store ($OFS_DATA_DIR)")
-    push.add_argument("--registry", help="registry URL (default: the data directory's SQLite registry)")
+    _add_store_flags(push)
     push.add_argument("--server", metavar="HOST:PORT", help="send to this ofs serve (gRPC)")
     push.add_argument("--caller-id", help="--server: caller id")
     push.add_argument("--token-env", metavar="VAR", help="--server: the variable holding the caller's token")

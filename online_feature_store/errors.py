@@ -14,6 +14,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
+    "PortInUseError",
     "ResourceExhaustedError",
     "UnavailableError",
 ]
@@ -37,6 +38,10 @@ class NotFoundError(OfsError, LookupError):
 
 class UnavailableError(OfsError, ConnectionError):
     """A backing service (registry, store, cache) cannot be reached, after its client's retries."""
+
+
+class PortInUseError(UnavailableError):
+    """A port a command is to listen on is taken; the message names it and the setting that moves it."""
 
 
 class ConflictError(OfsError):

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,7 +26,7 @@ from online_feature_store.cache.invalidation import (
 )
 from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.errors import InvalidInputError
-from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry
+from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry, registry_url
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.watcher import RegistryWatcher
@@ -189,8 +188,10 @@ class FeatureStore:
     """Retrieve and persist features in-process, against the same registry and stores as the servers.
 
     ``registry`` is a registry URL (``sqlite:///…``, ``etcd://…``; default ``$OFS_REGISTRY`` or the SQLite
-    file in the data directory) or an open backend. ``stores`` overrides the store a registry store id
-    resolves to (mainly for tests and embedding).
+    file in the data directory) or an open backend. ``data_directory`` holds the embedded registry and
+    stores (default ``$OFS_DATA_DIR``, else ``~/.local/share/online-feature-store``; a relative one, here
+    or in a ``sqlite:`` URL, is taken from the working directory, as by every ``ofs`` command).
+    ``stores`` overrides the store a registry store id resolves to (mainly for tests and embedding).
 
     Caches (docs/caching.md): ``cache_bytes`` bounds the in-process cache (0 = none);
     ``distributed_cache`` is a ``redis://…`` / ``redis-cluster://…`` URL (or a
@@ -225,7 +226,7 @@ class FeatureStore:
         self.limits = make_limits(max_keys_per_request, max_rows_per_persist, max_message_bytes)
         """The limits every request is held to (a server sets its own)."""
         self._cache = BlockCache(cache_bytes) if cache_bytes > 0 else None
-        self._data_dir = Path(data_directory).resolve() if data_directory is not None else data_dir()
+        self._data_dir = data_dir(data_directory)  # absolute: a relative one from the working directory
         # Distributed cache tier (docs/caching.md): a URL (redis://…, redis-cluster://…) or an instance.
         self._remote: DistributedCache | None = None
         self._owns_remote = isinstance(distributed_cache, str)
@@ -250,9 +251,11 @@ class FeatureStore:
         # an invalidation must not put what it read into the in-process cache after it.
         self._generation: dict[str, int] = {}
         self._resets = 0
-        if registry is None and data_directory is not None and not os.environ.get("OFS_REGISTRY"):
-            registry = f"sqlite:///{self._data_dir / 'registry.db'}"
-        self._backend = open_registry(registry) if registry is None or isinstance(registry, str) else registry
+        self._backend = (
+            open_registry(registry_url(registry, self._data_dir))
+            if registry is None or isinstance(registry, str)
+            else registry
+        )
         self._owns_backend = registry is None or isinstance(registry, str)
         self._lock = threading.Lock()
         self._compiled: tuple[int, Catalog] | None = None

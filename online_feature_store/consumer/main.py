@@ -6,12 +6,18 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import signal
 import threading
-from pathlib import Path
 
-__all__ = ["run", "tune_gc"]
+from online_feature_store._ports import bind_error, check_free, moved_by
+from online_feature_store.registry.backend import data_dir, registry_url
+
+__all__ = ["HEALTH_PORT_HOW", "run", "tune_gc"]
+
+HEALTH_PORT_HOW = (
+    moved_by("--health-port", "OFS_CONSUMER_HEALTH_PORT", "health_port") + " (0: any free port, -1: none)"
+)
+"""How the consumer's health port is moved (named when it is taken)."""
 
 
 def tune_gc() -> None:
@@ -45,22 +51,26 @@ def run(args: argparse.Namespace) -> int:
         "health_port": args.health_port,
     }
     config, extra = load_config(args.config, overrides)
-    registry = args.registry or extra.get("registry")
-    data_dir = args.data_dir or extra.get("data_dir") or os.environ.get("OFS_DATA_DIR")
-    if data_dir:
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    directory = data_dir(args.data_dir or extra.get("data_dir"))
+    registry = registry_url(args.registry or extra.get("registry"), directory)
+    check_free(config.health_host, config.health_port, "health and metrics", HEALTH_PORT_HOW)
+    directory.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     metrics, readiness = ConsumerMetrics(), Readiness()
     with FeatureStore(
-        registry, data_directory=data_dir, distributed_cache=extra.get("distributed_cache")
+        registry, data_directory=directory, distributed_cache=extra.get("distributed_cache")
     ) as fs:
-        health = (
-            HealthServer(config.health_host, config.health_port, metrics, readiness)
-            if config.health_port >= 0
-            else None
-        )
+        try:
+            health = (
+                HealthServer(config.health_host, config.health_port, metrics, readiness)
+                if config.health_port >= 0
+                else None
+            )
+        except OSError as exc:
+            how = HEALTH_PORT_HOW
+            raise bind_error(exc, config.health_host, config.health_port, "health and metrics", how) from None
         try:
             consumer = IngestConsumer(fs, config, metrics, readiness)
             tune_gc()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.horizon.db import Role
-from online_feature_store.registry.backend import data_dir as default_data_dir
+from online_feature_store.registry import backend
 
 __all__ = ["ENV_PREFIX", "HorizonConfig", "load_config"]
 
@@ -93,17 +93,14 @@ class HorizonConfig(BaseModel):
         return value
 
     def resolved_data_dir(self) -> Path:
-        """``data_dir``, else the library's default data directory."""
-        return Path(self.data_dir) if self.data_dir is not None else default_data_dir()
+        """``data_dir``, else the library's default data directory; absolute (a relative one is taken from
+        the working directory, as everywhere)."""
+        return backend.data_dir(self.data_dir)
 
-    def registry_url(self) -> str | None:
-        """The registry to open: ``registry``; else, as ``ofs serve --data-dir``, the SQLite registry in an
-        explicitly given data directory unless ``$OFS_REGISTRY`` is set; else ``None`` (library default)."""
-        if self.registry:
-            return self.registry
-        if self.data_dir is not None and not os.environ.get("OFS_REGISTRY"):
-            return f"sqlite:///{self.resolved_data_dir().resolve() / 'registry.db'}"
-        return None
+    def registry_url(self) -> str:
+        """The registry to open, as for ``ofs serve --data-dir``: ``registry``; else ``$OFS_REGISTRY``; else
+        the SQLite registry in the data directory."""
+        return backend.registry_url(self.registry, self.data_dir)
 
     def embedded(self) -> bool:
         """True when Horizon keeps its own database in the data directory (no ``database_url``)."""
@@ -113,7 +110,7 @@ class HorizonConfig(BaseModel):
         """``database_url``, else the SQLite file ``horizon.db`` in the data directory."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.resolved_data_dir().resolve() / 'horizon.db'}"
+        return f"sqlite:///{self.resolved_data_dir() / 'horizon.db'}"
 
 
 def _read_yaml(path: str) -> dict[str, Any]:

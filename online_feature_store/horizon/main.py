@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from online_feature_store._ports import check_free, moved_by
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.horizon.config import HorizonConfig, load_config
 
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"port": args.port, "host": args.host, "data_dir": args.data_dir}
     config = load_config(args.config, overrides)
+    # before anything opens: uvicorn's own bind failure is a log line and an exit
+    check_free(config.host, config.port, "Horizon", moved_by("--port", "OFS_HORIZON_PORT", "port"))
     config.resolved_data_dir().mkdir(parents=True, exist_ok=True)
     app = create_app(config)
     _warn_if_open(app.state.horizon.accounts.registration_open(), config)

@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
+from online_feature_store._ports import bind_error, check_free, moved_by
 from online_feature_store.errors import InvalidInputError, UnavailableError
 from online_feature_store.feature_store import (
     DEFAULT_MAX_KEYS_PER_REQUEST,
@@ -47,7 +49,11 @@ from online_feature_store.server.calls import (
 )
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
 __all__ = [
+    "PORTS",
     "REGISTRY_SERVICE",
     "STATUS_OF",
     "DeadlineExceededError",
@@ -55,8 +61,10 @@ __all__ = [
     "build_server",
     "exposure_warning",
     "mark_serving",
+    "port_hint",
     "readiness",
     "serve_forever",
+    "serve_metrics_on",
     "watch_health",
 ]
 
@@ -188,15 +196,43 @@ def _build(
     reflection.enable_server_reflection(names, server)
     address = f"{config.host}:{config.port}"
     credentials = _credentials(config)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    if not config.reuse_port:  # a taken port named before gRPC's bind fails with a bare RuntimeError
+        check_free(config.host, config.port, *port_hint("port"))
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise UnavailableError(f"cannot bind {config.host}:{config.port}")
+        check_free(config.host, config.port, *port_hint("port"))  # taken by another: say so
+        raise UnavailableError(f"cannot listen on {address} (gRPC): set GRPC_VERBOSITY=debug for why")
     for name in ("", RETRIEVE_SERVICE, PERSIST_SERVICE, REGISTRY_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, port, health_servicer, calls, executor
+
+
+PORTS = {"port": "gRPC", "http_port": "HTTP API", "metrics_port": "metrics"}
+"""The ports of :class:`ServerConfig`, by setting name, and what each serves."""
+
+
+def port_hint(name: str) -> tuple[str, str]:
+    """``(what, how)`` of the port setting ``name`` for :mod:`online_feature_store._ports`: what it
+    serves, and the flag, environment variable and setting that move it."""
+    from online_feature_store.server.main import ENV  # main imports this module
+
+    how = moved_by("--" + name.replace("_", "-"), ENV[name], name)
+    return PORTS[name], how + (" (0: no metrics)" if name == "metrics_port" else "")
+
+
+def serve_metrics_on(registry: CollectorRegistry, config: ServerConfig) -> tuple[WSGIServer, int]:
+    """:func:`~online_feature_store.server.metrics.serve_metrics` on ``config``'s host and metrics port;
+    a taken port is a :class:`~online_feature_store.errors.PortInUseError` naming the setting."""
+    try:
+        return serve_metrics(registry, config.host, config.metrics_port)
+    except OSError as exc:
+        raise bind_error(exc, config.host, config.metrics_port, *port_hint("metrics_port")) from None
 
 
 def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer) -> None:
@@ -324,19 +360,22 @@ def serve_forever(
         metrics.unauthenticated_exposure.set(1 if exposed else 0)
     http_api = None
     if config.http_port:
-        http_api = HttpApi(
-            calls,
-            config.host,
-            config.http_port,
-            ready=lambda: readiness(fs, draining.is_set(), warnings),
-            max_body_bytes=config.max_message_bytes,
-            reuse_port=config.reuse_port,
-            limits=HttpLimits.from_config(config),
-            threads=config.threads,
-        )
+        try:
+            http_api = HttpApi(
+                calls,
+                config.host,
+                config.http_port,
+                ready=lambda: readiness(fs, draining.is_set(), warnings),
+                max_body_bytes=config.max_message_bytes,
+                reuse_port=config.reuse_port,
+                limits=HttpLimits.from_config(config),
+                threads=config.threads,
+            )
+        except OSError as exc:
+            raise bind_error(exc, config.host, config.http_port, *port_hint("http_port")) from None
     httpd = None
     if metrics is not None and metrics_http:
-        httpd, metrics_port = serve_metrics(metrics.registry, config.host, config.metrics_port)
+        httpd, metrics_port = serve_metrics_on(metrics.registry, config)
         log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
     server.start()
     mark_serving(fs, health_servicer)

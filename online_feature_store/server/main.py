@@ -15,6 +15,7 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -22,9 +23,11 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from online_feature_store.errors import InvalidInputError
+from online_feature_store._ports import check_ports
+from online_feature_store.errors import InvalidInputError, PortInUseError
 from online_feature_store.feature_store import make_limits
-from online_feature_store.server.app import ServerConfig
+from online_feature_store.registry.backend import data_dir, registry_url
+from online_feature_store.server.app import PORTS, ServerConfig, port_hint, serve_metrics_on
 
 __all__ = ["load_config", "run"]
 
@@ -49,6 +52,9 @@ ENV = {
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+PORT_IN_USE_EXIT = 3
+"""Exit status of a worker whose port is taken: the supervisor stops rather than restarting it."""
 
 MIN_WORKER_LIFE = 10.0
 """Seconds: a worker dying sooner than this after its start is restarted with back-off."""
@@ -125,7 +131,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 def _serve_one(
     config: ServerConfig,
     registry: str | None,
-    data_dir: str | None,
+    data_directory: str | None,
     metrics_http: bool = True,
     distributed_cache: str | None = None,
 ) -> None:
@@ -148,8 +154,15 @@ def _serve_one(
             stop.set()
 
         threading.Thread(target=watch_parent, name="ofs-parent-watch", daemon=True).start()
-    with FeatureStore(registry, data_directory=data_dir, distributed_cache=distributed_cache) as fs:
-        serve_forever(fs, config, stop, metrics_http=metrics_http)
+    try:
+        with FeatureStore(registry, data_directory=data_directory, distributed_cache=distributed_cache) as fs:
+            serve_forever(fs, config, stop, metrics_http=metrics_http)
+    except PortInUseError as exc:
+        if parent is None:
+            raise
+        # a worker: one line, and an exit status that tells the supervisor not to restart it
+        print(f"ofs serve: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(PORT_IN_USE_EXIT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,48 +178,53 @@ def run(args: argparse.Namespace) -> int:
         "http_max_connections_per_peer": getattr(args, "http_max_connections_per_peer", None),
         "max_keys_per_request": getattr(args, "max_keys_per_request", None),
         "max_rows_per_persist": getattr(args, "max_rows_per_persist", None),
+        "metrics_port": getattr(args, "metrics_port", None),
     }
     config, extra = load_config(args.config, overrides)
     if config.http_port:  # a bad HTTP limit is refused here, before any worker starts
         from online_feature_store.server.http import HttpLimits
 
         HttpLimits.from_config(config)
-    registry = args.registry or extra.get("registry")
-    data_dir = args.data_dir or extra.get("data_dir") or os.environ.get("OFS_DATA_DIR")
-    if data_dir:
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    # Absolute from here on (a relative one from the working directory): workers get the same place.
+    directory = data_dir(args.data_dir or extra.get("data_dir"))
+    registry = registry_url(args.registry or extra.get("registry"), directory)
     workers = int(args.workers or extra.get("workers") or os.environ.get("OFS_WORKERS") or 1)
     if workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    # Every port is checked before anything opens (and before a worker starts): a taken one is one line.
+    check_ports(config.host, [(getattr(config, name), *port_hint(name)) for name in PORTS])
+    directory.mkdir(parents=True, exist_ok=True)
+    data_directory = str(directory)
     print(
         f"ofs serve: {config.host}:{config.port}, {workers} worker(s), auth {'on' if config.auth else 'off'}"
-        + (f", HTTP API on port {config.http_port}" if config.http_port else ""),
+        + (f", HTTP API on port {config.http_port}" if config.http_port else "")
+        + f"; registry {registry}, data directory {directory}",
         flush=True,
     )
     if workers == 1:
-        _serve_one(config, registry, data_dir, distributed_cache=extra.get("distributed_cache"))
+        _serve_one(config, registry, data_directory, distributed_cache=extra.get("distributed_cache"))
         return 0
     config = replace(config, reuse_port=True)
     stopping = threading.Event()
     _stop_on_signals(stopping)
     if not config.metrics_port:
         return _supervise(
-            config, registry, data_dir, workers, None, extra.get("distributed_cache"), stopping=stopping
+            config, registry, data_directory, workers, None, extra.get("distributed_cache"), stopping=stopping
         )
     # Workers write their samples to files here (prometheus_client reads the variable when a worker
     # imports it, so it is set before any worker starts) and this process serves their sum.
     multiproc_dir = tempfile.mkdtemp(prefix="ofs-metrics-")
     os.environ[MULTIPROC_ENV] = multiproc_dir
     try:
-        from online_feature_store.server.metrics import multiprocess_registry, serve_metrics, stop_metrics
+        from online_feature_store.server.metrics import multiprocess_registry, stop_metrics
 
-        httpd, port = serve_metrics(multiprocess_registry(multiproc_dir), config.host, config.metrics_port)
+        httpd, port = serve_metrics_on(multiprocess_registry(multiproc_dir), config)
         print(f"ofs serve: metrics on http://{config.host}:{port}/metrics", flush=True)
         try:
             return _supervise(
                 config,
                 registry,
-                data_dir,
+                data_directory,
                 workers,
                 multiproc_dir,
                 extra.get("distributed_cache"),
@@ -222,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
 def _supervise(
     config: ServerConfig,
     registry: str | None,
-    data_dir: str | None,
+    data_directory: str | None,
     workers: int,
     multiproc_dir: str | None,
     distributed_cache: str | None = None,
@@ -232,7 +250,7 @@ def _supervise(
     """Runs ``workers`` server processes until ``stopping`` is set (SIGTERM / SIGINT), replacing any that
     dies, then stops them (SIGTERM) and waits for them to drain."""
     ctx = multiprocessing.get_context("spawn")
-    args = (config, registry, data_dir, False, distributed_cache)
+    args = (config, registry, data_directory, False, distributed_cache)
     procs = [ctx.Process(target=_serve_one, args=args, daemon=False) for _ in range(workers)]
     for p in procs:
         p.start()
@@ -248,11 +266,16 @@ def _supervise(
     log = logging.getLogger("online_feature_store.server")
     started = [time.monotonic()] * workers
     delay = 0.0
+    status = 0
     while not stopping.is_set():
         for i, p in enumerate(procs):
             p.join(timeout=0.5 / len(procs))
             if p.is_alive() or stopping.is_set():
                 continue
+            if p.exitcode == PORT_IN_USE_EXIT:  # taken after run() checked it: restarting cannot help
+                status = 1
+                stopping.set()
+                break
             log.warning("worker %s exited (code %s); restarting", p.pid, p.exitcode)
             _worker_exited(p, multiproc_dir)
             quick = time.monotonic() - started[i] < MIN_WORKER_LIFE
@@ -266,7 +289,7 @@ def _supervise(
     for p in procs:
         p.join()
         _worker_exited(p, multiproc_dir)
-    return 0
+    return status
 
 
 def _worker_exited(p: multiprocessing.process.BaseProcess, multiproc_dir: str | None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.model import Store
@@ -133,7 +132,7 @@ def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = 
         from online_feature_store.registry.backend import data_dir
         from online_feature_store.store.sqlite import SqliteStore
 
-        base = Path(data_directory) if data_directory is not None else data_dir()
+        base = data_dir(data_directory)
         return SqliteStore(
             base / (s.get("path") or f"store-{store.id}.db"),
             busy_timeout=_number(store, "busy_timeout", 10.0),

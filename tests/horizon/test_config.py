@@ -30,7 +30,7 @@ def test_defaults_are_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert config.port == 8082
     assert config.embedded()
     assert config.resolved_database_url() == f"sqlite:///{tmp_path.resolve() / 'horizon.db'}"
-    assert config.registry_url() == f"sqlite:///{tmp_path.resolve() / 'registry.db'}"
+    assert config.registry_url() == f"sqlite://{tmp_path.resolve() / 'registry.db'}"
     assert load_config(None, {}, env={"OFS_HORIZON_REGISTRY": "etcd://h:1"}).registry_url() == "etcd://h:1"
 
 
