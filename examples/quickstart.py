@@ -1,7 +1,8 @@
 """A first look at the storage core: encode feature blocks, bundle them for a cache, read them back.
 
-Run with ``./scripts/run``. (The serving API, registry and stores arrive with the next milestones;
-this example only needs the package.)
+``./scripts/run`` runs it first: it needs only the package (no registry, store or server), and shows the
+bytes that the stores hold and the caches keep. The quick start then serves them through the gRPC API
+(``examples/quickstart_client.py``); ``python examples/quickstart.py`` runs this part alone.
 """
 
 from __future__ import annotations

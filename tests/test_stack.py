@@ -232,6 +232,14 @@ def test_up_status_retrieve_down(stack_env: dict[str, str]) -> None:
     assert not list(state.glob("*.pid"))
     assert _service(env, "etcd", "status").returncode == 0, "down stopped etcd, which ran before up"
 
+    # After down: what up started is down and still the stack's (not "external"); etcd runs, external.
+    after = _run(env, "status")
+    assert after.returncode == 1, after.stdout + after.stderr
+    rows = {line.split()[0]: line.split()[1:4] for line in after.stdout.splitlines()[1:-1]}
+    assert rows["redis"] == ["DOWN", "-", "stack"], after.stdout
+    assert (rows["etcd"][0], rows["etcd"][2]) == ("healthy", "external"), after.stdout
+    assert rows["serve"] == ["DOWN", "-", "stack"], after.stdout
+
 
 def test_unknown_command_is_a_usage_error() -> None:
     ran = subprocess.run([str(STACK), "sideways"], capture_output=True, text=True, check=False)
