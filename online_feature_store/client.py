@@ -55,6 +55,7 @@ from online_feature_store.feature_store import (
     RetrieveResult,
     make_limits,
 )
+from online_feature_store.keys import key_rows
 from online_feature_store.types import DataType
 
 __all__ = [
@@ -259,19 +260,11 @@ class Client:
         return self._keys_schemas.get(entity, [])
 
     @staticmethod
-    def _key_rows(keys: Sequence[Any], width: int) -> list[Any]:
-        """Key rows as str / sequences of str, converted with ``str()`` as ``FeatureStore`` does."""
-        rows: list[Any] = []
-        for row in keys:
-            if isinstance(row, str):
-                rows.append(row)
-            elif isinstance(row, (bytes, int, np.integer)):
-                if width > 1:  # 0: no keys_schema, the server checks against the entity
-                    raise InvalidInputError(f"key {row!r} is a single value but the entity has {width} keys")
-                rows.append(str(row))
-            else:
-                rows.append([v if isinstance(v, str) else str(v) for v in row])
-        return rows
+    def _key_rows(keys: Sequence[Any], width: int) -> list[str | tuple[str, ...]]:
+        """Key rows as text by the rule ``FeatureStore`` follows (:mod:`online_feature_store.keys`);
+        ``width`` 0 (no keys_schema): the server checks the count against the entity. One-value rows
+        go to the encoder as a ``str`` (its fast case)."""
+        return [row[0] if len(row) == 1 else row for row in key_rows(keys, width)]
 
     def _learn(self, entity: str, request: Mapping[str, Sequence[str]], groups: list[Any]) -> None:
         """Remembers each FG's stored type from the served type of a feature asked without ``@Type``."""

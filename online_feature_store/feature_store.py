@@ -26,6 +26,7 @@ from online_feature_store.cache.invalidation import (
 )
 from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.errors import InvalidInputError
+from online_feature_store.keys import key_rows
 from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry, registry_url
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
@@ -313,19 +314,8 @@ class FeatureStore:
 
     @staticmethod
     def _canonical_keys(keys: Sequence[Any], perm: Sequence[int]) -> list[KeyValues]:
-        single = len(perm) == 1
-        out: list[KeyValues] = []
-        for row in keys:
-            if isinstance(row, (str, bytes, int, np.integer)):
-                if not single:
-                    raise InvalidInputError(
-                        f"key {row!r} is a single value but the entity has {len(perm)} keys"
-                    )
-                row = (row,)
-            if len(row) != len(perm):
-                raise InvalidInputError(f"key {tuple(row)!r} has {len(row)} values, expected {len(perm)}")
-            out.append(tuple(str(row[p]) for p in perm))
-        return out
+        """Key rows as text (the one rule of :mod:`online_feature_store.keys`), in canonical order."""
+        return key_rows(keys, len(perm), perm)
 
     # -- API --------------------------------------------------------------------------------------
     def retrieve(

@@ -30,6 +30,7 @@ import numpy as np
 from online_feature_store import _native
 from online_feature_store.errors import InvalidInputError, NotFoundError, OfsError, UnavailableError
 from online_feature_store.feature_store import DEFAULT_MAX_ROWS_PER_PERSIST
+from online_feature_store.keys import key_rows
 from online_feature_store.types import DataType
 
 if TYPE_CHECKING:
@@ -435,15 +436,9 @@ def _schema(
     return list(keys_schema), out
 
 
-def _key_rows(keys: Any, width: int) -> list[list[str]]:
-    rows: list[list[str]] = []
-    for row in keys.tolist() if isinstance(keys, np.ndarray) else keys:
-        if isinstance(row, (str, bytes, int, np.integer)):
-            row = (row,)
-        if len(row) != width:
-            raise InvalidInputError(f"key {tuple(row)!r} has {len(row)} values, expected {width}")
-        rows.append([v.decode() if isinstance(v, bytes) else str(v) for v in row])
-    return rows
+def _key_rows(keys: Any, width: int) -> list[tuple[str, ...]]:
+    """Key rows as text by the rule every path follows (:mod:`online_feature_store.keys`)."""
+    return key_rows(keys.tolist() if isinstance(keys, np.ndarray) else keys, width)
 
 
 def _partition_of(keys: Sequence[Sequence[str]], keys_schema: Sequence[str], partitions: int) -> np.ndarray:
@@ -508,7 +503,7 @@ def _send(
     sink: Sink,
     entity: str,
     schema: list[str],
-    rows: list[list[str]],
+    rows: list[tuple[str, ...]],
     groups: list[FeatureGroupValues],
     rows_per_message: int | None,
     progress: bool,

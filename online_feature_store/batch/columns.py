@@ -246,9 +246,10 @@ def check_types(plan: ColumnPlan, schema: pa.Schema, source: str) -> None:
         t = schema.field(col).type
         if pa.types.is_dictionary(t):
             t = t.value_type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)):
+        if not _is_key_type(t):
             raise InvalidInputError(
-                f"{source}, column {col!r} (key {label!r}): wrong type: {t}; keys must be strings or integers"
+                f"{source}, column {col!r} (key {label!r}): wrong type: {t}; keys must be strings, "
+                "integers or (UTF-8) binary"
             )
     for g in plan.groups:
         for feature, column in zip(g.features, g.columns, strict=True):
@@ -367,6 +368,44 @@ def _escape(arr: pa.Array) -> pa.Array:
     return arr
 
 
+def _is_key_type(t: pa.DataType) -> bool:
+    """Whether an Arrow column of type ``t`` can hold key values (the rule of
+    :mod:`online_feature_store.keys` by type: strings, integers, binary that must be UTF-8)."""
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    )
+
+
+def _key_strings(col: pa.Array, where: Where, name: str, label: str) -> pa.Array:
+    """A key column as strings by the rule of :mod:`online_feature_store.keys`, by column type: strings
+    as they are, integers as their decimal digits, binary decoded as UTF-8 (a value that is not UTF-8 is
+    refused naming its row); floats, booleans and other types refused."""
+    import pyarrow as pa
+
+    from online_feature_store.keys import key_text
+
+    if not _is_key_type(col.type):
+        raise InvalidInputError(
+            where.at(name, f"key {label!r}") + f": a {col.type} key column: key values are str, int or "
+            "UTF-8 bytes (cast the column first)"
+        )
+    try:
+        return col.cast(pa.string())
+    except pa.ArrowInvalid:  # binary that is not UTF-8
+        for row, value in enumerate(col.to_pylist()):  # find the row (only on this error path)
+            try:
+                key_text(value)
+            except InvalidInputError as e:
+                raise InvalidInputError(where.at(name, f"key {label!r}", row) + f": {e}") from None
+        raise
+
+
 def _keys(plan: ColumnPlan, batch: pa.RecordBatch, where: Where) -> tuple[list[list[str]], list[str]]:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -379,7 +418,7 @@ def _keys(plan: ColumnPlan, batch: pa.RecordBatch, where: Where) -> tuple[list[l
             raise InvalidInputError(where.at(name, f"key {label!r}", row) + ": null key value")
         if pa.types.is_dictionary(col.type):
             col = col.dictionary_decode()
-        col = col.cast(pa.string())
+        col = _key_strings(col, where, name, label)
         empty = pc.equal(pc.binary_length(col), 0)
         if pc.any(empty).as_py():
             row = _first(empty.to_numpy(zero_copy_only=False))

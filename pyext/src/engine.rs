@@ -245,7 +245,7 @@ impl PyCatalog {
     /// every requested FG cache in process and every key has a live entry holding them. Returns per FG
     /// `(values, status, found, missing, expired)` as `retrieve` does, or `None` (nothing done; read
     /// through the stores). `keys`: rows of key values in `keys_schema` order (plain values for a
-    /// single-key entity); values that are not `str` are converted with `str()`.
+    /// single-key entity), each turned into text by the rule of `online_feature_store.keys.key_text`.
     #[pyo3(signature = (cache, entity, keys_schema, fgs, keys, *, now = None, limits = None))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve_cached<'py>(
@@ -460,26 +460,38 @@ impl PyCatalog {
 /// Walks `keys` (rows in the caller's key order; plain values when there is one key), writing each
 /// key's cache entry name (`entity`, then the canonical key string as `ofs_core::keys` builds it) into
 /// `name` and calling `visit(name)`; stops early (returning false) when `visit` returns false.
-fn for_each_key(
-    keys: &Bound<'_, PyAny>,
+fn for_each_key<'py>(
+    keys: &Bound<'py, PyAny>,
     perm: &[usize],
     name: &mut String,
     entity: &str,
     mut visit: impl FnMut(&str) -> bool,
 ) -> PyResult<bool> {
-    fn push(out: &mut String, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    // The rule of `online_feature_store.keys.key_text`: str as is and int as its decimal digits here
+    // (no Python object per str key); every other value (bytes, numpy scalars, the refused bool and
+    // float) goes to `key_text` itself, fetched on first need.
+    let py = keys.py();
+    let mut rule: Option<Bound<'py, PyAny>> = None;
+    let mut push = |out: &mut String, v: &Bound<'_, PyAny>| -> PyResult<()> {
         if let Ok(s) = v.cast::<PyString>() {
             ofs_core::keys::push_escaped(out, s.to_str()?);
-        } else {
+        } else if v.is_exact_instance_of::<pyo3::types::PyInt>() {
             ofs_core::keys::push_escaped(out, v.str()?.to_str()?);
+        } else {
+            let key_text = match &rule {
+                Some(f) => f,
+                None => rule.insert(py.import("online_feature_store.keys")?.getattr("key_text")?),
+            };
+            ofs_core::keys::push_escaped(out, key_text.call1((v,))?.cast::<PyString>()?.to_str()?);
         }
         Ok(())
-    }
+    };
     for row in keys.try_iter()? {
         let row = row?;
         name.clear();
         ofs_core::cache::push_entry_prefix(name, entity);
-        // As FeatureStore._canonical_keys: str / bytes / int are one value, anything else a row.
+        // As `online_feature_store.keys.key_rows`: str and bytes are one value, so is anything without
+        // a length; anything else is a row.
         let scalar = row.is_instance_of::<PyString>()
             || row.is_instance_of::<pyo3::types::PyBytes>()
             || row.is_instance_of::<pyo3::types::PyInt>()

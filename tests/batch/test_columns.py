@@ -127,8 +127,14 @@ def test_wrong_types_are_refused_before_any_row_is_read(fs: FeatureStore) -> Non
     with pytest.raises(InvalidInputError, match="wrong type: string cannot hold DataTypeBool"):
         push_arrow(fs, "user", strings_as_bool, feature_groups=["flags"], registry=fs)
     float_key = t.set_column(t.schema.get_field_index("region"), "region", pa.array([1.0, 2.0, 3.0]))
-    with pytest.raises(InvalidInputError, match="keys must be strings or integers"):
+    with pytest.raises(InvalidInputError, match=r"keys must be strings, integers or \(UTF-8\) binary"):
         push_arrow(fs, "user", float_key, feature_groups=["emb"], registry=fs)
+    # Binary keys are text by the one key rule (online_feature_store.keys): UTF-8, or refused by row.
+    bad_key = t.set_column(t.schema.get_field_index("region"), "region", pa.array([b"eu", b"\xff", b"us"]))
+    with pytest.raises(
+        InvalidInputError, match=r"row 1, column 'region' \(key 'region'\): key value b'\\xff' is not"
+    ):
+        push_arrow(fs, "user", bad_key, feature_groups=["emb"], registry=fs)
 
 
 def test_out_of_range_values_name_their_row_and_column(fs: FeatureStore) -> None:
