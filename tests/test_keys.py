@@ -312,7 +312,7 @@ def test_invalid_utf8_is_refused_by_every_writer(paths: Paths, writer: str) -> N
     # (Batch loading decides by Arrow column type: a double / bool key column.)
     with pytest.raises(InvalidInputError, match=r"key value 1\.5 is a float|a double key column"):
         WRITERS[writer](paths, "user", [1.5], 1.0, None)
-    with pytest.raises(InvalidInputError, match="key value True is a bool|a bool key column"):
+    with pytest.raises(InvalidInputError, match=r"key value True is a bool|a bool key column"):
         WRITERS[writer](paths, "user", [True], 1.0, None)
     # Nothing of a refused request was written.
     assert paths.store.retrieve("user", ["fine"], {"g": ["v"]}).values["g"].tolist() == [[-1.0]]
