@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -485,6 +487,17 @@ def test_create_caller_readwriter(api: Api, admin: httpx.Client, editor: httpx.C
     assert refused.status_code == 422, refused.text
     assert [tuple(e["loc"]) for e in refused.json()["detail"]] == [("body", "payload", "role")]
     assert "'reader', 'writer' or 'readwriter'" in refused.json()["detail"][0]["msg"]
+
+
+def test_caller_form_offers_every_role() -> None:
+    """TruffleBox's caller form (static/js/pages/register.js) offers exactly the roles the registry takes."""
+    from online_feature_store.horizon import __file__ as horizon_init
+    from online_feature_store.registry.model import ROLES
+
+    js = (Path(horizon_init).parent / "static" / "js" / "pages" / "register.js").read_text(encoding="utf-8")
+    form = js[js.index("function callerForm") :]
+    form = form[: form.index("\n}\n")]
+    assert re.findall(r'\["(\w+)", "\1: ', form) == list(ROLES)
 
 
 def test_validation_errors_are_field_level(api: Api, admin: httpx.Client, editor: httpx.Client) -> None:
