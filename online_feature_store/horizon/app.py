@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -35,9 +36,11 @@ from online_feature_store.horizon.tryit import ServingClient, ServingError
 from online_feature_store.registry.backend import RegistryBackend
 from online_feature_store.store.secrets import redact_settings, redact_text
 
-__all__ = ["STATIC_DIR", "STATUS_OF", "create_app"]
+__all__ = ["DOCS_ASSETS", "STATIC_DIR", "STATUS_OF", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
+DOCS_ASSETS = "/docs-assets"
+"""Where Swagger UI's own files are served (from the fastapi-offline package)."""
 MAX_ID = 2**31 - 1
 
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
@@ -474,11 +477,17 @@ def create_app(
 
     from online_feature_store import __version__
 
-    app = FastAPI(
+    # /docs (Swagger UI) with its scripts and styles served from /docs-assets out of the fastapi-offline
+    # package, never a CDN: it works with no network. No validator badge (Swagger UI would send the
+    # document's URL to validator.swagger.io), and no ReDoc: it always fetches its logo from cdn.redoc.ly.
+    app = FastAPIOffline(
         title="Horizon",
         summary="online-feature-store control plane: registry changes through requests and approvals",
         version=__version__,
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.horizon = horizon
     app.state.serving = serving

@@ -24,8 +24,9 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -763,3 +764,70 @@ def _check_results_box(page: Page, width: int) -> list[str]:
     if width == LAYOUT_WIDTHS[0] and box["scroll"] <= box["client"]:
         return [f"{width}: the wide result was expected to scroll in its box: {box}"]
     return []
+
+
+# --- The API's own documentation, with no network ----------------------------------------------------------
+
+
+def test_docs_page_loads_nothing_from_another_origin(make_server: Callable[..., Any]) -> None:
+    """/docs refers only to Horizon's own URLs, each of which answers; there is no ReDoc page (it would
+    fetch its logo from a CDN)."""
+    server = make_server()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.get("/docs")
+        assert r.status_code == 200, r.text
+        refs = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)["\']', r.text)
+        assert len(refs) >= 3, r.text  # the script, the style sheet, the OpenAPI document
+        for ref in refs:
+            assert ref.startswith("/"), f"/docs loads {ref} from another origin"
+            assert client.get(ref).status_code == 200, f"/docs: {ref} is not served"
+        assert client.get("/redoc").status_code == 404
+
+
+def test_docs_render_offline(
+    sync_api: Any, make_server: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Swagger UI (/docs) renders the API's operations in a browser that can reach nothing but
+    127.0.0.1, asks no other origin for anything, and fits the window at both widths."""
+    expect = sync_api.expect
+    server = make_server()
+    shots = tmp_path_factory.mktemp("horizon-docs")
+    print(f"screenshots: {shots}")
+    blocked: list[str] = []
+    page_errors: list[str] = []
+
+    def only_loopback(route: Any) -> None:
+        if urllib.parse.urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for width in LAYOUT_WIDTHS:
+                context = browser.new_context(viewport={"width": width, "height": 900})
+                context.set_default_timeout(30_000)
+                context.route("**/*", only_loopback)
+                page = context.new_page()
+                page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+                page.goto(f"{server.url}/docs")
+                expect(page.locator(".swagger-ui .info .title")).to_contain_text("Horizon")
+                paths = page.locator(".swagger-ui .opblock .opblock-summary-path")
+                expect(paths.filter(has_text="/api/v1/auth/login")).to_be_visible()
+                expect(paths.filter(has_text="/api/v1/try/retrieve")).to_be_visible()
+                assert paths.count() >= 20, paths.all_inner_texts()
+                # an operation opens with its parameters and responses
+                page.locator(".opblock-summary", has_text="/api/v1/auth/login").click()
+                expect(page.locator(".opblock.is-open .responses-table")).to_be_visible()
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(shots / f"{width}-docs.png"))
+                page.screenshot(path=str(shots / f"{width}-docs-full.png"), full_page=True)
+                sizes = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+                assert sizes[0] <= sizes[1], f"/docs at {width}: page {sizes[0]} px wide, window {sizes[1]}"
+                context.close()
+        finally:
+            browser.close()
+    assert not blocked, f"/docs asked another origin for {blocked}"
+    assert not page_errors, page_errors
