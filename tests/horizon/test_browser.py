@@ -476,11 +476,14 @@ def _flow(servers: Servers, admin: Page, editor: Page, expect: Any, shot: Shots)
     expect(editor.locator("#request-result .diff")).to_contain_text("activity")
     shot(editor, "fg-submitted")
 
-    # A reader client: its token is shown once. The admin rejects it with a reason.
+    # A client with one credential for both roles (readwriter, as reference clients hold): its token is
+    # shown once. The admin rejects it with a reason.
     visit(editor, f"{base}#/new/create_caller")
     editor.get_by_label("Caller id").fill("ranker")
+    editor.get_by_label("Role").select_option("readwriter")
     caller_request = _submit_request(editor, expect)
     expect(editor.locator("#created-token")).not_to_be_empty()
+    expect(editor.locator("#request-result")).to_contain_text("readwriter")
     shot(editor, "caller-token")
 
     visit(admin, f"{base}#/approvals")
