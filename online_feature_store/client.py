@@ -251,13 +251,13 @@ class Client:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
 
     def _keys_schema(self, entity: str, keys_schema: Sequence[str] | None) -> list[str]:
-        """The key labels a request names: given, remembered for the entity, or none (an empty
-        ``keys_schema``: our server then reads the keys in the entity's own key order)."""
+        """The key labels a request names: given with the call, else the entity's from the constructor's
+        ``keys_schemas``, else none (an empty ``keys_schema``: our server then reads the keys in the
+        entity's own key order, as :class:`FeatureStore` does). A call's labels are never remembered:
+        the next call without labels must not read its keys in another call's order."""
         if keys_schema is not None:
-            schema = list(keys_schema)
-            self._keys_schemas.setdefault(entity, schema)
-            return schema
-        return self._keys_schemas.get(entity, [])
+            return list(keys_schema)
+        return list(self._keys_schemas.get(entity, []))
 
     @staticmethod
     def _key_rows(keys: Sequence[Any], width: int) -> list[str | tuple[str, ...]]:
@@ -313,7 +313,8 @@ class Client:
         """Features of ``keys`` as :meth:`FeatureStore.retrieve
         <online_feature_store.feature_store.FeatureStore.retrieve>` returns them: ``values[fg]`` one row per
         key (request order, duplicates kept), ``status[fg]`` found / missing / expired per key.
-        ``keys_schema`` names the key columns of ``keys`` (needed once per entity; see the class doc)."""
+        ``keys_schema`` names the key columns of ``keys`` (default: ``keys_schemas`` given to the constructor, else
+        the entity's own key order; see the class doc)."""
         request, parts = self._fan_out(
             "RetrieveFeatures",
             self._retrieve,

@@ -337,3 +337,18 @@ def test_without_keys_schema_the_entity_key_order_is_used(served: Served) -> Non
         assert list(r.status["g"]) == [0, 1]
         with pytest.raises(InvalidInputError, match="3 values"):
             c.retrieve("pair", [("a", "b", "c")], {"g": ["x"]})
+
+
+def test_a_calls_keys_schema_is_not_carried_to_the_next_call(served: Served) -> None:
+    """A keys_schema given with one call applies to that call only: a later call naming none reads its
+    keys in the entity's own order (it used to inherit the first call's swapped order and address
+    other rows)."""
+    with Client(served[0]) as c:
+        c.persist("pair", "g", [("x2", "y2")], np.array([[6.5]]), features=["x"])
+        swapped = c.retrieve("pair", [("y2", "x2")], {"g": ["x"]}, keys_schema=["b", "a"])
+        plain = c.retrieve("pair", [("x2", "y2")], {"g": ["x"]})
+        assert swapped.values["g"].tolist() == plain.values["g"].tolist() == [[6.5]]
+        c.persist("pair", "g", [("x3", "y3")], np.array([[7.5]]), features=["x"])
+        assert c.retrieve("pair", [("y3", "x3")], {"g": ["x"]}, keys_schema=["b", "a"]).values[
+            "g"
+        ].tolist() == [[7.5]]
