@@ -313,8 +313,8 @@ class Client:
         """Features of ``keys`` as :meth:`FeatureStore.retrieve
         <online_feature_store.feature_store.FeatureStore.retrieve>` returns them: ``values[fg]`` one row per
         key (request order, duplicates kept), ``status[fg]`` found / missing / expired per key.
-        ``keys_schema`` names the key columns of ``keys`` (default: ``keys_schemas`` given to the constructor, else
-        the entity's own key order; see the class doc)."""
+        ``keys_schema`` names the key columns of ``keys`` (default: the constructor's ``keys_schemas``,
+        else the entity's own key order; see the class doc)."""
         request, parts = self._fan_out(
             "RetrieveFeatures",
             self._retrieve,

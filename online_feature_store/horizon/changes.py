@@ -291,7 +291,10 @@ def _create_fg(state: RegistryState, p: s.CreateFeatureGroupPayload, c: _Collect
     if entity is not None and entity.fg(p.label) is not None:
         c.add(("label",), f"{where(p.entity, p.label)} already exists")
     dt = _data_type(c, p.data_type)
-    if p.store and all(x.id != p.store for x in state.stores):
+    if not p.store:
+        known = ", ".join(sorted(x.id for x in state.stores)) or "none yet: create one first"
+        c.add(("store",), f"{where(p.entity, p.label)}: names no store (the registry's stores: {known})")
+    elif all(x.id != p.store for x in state.stores):
         c.add(("store",), f"unknown store {p.store!r}")
     features = _new_features(c, p.entity, p.label, dt, p.features, ()) if dt is not None else []
     c.raise_if_any()

@@ -282,7 +282,11 @@ def _fg_errors(entity: str, fg: FeatureGroup, store_ids: set[str]) -> list[str]:
             f"{at}: ttl_seconds {fg.ttl_seconds} exceeds the block format's maximum of {MAX_TTL_SECONDS} "
             "(513 days); use 0 for no expiry"
         )
-    if fg.store_id and fg.store_id not in store_ids:
+    if not fg.store_id:
+        # Nothing could ever be written to it: say so at apply time, not at the first persist.
+        known = ", ".join(sorted(store_ids)) if store_ids else "none declared yet: add one under `stores:`"
+        errors.append(f"{at}: names no store; give it `store: <id>` (the registry's stores: {known})")
+    elif fg.store_id not in store_ids:
         errors.append(f"{at}: unknown store {fg.store_id!r}")
     if fg.active_version not in fg.versions:
         errors.append(f"{at}: active version {fg.active_version} is not among its versions")

@@ -514,6 +514,10 @@ def test_validation_errors_are_field_level(api: Api, admin: httpx.Client, editor
     assert errors(
         "create_feature_group", {**FG, "label": "g2", "features": [{"label": "x", "default": "text"}]}
     ) == {("body", "payload", "features", 0, "default")}
+    # An FG with no store could never be written: refused at its field, as `ofs registry apply` refuses it.
+    assert errors("create_feature_group", {**FG, "label": "g2", "store": ""}) == {
+        ("body", "payload", "store")
+    }
     assert errors(
         "create_feature_group",
         {

@@ -26,26 +26,39 @@ BASE: dict[str, Any] = {
                 {
                     "label": "emb",
                     "data_type": "fp16vector",
+                    "store": "main",
                     "features": [{"label": "v", "vector_length": 3, "default": [1, 2, 3]}],
                 },
                 {
                     "label": "profile",
                     "data_type": "string",
+                    "store": "main",
                     "features": [{"label": "city", "string_length": 16, "default": "pune"}],
                 },
                 {
                     "label": "flags",
                     "data_type": "bool",
+                    "store": "main",
                     "features": [{"label": "premium", "default": True}, {"label": "new", "default": False}],
                 },
-                {"label": "counts", "data_type": "int32", "features": [{"label": "orders", "default": 7}]},
+                {
+                    "label": "counts",
+                    "data_type": "int32",
+                    "store": "main",
+                    "features": [{"label": "orders", "default": 7}],
+                },
             ],
         },
         {
             "label": "catalog",
             "keys": [{"label": "catalog_id", "column": "cid"}, {"label": "region", "column": "rg"}],
             "feature_groups": [
-                {"label": "price", "data_type": "fp64", "features": [{"label": "p", "default": 1.25}]}
+                {
+                    "label": "price",
+                    "data_type": "fp64",
+                    "store": "main",
+                    "features": [{"label": "p", "default": 1.25}],
+                }
             ],
         },
     ],

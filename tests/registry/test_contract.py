@@ -155,14 +155,14 @@ def test_omitted_objects_are_kept_unless_pruned(backend: RegistryBackend) -> Non
     assert [g.label for g in snap.entity("user").feature_groups] == ["activity"]
     # a new FG gets max+1 of the ids in use
     doc["entities"][0]["feature_groups"].append(
-        {"label": "more", "data_type": "int8", "features": [{"label": "x"}]}
+        {"label": "more", "data_type": "int8", "store": "main", "features": [{"label": "x"}]}
     )
     apply_doc(backend, doc)
     assert backend.load().feature_group("user", "more").id == 1
 
 
 def _new_fg(label: str, **kw: Any) -> dict:
-    return {"label": label, "data_type": "uint8", "features": [{"label": "x"}], **kw}
+    return {"label": label, "data_type": "uint8", "store": "main", "features": [{"label": "x"}], **kw}
 
 
 def _dup_entity(d: dict) -> None:
@@ -232,6 +232,12 @@ MUTATIONS: dict[str, tuple[Callable[[dict], object], str]] = {
         "entity 'user', feature group 'counts': unknown store 'nope'",
     ),
     "no keys": (lambda d: d["entities"][1].update(keys=[]), "entity 'catalog': has no keys"),
+    # Refused at apply: nothing could ever be persisted into it (the first persist used to fail).
+    "no store": (
+        lambda d: fg(d, "user", "counts").pop("store"),
+        "entity 'user', feature group 'counts': names no store; give it `store: <id>` "
+        "(the registry's stores: main)",
+    ),
 }
 
 
@@ -413,7 +419,12 @@ def test_concurrent_applies_lose_no_update(open_backend: Opener) -> None:
             doc = base()
             doc["entities"] = [doc["entities"][1]]
             doc["entities"][0]["feature_groups"] = [
-                {"label": f"fg{i}", "data_type": "int16", "features": [{"label": "x", "default": i}]}
+                {
+                    "label": f"fg{i}",
+                    "data_type": "int16",
+                    "store": "main",
+                    "features": [{"label": "x", "default": i}],
+                }
             ]
             return reconcile(state, spec(doc))
 

@@ -33,7 +33,12 @@ def _doc(callers: list[dict[str, str]]) -> str:
                     "label": "user",
                     "keys": [{"label": "user_id"}],
                     "feature_groups": [
-                        {"label": "g", "data_type": "fp32", "features": [{"label": "a", "default": 0}]}
+                        {
+                            "label": "g",
+                            "data_type": "fp32",
+                            "store": "main",
+                            "features": [{"label": "a", "default": 0}],
+                        }
                     ],
                 }
             ],
