@@ -15,6 +15,7 @@ pub mod error;
 pub mod expiry;
 pub mod float;
 pub mod frames;
+pub mod gofmt;
 pub mod keys;
 pub mod limits;
 pub mod meta;

@@ -47,6 +47,7 @@ struct Case {
     to: Option<String>,
     src_hex: Option<String>,
     codec: Option<String>,
+    text: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -428,8 +429,24 @@ fn run_codec(case: &Case) -> Check {
     check_array(&Array::F32(decoded), need(case.decoded.as_ref(), "decoded")?)
 }
 
+/// A cell in the response encoding renders as the reference's decoded string (made by Go itself,
+/// `tests/vectors/go_format`).
+fn run_render(case: &Case) -> Check {
+    let dtype = data_type(need(case.data_type.as_ref(), "data_type")?)?;
+    let cell = expand_hex(need(case.hex.as_ref(), "hex")?)?;
+    let width = case.vector_lengths.as_ref().and_then(|v| v.first().copied()).unwrap_or(0);
+    let got = ofs_core::render::cell_string(dtype, &cell, width).map_err(|e| e.to_string())?;
+    let want = need(case.text.as_ref(), "text")?;
+    if got == *want {
+        Ok(())
+    } else {
+        Err(format!("rendered {got:?}, want {want:?}"))
+    }
+}
+
 fn run(case: &Case) -> Check {
     match case.kind.as_str() {
+        "render" => run_render(case),
         "block" => run_block(case),
         "decode" => run_decode(case),
         "expiry_decode" => run_expiry_decode(case),
@@ -481,7 +498,7 @@ fn every_vector_file_passes() {
 fn all_topics_are_present() {
     let names: Vec<String> =
         vector_files().iter().filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())).collect();
-    for topic in ["csdb.json", "expiry.json", "fp8.json", "psdb.json", "quantize.json"] {
+    for topic in ["csdb.json", "decoded_format.json", "expiry.json", "fp8.json", "psdb.json", "quantize.json"] {
         assert!(names.iter().any(|n| n == topic), "{topic} missing from {}", vector_dir().display());
     }
 }

@@ -1,0 +1,3 @@
+module ofsvectors/goformat
+
+go 1.22
