@@ -3,7 +3,8 @@
 //! disagree (the reference stores bool `true` as `0x80`, which reads back as false).
 //!
 //! Numbers: LE elements in the stored width (vectors concatenated). Bool: one byte 0/1 per element.
-//! String: raw UTF-8 bytes. String vector: `[u16 LE length × n][bytes]`.
+//! String: raw UTF-8 bytes. String vector: `[u16 LE length × n][bytes]`. Q8 vector: the float32 LE
+//! scale, then the n int8 codes (the block's own bytes for that vector).
 
 use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
@@ -46,6 +47,7 @@ pub fn max_len(dtype: DataType, string_len: u32, vector_len: u32) -> Result<u64>
         Element::Bool => n,
         Element::String if dtype.is_vector() => n * (2 + u64::from(string_len)),
         Element::String => u64::from(string_len),
+        _ if dtype.is_vector() => n * e.size() as u64 + e.vector_prefix() as u64,
         _ => n * e.size() as u64,
     })
 }
@@ -71,8 +73,9 @@ pub fn decode(dtype: DataType, cell: &[u8], vector_len: u32) -> Result<psdb::Arr
         }
         Element::String => cell.to_vec(),
         _ => {
-            if cell.len() != n * e.size() {
-                return Err(bad(format!("expected {} bytes, got {}", n * e.size(), cell.len())));
+            let want = n * e.size() + if dtype.is_vector() { e.vector_prefix() } else { 0 };
+            if cell.len() != want {
+                return Err(bad(format!("expected {want} bytes, got {}", cell.len())));
             }
             cell.to_vec()
         }
@@ -86,10 +89,11 @@ pub fn decode(dtype: DataType, cell: &[u8], vector_len: u32) -> Result<psdb::Arr
     }
 }
 
-/// Appends the values of a cell of `dtype` to `out`, widened like [`psdb::BlockView::to_array`]
-/// (fp8/fp16 → f32). `out` must be the array kind of `dtype`'s element.
+/// Appends the values of a cell of `dtype` to `out`: widened like [`psdb::BlockView::to_array`]
+/// (fp8/fp16/bf16 → f32, Q8 dequantized) into an F32 array, or as they are into a native
+/// (`Bf16`, `Q8`) one. `out` must be an array kind of [`empty_array`] for `dtype`.
 pub fn append_to(out: &mut psdb::Array, dtype: DataType, cell: &[u8]) -> Result<()> {
-    use crate::float;
+    use crate::{bf16, float, q8};
     use psdb::Array as A;
     fn le<const W: usize, T>(v: &mut Vec<T>, cell: &[u8], f: fn([u8; W]) -> T) -> Result<()> {
         if cell.len() % W != 0 {
@@ -106,6 +110,20 @@ pub fn append_to(out: &mut psdb::Array, dtype: DataType, cell: &[u8]) -> Result<
         (A::F32(v), Element::Fp16) => le(v, cell, |b: [u8; 2]| float::f16_to_f32(u16::from_le_bytes(b))),
         (A::F32(v), Element::Fp8E4M3) => le(v, cell, |b: [u8; 1]| float::e4m3_to_f32(b[0])),
         (A::F32(v), Element::Fp8E5M2) => le(v, cell, |b: [u8; 1]| float::e5m2_to_f32(b[0])),
+        (A::F32(v), Element::Bf16) => le(v, cell, |b: [u8; 2]| bf16::bf16_to_f32(u16::from_le_bytes(b))),
+        (A::Bf16(v), Element::Bf16) => le(v, cell, u16::from_le_bytes),
+        (A::F32(v), Element::Q8) => {
+            if cell.len() < q8::SCALE_BYTES {
+                return Err(Error::corrupt("Q8 cell shorter than its scale"));
+            }
+            q8::decode_append(cell, v);
+            Ok(())
+        }
+        (A::Q8 { codes, scales }, Element::Q8) => {
+            scales.push(q8::cell_scale(cell).ok_or_else(|| Error::corrupt("Q8 cell shorter than its scale"))?);
+            codes.extend_from_slice(q8::codes_of(&cell[q8::SCALE_BYTES..]));
+            Ok(())
+        }
         (A::F64(v), Element::Fp64) => le(v, cell, f64::from_le_bytes),
         (A::I8(v), Element::Int8) => le(v, cell, i8::from_le_bytes),
         (A::I16(v), Element::Int16) => le(v, cell, i16::from_le_bytes),
@@ -162,14 +180,35 @@ pub fn string_vector_items(cell: &[u8], count: Option<usize>) -> Result<Vec<&[u8
     Ok(out)
 }
 
+/// How decoded float features come out of a retrieve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatForm {
+    /// Every float narrower than float32 widened to float32 (Q8 dequantized): one array type for any
+    /// mix of them.
+    #[default]
+    Widened,
+    /// bf16 as its bit patterns ([`psdb::Array::Bf16`]) and Q8 as codes plus per-vector scales
+    /// ([`psdb::Array::Q8`]), for callers that compute on them as they are; other types as widened.
+    Native,
+}
+
 /// An empty output array of the kind `dtype`'s cells widen to, with room for `capacity` values
 /// (an allocation the allocator refuses is an error).
 pub fn empty_array(dtype: DataType, capacity: usize) -> Result<psdb::Array> {
+    empty_array_as(dtype, capacity, FloatForm::Widened)
+}
+
+/// [`empty_array`] for the given [`FloatForm`].
+pub fn empty_array_as(dtype: DataType, capacity: usize, form: FloatForm) -> Result<psdb::Array> {
     use crate::limits::try_vec;
     use psdb::Array as A;
     const WHAT: &str = "an output array";
     Ok(match dtype.known_element()? {
-        Element::Fp32 | Element::Fp16 | Element::Fp8E4M3 | Element::Fp8E5M2 => A::F32(try_vec(capacity, WHAT)?),
+        Element::Bf16 if form == FloatForm::Native => A::Bf16(try_vec(capacity, WHAT)?),
+        Element::Q8 if form == FloatForm::Native => A::Q8 { codes: try_vec(capacity, WHAT)?, scales: Vec::new() },
+        Element::Fp32 | Element::Fp16 | Element::Fp8E4M3 | Element::Fp8E5M2 | Element::Bf16 | Element::Q8 => {
+            A::F32(try_vec(capacity, WHAT)?)
+        }
         Element::Fp64 => A::F64(try_vec(capacity, WHAT)?),
         Element::Int8 => A::I8(try_vec(capacity, WHAT)?),
         Element::Int16 => A::I16(try_vec(capacity, WHAT)?),
@@ -213,6 +252,30 @@ mod tests {
         assert!(encode(DataType::Int8, 0, 0, Values::I32(&[300]), false).is_err());
         assert!(encode(DataType::String, 2, 0, Values::Str(&[b"hey"]), false).is_err());
         assert!(decode(DataType::Fp32, &[0, 0], 0).is_err());
+        let c = encode(DataType::Bf16Vector, 0, 2, Values::F64(&[1.0, -2.0]), false).unwrap();
+        assert_eq!(c, vec![0x80, 0x3f, 0x00, 0xc0]);
+        assert_eq!(decode(DataType::Bf16Vector, &c, 2).unwrap(), Array::F32(vec![1.0, -2.0]));
+        let c = encode(DataType::Q8Vector, 0, 3, Values::F64(&[0.0, 254.0, -127.0]), false).unwrap();
+        assert_eq!(c, [&2f32.to_le_bytes()[..], &[0, 127, 0xc0]].concat()); // -63.5: ties to even
+        assert_eq!(decode(DataType::Q8Vector, &c, 3).unwrap(), Array::F32(vec![0.0, 254.0, -128.0]));
+        assert!(decode(DataType::Q8Vector, &c[1..], 3).is_err());
+    }
+
+    #[test]
+    fn native_forms_keep_bf16_bits_and_q8_codes() {
+        let mut bits = empty_array_as(DataType::Bf16Vector, 4, FloatForm::Native).unwrap();
+        append_to(&mut bits, DataType::Bf16Vector, &[0x80, 0x3f, 0x00, 0xc0]).unwrap();
+        assert_eq!(bits, Array::Bf16(vec![0x3f80, 0xc000]));
+        let cell = [&2f32.to_le_bytes()[..], &[0, 127, 0xc1]].concat();
+        let mut q = empty_array_as(DataType::Q8Vector, 6, FloatForm::Native).unwrap();
+        append_to(&mut q, DataType::Q8Vector, &cell).unwrap();
+        append_to(&mut q, DataType::Q8Vector, &cell).unwrap();
+        assert_eq!(q, Array::Q8 { codes: vec![0, 127, -63, 0, 127, -63], scales: vec![2.0, 2.0] });
+        let mut wide = empty_array_as(DataType::Q8Vector, 3, FloatForm::Widened).unwrap();
+        append_to(&mut wide, DataType::Q8Vector, &cell).unwrap();
+        assert_eq!(wide, Array::F32(vec![0.0, 254.0, -126.0]));
+        assert!(append_to(&mut wide, DataType::Q8Vector, &[0, 0]).is_err());
+        assert_eq!(empty_array_as(DataType::Fp16, 0, FloatForm::Native).unwrap(), Array::F32(vec![]));
     }
 
     #[test]
@@ -232,6 +295,8 @@ mod tests {
         assert_eq!(max_len(DataType::StringVector, 65_535, 65_535).unwrap(), 65_535 * 65_537);
         assert_eq!(max_len(DataType::Fp64Vector, 0, u32::MAX).unwrap(), 8 * u64::from(u32::MAX));
         assert!(max_len(DataType::Unknown, 0, 0).is_err());
+        assert_eq!(max_len(DataType::Q8Vector, 0, 768).unwrap(), 772);
+        assert_eq!(max_len(DataType::Bf16Vector, 0, 768).unwrap(), 1536);
         assert!(empty_array(DataType::Fp64, usize::MAX / 2).is_err());
     }
 }

@@ -1,7 +1,13 @@
-//! The 31 feature data types, numbered exactly as the reference's binary header and registry names.
+//! The feature data types: the reference's 31 (0..=30), numbered exactly as its binary header and
+//! registry names, and this project's extensions from 31 on (bfloat16 and int8 with a per-vector
+//! scale, for embeddings).
 //!
 //! A feature group (FG) is homogeneous: every feature in it has one `DataType`. The numbering is part of
-//! the wire/storage contract (it lives in a 5-bit field of every PSDB header), so it never changes.
+//! the wire/storage contract (it lives in a 5-bit field of every PSDB header), so it never changes. The
+//! header field holds 0..=31 and the reference leaves 31 unused; an extension type is written as 31
+//! there, with its offset from 31 in the low nibble of byte 8 (the bool last-index, which no
+//! extension type uses), see [`DataType::header_code`]. A reference reader meets 31 and refuses the
+//! block as an unknown type instead of misreading it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,31 +32,51 @@ pub enum Element {
     Uint64,
     String,
     Bool,
+    /// bfloat16: float32's sign and 8-bit exponent with a 7-bit mantissa (extension).
+    Bf16,
+    /// Symmetric int8 with one float32 scale per vector: value = code × scale (extension, vectors only).
+    Q8,
 }
 
 impl Element {
     /// Stored width in bytes of one element; 0 for strings (variable) and bools (bit-packed).
     pub const fn size(self) -> usize {
         match self {
-            Element::Fp8E5M2 | Element::Fp8E4M3 | Element::Int8 | Element::Uint8 => 1,
-            Element::Fp16 | Element::Int16 | Element::Uint16 => 2,
+            Element::Fp8E5M2 | Element::Fp8E4M3 | Element::Int8 | Element::Uint8 | Element::Q8 => 1,
+            Element::Fp16 | Element::Bf16 | Element::Int16 | Element::Uint16 => 2,
             Element::Fp32 | Element::Int32 | Element::Uint32 => 4,
             Element::Fp64 | Element::Int64 | Element::Uint64 => 8,
             Element::String | Element::Bool => 0,
         }
     }
 
-    /// True for the float kinds (including the low-precision ones).
-    pub const fn is_float(self) -> bool {
-        matches!(self, Element::Fp8E5M2 | Element::Fp8E4M3 | Element::Fp16 | Element::Fp32 | Element::Fp64)
+    /// Bytes every vector cell of this element carries before its elements: Q8's float32 scale.
+    pub const fn vector_prefix(self) -> usize {
+        match self {
+            Element::Q8 => 4,
+            _ => 0,
+        }
     }
 
-    /// Precision rank used by retrieval-time down-quantization (FP64 4 > FP32 3 > FP16 2 > FP8 1).
+    /// True for the kinds whose values are real numbers written from float containers: the float
+    /// kinds (including the low-precision ones) and Q8, whose codes stand for `code × scale`.
+    pub const fn is_float(self) -> bool {
+        matches!(
+            self,
+            Element::Fp8E5M2 | Element::Fp8E4M3 | Element::Fp16 | Element::Bf16 | Element::Fp32 | Element::Fp64 | Element::Q8
+        )
+    }
+
+    /// Precision rank used by retrieval-time down-quantization, by significand bits: FP64 (52) >
+    /// FP32 (23) > FP16 (10) > BF16 (7) > Q8 (7 bits plus sign, relative to the vector's largest
+    /// magnitude) > FP8 (3 or 2). The reference's four keep their relative order.
     pub const fn float_rank(self) -> Option<u8> {
         match self {
-            Element::Fp64 => Some(4),
-            Element::Fp32 => Some(3),
-            Element::Fp16 => Some(2),
+            Element::Fp64 => Some(6),
+            Element::Fp32 => Some(5),
+            Element::Fp16 => Some(4),
+            Element::Bf16 => Some(3),
+            Element::Q8 => Some(2),
             Element::Fp8E4M3 | Element::Fp8E5M2 => Some(1),
             _ => None,
         }
@@ -68,7 +94,7 @@ macro_rules! data_types {
 
         impl DataType {
             /// Every type, in numeric order (index == discriminant).
-            pub const ALL: [DataType; 31] = [$( DataType::$variant, )*];
+            pub const ALL: [DataType; 34] = [$( DataType::$variant, )*];
 
             /// The registry/string name, e.g. `"DataTypeFP32"`.
             pub const fn name(self) -> &'static str {
@@ -118,12 +144,45 @@ data_types! {
     Uint64Vector = 28, "DataTypeUint64Vector", Uint64, true;
     StringVector = 29, "DataTypeStringVector", String, true;
     BoolVector = 30, "DataTypeBoolVector", Bool, true;
+    // Extensions of this project (not in the reference).
+    Bf16 = 31, "DataTypeBF16", Bf16, false;
+    Bf16Vector = 32, "DataTypeBF16Vector", Bf16, true;
+    Q8Vector = 33, "DataTypeQ8Vector", Q8, true;
 }
 
+/// The first type number that is this project's extension rather than the reference's.
+pub const FIRST_EXTENSION: u8 = 31;
+
 impl DataType {
-    /// The type with this reference number, or an error for 31 and above.
+    /// The type with this number (the reference's 0..=30, the extensions from 31), or an error.
     pub fn from_u8(n: u8) -> Result<DataType> {
         DataType::ALL.get(n as usize).copied().ok_or(Error::UnknownDataType(n.to_string()))
+    }
+
+    /// True for this project's extension types (numbers from 31): reference clients do not know them.
+    pub const fn is_extension(self) -> bool {
+        self as u8 >= FIRST_EXTENSION
+    }
+
+    /// The type as the PSDB header stores it: `(5-bit type field, low nibble of byte 8)`. Reference
+    /// types are their number and a zero nibble (bool types put their last-index there instead);
+    /// extensions are 31 and their offset from 31.
+    pub const fn header_code(self) -> (u8, u8) {
+        let n = self as u8;
+        if n < FIRST_EXTENSION {
+            (n, 0)
+        } else {
+            (FIRST_EXTENSION, n - FIRST_EXTENSION)
+        }
+    }
+
+    /// The inverse of [`DataType::header_code`]: the type of a header's 5-bit field and byte-8 nibble.
+    pub fn from_header_code(field: u8, nibble: u8) -> Result<DataType> {
+        if field < FIRST_EXTENSION {
+            return DataType::from_u8(field);
+        }
+        DataType::from_u8(FIRST_EXTENSION + nibble)
+            .map_err(|_| Error::UnknownDataType(format!("extension type {} (31 + {nibble})", FIRST_EXTENSION + nibble)))
     }
 
     /// Element kind; `None` only for `Unknown`.
@@ -139,7 +198,7 @@ impl DataType {
         self.element().ok_or(Error::UnknownDataType(self.name().to_owned()))
     }
 
-    /// True for the fixed-length-per-feature vector types (16..=30).
+    /// True for the fixed-length-per-feature vector types (16..=30, and the vector extensions).
     pub const fn is_vector(self) -> bool {
         match self.parts() {
             Some((_, v)) => v,
@@ -155,13 +214,10 @@ impl DataType {
         }
     }
 
-    /// The type with the same element kind and the given shape.
-    pub fn with_shape(element: Element, vector: bool) -> DataType {
-        DataType::ALL[1..]
-            .iter()
-            .copied()
-            .find(|t| t.parts() == Some((element, vector)))
-            .expect("every element kind exists in scalar and vector form")
+    /// The type with the same element kind and the given shape, if there is one (Q8 exists only as
+    /// a vector: one scale per value would be no quantization at all).
+    pub fn with_shape(element: Element, vector: bool) -> Option<DataType> {
+        DataType::ALL[1..].iter().copied().find(|t| t.parts() == Some((element, vector)))
     }
 }
 
@@ -175,15 +231,18 @@ impl FromStr for DataType {
     type Err = Error;
 
     /// Parses the registry name (`"DataTypeFP32"`); the `DataType` prefix is optional and case is ignored
-    /// (`"fp32"`, `"FP16Vector"`), so YAML files stay readable.
+    /// (`"fp32"`, `"FP16Vector"`), so YAML files stay readable. A kind that exists only as a vector
+    /// may be named without the suffix: `"q8"` is `DataTypeQ8Vector`.
     fn from_str(s: &str) -> Result<DataType> {
         let wanted = s.trim();
         let bare = |n: &str| n.strip_prefix("DataType").unwrap_or(n).to_ascii_lowercase();
         let key = bare(wanted);
-        DataType::ALL
-            .iter()
-            .copied()
-            .find(|t| bare(t.name()) == key)
+        let find = |key: &str| DataType::ALL.iter().copied().find(|t| bare(t.name()) == key);
+        find(&key)
+            .or_else(|| {
+                find(&format!("{key}vector"))
+                    .filter(|t| t.element().is_some_and(|e| DataType::with_shape(e, false).is_none()))
+            })
             .ok_or_else(|| Error::UnknownDataType(wanted.to_owned()))
     }
 }
@@ -203,7 +262,24 @@ mod tests {
             assert_eq!(*t as usize, i);
             assert_eq!(DataType::from_u8(i as u8).unwrap(), *t);
         }
-        assert!(DataType::from_u8(31).is_err());
+        assert_eq!(DataType::from_u8(31).unwrap(), DataType::Bf16);
+        assert_eq!(DataType::from_u8(33).unwrap(), DataType::Q8Vector);
+        assert!(DataType::from_u8(34).is_err());
+    }
+
+    #[test]
+    fn extensions_in_the_header_field() {
+        for t in DataType::ALL {
+            let (field, nibble) = t.header_code();
+            assert!(field < 32 && nibble < 16, "{t}");
+            assert_eq!(DataType::from_header_code(field, nibble).unwrap(), t);
+            assert_eq!(t.is_extension(), field == 31, "{t}");
+        }
+        assert_eq!(DataType::Bf16.header_code(), (31, 0));
+        assert_eq!(DataType::Q8Vector.header_code(), (31, 2));
+        assert_eq!(DataType::Fp32.header_code(), (4, 0));
+        let e = DataType::from_header_code(31, 5).unwrap_err();
+        assert_eq!(e.to_string(), "unknown data type \"extension type 36 (31 + 5)\"");
     }
 
     #[test]
@@ -213,15 +289,27 @@ mod tests {
         }
         assert_eq!("fp16vector".parse::<DataType>().unwrap(), DataType::Fp16Vector);
         assert!("DataTypeFP128".parse::<DataType>().is_err());
+        assert_eq!("bf16".parse::<DataType>().unwrap(), DataType::Bf16);
+        assert_eq!("BF16Vector".parse::<DataType>().unwrap(), DataType::Bf16Vector);
+        // Q8 exists only as a vector, so its short name needs no suffix; fp16 does.
+        assert_eq!("q8".parse::<DataType>().unwrap(), DataType::Q8Vector);
+        assert_eq!("DataTypeQ8".parse::<DataType>().unwrap(), DataType::Q8Vector);
+        assert!("fp16".parse::<DataType>().is_ok_and(|t| t == DataType::Fp16));
     }
 
     #[test]
     fn shapes() {
         for t in &DataType::ALL[1..] {
             let e = t.element().unwrap();
-            assert_eq!(DataType::with_shape(e, t.is_vector()), *t);
-            assert_eq!(t.is_vector(), (*t as u8) >= 16);
+            assert_eq!(DataType::with_shape(e, t.is_vector()), Some(*t));
+            if !t.is_extension() {
+                assert_eq!(t.is_vector(), (*t as u8) >= 16);
+            }
         }
+        assert_eq!(DataType::with_shape(Element::Q8, false), None);
+        assert_eq!(DataType::Q8Vector.element_size(), 1);
+        assert_eq!(Element::Q8.vector_prefix(), 4);
+        assert_eq!(DataType::Bf16Vector.element_size(), 2);
         assert_eq!(DataType::Fp64Vector.element_size(), 8);
         assert_eq!(DataType::Unknown.element(), None);
     }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::limits::{try_vec, Limits};
 use crate::psdb::{self, Array, Block, EncodeOptions, Header};
 use crate::values::Values;
+use crate::cell::FloatForm;
 use crate::{cell, expiry, quant};
 
 /// Per key and FG: what the response holds.
@@ -137,6 +138,11 @@ impl Plan {
     /// Assembles every FG from blocks key-major (`blocks[k * fgs + f]`, empty = nothing stored), with
     /// the found / missing / expired count of each FG.
     pub fn assemble_counted(&self, blocks: &[&[u8]], now: u64) -> Result<Vec<Counted>> {
+        self.assemble_counted_as(blocks, now, FloatForm::Widened)
+    }
+
+    /// [`Plan::assemble_counted`] with bf16 and Q8 values in the given [`FloatForm`].
+    pub fn assemble_counted_as(&self, blocks: &[&[u8]], now: u64, form: FloatForm) -> Result<Vec<Counted>> {
         let n = self.fgs.len();
         let mut column: Vec<&[u8]> = Vec::with_capacity(blocks.len() / n.max(1));
         self.fgs
@@ -145,7 +151,7 @@ impl Plan {
             .map(|(f, fp)| {
                 column.clear();
                 column.extend(blocks.iter().skip(f).step_by(n).copied());
-                let result = fp.assemble(&column, now)?;
+                let result = fp.assemble_as(&column, now, form)?;
                 let mut counts = [0u64; 3];
                 for s in &result.status {
                     counts[*s as usize] += 1;
@@ -178,6 +184,7 @@ fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<F
     let mut columns = Vec::with_capacity(labels.len());
     for raw in labels {
         let (label, q) = quant::parse_label(raw)?;
+        let q = q.map(|t| quant::target(fg.dtype, t));
         let pos = active.position(label).ok_or_else(|| Error::NotFound {
             what: "feature",
             name: format!("{}/{}/{label}", entity.label, fg.label),
@@ -231,8 +238,7 @@ fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<F
             .iter()
             .filter_map(|(v, pos)| {
                 let meta = &fg.versions[v].meta;
-                let ranges: Option<Vec<_>> =
-                    pos.iter().map(|p| p.map(|p| (meta.value_offset(p) * size, meta.values_of(p) * size))).collect();
+                let ranges: Option<Vec<_>> = pos.iter().map(|p| p.map(|p| (meta.byte_offset(p), meta.cell_len(p)))).collect();
                 ranges.map(|r| (*v, r))
             })
             .collect()
@@ -305,14 +311,28 @@ impl FgPlan {
 
     /// Decodes one FG for every key. `blocks[k]` is the stored block of key `k` (empty = none).
     pub fn assemble(&self, blocks: &[&[u8]], now: u64) -> Result<FgResult> {
+        self.assemble_as(blocks, now, FloatForm::Widened)
+    }
+
+    /// [`FgPlan::assemble`] with bf16 and Q8 values in the given [`FloatForm`].
+    pub fn assemble_as(&self, blocks: &[&[u8]], now: u64, form: FloatForm) -> Result<FgResult> {
         let out_type = self.columns.first().map_or(self.fg.dtype, |c| c.dtype);
-        if !self.one_array {
+        let capacity = blocks.len().saturating_mul(self.row_width());
+        let mut values = cell::empty_array_as(out_type, capacity, form)?;
+        let one_array = match form {
+            FloatForm::Widened => self.one_array,
+            FloatForm::Native => self.columns.iter().all(|c| {
+                cell::empty_array_as(c.dtype, 0, form).is_ok_and(|a| std::mem::discriminant(&a) == std::mem::discriminant(&values))
+            }),
+        };
+        if !one_array {
+            let types: Vec<String> = self.columns.iter().map(|c| c.dtype.to_string()).collect();
             return Err(Error::InvalidInput(format!(
-                "feature group {:?}: one array cannot hold both float64 and narrower quantized features; request them separately",
-                self.fg.label
+                "feature group {:?}: one array cannot hold features served as {}; request them separately",
+                self.fg.label,
+                types.join(", ")
             )));
         }
-        let mut values = cell::empty_array(out_type, blocks.len().saturating_mul(self.row_width()))?;
         let mut status = try_vec(blocks.len(), "per-key statuses")?;
         for block in blocks {
             if self.append_fast(block, now, &mut values)? {
@@ -327,6 +347,14 @@ impl FgPlan {
     /// The common case without per-cell work: a live block of 32/64-bit numbers whose every requested
     /// feature exists in its version, none quantized. Returns false (nothing appended) otherwise.
     fn append_fast(&self, block: &[u8], now: u64, out: &mut Array) -> Result<bool> {
+        if self.fg.dtype.element() == Some(crate::dtype::Element::Q8) {
+            // Per-vector scales: cell by cell, but straight from the live payload.
+            let dtype = self.fg.dtype;
+            let done = self.with_live_payload(block, now, &self.cell_bytes, |payload, ranges| {
+                ranges.iter().try_for_each(|&(start, len)| cell::append_to(out, dtype, &payload[start..start + len]))
+            })?;
+            return done.transpose().map(|d| d.is_some());
+        }
         Ok(self
             .with_live_payload(block, now, &self.runs, |payload, runs| self.widen(payload, runs, out))?
             .unwrap_or(false))
@@ -388,8 +416,19 @@ impl FgPlan {
                 }
             }};
         }
+        /// Runs of 16-bit floats decoded in place by a vectorised slice decoder.
+        fn decode16(v: &mut Vec<f32>, payload: &[u8], runs: &[(usize, usize)], decode: fn(&[u8], &mut [f32])) {
+            for &(start, count) in runs {
+                let at = v.len();
+                v.resize(at + count, 0.0);
+                decode(&payload[start * 2..(start + count) * 2], &mut v[at..]);
+            }
+        }
         match (out, self.fg.dtype.element()) {
             (Array::F32(v), Some(E::Fp32)) => widen!(v, f32, 4),
+            (Array::F32(v), Some(E::Bf16)) => decode16(v, payload, runs, crate::bf16::decode_bf16_le),
+            (Array::F32(v), Some(E::Fp16)) => decode16(v, payload, runs, crate::float::decode_f16_le),
+            (Array::Bf16(v), Some(E::Bf16)) => widen!(v, u16, 2),
             (Array::F64(v), Some(E::Fp64)) => widen!(v, f64, 8),
             (Array::I32(v), Some(E::Int32)) => widen!(v, i32, 4),
             (Array::I64(v), Some(E::Int64)) => widen!(v, i64, 8),
@@ -428,7 +467,10 @@ pub fn encode_rows(
     for r in 0..rows {
         let row = slice_values(values, r * per_row, per_row);
         let block = psdb::encode(meta, row, &opts).map_err(|e| match e {
-            Error::OutOfRange { .. } | Error::NotInteger { .. } | Error::StringTooLong { .. } => {
+            Error::OutOfRange { .. }
+            | Error::NotInteger { .. }
+            | Error::NotFinite { .. }
+            | Error::StringTooLong { .. } => {
                 Error::InvalidInput(format!("row {r} of feature group {:?}: {e}", fg.label))
             }
             other => other,

@@ -35,6 +35,13 @@ pub enum Error {
     #[error("feature {feature}{}: {value} is not an integer, as {dtype} requires", element_suffix(*.element))]
     NotInteger { feature: usize, element: Option<usize>, value: String, dtype: DataType },
 
+    /// NaN or ±Inf for a type that holds finite values only (Q8), without saturation.
+    #[error(
+        "feature {feature}{}: {value} cannot be stored as {dtype}, which holds finite values only (saturate stores ±Inf as the vector's largest magnitude and NaN as code -128)",
+        element_suffix(*.element)
+    )]
+    NotFinite { feature: usize, element: Option<usize>, value: String, dtype: DataType },
+
     #[error("feature {feature}: string of {len} bytes exceeds its booked length {max}")]
     StringTooLong { feature: usize, len: usize, max: usize },
 
@@ -82,6 +89,10 @@ impl Error {
             Error::NotInteger { feature, value, dtype, .. } => {
                 let (feature, element) = locate(feature);
                 Error::NotInteger { feature, element, value, dtype }
+            }
+            Error::NotFinite { feature, value, dtype, .. } => {
+                let (feature, element) = locate(feature);
+                Error::NotFinite { feature, element, value, dtype }
             }
             other => other,
         }

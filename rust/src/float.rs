@@ -227,6 +227,17 @@ pub fn decode_f16_slice(src: &[u16], dst: &mut [f32]) {
     src.reinterpret_cast::<f16>().convert_to_f32_slice(dst);
 }
 
+/// Decodes little-endian binary16 bytes (`2 × dst.len()` of them) into `dst`.
+///
+/// # Panics
+/// If `src` is not exactly two bytes per value of `dst`.
+pub fn decode_f16_le(src: &[u8], dst: &mut [f32]) {
+    assert_eq!(src.len(), 2 * dst.len(), "decode_f16_le: length mismatch");
+    for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *d = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+    }
+}
+
 /// float32 bits of every E4M3 code, built with integer arithmetic so it stays a `const` on the
 /// crate's minimum Rust version (float arithmetic in `const fn` is newer).
 static E4M3_DECODE: [u32; 256] = build_table(Fp8::E4M3);

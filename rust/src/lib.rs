@@ -1,9 +1,10 @@
 //! Pure Rust core of online-feature-store.
 //!
-//! Owns the storage formats (PSDB blocks, CSDB cache values), the 31 data types, low-precision float
-//! conversion and retrieval-time quantization. No Python here: `pyext/` binds this crate, and the
+//! Owns the storage formats (PSDB blocks, CSDB cache values), the data types (the reference's 31 and our
+//! bf16 / q8 extensions), low-precision float conversion and retrieval-time quantization. No Python here: `pyext/` binds this crate, and the
 //! services reach it only through those bindings.
 
+pub mod bf16;
 pub mod cache;
 pub mod catalog;
 pub mod cell;
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod limits;
 pub mod meta;
 pub mod psdb;
+pub mod q8;
 pub mod quant;
 pub mod render;
 pub mod values;

@@ -121,12 +121,31 @@ impl BlockMeta {
         self.string_lengths[self.feature_of_value(idx)]
     }
 
+    /// Bytes each vector cell carries before its elements (Q8's scale); 0 for everything else.
+    fn prefix(&self) -> usize {
+        if self.dtype.is_vector() {
+            self.element.vector_prefix()
+        } else {
+            0
+        }
+    }
+
+    /// Byte offset of feature `pos` in the payload of a fixed-width type (numbers, Q8).
+    pub fn byte_offset(&self, pos: usize) -> usize {
+        self.offsets[pos] * self.element.size() + pos * self.prefix()
+    }
+
+    /// Bytes of feature `pos` in the payload of a fixed-width type: its cell.
+    pub fn cell_len(&self, pos: usize) -> usize {
+        self.values_of(pos) * self.element.size() + self.prefix()
+    }
+
     /// Exact payload size for fixed-width and bool types; `None` for strings (variable).
     pub fn fixed_payload_len(&self) -> Option<usize> {
         match self.element {
             Element::String => None,
             Element::Bool => Some(self.n_values().div_ceil(8)),
-            e => Some(self.n_values() * e.size()),
+            e => Some(self.n_values() * e.size() + self.n_features * self.prefix()),
         }
     }
 }
@@ -155,6 +174,15 @@ mod tests {
         assert_eq!(m.fixed_payload_len(), Some(28));
         let b = BlockMeta::scalar(DataType::Bool, 1, 10).unwrap();
         assert_eq!(b.fixed_payload_len(), Some(2));
+        assert_eq!((m.byte_offset(2), m.cell_len(2)), (12, 16));
+        // Q8: every vector carries its 4-byte scale before its codes.
+        let q = BlockMeta::new(DataType::Q8Vector, 1, 3, vec![], vec![2, 1, 4]).unwrap();
+        assert_eq!(q.fixed_payload_len(), Some(7 + 3 * 4));
+        assert_eq!((q.byte_offset(0), q.cell_len(0)), (0, 6));
+        assert_eq!((q.byte_offset(1), q.cell_len(1)), (6, 5));
+        assert_eq!((q.byte_offset(2), q.cell_len(2)), (11, 8));
+        let h = BlockMeta::scalar(DataType::Bf16, 1, 3).unwrap();
+        assert_eq!((h.fixed_payload_len(), h.byte_offset(2), h.cell_len(2)), (Some(6), 4, 2));
     }
 
     #[test]

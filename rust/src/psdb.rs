@@ -4,7 +4,8 @@
 //! byte 0-1  schema version (u16 LE)
 //! byte 2-6  expiry (40-bit packed, see `expiry`), all zero = never
 //! byte 7    layout (high nibble) | compression (bits 3..1) | data type bit 4 (bit 0)
-//! byte 8    data type bits 3..0 (high nibble) | bool last-index (low nibble, bool types only)
+//! byte 8    data type bits 3..0 (high nibble) | bool last-index (low nibble, bool types only;
+//!           for our extension types, whose 5-bit type field reads 31, the type's offset from 31)
 //! byte 9..  payload, zstd-compressed only when that makes it smaller
 //! ```
 //! Byte-compatible with the reference. Where the reference is lax we are strict: the low nibble of
@@ -18,8 +19,8 @@ use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
 use crate::limits::{try_reserve, try_vec};
 use crate::meta::BlockMeta;
-use crate::values::{append_elements, Values};
-use crate::{expiry, float};
+use crate::values::{append_elements, append_q8, Values};
+use crate::{bf16, expiry, float, q8};
 
 /// Header length of layout 1.
 pub const HEADER_LEN: usize = 9;
@@ -65,15 +66,16 @@ impl Header {
             1 => Compression::Zstd,
             c => return Err(Error::corrupt(format!("unsupported compression type {c}"))),
         };
-        let dtype = DataType::from_u8(((h[7] & 0x01) << 4) | (h[8] >> 4))
-            .map_err(|_| Error::corrupt("data type 31 is not defined"))?;
+        let dtype = DataType::from_header_code(((h[7] & 0x01) << 4) | (h[8] >> 4), h[8] & 0x0F)
+            .map_err(|e| Error::corrupt(format!("{e} in the header")))?;
         Ok(Header {
             version: u16::from_le_bytes([h[0], h[1]]),
             expiry_at: expiry::decode([h[2], h[3], h[4], h[5], h[6]])?,
             layout,
             compression,
             dtype,
-            bool_last_index: h[8] & 0x0F,
+            // An extension type's nibble is part of its number, not a bool index.
+            bool_last_index: if dtype.is_extension() { 0 } else { h[8] & 0x0F },
         })
     }
 
@@ -83,7 +85,10 @@ impl Header {
     }
 
     fn write(version: u16, expiry: [u8; 5], compression: Compression, dtype: DataType, last: u8) -> [u8; HEADER_LEN] {
-        let d = dtype as u8;
+        // The nibble holds the bool last-index for bool types only: zero for the others (the reference
+        // leaves stale bits there), and the extension types' number offset.
+        let (d, nibble) = dtype.header_code();
+        let last = if dtype.element() == Some(Element::Bool) { last } else { 0 };
         let [v0, v1] = version.to_le_bytes();
         let [e0, e1, e2, e3, e4] = expiry;
         [
@@ -95,7 +100,7 @@ impl Header {
             e3,
             e4,
             (LAYOUT_1 << 4) | ((compression as u8) << 1) | ((d >> 4) & 1),
-            ((d & 0x0F) << 4) | (last & 0x0F),
+            ((d & 0x0F) << 4) | ((last | nibble) & 0x0F),
         ]
     }
 }
@@ -269,6 +274,10 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
             block.extend(pack_bits(&bits));
             last = bool_last_index(n);
         }
+        Element::Q8 => {
+            let lengths = (0..meta.n_features()).map(|p| meta.values_of(p));
+            append_q8(&mut block, dtype, values, lengths, opts.saturate).map_err(|e| e.at_value(|i| locate(meta, i)))?;
+        }
         _ => {
             append_elements(&mut block, dtype, values, opts.saturate).map_err(|e| e.at_value(|i| locate(meta, i)))?;
         }
@@ -317,11 +326,11 @@ pub fn encode_cells(meta: &BlockMeta, cells: &[&[u8]], opts: &EncodeOptions) -> 
         }
         e => {
             for (p, c) in cells.iter().enumerate() {
-                if c.len() != meta.values_of(p) * e.size() {
-                    return Err(bad(
-                        p,
-                        &format!("cell of {} bytes, expected {}", c.len(), meta.values_of(p) * e.size()),
-                    ));
+                if c.len() != meta.cell_len(p) {
+                    return Err(bad(p, &format!("cell of {} bytes, expected {}", c.len(), meta.cell_len(p))));
+                }
+                if e == Element::Q8 {
+                    q8::check_cell(c).map_err(|why| bad(p, &why))?;
                 }
                 block.extend_from_slice(c);
             }
@@ -519,7 +528,10 @@ impl<'a> BlockView<'a> {
                 }
                 Cow::Owned(out)
             }
-            e => Cow::Borrowed(&self.payload[first * e.size()..(first + count) * e.size()]),
+            _ => {
+                let start = self.meta.byte_offset(pos);
+                Cow::Borrowed(&self.payload[start..start + self.meta.cell_len(pos)])
+            }
         }
     }
 
@@ -543,6 +555,18 @@ impl<'a> BlockView<'a> {
             Element::Fp8E5M2 => {
                 let mut out = vec![0f32; p.len()];
                 float::decode_e5m2_slice(p, &mut out);
+                Array::F32(out)
+            }
+            Element::Bf16 => {
+                let mut out = vec![0f32; p.len() / 2];
+                bf16::decode_bf16_le(p, &mut out);
+                Array::F32(out)
+            }
+            Element::Q8 => {
+                let mut out = Vec::with_capacity(self.meta.n_values());
+                for pos in 0..self.meta.n_features() {
+                    q8::decode_append(&self.feature(pos), &mut out);
+                }
                 Array::F32(out)
             }
             Element::Int8 => Array::I8(p.iter().map(|&b| b as i8).collect()),
@@ -603,6 +627,11 @@ pub enum Array {
     U64(Vec<u64>),
     Bool(Vec<bool>),
     Str(Vec<String>),
+    /// bfloat16 bit patterns, unwidened (retrieve's native form; [`BlockView::to_array`] widens to F32).
+    Bf16(Vec<u16>),
+    /// Q8 cells split for int8 arithmetic (retrieve's native form): every code, and one scale per
+    /// vector, both in cell order.
+    Q8 { codes: Vec<i8>, scales: Vec<f32> },
 }
 
 impl Array {
@@ -621,6 +650,8 @@ impl Array {
             Array::U64(v) => v.len(),
             Array::Bool(v) => v.len(),
             Array::Str(v) => v.len(),
+            Array::Bf16(v) => v.len(),
+            Array::Q8 { codes, .. } => codes.len(),
         }
     }
 
@@ -776,6 +807,40 @@ mod tests {
         let m = BlockMeta::scalar(DataType::Int16, 1, 3).unwrap();
         let e = encode(&m, Values::F64(&[1.0, 2.0, 2.5]), &opts()).unwrap_err();
         assert_eq!(e.to_string(), "feature 2: 2.5 is not an integer, as DataTypeInt16 requires");
+    }
+
+    #[test]
+    fn extension_types_in_the_header_and_payload() {
+        // BF16 (31): the 5-bit field reads 31, the nibble 0.
+        let m = BlockMeta::scalar(DataType::Bf16, 1, 2).unwrap();
+        let b = encode(&m, Values::F32(&[1.0, -2.0]), &opts()).unwrap();
+        assert_eq!(hex(&b), ["0100", "0000000000", "11", "f0", "803f", "00c0"].concat());
+        let h = Header::parse(&b).unwrap();
+        assert_eq!((h.dtype, h.bool_last_index), (DataType::Bf16, 0));
+        let Block::Present(v) = decode(&b, &m, NOW).unwrap() else { panic!() };
+        assert_eq!(v.to_array().unwrap(), Array::F32(vec![1.0, -2.0]));
+        // Q8 vectors (33): nibble 2; per vector the scale, then the codes.
+        let m = BlockMeta::new(DataType::Q8Vector, 1, 2, vec![], vec![2, 3]).unwrap();
+        let b = encode(&m, Values::F32(&[0.0, -127.0, 1.0, 0.0, -0.5]), &opts()).unwrap();
+        assert_eq!((b[7], b[8]), (0x11, 0xf2));
+        let s = 1f32 / 127.0;
+        let payload = [&1f32.to_le_bytes()[..], &[0, 0x81], &s.to_le_bytes(), &[127, 0, 0xc0]].concat();
+        assert_eq!(&b[HEADER_LEN..], &payload[..]);
+        let Block::Present(v) = decode(&b, &m, NOW).unwrap() else { panic!() };
+        assert_eq!(&*v.feature(1), &payload[6..]);
+        assert_eq!(v.to_array().unwrap(), Array::F32(vec![0.0, -127.0, 127.0 * s, 0.0, -64.0 * s]));
+        let e = encode(&m, Values::F32(&[0.0, 1.0, 1.0, f32::INFINITY, 0.0]), &opts()).unwrap_err();
+        assert!(e.to_string().starts_with("feature 1 element 1: inf cannot be stored as DataTypeQ8Vector"), "{e}");
+        // Cells are checked: length with the scale, and a scale the encoder could have written.
+        let cells: [&[u8]; 2] = [&payload[..6], &payload[6..]];
+        assert_eq!(encode_cells(&m, &cells, &opts()).unwrap(), b);
+        assert!(encode_cells(&m, &[&payload[..5], &payload[6..]], &opts()).is_err());
+        let negative = [&(-1f32).to_le_bytes()[..], &[0, 0]].concat();
+        assert!(encode_cells(&m, &[&negative, &payload[6..]], &opts()).is_err());
+        // An extension number past the last one is a corrupt block, not a misread.
+        let mut bad = b.clone();
+        bad[8] = 0xf9;
+        assert!(decode(&bad, &m, NOW).unwrap_err().to_string().contains("extension type 40"));
     }
 
     #[test]

@@ -2,12 +2,16 @@
 //! `emb` converted to a narrower float type in the response.
 //!
 //! Rules (as the reference): source and target are both float types and both scalar or both
-//! vector; the target's precision rank is strictly lower (FP64 > FP32 > FP16 > FP8). Conversion goes
-//! through float32 and then the type's encoder, so results are bit-identical to the reference.
+//! vector; the target's precision rank is strictly lower (FP64 > FP32 > FP16 > BF16 > Q8 > FP8, our
+//! extensions placed by significand bits). Conversion goes through float32 and then the type's
+//! encoder, so results are bit-identical to the reference for its types. A Q8 target is quantized
+//! per vector with saturation (±Inf → ±127 × scale, NaN → code −128): a read never fails on what is
+//! stored. The target may be named in scalar form on a vector feature (`emb@BF16`, `emb@FP16`): it
+//! means that kind's vector type ([`target`]).
 
 use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
-use crate::float;
+use crate::{bf16, float, q8};
 
 /// Splits `"label@DataTypeX"` into the base label and the requested target type.
 pub fn parse_label(label: &str) -> Result<(&str, Option<DataType>)> {
@@ -21,6 +25,17 @@ pub fn parse_label(label: &str) -> Result<(&str, Option<DataType>)> {
             Ok((base, Some(dtype)))
         }
     }
+}
+
+/// The type a feature stored as `from` is served as when `requested` is asked for: the requested type,
+/// or its vector form when the feature is a vector and the request named the scalar form.
+pub fn target(from: DataType, requested: DataType) -> DataType {
+    if from.is_vector() && !requested.is_vector() {
+        if let Some(v) = requested.element().and_then(|e| DataType::with_shape(e, true)) {
+            return v;
+        }
+    }
+    requested
 }
 
 /// Checks that `from` may be served as `to`.
@@ -38,32 +53,84 @@ pub fn check(from: DataType, to: DataType) -> Result<()> {
     }
 }
 
-/// Converts one feature's response bytes (LE elements of `from`) into `to`, appending to `out`.
+/// Converts one feature's response bytes (its cell in `from`) into `to`, appending to `out`.
 pub fn convert(bytes: &[u8], from: DataType, to: DataType, out: &mut Vec<u8>) -> Result<()> {
     check(from, to)?;
     let src = from.known_element()?;
     let dst = to.known_element()?;
+    if src == Element::Q8 || dst == Element::Q8 {
+        // Per-vector formats: the whole cell at once, through float32.
+        let values = widen_cell(bytes, from, src)?;
+        crate::limits::try_reserve(out, q8::cell_len(values.len()), "quantized values")?;
+        return match dst {
+            Element::Q8 => {
+                q8::encode(&values, true, out).expect("saturating quantization accepts every value");
+                Ok(())
+            }
+            _ => {
+                encode_elements(&values, dst, out);
+                Ok(())
+            }
+        };
+    }
     let width = src.size();
     if bytes.len() % width != 0 {
         return Err(Error::corrupt(format!("{} bytes is not a whole number of {from} elements", bytes.len())));
     }
     crate::limits::try_reserve(out, bytes.len() / width * dst.size(), "quantized values")?;
     for c in bytes.chunks_exact(width) {
-        let x = match src {
-            Element::Fp64 => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            Element::Fp32 => f32::from_le_bytes(c.try_into().expect("4 bytes")),
-            Element::Fp16 => float::f16_to_f32(u16::from_le_bytes([c[0], c[1]])),
-            Element::Fp8E4M3 => float::e4m3_to_f32(c[0]),
-            _ => float::e5m2_to_f32(c[0]),
-        };
-        match dst {
-            Element::Fp32 => out.extend_from_slice(&x.to_le_bytes()),
-            Element::Fp16 => out.extend_from_slice(&float::f32_to_f16(x).to_le_bytes()),
-            Element::Fp8E4M3 => out.push(float::f32_to_e4m3(x)),
-            _ => out.push(float::f32_to_e5m2(x)),
-        }
+        let x = element_to_f32(c, src);
+        encode_element(x, dst, out);
     }
     Ok(())
+}
+
+/// One stored element (`src`'s width, LE) as float32. Not for Q8 (its values need the cell's scale).
+#[inline]
+fn element_to_f32(c: &[u8], src: Element) -> f32 {
+    match src {
+        Element::Fp64 => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+        Element::Fp32 => f32::from_le_bytes(c.try_into().expect("4 bytes")),
+        Element::Fp16 => float::f16_to_f32(u16::from_le_bytes([c[0], c[1]])),
+        Element::Bf16 => bf16::bf16_to_f32(u16::from_le_bytes([c[0], c[1]])),
+        Element::Fp8E4M3 => float::e4m3_to_f32(c[0]),
+        _ => float::e5m2_to_f32(c[0]),
+    }
+}
+
+/// Appends `x` in an element-wise float target `dst` (FP32, FP16, BF16, FP8).
+#[inline]
+fn encode_element(x: f32, dst: Element, out: &mut Vec<u8>) {
+    match dst {
+        Element::Fp32 => out.extend_from_slice(&x.to_le_bytes()),
+        Element::Fp16 => out.extend_from_slice(&float::f32_to_f16(x).to_le_bytes()),
+        Element::Bf16 => out.extend_from_slice(&bf16::f32_to_bf16(x).to_le_bytes()),
+        Element::Fp8E4M3 => out.push(float::f32_to_e4m3(x)),
+        _ => out.push(float::f32_to_e5m2(x)),
+    }
+}
+
+fn encode_elements(values: &[f32], dst: Element, out: &mut Vec<u8>) {
+    for &x in values {
+        encode_element(x, dst, out);
+    }
+}
+
+/// Every value of a cell of `from` as float32 (Q8 dequantized).
+fn widen_cell(bytes: &[u8], from: DataType, src: Element) -> Result<Vec<f32>> {
+    if src == Element::Q8 {
+        if bytes.len() < q8::SCALE_BYTES {
+            return Err(Error::corrupt(format!("{} bytes cannot hold a {from} cell's scale", bytes.len())));
+        }
+        let mut v = Vec::with_capacity(bytes.len() - q8::SCALE_BYTES);
+        q8::decode_append(bytes, &mut v);
+        return Ok(v);
+    }
+    let width = src.size();
+    if bytes.len() % width != 0 {
+        return Err(Error::corrupt(format!("{} bytes is not a whole number of {from} elements", bytes.len())));
+    }
+    Ok(bytes.chunks_exact(width).map(|c| element_to_f32(c, src)).collect())
 }
 
 #[cfg(test)]
@@ -89,6 +156,53 @@ mod tests {
         assert!(check(T::Fp32, T::Fp16Vector).is_err());
         assert!(check(T::Int32, T::Int8).is_err());
         assert!(check(T::Fp32, T::Fp32).is_err());
+        // The extensions, by significand bits: FP16 > BF16 > Q8 > FP8.
+        assert!(check(T::Fp32Vector, T::Bf16Vector).is_ok());
+        assert!(check(T::Fp16Vector, T::Bf16Vector).is_ok());
+        assert!(check(T::Fp16Vector, T::Q8Vector).is_ok());
+        assert!(check(T::Bf16Vector, T::Q8Vector).is_ok());
+        assert!(check(T::Q8Vector, T::Fp8E4M3Vector).is_ok());
+        assert!(check(T::Fp64, T::Bf16).is_ok());
+        assert!(check(T::Bf16Vector, T::Fp16Vector).is_err());
+        assert!(check(T::Q8Vector, T::Bf16Vector).is_err());
+        assert!(check(T::Fp32, T::Q8Vector).is_err());
+        assert!(check(T::Fp8E4M3Vector, T::Q8Vector).is_err());
+    }
+
+    #[test]
+    fn scalar_names_on_vectors_mean_the_vector_form() {
+        use DataType as T;
+        assert_eq!(target(T::Fp32Vector, T::Bf16), T::Bf16Vector);
+        assert_eq!(target(T::Fp32Vector, T::Fp16), T::Fp16Vector);
+        assert_eq!(target(T::Fp32Vector, "q8".parse().unwrap()), T::Q8Vector);
+        assert_eq!(target(T::Fp32, T::Bf16), T::Bf16);
+        // A vector name on a scalar stays what it is, and check() refuses it.
+        assert_eq!(target(T::Fp32, T::Bf16Vector), T::Bf16Vector);
+    }
+
+    #[test]
+    fn converts_to_and_from_the_extensions() {
+        let mut out = Vec::new();
+        let src: Vec<u8> = [1.0f32, -2.0, 127.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        convert(&src, DataType::Fp32Vector, DataType::Bf16Vector, &mut out).unwrap();
+        assert_eq!(out, vec![0x80, 0x3f, 0x00, 0xc0, 0xfe, 0x42]);
+        out.clear();
+        convert(&src, DataType::Fp32Vector, DataType::Q8Vector, &mut out).unwrap();
+        assert_eq!(out, [&1f32.to_le_bytes()[..], &[1, 0xfe, 127]].concat());
+        // Non-finite stored values saturate instead of failing the read.
+        let odd: Vec<u8> = [f32::INFINITY, 1.0, f32::NAN].iter().flat_map(|x| x.to_le_bytes()).collect();
+        out.clear();
+        convert(&odd, DataType::Fp32Vector, DataType::Q8Vector, &mut out).unwrap();
+        assert_eq!(&out[4..], &[127, 127, 0x80]);
+        // From fp16 and bf16 sources, and Q8 onwards to FP8.
+        out.clear();
+        convert(&[0x00, 0x3c, 0x00, 0xc0], DataType::Fp16Vector, DataType::Bf16Vector, &mut out).unwrap();
+        assert_eq!(out, vec![0x80, 0x3f, 0x00, 0xc0]);
+        let q: Vec<u8> = [&1f32.to_le_bytes()[..], &[1, 0xfe]].concat();
+        out.clear();
+        convert(&q, DataType::Q8Vector, DataType::Fp8E4M3Vector, &mut out).unwrap();
+        assert_eq!(out, vec![0x38, 0xc0]);
+        assert!(convert(&[1, 2], DataType::Q8Vector, DataType::Fp8E4M3Vector, &mut out).is_err());
     }
 
     #[test]

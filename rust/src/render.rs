@@ -64,6 +64,16 @@ pub fn cell_string(dtype: DataType, c: &[u8], width: u32) -> Result<String> {
                 out.push_str(s);
             }
         }
+        // `cell::decode` widens bf16 and Q8 to F32 (above); their native forms read the same.
+        Array::Bf16(v) => {
+            let x: Vec<f32> = v.iter().map(|&b| crate::bf16::bf16_to_f32(b)).collect();
+            floats(&mut out, &x, vector);
+        }
+        Array::Q8 { codes, scales } => {
+            let mut x = vec![0f32; codes.len()];
+            crate::q8::dequantize(codes, scales.first().copied().unwrap_or(0.0), &mut x);
+            floats(&mut out, &x, vector);
+        }
     }
     Ok(out)
 }
@@ -94,5 +104,9 @@ mod tests {
         assert_eq!(cell_string(DataType::Fp32Vector, &1_938_266_000f32.to_le_bytes(), 1).unwrap(), "1938266000");
         // FP16 0x2E66 decodes to the float32 0.0999755859375, printed at float32 width.
         assert_eq!(cell_string(DataType::Fp16, &[0x66, 0x2e], 0).unwrap(), "0.099975586");
+        assert_eq!(cell_string(DataType::Bf16, &[0xc0, 0x3f], 0).unwrap(), "1.5");
+        assert_eq!(cell_string(DataType::Bf16Vector, &[0x80, 0x3f, 0x00, 0xc0], 2).unwrap(), "1:-2");
+        let q8 = [&0.5f32.to_le_bytes()[..], &[2, 0xff, 0]].concat();
+        assert_eq!(cell_string(DataType::Q8Vector, &q8, 3).unwrap(), "1:-0.5:0");
     }
 }

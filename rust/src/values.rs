@@ -7,8 +7,8 @@
 
 use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
-use crate::float;
 use crate::limits::try_reserve;
+use crate::{bf16, float, q8};
 
 /// A flat run of input values: one per scalar feature, or every element of every vector feature in
 /// feature order (row-major), as laid out by [`crate::meta::BlockMeta`].
@@ -138,6 +138,11 @@ pub(crate) fn append_elements(out: &mut Vec<u8>, dtype: DataType, values: Values
     if append_same_type(out, element, values) {
         return Ok(());
     }
+    if let (Values::F32(v), Element::Bf16) = (values, element) {
+        if append_bf16_f32(out, v, saturate)? {
+            return Ok(());
+        }
+    }
     match values {
         Values::F32(v) => append_from(out, dtype, element, v, saturate),
         Values::F64(v) => append_from(out, dtype, element, v, saturate),
@@ -172,6 +177,88 @@ fn append_same_type(out: &mut Vec<u8>, element: Element, values: Values<'_>) -> 
         _ => return false,
     }
     true
+}
+
+/// float32 → bf16 without per-value branches (the common embedding write): when no value overflows, or
+/// when saturating, the whole slice goes through the vectorised encoder. Returns false (nothing
+/// appended) when a value overflows and the checked path must name it.
+fn append_bf16_f32(out: &mut Vec<u8>, src: &[f32], saturate: bool) -> Result<bool> {
+    let overflow = src.iter().fold(false, |any, &x| any | bf16::bf16_overflows(x));
+    if overflow && !saturate {
+        return Ok(false);
+    }
+    let mut codes = vec![0u16; src.len()];
+    if overflow {
+        for (c, &x) in codes.iter_mut().zip(src) {
+            *c = bf16::f32_to_bf16_sat(x);
+        }
+    } else {
+        bf16::encode_bf16_slice(src, &mut codes);
+    }
+    try_reserve(out, src.len() * 2, "block values")?;
+    append_le(out, &codes, u16::to_le_bytes);
+    Ok(true)
+}
+
+/// Appends the Q8 cells (scale, then codes) of consecutive vectors of `lengths` values each, taken in
+/// order from `values`. Errors carry the index in `values` as their `feature`, like
+/// [`append_elements`].
+pub(crate) fn append_q8(
+    out: &mut Vec<u8>,
+    dtype: DataType,
+    values: Values<'_>,
+    lengths: impl Iterator<Item = usize>,
+    saturate: bool,
+) -> Result<()> {
+    let mut start = 0;
+    let mut scratch: Vec<f32> = Vec::new();
+    for n in lengths {
+        let vector: &[f32] = if let Values::F32(v) = values {
+            &v[start..start + n]
+        } else {
+            scratch.clear();
+            try_reserve(&mut scratch, n, "a vector's values")?;
+            let part = crate::engine::slice_values(values, start, n);
+            widen_to_f32(part, dtype, saturate, &mut scratch).map_err(|e| e.at_value(|i| (start + i, None)))?;
+            &scratch
+        };
+        try_reserve(out, q8::cell_len(n), "block values")?;
+        q8::encode(vector, saturate, out).map_err(|e| Error::NotFinite {
+            feature: start + e.index,
+            element: None,
+            value: format!("{}", e.value),
+            dtype,
+        })?;
+        start += n;
+    }
+    Ok(())
+}
+
+/// Every value as float32 (floats narrowed with the write path's range check), into `out`.
+fn widen_to_f32(values: Values<'_>, dtype: DataType, saturate: bool, out: &mut Vec<f32>) -> Result<()> {
+    fn each<S: Source>(src: &[S], dtype: DataType, saturate: bool, out: &mut Vec<f32>) -> Result<()> {
+        for (i, &x) in src.iter().enumerate() {
+            out.push(narrow_f32(x.as_f64(), i, dtype, saturate)?);
+        }
+        Ok(())
+    }
+    match values {
+        Values::F32(v) => {
+            out.extend_from_slice(v);
+            Ok(())
+        }
+        Values::F64(v) => each(v, dtype, saturate, out),
+        Values::I8(v) => each(v, dtype, saturate, out),
+        Values::I16(v) => each(v, dtype, saturate, out),
+        Values::I32(v) => each(v, dtype, saturate, out),
+        Values::I64(v) => each(v, dtype, saturate, out),
+        Values::U8(v) => each(v, dtype, saturate, out),
+        Values::U16(v) => each(v, dtype, saturate, out),
+        Values::U32(v) => each(v, dtype, saturate, out),
+        Values::U64(v) => each(v, dtype, saturate, out),
+        Values::Bool(v) => each(v, dtype, saturate, out),
+        Values::Str(_) => Err(Error::WrongValueKind { dtype, given: "string" }),
+    }
 }
 
 /// Primitive numbers: no padding, every byte initialised, so a slice of them may be read as bytes.
@@ -256,6 +343,26 @@ fn append_from<S: Source>(
                 };
                 out.extend_from_slice(&bits.to_le_bytes());
             }
+        }
+        Element::Bf16 => {
+            try_reserve(out, src.len() * 2, "block values")?;
+            for (i, &x) in src.iter().enumerate() {
+                let f = narrow_f32(x.as_f64(), i, dtype, saturate)?;
+                let bits = if !bf16::bf16_overflows(f) {
+                    bf16::f32_to_bf16(f)
+                } else if saturate {
+                    bf16::f32_to_bf16_sat(f)
+                } else {
+                    return Err(out_of_range(i, x.num(), dtype));
+                };
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+        }
+        Element::Q8 => {
+            // One scale per vector: the caller must say where the vectors are (`append_q8`).
+            return Err(Error::InvalidInput(format!(
+                "{dtype} values are quantized one vector at a time, through a block layout"
+            )));
         }
         Element::Fp8E4M3 | Element::Fp8E5M2 => {
             let e4m3 = element == Element::Fp8E4M3;
@@ -388,6 +495,35 @@ mod tests {
         // NaN and infinities that the type can represent pass through.
         assert_eq!(enc(DataType::Fp16, Values::F32(&[f32::INFINITY]), false).unwrap(), vec![0x00, 0x7c]);
         assert!(enc(DataType::Fp32, Values::F64(&[f64::NAN]), false).unwrap()[3] & 0x7f == 0x7f);
+    }
+
+    #[test]
+    fn bf16_is_range_checked_like_fp16() {
+        assert_eq!(enc(DataType::Bf16, Values::F32(&[1.0, -2.0]), false).unwrap(), vec![0x80, 0x3f, 0x00, 0xc0]);
+        assert_eq!(enc(DataType::Bf16, Values::F64(&[1.0]), false).unwrap(), vec![0x80, 0x3f]);
+        for v in [Values::F32(&[1.0, f32::MAX]), Values::F64(&[3.4e38])] {
+            let e = enc(DataType::Bf16Vector, v, false).unwrap_err();
+            assert!(matches!(e, Error::OutOfRange { .. }), "{e}");
+            assert_eq!(enc(DataType::Bf16Vector, v, true).unwrap().len(), 2 * v.len());
+        }
+        assert_eq!(enc(DataType::Bf16, Values::F32(&[f32::MAX]), true).unwrap(), vec![0x7f, 0x7f]);
+        assert_eq!(enc(DataType::Bf16, Values::F32(&[f32::NEG_INFINITY]), false).unwrap(), vec![0x80, 0xff]);
+        assert_eq!(enc(DataType::Bf16, Values::I32(&[3]), false).unwrap(), vec![0x40, 0x40]);
+    }
+
+    #[test]
+    fn q8_goes_vector_by_vector() {
+        let mut out = Vec::new();
+        append_q8(&mut out, DataType::Q8Vector, Values::F64(&[0.0, 127.0, -1.0, 2.0]), [2, 2].into_iter(), false)
+            .unwrap();
+        assert_eq!(out, [&1f32.to_le_bytes()[..], &[0, 127], &(2f32 / 127.0).to_le_bytes(), &[0xc0, 127]].concat());
+        let e = append_q8(&mut out, DataType::Q8Vector, Values::F32(&[1.0, 2.0, f32::NAN]), [1, 2].into_iter(), false)
+            .unwrap_err();
+        assert_eq!(e.to_string().split(" cannot").next(), Some("feature 2: NaN"));
+        let e = append_q8(&mut out, DataType::Q8Vector, Values::F64(&[1e300]), [1].into_iter(), false).unwrap_err();
+        assert!(matches!(e, Error::OutOfRange { feature: 0, .. }), "{e}");
+        assert!(enc(DataType::Q8Vector, Values::F32(&[1.0]), false).is_err());
+        assert!(append_q8(&mut out, DataType::Q8Vector, Values::Str(&[b"x"]), [1].into_iter(), false).is_err());
     }
 
     #[test]

@@ -650,7 +650,8 @@ fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, s
 pub(crate) fn container_field(dtype: DataType) -> Result<(u32, &'static str)> {
     use crate::dtype::Element as E;
     Ok(match dtype.known_element()? {
-        E::Fp8E5M2 | E::Fp8E4M3 | E::Fp16 | E::Fp32 => (1, "fp32_values"),
+        // The extensions travel as the reference's narrow floats do; Q8 is quantized on the server.
+        E::Fp8E5M2 | E::Fp8E4M3 | E::Fp16 | E::Bf16 | E::Fp32 | E::Q8 => (1, "fp32_values"),
         E::Fp64 => (2, "fp64_values"),
         E::Int8 | E::Int16 | E::Int32 => (3, "int32_values"),
         E::Int64 => (4, "int64_values"),

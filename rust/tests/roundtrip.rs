@@ -6,6 +6,8 @@ use ofs_core::{csdb, Array, BlockMeta, DataType, Element, EncodeOptions, Values}
 use proptest::prelude::*;
 
 const NOW: u64 = 1_772_366_400;
+/// The last type number (the reference's 30 plus our extensions).
+const LAST_TYPE: u8 = (DataType::ALL.len() - 1) as u8;
 
 /// A layout plus a value stream that fits it, in the narrowest natural container.
 #[derive(Debug, Clone)]
@@ -66,6 +68,15 @@ fn data_for(e: Element, n: usize, max_str: u32) -> BoxedStrategy<Data> {
         Element::Fp8E4M3 => proptest::collection::vec(float_in(448.0), len).prop_map(Data::F32).boxed(),
         Element::Fp8E5M2 => proptest::collection::vec(float_in(57_344.0), len).prop_map(Data::F32).boxed(),
         Element::Fp16 => proptest::collection::vec(float_in(65_504.0), len).prop_map(Data::F32).boxed(),
+        Element::Bf16 => proptest::collection::vec(float_in(3.389e38), len).prop_map(Data::F32).boxed(),
+        // Finite values of any size, and some all-zero vectors.
+        Element::Q8 => prop_oneof![
+            proptest::collection::vec(float_in(1e30), len.clone()),
+            proptest::collection::vec(float_in(1.0), len.clone()),
+            proptest::collection::vec(Just(0.0f32), len),
+        ]
+        .prop_map(Data::F32)
+        .boxed(),
         Element::Fp32 => proptest::collection::vec(any::<f32>(), len).prop_map(Data::F32).boxed(),
         Element::Fp64 => proptest::collection::vec(any::<f64>(), len).prop_map(Data::F64).boxed(),
         Element::Int8 | Element::Int16 | Element::Int32 | Element::Int64 => {
@@ -86,7 +97,7 @@ fn data_for(e: Element, n: usize, max_str: u32) -> BoxedStrategy<Data> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (1u8..=30, 1usize..12, 1u16..=5)
+    (1u8..=LAST_TYPE, 1usize..12, 1u16..=5)
         .prop_flat_map(|(t, n, version)| {
             let dtype = DataType::from_u8(t).unwrap();
             let vlens = if dtype.is_vector() {
@@ -125,10 +136,13 @@ fn expected_f64(c: &Case) -> Option<Vec<f64>> {
             Element::Fp8E4M3 => f64::from(ofs_core::float::e4m3_to_f32(ofs_core::float::f32_to_e4m3(x))),
             Element::Fp8E5M2 => f64::from(ofs_core::float::e5m2_to_f32(ofs_core::float::f32_to_e5m2(x))),
             Element::Fp16 => f64::from(ofs_core::float::f16_to_f32(ofs_core::float::f32_to_f16(x))),
+            Element::Bf16 => f64::from(ofs_core::bf16::bf16_to_f32(ofs_core::bf16::f32_to_bf16(x))),
             _ => f64::from(x),
         }
     };
     match &c.data {
+        // Q8 is lossy per vector: checked against its error bound instead.
+        Data::F32(_) if e == Element::Q8 => None,
         Data::F32(v) => Some(v.iter().map(|&x| round(x)).collect()),
         Data::F64(v) => Some(v.clone()),
         _ => None,
@@ -175,6 +189,19 @@ proptest! {
         prop_assert_eq!(view.header().expiry_at, (expiry_at != 0).then_some(expiry_at));
         let arr = view.to_array().unwrap();
         match &c.data {
+            Data::F32(v) if c.meta.element() == Element::Q8 => {
+                let Array::F32(got) = &arr else { panic!("Q8 decodes to float32") };
+                for pos in 0..c.meta.n_features() {
+                    let r = c.meta.value_offset(pos)..c.meta.value_offset(pos) + c.meta.values_of(pos);
+                    let scale = ofs_core::q8::cell_scale(&view.feature(pos)).unwrap();
+                    let amax = v[r.clone()].iter().fold(0f32, |m, x| m.max(x.abs()));
+                    prop_assert_eq!(scale, amax / 127.0);
+                    for (x, y) in v[r.clone()].iter().zip(&got[r]) {
+                        let bound = f64::from(scale) * 0.500_001 + f64::from(x.abs()) * 1e-6;
+                        prop_assert!(f64::from((x - y).abs()) <= bound, "{} vs {} at scale {}", x, y, scale);
+                    }
+                }
+            }
             Data::F32(_) | Data::F64(_) => {
                 let want = expected_f64(&c).unwrap();
                 let got = array_f64(&arr).unwrap();
@@ -196,7 +223,7 @@ proptest! {
                         prop_assert!(f.len() >= 2 * count);
                     }
                 }
-                e => prop_assert_eq!(f.len(), count * e.size()),
+                e => prop_assert_eq!(f.len(), count * e.size() + e.vector_prefix()),
             }
         }
         // The same block is expired one second after its expiry, and never before.
@@ -207,6 +234,51 @@ proptest! {
         let plain = view.to_uncompressed_block();
         let Block::Present(again) = psdb::decode(&plain, &c.meta, NOW).unwrap() else { panic!() };
         prop_assert_eq!(again.payload(), view.payload());
+    }
+
+    /// Q8 on its own: codes symmetric within ±127, the largest magnitude at ±127, the error within half
+    /// a step, and the bulk row form identical to the cell form.
+    #[test]
+    fn q8_vectors(x in proptest::collection::vec(prop_oneof![-1e6f32..1e6, -1.0f32..1.0, Just(0.0f32)], 0..300)) {
+        let mut cell = Vec::new();
+        ofs_core::q8::encode(&x, false, &mut cell).unwrap();
+        let scale = ofs_core::q8::cell_scale(&cell).unwrap();
+        let codes = ofs_core::q8::codes_of(&cell[4..]);
+        prop_assert!(codes.iter().all(|&q| q != ofs_core::q8::NAN_CODE));
+        if scale > 0.0 {
+            prop_assert_eq!(codes.iter().map(|q| q.unsigned_abs()).max(), Some(127));
+        } else {
+            prop_assert!(codes.iter().all(|&q| q == 0));
+        }
+        let mut back = vec![0f32; x.len()];
+        ofs_core::q8::decode_into(&cell, &mut back);
+        for (a, b) in x.iter().zip(&back) {
+            prop_assert!(f64::from((a - b).abs()) <= f64::from(scale) * 0.500_001 + f64::from(a.abs()) * 1e-6);
+        }
+        let (mut rows_codes, mut scales) = (vec![0i8; x.len()], vec![0f32; 1]);
+        ofs_core::q8::encode_rows(&x, x.len(), false, &mut rows_codes, &mut scales).unwrap();
+        if !x.is_empty() {
+            prop_assert_eq!(&rows_codes[..], codes);
+            prop_assert_eq!(scales[0].to_bits(), scale.to_bits());
+        }
+    }
+
+    /// bf16: every value survives float32 → bf16 → float32 → bf16 unchanged, and the first step moves a
+    /// finite value by at most half a bf16 step (2^-8 relative).
+    #[test]
+    fn bf16_values(x in proptest::num::f32::ANY) {
+        use ofs_core::bf16::{bf16_to_f32, f32_to_bf16};
+        let b = f32_to_bf16(x);
+        let y = bf16_to_f32(b);
+        if x.is_nan() {
+            prop_assert!(y.is_nan());
+        } else {
+            prop_assert_eq!(f32_to_bf16(y), b);
+            if y.is_finite() {
+                // Subnormals step by 2^-133, so half a step there is 2^-134.
+                prop_assert!(f64::from((x - y).abs()) <= f64::from(x.abs()) * 2f64.powi(-8) + 2f64.powi(-134));
+            }
+        }
     }
 
     #[test]
@@ -226,7 +298,7 @@ proptest! {
     }
 
     #[test]
-    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), t in 1u8..=30) {
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), t in 1u8..=LAST_TYPE) {
         let dtype = DataType::from_u8(t).unwrap();
         let slens = if dtype.element() == Some(Element::String) { vec![8; 3] } else { Vec::new() };
         let vlens = if dtype.is_vector() { vec![2; 3] } else { Vec::new() };

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use ofs_core::psdb::{self, Block};
-use ofs_core::{csdb, expiry, float, quant, Array, BlockMeta, DataType, Element, EncodeOptions, Values};
+use ofs_core::{bf16, csdb, expiry, float, q8, quant, Array, BlockMeta, DataType, Element, EncodeOptions, Values};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -216,6 +216,8 @@ fn check_array(got: &Array, want: &[Value]) -> Check {
             Array::U64(v) => i128::from(v[i]) == json_int(w)?,
             Array::Bool(v) => Some(v[i]) == w.as_bool(),
             Array::Str(v) => Some(v[i].as_str()) == w.as_str(),
+            Array::Bf16(v) => same_f32(ofs_core::bf16::bf16_to_f32(v[i]), json_f64(w)? as f32),
+            Array::Q8 { .. } => return Err("decoding never yields the native Q8 form".into()),
         };
         if !ok {
             return Err(format!("decoded value {i} differs: got {got:?}, want {w}"));
@@ -420,6 +422,30 @@ fn run_codec(case: &Case) -> Check {
             let back = codes.iter().map(|&c| float::f16_to_f32(c)).collect();
             (codes.iter().flat_map(|c| c.to_le_bytes()).collect(), back)
         }
+        "bf16" => {
+            let codes: Vec<u16> =
+                xs.iter().map(|&x| if sat { bf16::f32_to_bf16_sat(x) } else { bf16::f32_to_bf16(x) }).collect();
+            let mut slice = vec![0u16; xs.len()];
+            bf16::encode_bf16_slice(&xs, &mut slice);
+            if !sat && slice != codes {
+                return Err("the slice encoder differs from the scalar one".into());
+            }
+            let back = codes.iter().map(|&c| bf16::bf16_to_f32(c)).collect();
+            (codes.iter().flat_map(|c| c.to_le_bytes()).collect(), back)
+        }
+        "q8" => {
+            // `values` is one vector; the codes are its cell (scale, then int8 codes).
+            let mut cell = Vec::new();
+            let encoded =
+                q8::encode(&xs, sat, &mut cell).map_err(|e| format!("element {}: {} is not finite", e.index, e.value));
+            if let Some(want) = &case.error {
+                return expect_error(encoded, want);
+            }
+            encoded?;
+            let mut back = vec![0f32; xs.len()];
+            q8::decode_into(&cell, &mut back);
+            (cell, back)
+        }
         other => return Err(format!("unknown codec {other:?}")),
     };
     let want = need(case.hex.as_ref(), "hex")?;
@@ -498,7 +524,9 @@ fn every_vector_file_passes() {
 fn all_topics_are_present() {
     let names: Vec<String> =
         vector_files().iter().filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())).collect();
-    for topic in ["csdb.json", "decoded_format.json", "expiry.json", "fp8.json", "psdb.json", "quantize.json"] {
+    for topic in
+        ["csdb.json", "decoded_format.json", "embeddings.json", "expiry.json", "fp8.json", "psdb.json", "quantize.json"]
+    {
         assert!(names.iter().any(|n| n == topic), "{topic} missing from {}", vector_dir().display());
     }
 }
