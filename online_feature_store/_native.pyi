@@ -16,6 +16,8 @@ __all__ = [
     "DecodedBlock",
     "Limits",
     "__version__",
+    "bf16_decode",
+    "bf16_encode",
     "cell_max_len",
     "csdb_encode",
     "csdb_entries",
@@ -40,6 +42,8 @@ __all__ = [
     "fp16_encode",
     "parse_data_type",
     "parse_feature_label",
+    "q8_decode",
+    "q8_encode",
     "quantize",
     "read_header",
     "sqlite_unframe",
@@ -159,6 +163,7 @@ class Catalog:
         *,
         now: int | None = None,
         limits: Limits | None = None,
+        native: bool = False,
     ) -> list[tuple[Any, npt.NDArray[np.uint8]]]: ...
     def retrieve_cached(
         self,
@@ -170,6 +175,7 @@ class Catalog:
         *,
         now: int | None = None,
         limits: Limits | None = None,
+        native: bool = False,
     ) -> list[tuple[Any, npt.NDArray[np.uint8], int, int, int]] | None: ...
     def encode_rows(
         self,
@@ -280,6 +286,8 @@ def encode_retrieve_query(
 ) -> bytes: ...
 def decode_retrieve_result(
     data: bytes,
+    *,
+    native: bool = False,
 ) -> tuple[
     str,
     list[str],
@@ -299,6 +307,12 @@ def fp8_e4m3_encode(values: npt.ArrayLike, *, saturate: bool = False) -> npt.NDA
 def fp8_e4m3_decode(codes: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
 def fp8_e5m2_encode(values: npt.ArrayLike, *, saturate: bool = False) -> npt.NDArray[np.uint8]: ...
 def fp8_e5m2_decode(codes: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+def bf16_encode(values: npt.ArrayLike, *, saturate: bool = False) -> npt.NDArray[np.uint16]: ...
+def bf16_decode(codes: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+def q8_encode(
+    values: npt.ArrayLike, *, saturate: bool = False
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]: ...
+def q8_decode(codes: npt.ArrayLike, scales: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
 def quantize(data: bytes, from_type: int, to_type: int) -> bytes: ...
 def parse_feature_label(label: str) -> tuple[str, int | None]: ...
 def data_type_names() -> list[str]: ...

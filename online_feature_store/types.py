@@ -1,4 +1,5 @@
-"""Feature data types, numbered exactly as the reference's storage header and registry names."""
+"""Feature data types, numbered exactly as the reference's storage header and registry names, plus this
+project's extensions from 31 (bfloat16 and int8-with-scale embeddings; see ``docs/embeddings.md``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ __all__ = ["DataType"]
 
 
 class DataType(enum.IntEnum):
-    """One of the 31 feature data types. ``DataType.FP32 == 4``; ``.type_name`` is ``"DataTypeFP32"``."""
+    """A feature data type: the reference's 31 (0..30) and our extensions (31..). ``DataType.FP32 == 4``;
+    ``.type_name`` is ``"DataTypeFP32"``."""
 
     UNKNOWN = 0
     FP8E5M2 = 1
@@ -43,6 +45,12 @@ class DataType(enum.IntEnum):
     UINT64_VECTOR = 28
     STRING_VECTOR = 29
     BOOL_VECTOR = 30
+    # Extensions of this project: reference clients do not know them (docs/formats.md).
+    BF16 = 31
+    """bfloat16: float32's range, 8 significant bits, 2 bytes."""
+    BF16_VECTOR = 32
+    Q8_VECTOR = 33
+    """int8 codes with one float32 scale per vector: ``4 + n`` bytes for ``n`` values."""
 
     @property
     def type_name(self) -> str:
@@ -52,7 +60,12 @@ class DataType(enum.IntEnum):
     @property
     def is_vector(self) -> bool:
         """True for the fixed-length-per-feature vector types."""
-        return self >= DataType.FP8E5M2_VECTOR
+        return self in _VECTORS
+
+    @property
+    def is_extension(self) -> bool:
+        """True for this project's types (31 and up), which reference clients cannot read."""
+        return self >= DataType.BF16
 
     @classmethod
     def parse(cls, name: str | int) -> DataType:
@@ -60,3 +73,8 @@ class DataType(enum.IntEnum):
         if isinstance(name, int):
             return cls(name)
         return cls(parse_data_type(name))
+
+
+_VECTORS = frozenset(
+    t for t in DataType if DataType.FP8E5M2_VECTOR <= t <= DataType.BOOL_VECTOR
+) | {DataType.BF16_VECTOR, DataType.Q8_VECTOR}

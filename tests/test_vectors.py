@@ -8,6 +8,10 @@ ties to the even code) instead of c10's bit tricks, the calendar comes from :mod
 binary16 decoding from :mod:`struct`. The Appendix A examples of the facts file are hard-coded below
 and the reference encoder must reproduce them byte for byte.
 
+Our extension types (``docs/formats.md``, ``docs/embeddings.md``) come from other implementations:
+bfloat16 from ``ml_dtypes`` (``x.astype(ml_dtypes.bfloat16)``), Q8 (int8 with a per-vector float32
+scale) from a few lines of numpy written from the rule (``s = max|x| / 127``, ``q = rint(x / s)``).
+
 Three-way check:
 
 * ``test_vectors_match_reference_encoder``: every stored case equals what the reference encoder makes
@@ -78,7 +82,14 @@ TYPE_NAMES = [
     "DataTypeUint64Vector",
     "DataTypeStringVector",
     "DataTypeBoolVector",
+    # This project's extensions: the header's 5-bit field reads 31, byte 8's low nibble the offset.
+    "DataTypeBF16",
+    "DataTypeBF16Vector",
+    "DataTypeQ8Vector",
 ]
+FIRST_EXTENSION = 31
+EXTENSION_ELEMENTS = {31: "bf16", 32: "bf16", 33: "q8"}
+EXTENSION_VECTORS = {32, 33}
 # Element kind of scalar types 0..15; vector type t (16..30) has the element of t - 15.
 ELEMENTS = [
     None,
@@ -124,9 +135,15 @@ def type_number(name: str) -> int:
 
 
 def element_of(num: int) -> str:
+    if num >= FIRST_EXTENSION:
+        return EXTENSION_ELEMENTS[num]
     kind = ELEMENTS[num if num < 16 else num - 15]
     assert kind is not None
     return kind
+
+
+def is_vector(num: int) -> bool:
+    return num in EXTENSION_VECTORS if num >= FIRST_EXTENSION else num >= 16
 
 
 def from_json(v: Any) -> Any:
@@ -289,7 +306,10 @@ def pack_expiry(expiry_at: int) -> bytes:
 
 
 def header(version: int, expiry: bytes, compression: int, num: int, last: int) -> bytes:
-    """§2.1: version LE, expiry, b7 = layout 1 | compression | type bit 4, b8 = type bits 3..0 | last."""
+    """§2.1: version LE, expiry, b7 = layout 1 | compression | type bit 4, b8 = type bits 3..0 | last.
+    Extensions: the type field holds 31 and the low nibble of b8 the number's offset from 31."""
+    if num >= FIRST_EXTENSION:
+        num, last = FIRST_EXTENSION, num - FIRST_EXTENSION
     b7 = (1 << 4) | (compression << 1) | ((num >> 4) & 1)
     b8 = ((num & 0x0F) << 4) | (last & 0x0F)
     return version.to_bytes(2, "little") + expiry + bytes([b7, b8])
@@ -299,7 +319,7 @@ def layout_of(case: dict[str, Any]) -> tuple[int, str, bool, int, list[int]]:
     """(type number, element kind, is vector, number of features, values per feature)."""
     num = type_number(case["data_type"])
     kind = element_of(num)
-    vector = num >= 16
+    vector = is_vector(num)
     values = case["values"]
     if vector:
         per_feature = list(case["vector_lengths"])
@@ -341,6 +361,23 @@ def encode_block_ref(case: dict[str, Any]) -> dict[str, Any]:
         )
         last = (8 - len(bits) % 8) % 8
         elems, decoded = [bytes([b]) for b in bits], [bool(b) for b in bits]
+    elif kind == "bf16":
+        for v in values:
+            code = bf16_code(to_f32(float(v), strict=True, saturate=saturate), strict=True, saturate=saturate)
+            elems.append(code.to_bytes(2, "little"))
+            decoded.append(bf16_value(code))
+        payload = b"".join(elems)
+    elif kind == "q8":
+        # One cell per vector (scale, then codes); `elems` holds the cells, one per feature.
+        start = 0
+        for count in per_feature:
+            xs = [to_f32(float(v), strict=True, saturate=saturate) for v in values[start : start + count]]
+            cell, back = q8_cell(xs, saturate=saturate)
+            elems.append(cell)
+            decoded += back
+            start += count
+        payload = b"".join(elems)
+        per_feature = [1] * n
     elif kind in FLOAT_ELEMENTS:
         for v in values:
             b, d = encode_float_element(kind, float(v), saturate=saturate)
@@ -369,6 +406,53 @@ def encode_block_ref(case: dict[str, Any]) -> dict[str, Any]:
         else:
             features.append(b"".join(part))
     return {"hex": block.hex(), "features_hex": [f.hex() for f in features], "decoded": decoded}
+
+
+def bf16_code(x32: float, *, strict: bool = False, saturate: bool = False) -> int:
+    """float32 → bfloat16 bits through ml_dtypes (round to nearest even, NaN → canonical quiet NaN with
+    the sign). Our write policy on top: `strict` refuses a finite value that rounds to Inf, `saturate`
+    clamps it to ±0x7F7F."""
+    import ml_dtypes
+
+    code = int(np.array([x32], dtype=np.float32).astype(ml_dtypes.bfloat16).view(np.uint16)[0])
+    if code & 0x7FFF == 0x7F80 and math.isfinite(x32):
+        if saturate:
+            return (code & 0x8000) | 0x7F7F
+        if strict:
+            raise RefError("out of range")
+    return code
+
+
+def bf16_value(code: int) -> float:
+    """bfloat16 bits → the float32 they stand for (16 zero bits appended)."""
+    return float(struct.unpack("<f", struct.pack("<I", code << 16))[0])
+
+
+def q8_cell(xs: list[float], *, saturate: bool) -> tuple[bytes, list[float]]:
+    """One vector (float32 values) → its Q8 cell and the values a reader decodes, in numpy from the
+    rule: s = max|x| / 127 over the finite values (float32), q = rint(clip(x / s, -127, 127)); s = 0 →
+    zero codes. NaN / ±Inf are refused unless saturating: then ±Inf → ±127 and NaN → -128 (read as NaN)."""
+    x = np.array(xs, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all() and not saturate:
+        raise RefError("not finite")
+    amax = np.float32(np.max(np.abs(x[finite]), initial=np.float32(0)))
+    scale = np.float32(amax / np.float32(127))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if scale == 0:
+            q = np.where(np.isinf(x), np.sign(x) * 127, 0)
+        else:
+            q = np.rint(np.clip(x / scale, np.float32(-127), np.float32(127)))
+    q = np.where(np.isnan(x), -128, q).astype(np.int8)
+    back = np.where(q == -128, np.float32(np.nan), q.astype(np.float32) * scale).astype(np.float32)
+    return struct.pack("<f", float(scale)) + q.tobytes(), [float(v) for v in back]
+
+
+def q8_decode_cell(cell: bytes) -> list[float]:
+    (scale,) = struct.unpack("<f", cell[:4])
+    q = np.frombuffer(cell[4:], dtype=np.int8)
+    back = np.where(q == -128, np.float32(np.nan), q.astype(np.float32) * np.float32(scale))
+    return [float(v) for v in back.astype(np.float32)]
 
 
 def csdb_ref(case: dict[str, Any]) -> dict[str, Any]:
@@ -421,13 +505,14 @@ def csdb_parse_ref(raw: bytes) -> list[dict[str, Any]]:
     return out
 
 
-FLOAT_RANK = {"fp64": 4, "fp32": 3, "fp16": 2, "e4m3": 1, "e5m2": 1}
+# Our extensions placed by significand bits: FP16 (10) > BF16 (7) > Q8 > FP8.
+FLOAT_RANK = {"fp64": 6, "fp32": 5, "fp16": 4, "bf16": 3, "q8": 2, "e4m3": 1, "e5m2": 1}
 
 
 def quantize_allowed(src: str, dst: str) -> bool:
-    """§6.4: float → narrower float (targets FP32/FP16/FP8), same shape."""
+    """§6.4: float → narrower float (targets FP32/FP16/FP8, and our BF16/Q8), same shape."""
     a, b = type_number(src), type_number(dst)
-    if a == 0 or b == 0 or (a >= 16) != (b >= 16):
+    if a == 0 or b == 0 or is_vector(a) != is_vector(b):
         return False
     ka, kb = element_of(a), element_of(b)
     if ka not in FLOAT_RANK or kb not in FLOAT_RANK or kb == "fp64":
@@ -441,6 +526,8 @@ def source_bytes(kind: str, x: float) -> bytes:
         return struct.pack("<d", x)
     if kind == "fp32":
         return struct.pack("<f", x)
+    if kind == "bf16":
+        return bf16_code(to_f32(x)).to_bytes(2, "little")
     return code_bytes(kind, encode_minifloat(kind, to_f32(x)))
 
 
@@ -449,6 +536,8 @@ def source_value(kind: str, raw: bytes) -> float:
         return float(struct.unpack("<d", raw)[0])
     if kind == "fp32":
         return float(struct.unpack("<f", raw)[0])
+    if kind == "bf16":
+        return bf16_value(int.from_bytes(raw, "little"))
     return decode_minifloat(kind, int.from_bytes(raw, "little"))
 
 
@@ -460,23 +549,48 @@ def quantize_ref(case: dict[str, Any]) -> dict[str, Any]:
     ks, kt = element_of(type_number(case["from"])), element_of(type_number(case["to"]))
     src = bytes.fromhex(case["src_hex"]) if "src_hex" in case else None
     if src is None:
-        src = b"".join(source_bytes(ks, float(from_json(v))) for v in case["values"])
-    width = {"fp64": 8, "fp32": 4, "fp16": 2}.get(ks, 1)
-    if len(src) % width:
-        raise RefError("partial element")
+        xs = [float(from_json(v)) for v in case["values"]]
+        if ks == "q8":
+            src = q8_cell([to_f32(x) for x in xs], saturate=True)[0]
+        else:
+            src = b"".join(source_bytes(ks, x) for x in xs)
+    if ks == "q8":
+        if len(src) < 4:
+            raise RefError("no scale")
+        values = q8_decode_cell(src)
+    else:
+        width = {"fp64": 8, "fp32": 4, "fp16": 2, "bf16": 2}.get(ks, 1)
+        if len(src) % width:
+            raise RefError("partial element")
+        values = [to_f32(source_value(ks, src[i : i + width])) for i in range(0, len(src), width)]
     out = bytearray()
-    for i in range(0, len(src), width):
-        x32 = to_f32(source_value(ks, src[i : i + width]))
+    if kt == "q8":  # one cell for the whole vector; a read saturates instead of failing
+        out += q8_cell(values, saturate=True)[0]
+    for x32 in values if kt != "q8" else []:
         if kt == "fp32":
             out += struct.pack("<f", x32)
+        elif kt == "bf16":
+            out += bf16_code(x32).to_bytes(2, "little")
         else:
             out += code_bytes(kt, encode_minifloat(kt, x32))
     return {"src_hex": src.hex(), "hex": out.hex()}
 
 
 def codec_ref(case: dict[str, Any]) -> dict[str, Any]:
-    """Raw float32 → code conversion (§6.2/6.3, binary16), reference policy, optional saturation."""
+    """Raw float32 → code conversion (§6.2/6.3, binary16), reference policy, optional saturation.
+    Ours: bf16 (codes as LE u16), q8 (`values` is one vector; the codes are its cell)."""
     fmt = case["codec"]
+    sat = case.get("saturate", False)
+    xs = [to_f32(float(from_json(v))) for v in case["values"]]
+    if fmt == "bf16":
+        bf = [bf16_code(x, saturate=sat) for x in xs]
+        return {
+            "hex": b"".join(c.to_bytes(2, "little") for c in bf).hex(),
+            "decoded": [to_json(bf16_value(c)) for c in bf],
+        }
+    if fmt == "q8":
+        cell, back = q8_cell(xs, saturate=sat)
+        return {"hex": cell.hex(), "decoded": [to_json(v) for v in back]}
     codes = [
         encode_minifloat(fmt, to_f32(float(from_json(v))), saturate=case.get("saturate", False))
         for v in case["values"]
@@ -530,7 +644,9 @@ def decode_status_ref(case: dict[str, Any]) -> tuple[str, list[Any] | None]:
     num = type_number(case["data_type"])
     b7, b8 = raw[7], raw[8]
     stored_type = ((b7 & 1) << 4) | (b8 >> 4)
-    if b7 >> 4 != 1 or (b7 >> 1) & 7 not in (0, 1) or stored_type > 30:
+    if stored_type == FIRST_EXTENSION:
+        stored_type += b8 & 0x0F
+    if b7 >> 4 != 1 or (b7 >> 1) & 7 not in (0, 1) or stored_type >= len(TYPE_NAMES):
         raise RefError("header")
     expiry = decode_expiry_ref(raw[2:7])
     if stored_type != num or int.from_bytes(raw[:2], "little") != case["version"]:
@@ -558,7 +674,16 @@ def decode_status_ref(case: dict[str, Any]) -> tuple[str, list[Any] | None]:
                 raise RefError("utf-8") from None
             start += length
         return "present", values
-    size = (n_values + 7) // 8 if kind == "bool" else n_values * WIDTH[kind]
+    if kind == "q8":
+        lengths = case["vector_lengths"]
+        if len(payload) != n_values + 4 * len(lengths):
+            raise RefError("payload size")
+        start = 0
+        for count in lengths:
+            values += q8_decode_cell(payload[start : start + 4 + count])
+            start += 4 + count
+        return "present", [to_json(v) for v in values]
+    size = (n_values + 7) // 8 if kind == "bool" else n_values * {**WIDTH, "bf16": 2}[kind]
     if len(payload) != size:
         raise RefError("payload size")
     if kind == "bool":
@@ -569,6 +694,8 @@ def decode_status_ref(case: dict[str, Any]) -> tuple[str, list[Any] | None]:
         values = [
             decode_minifloat(kind, int.from_bytes(payload[i : i + 2], "little")) for i in range(0, size, 2)
         ]
+    elif kind == "bf16":
+        values = [bf16_value(int.from_bytes(payload[i : i + 2], "little")) for i in range(0, size, 2)]
     else:
         fmt = {"fp32": "<f", "fp64": "<d"}.get(kind) or INT_FORMATS[kind][0]
         values = [v for (v,) in struct.iter_unpack(fmt, payload)]
@@ -1057,7 +1184,18 @@ def psdb_cases() -> list[dict[str, Any]]:
             version=2,
             error="compression type 3",
         ),
-        decode_case("data type 31", "DataTypeFP32", "0200000000000011f0", error="data type 31"),
+        decode_case(
+            "type field 31 with an extension offset past the last one",
+            "DataTypeFP32",
+            "0200000000000011f5",
+            error="extension type 36 (31 + 5)",
+        ),
+        decode_case(
+            "type field 31, offset 0: a BF16 block, not the FP32 of the meta",
+            "DataTypeFP32",
+            "0100000000000011f0",
+            error="block holds DataTypeBF16 but the feature group is DataTypeFP32",
+        ),
         decode_case(
             "block type differs from the meta",
             "DataTypeInt32",
@@ -1559,12 +1697,199 @@ def quantize_cases() -> list[dict[str, Any]]:
     return c
 
 
+def embedding_cases() -> list[dict[str, Any]]:
+    """Our extension types: BF16 (31), BF16Vector (32), Q8Vector (33)."""
+    c: list[dict[str, Any]] = [
+        block(
+            "BF16 scalars: rounding ties, subnormals, signed zero, Inf, NaN, float32 range",
+            "DataTypeBF16",
+            [1.0, -2.0, 1 + T**-8, 1 + 3 * T**-8, 0.1, 3.0e38, -(T**-133), T**-140, -0.0, math.inf, -math.nan],
+        ),
+        block("BF16 version and expiry", "DataTypeBF16", [2.5], version=7, expiry_at=NOW + DAY),
+        block(
+            "BF16 beyond the largest bf16 is refused (would store Inf)",
+            "DataTypeBF16",
+            [1.0, 3.4e38],
+            error="out of range for DataTypeBF16",
+        ),
+        block("BF16 saturating", "DataTypeBF16", [3.4e38, -1e39, math.inf, 1.0], saturate=True),
+        block(
+            "BF16Vector, two features of lengths 3 and 1",
+            "DataTypeBF16Vector",
+            [0.5, -0.25, 3.14159, 65504.0],
+            vector_lengths=[3, 1],
+        ),
+        block(
+            "Q8Vector: scale then codes per vector; ties to even; the largest magnitude at ±127",
+            "DataTypeQ8Vector",
+            [0.0, 254.0, -127.0, 1.0, 0.5, -1.5, 2.5, -3.5, 0.1, -0.7, 0.33],
+            vector_lengths=[3, 8],
+        ),
+        block(
+            "Q8Vector: an all-zero vector stores scale 0 (and -0 reads back as +0)",
+            "DataTypeQ8Vector",
+            [0.0, -0.0, 0.0, 1e-3, -2e-3],
+            vector_lengths=[3, 2],
+        ),
+        block(
+            "Q8Vector: magnitudes from 1e-38 to 1e38",
+            "DataTypeQ8Vector",
+            [1e-38, -3e-39, 1e38, -2.5e37, 7.0],
+            vector_lengths=[2, 3],
+        ),
+        block(
+            "Q8Vector with expiry, version 3",
+            "DataTypeQ8Vector",
+            [1.0, -1.0],
+            vector_lengths=[2],
+            version=3,
+            expiry_at=NOW + 3 * DAY,
+        ),
+        block(
+            "Q8Vector: NaN is refused",
+            "DataTypeQ8Vector",
+            [1.0, math.nan, 2.0],
+            vector_lengths=[3],
+            error="feature 0 element 1: NaN cannot be stored as DataTypeQ8Vector",
+        ),
+        block(
+            "Q8Vector: Inf is refused",
+            "DataTypeQ8Vector",
+            [1.0, 2.0, -math.inf],
+            vector_lengths=[1, 2],
+            error="feature 1 element 1: -inf cannot be stored as DataTypeQ8Vector",
+        ),
+        block(
+            "Q8Vector saturating: ±Inf → ±127, NaN → code -128 (NaN)",
+            "DataTypeQ8Vector",
+            [math.inf, 2.0, math.nan, -1.0, -math.inf],
+            vector_lengths=[5],
+            saturate=True,
+        ),
+        block(
+            "Q8Vector: a double beyond float32 is refused",
+            "DataTypeQ8Vector",
+            [1.0, 1e300],
+            vector_lengths=[2],
+            error="out of range for DataTypeQ8Vector",
+        ),
+        decode_case(
+            "Q8Vector payload must hold every vector's scale",
+            "DataTypeQ8Vector",
+            "0100000000000011f2" + "0000803f" + "7f00",
+            n_features=2,
+            vector_lengths=[1, 1],
+            error="payload of 6 bytes",
+        ),
+        decode_case(
+            "Q8Vector decodes code -128 as NaN",
+            "DataTypeQ8Vector",
+            "0100000000000011f2" + "0000803f" + "7f80c1",
+            n_features=1,
+            vector_lengths=[3],
+            status="present",
+        ),
+        {
+            "kind": "codec",
+            "name": "bf16 codec: ties, NaN sign, overflow to Inf",
+            "codec": "bf16",
+            "values": [1.0, 1 + T**-8, 1 + 3 * T**-8, -(T**-130), 3.4e38, "-inf", "nan", "-nan", 0.1],
+        },
+        {
+            "kind": "codec",
+            "name": "bf16 codec saturating",
+            "codec": "bf16",
+            "saturate": True,
+            "values": [3.4e38, -3.4e38, "inf", 1.0],
+        },
+        {
+            "kind": "codec",
+            "name": "q8 codec: one vector",
+            "codec": "q8",
+            "values": [0.25, -1.0, 0.5, 0.125, -0.0625, 0.75, 0.0, 1.0 / 3],
+        },
+        {"kind": "codec", "name": "q8 codec: zeros", "codec": "q8", "values": [0.0, -0.0]},
+        {
+            "kind": "codec",
+            "name": "q8 codec saturating",
+            "codec": "q8",
+            "saturate": True,
+            "values": ["-inf", 0.0, "nan", 3.0],
+        },
+    ]
+    pairs = [
+        ("DataTypeFP32", "DataTypeBF16"),
+        ("DataTypeFP64", "DataTypeBF16"),
+        ("DataTypeFP16", "DataTypeBF16"),
+        ("DataTypeBF16", "DataTypeFP8E4M3"),
+        ("DataTypeBF16", "DataTypeFP8E5M2"),
+    ]
+    vals = [1.0, -2.5, 0.1, 448.0, 500.0, 65504.0, T**-20, -0.0, "inf", "nan"]
+    for src, dst in pairs:
+        c.append({"kind": "quantize", "name": f"{src} -> {dst}", "from": src, "to": dst, "values": vals})
+        c.append(
+            {
+                "kind": "quantize",
+                "name": f"{src}Vector -> {dst}Vector",
+                "from": src + "Vector",
+                "to": dst + "Vector",
+                "values": [1.0, 0.3, -1e-3],
+            }
+        )
+    emb = [0.12, -0.5, 0.031, 0.9, -0.77, 0.0, 0.25, -0.125]
+    for src in ("DataTypeFP64Vector", "DataTypeFP32Vector", "DataTypeFP16Vector", "DataTypeBF16Vector"):
+        c.append({"kind": "quantize", "name": f"{src} -> Q8", "from": src, "to": "DataTypeQ8Vector", "values": emb})
+    c += [
+        {
+            "kind": "quantize",
+            "name": "FP32Vector -> Q8 saturates what is stored (Inf, NaN)",
+            "from": "DataTypeFP32Vector",
+            "to": "DataTypeQ8Vector",
+            "values": ["inf", 1.0, "nan", -0.5],
+        },
+        {
+            "kind": "quantize",
+            "name": "FP32Vector -> Q8, all zero",
+            "from": "DataTypeFP32Vector",
+            "to": "DataTypeQ8Vector",
+            "values": [0.0, 0.0, -0.0],
+        },
+        {
+            "kind": "quantize",
+            "name": "Q8Vector -> FP8E4M3Vector",
+            "from": "DataTypeQ8Vector",
+            "to": "DataTypeFP8E4M3Vector",
+            "values": emb,
+        },
+    ]
+    refused = [
+        ("DataTypeBF16Vector", "DataTypeFP16Vector", "upward"),
+        ("DataTypeQ8Vector", "DataTypeBF16Vector", "upward"),
+        ("DataTypeFP32", "DataTypeQ8Vector", "scalar to vector"),
+        ("DataTypeFP8E4M3Vector", "DataTypeQ8Vector", "upward"),
+        ("DataTypeBF16", "DataTypeBF16", "same precision"),
+    ]
+    for src, dst, why in refused:
+        c.append(
+            {
+                "kind": "quantize",
+                "name": f"refused: {src} -> {dst} ({why})",
+                "from": src,
+                "to": dst,
+                "src_hex": "0000803f",
+                "error": "cannot quantize",
+            }
+        )
+    return c
+
+
 TOPICS = {
     "psdb": psdb_cases,
     "csdb": csdb_cases,
     "expiry": expiry_cases,
     "fp8": fp8_cases,
     "quantize": quantize_cases,
+    "embeddings": embedding_cases,
 }
 
 
@@ -1687,7 +2012,7 @@ def flat_values(values: Any) -> list[Any]:
 
 def same_value(got: Any, want: Any, kind: str) -> bool:
     """Equality that is exact for floats: bit patterns at the decoded width, NaN by sign only."""
-    if kind in FLOAT_ELEMENTS:
+    if kind in FLOAT_ELEMENTS or kind in ("bf16", "q8"):
         g, w = float(got), float(want)
         if math.isnan(w):
             return math.isnan(g) and math.copysign(1, g) == math.copysign(1, w)
@@ -1842,11 +2167,22 @@ CODECS = {
     "e4m3": (lambda v, s: ofs.fp8_e4m3_encode(v, saturate=s), ofs.fp8_e4m3_decode, np.uint8),
     "e5m2": (lambda v, s: ofs.fp8_e5m2_encode(v, saturate=s), ofs.fp8_e5m2_decode, np.uint8),
     "fp16": (lambda v, s: ofs.fp16_encode(v, saturate=s), ofs.fp16_decode, np.dtype("<u2")),
+    "bf16": (lambda v, s: ofs.bf16_encode(v, saturate=s), ofs.bf16_decode, np.dtype("<u2")),
 }
 
 
 @pytest.mark.parametrize("case", cases_of("codec"))
 def test_codec(case: dict[str, Any]) -> None:
+    if case["codec"] == "q8":
+        xs = np.array([from_json(v) for v in case["values"]], dtype=np.float32)
+        codes, scales = ofs.q8_encode(xs, saturate=case.get("saturate", False))
+        assert codes.shape == (1, len(xs)) and scales.shape == (1,)
+        assert (scales.astype("<f4").tobytes() + codes.astype(np.int8).tobytes()).hex() == case["hex"]
+        cell = bytes.fromhex(case["hex"])
+        back = ofs.q8_decode(np.frombuffer(cell[4:], dtype=np.int8)[None, :], np.frombuffer(cell[:4], "<f4"))
+        for g, w in zip(back.ravel().tolist(), [from_json(v) for v in case["decoded"]], strict=False):
+            assert same_value(g, w, "fp32"), (g, w)
+        return
     enc, dec, code_type = CODECS[case["codec"]]
     xs = np.array([from_json(v) for v in case["values"]], dtype=np.float32)
     codes = enc(xs, case.get("saturate", False))

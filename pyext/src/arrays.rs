@@ -8,6 +8,16 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::errors::invalid;
 
+/// The message when bfloat16 arrays are asked for without `ml_dtypes` installed.
+const NO_ML_DTYPES: &str = "bfloat16 arrays need the ml_dtypes package (pip install ml_dtypes); \
+     or retrieve with embeddings=\"float32\"";
+
+/// A numpy array of bfloat16 bit patterns viewed as `ml_dtypes.bfloat16` (no copy).
+fn bf16_to_py(py: Python<'_>, bits: Vec<u16>) -> PyResult<Bound<'_, PyAny>> {
+    let bf16 = py.import("ml_dtypes").map_err(|_| invalid(NO_ML_DTYPES))?.getattr("bfloat16")?;
+    vec_to_py(py, bits).call_method1("view", (bf16,))
+}
+
 /// Owned, GIL-independent input values: contiguous numpy buffers or backed strings.
 pub enum Input<'py> {
     Array(Bound<'py, PyAny>),
@@ -81,7 +91,8 @@ fn vec_to_py<T: NpElement>(py: Python<'_>, v: Vec<T>) -> Bound<'_, PyAny> {
     PyArray1::from_vec(py, v).into_any()
 }
 
-/// A decoded block as a 1-D numpy array (numbers, bools) or a list of str.
+/// A decoded block as a 1-D numpy array (numbers, bools), a list of str, or for the native Q8 form a
+/// `(codes int8, scales float32)` tuple (bf16's native form is an `ml_dtypes.bfloat16` array).
 pub fn array_to_py(py: Python<'_>, a: Array) -> PyResult<Bound<'_, PyAny>> {
     Ok(match a {
         Array::F32(v) => vec_to_py(py, v),
@@ -96,7 +107,35 @@ pub fn array_to_py(py: Python<'_>, a: Array) -> PyResult<Bound<'_, PyAny>> {
         Array::U64(v) => vec_to_py(py, v),
         Array::Bool(v) => vec_to_py(py, v),
         Array::Str(v) => PyList::new(py, v)?.into_any(),
+        Array::Bf16(v) => bf16_to_py(py, v)?,
+        Array::Q8 { codes, scales } => (vec_to_py(py, codes), vec_to_py(py, scales)).into_pyobject(py)?.into_any(),
     })
+}
+
+/// One FG's numbers shaped as `retrieve` returns them: `(rows, features, length)` when every feature is
+/// a vector of one length, else `(rows, Σ widths)`. The native Q8 form becomes a tuple of its codes
+/// shaped that way and its scales `(rows, features)`.
+pub fn shape_numbers<'py>(
+    py: Python<'py>,
+    values: Array,
+    rows: usize,
+    widths: &[usize],
+    all_vectors: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let uniform = all_vectors && !widths.is_empty() && widths.windows(2).all(|w| w[0] == w[1]);
+    let shape = |flat: Bound<'py, PyAny>| {
+        if uniform {
+            flat.call_method1("reshape", ((rows, widths.len(), widths[0]),))
+        } else {
+            flat.call_method1("reshape", ((rows, widths.iter().sum::<usize>()),))
+        }
+    };
+    if let Array::Q8 { codes, scales } = values {
+        let codes = shape(vec_to_py(py, codes))?;
+        let scales = vec_to_py(py, scales).call_method1("reshape", ((rows, widths.len()),))?;
+        return Ok((codes, scales).into_pyobject(py)?.into_any());
+    }
+    shape(array_to_py(py, values)?)
 }
 
 /// Borrows `obj` as a contiguous 1-D array of `T`. Lists and other dtypes are converted when every

@@ -10,7 +10,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::args::Int;
-use crate::arrays::{array_to_py, input, with_values, Input};
+use crate::arrays::{input, shape_numbers, with_values, Input};
 use crate::errors::{invalid, IntoPy};
 
 /// `(fg_label, data type id, feature labels, values)`.
@@ -205,22 +205,20 @@ fn shaped(py: Python<'_>, g: client::GroupColumns, rows: usize) -> PyResult<Boun
         return Ok(PyList::new(py, rows)?.into_any());
     }
     let widths: Vec<usize> = g.features.iter().map(|f| f.vector_length.max(1) as usize).collect();
-    let flat = array_to_py(py, g.values)?;
-    let uniform_vector = g.features.iter().all(|f| f.dtype.is_vector()) && widths.windows(2).all(|w| w[0] == w[1]);
-    if uniform_vector && n > 0 {
-        flat.call_method1("reshape", ((rows, n, widths[0]),))
-    } else {
-        flat.call_method1("reshape", ((rows, widths.iter().sum::<usize>()),))
-    }
+    let vectors = g.features.iter().all(|f| f.dtype.is_vector());
+    shape_numbers(py, g.values, rows, &widths, vectors)
 }
 
 /// Decodes `retrieve.Result` bytes from our server (GIL released) into
 /// `(entity, keys_schema, keys, groups)`: `keys` every row's key values back to back; per feature
 /// group `(label, feature labels, data type ids, vector lengths, values, status)` with values shaped
-/// as the embedded `FeatureStore.retrieve` returns them and status a uint8 array per row.
+/// as the embedded `FeatureStore.retrieve` returns them and status a uint8 array per row. `native` as
+/// in `Catalog.retrieve`: bf16 as `ml_dtypes.bfloat16`, Q8 as `(codes, scales)`.
 #[pyfunction]
-pub fn decode_retrieve_result<'py>(py: Python<'py>, data: &[u8]) -> PyResult<RetrieveOut<'py>> {
-    let decoded = py.detach(|| client::decode_retrieve_result(data)).py_err()?;
+#[pyo3(signature = (data, *, native = false))]
+pub fn decode_retrieve_result<'py>(py: Python<'py>, data: &[u8], native: bool) -> PyResult<RetrieveOut<'py>> {
+    let form = if native { ofs_core::cell::FloatForm::Native } else { ofs_core::cell::FloatForm::Widened };
+    let decoded = py.detach(|| client::decode_retrieve_result_as(data, form)).py_err()?;
     let rows = decoded.rows;
     let groups = decoded
         .groups

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use numpy::PyArray1;
 use ofs_core::catalog::{Catalog, VersionSpec};
+use ofs_core::cell::FloatForm;
 use ofs_core::psdb::Array;
 use ofs_core::{engine, wire, DataType, Limits};
 use pyo3::prelude::*;
@@ -12,7 +13,7 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::args::{ints, now_or_clock, Int};
-use crate::arrays::{array_to_py, bytes, input, with_values};
+use crate::arrays::{array_to_py, bytes, input, shape_numbers, with_values};
 use crate::cache::PyBlockCache;
 use crate::errors::{invalid, IntoPy};
 
@@ -192,8 +193,9 @@ impl PyCatalog {
     /// Decodes the stored blocks of a request. `blocks` is key-major: `blocks[k * len(fgs) + f]`
     /// (empty = nothing stored). Returns per FG `(values, status)`: values row-major
     /// `(key, feature, element)` as a flat numpy array (a list for strings), status a uint8 array
-    /// (0 found, 1 missing, 2 expired).
-    #[pyo3(signature = (entity, keys_schema, fgs, blocks, *, now = None, limits = None))]
+    /// (0 found, 1 missing, 2 expired). With `native`, bf16 values come as `ml_dtypes.bfloat16` and
+    /// Q8 values as a `(codes int8, scales float32)` tuple instead of widened float32.
+    #[pyo3(signature = (entity, keys_schema, fgs, blocks, *, now = None, limits = None, native = false))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve<'py>(
         &self,
@@ -204,7 +206,9 @@ impl PyCatalog {
         blocks: Vec<PyBackedBytes>,
         now: Option<Int<u64>>,
         limits: Option<&PyLimits>,
+        native: bool,
     ) -> PyResult<Vec<FgArrays<'py>>> {
+        let form = form_of(native);
         let limits = limits_of(limits);
         let now = now_or_clock(now);
         let n_fgs = fgs.len();
@@ -227,7 +231,7 @@ impl PyCatalog {
                     .enumerate()
                     .map(|(f, fp)| {
                         let column: Vec<&[u8]> = blocks.iter().skip(f).step_by(n_fgs).map(|b| &b[..]).collect();
-                        fp.assemble(&column, now)
+                        fp.assemble_as(&column, now, form)
                     })
                     .collect()
             })
@@ -246,7 +250,8 @@ impl PyCatalog {
     /// `(values, status, found, missing, expired)` as `retrieve` does, or `None` (nothing done; read
     /// through the stores). `keys`: rows of key values in `keys_schema` order (plain values for a
     /// single-key entity), each turned into text by the rule of `online_feature_store.keys.key_text`.
-    #[pyo3(signature = (cache, entity, keys_schema, fgs, keys, *, now = None, limits = None))]
+    /// `native` as in `retrieve` (a Q8 FG's values are then `(codes, scales, lengths)`, shaped per key).
+    #[pyo3(signature = (cache, entity, keys_schema, fgs, keys, *, now = None, limits = None, native = false))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve_cached<'py>(
         &self,
@@ -258,6 +263,7 @@ impl PyCatalog {
         keys: &Bound<'py, PyAny>,
         now: Option<Int<u64>>,
         limits: Option<&PyLimits>,
+        native: bool,
     ) -> PyResult<Option<Vec<CountedArrays<'py>>>> {
         let schema: Vec<&str> = keys_schema.iter().map(|s| &**s).collect();
         let req: Vec<(&str, Vec<&str>)> = fgs.iter().map(|(f, l)| (&**f, l.iter().map(|s| &**s).collect())).collect();
@@ -282,7 +288,7 @@ impl PyCatalog {
             .detach(|| -> ofs_core::Result<Option<Vec<engine::Counted>>> {
                 let csdbs: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
                 let Some(blocks) = engine::blocks_from_csdbs(&csdbs, &plan.fg_ids())? else { return Ok(None) };
-                plan.assemble_counted(&blocks, now).map(Some)
+                plan.assemble_counted_as(&blocks, now, form_of(native)).map(Some)
             })
             .py_err()?;
         let Some(results) = results else { return Ok(None) };
@@ -546,12 +552,14 @@ fn shaped<'py>(py: Python<'py>, values: Array, n_keys: usize, fp: &engine::FgPla
         });
         return Ok(PyList::new(py, rows.collect::<PyResult<Vec<_>>>()?)?.into_any());
     }
-    let uniform_vectors =
-        fp.columns.first().is_some_and(|c| c.dtype.is_vector()) && widths.windows(2).all(|w| w[0] == w[1]);
-    let flat = array_to_py(py, values)?;
-    if uniform_vectors {
-        flat.call_method1("reshape", ((n_keys, widths.len(), widths[0]),))
+    let vectors = fp.columns.first().is_some_and(|c| c.dtype.is_vector());
+    shape_numbers(py, values, n_keys, &widths, vectors)
+}
+
+fn form_of(native: bool) -> FloatForm {
+    if native {
+        FloatForm::Native
     } else {
-        flat.call_method1("reshape", ((n_keys, per_row),))
+        FloatForm::Widened
     }
 }

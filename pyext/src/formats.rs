@@ -1,7 +1,7 @@
 //! Bindings of CSDB values, low-precision float conversion and retrieval-time quantization.
 
 use numpy::PyArray1;
-use ofs_core::{csdb, float, frames, quant, DataType};
+use ofs_core::{bf16, csdb, float, frames, q8, quant, DataType};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -126,6 +126,89 @@ float_codec!(
     "FP8 E5M2 codes → float32."
 );
 
+float_codec!(
+    bf16_encode,
+    bf16_decode,
+    u16,
+    bf16::encode_bf16_slice,
+    bf16::f32_to_bf16_sat,
+    bf16::decode_bf16_slice,
+    "float32 → bfloat16 bit patterns (round-to-nearest-even, NaN kept; overflow → ±Inf, or ±0x7F7F when saturating).",
+    "bfloat16 bit patterns → float32 (exact)."
+);
+
+/// float32 rows (`(rows, dim)`, or one vector) → Q8: `(codes int8 (rows, dim), scales float32 (rows,))`,
+/// one scale `max|x| / 127` per row, codes rounded half to even. NaN / ±Inf raise `InvalidInputError`
+/// naming the row and element, unless `saturate` (±Inf → ±127, NaN → code -128).
+#[pyfunction]
+#[pyo3(signature = (values, *, saturate = false))]
+pub fn q8_encode<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    saturate: bool,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<f32>>)> {
+    let (rows, dim, src) = rows_of(values)?;
+    let src = src.as_slice().map_err(|e| invalid(e.to_string()))?;
+    let (codes, scales) = py
+        .detach(|| {
+            let mut codes = vec![0i8; src.len()];
+            let mut scales = vec![0f32; rows];
+            q8::encode_rows(src, dim, saturate, &mut codes, &mut scales).map(|()| (codes, scales))
+        })
+        .map_err(|e| {
+            let (row, col) = (e.index / dim.max(1), e.index % dim.max(1));
+            invalid(format!(
+                "row {row} element {col}: {} cannot be quantized to Q8 (finite values only; saturate=True stores ±Inf as ±127 × scale and NaN as code -128)",
+                e.value
+            ))
+        })?;
+    let codes = PyArray1::from_vec(py, codes).call_method1("reshape", ((rows, dim),))?;
+    Ok((codes, PyArray1::from_vec(py, scales)))
+}
+
+/// Q8 `codes` (int8, `(rows, dim)`) and `scales` (float32, `(rows,)`) → float32 `(rows, dim)`:
+/// `code × scale` (code -128: NaN).
+#[pyfunction]
+pub fn q8_decode<'py>(
+    py: Python<'py>,
+    codes: &Bound<'py, PyAny>,
+    scales: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let np = py.import("numpy")?;
+    let codes2 = np.getattr("atleast_2d")?.call1((codes,))?;
+    let shape: Vec<usize> = codes2.getattr("shape")?.extract()?;
+    let [rows, dim] = shape[..] else {
+        return Err(invalid(format!("codes: expected a (rows, dim) array, got shape {shape:?}")));
+    };
+    let flat = codes2.call_method1("reshape", (rows * dim,))?;
+    let codes = slice_of::<i8>(&flat, "codes")?;
+    let scales = slice_of::<f32>(scales, "scales")?;
+    let (c, s) =
+        (codes.as_slice().map_err(|e| invalid(e.to_string()))?, scales.as_slice().map_err(|e| invalid(e.to_string()))?);
+    if s.len() != rows {
+        return Err(invalid(format!("{} scales for {rows} rows of codes", s.len())));
+    }
+    let out = py.detach(|| {
+        let mut out = vec![0f32; c.len()];
+        q8::decode_rows(c, s, dim, &mut out);
+        out
+    });
+    PyArray1::from_vec(py, out).call_method1("reshape", ((rows, dim),))
+}
+
+/// `(rows, dim, flat float32 values)` of a 1-D (one row) or 2-D array.
+fn rows_of<'py>(values: &Bound<'py, PyAny>) -> PyResult<(usize, usize, numpy::PyReadonlyArray1<'py, f32>)> {
+    let py = values.py();
+    let np = py.import("numpy")?;
+    let arr = np.getattr("atleast_2d")?.call1((np.getattr("asarray")?.call1((values,))?,))?;
+    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+    let [rows, dim] = shape[..] else {
+        return Err(invalid(format!("values: expected one vector or a (rows, dim) array, got shape {shape:?}")));
+    };
+    let flat = arr.call_method1("reshape", (rows * dim,))?;
+    Ok((rows, dim, slice_of::<f32>(&flat, "values")?))
+}
+
 /// Converts one feature's response bytes from `from_type` to the narrower float `to_type`.
 #[pyfunction]
 pub fn quantize<'py>(
@@ -148,7 +231,7 @@ pub fn parse_feature_label(label: &str) -> PyResult<(String, Option<u8>)> {
     Ok((base.to_owned(), ty.map(|t| t as u8)))
 }
 
-/// Reference names of the 31 data types, indexed by their number.
+/// Names of the data types (the reference's 31, then our extensions), indexed by their number.
 #[pyfunction]
 pub fn data_type_names() -> Vec<&'static str> {
     DataType::ALL.iter().map(|t| t.name()).collect()

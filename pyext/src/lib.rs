@@ -48,6 +48,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(formats::fp8_e4m3_decode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp8_e5m2_encode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp8_e5m2_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::bf16_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::bf16_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::q8_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(formats::q8_decode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::quantize, m)?)?;
     m.add_function(wrap_pyfunction!(formats::parse_feature_label, m)?)?;
     m.add_function(wrap_pyfunction!(formats::data_type_names, m)?)?;

@@ -2,9 +2,11 @@
 //! float32, so float32's whole range in half the bytes with a 7-bit mantissa. The default training
 //! and serving precision of most current models, hence what their embeddings come out as.
 //!
-//! float32 → bf16 rounds to nearest, ties to even. NaN stays NaN: the sign and the top six payload
-//! bits are kept and the quiet bit is set (plain truncation could turn a NaN whose payload sits in the
-//! low bits into Inf). bf16 → float32 is exact (16 zero bits appended). Finite values from
+//! float32 → bf16 rounds to nearest, ties to even. NaN stays NaN: it becomes the canonical quiet NaN
+//! with the input's sign (`0x7FC0` / `0xFFC0`; plain truncation could turn a NaN whose payload sits
+//! in the low bits into Inf), exactly as `ml_dtypes.bfloat16` converts, so our bytes equal
+//! `x.astype(ml_dtypes.bfloat16)`'s for every float32. bf16 → float32 is exact (16 zero bits
+//! appended). Finite values from
 //! 2^128 − 2^119 (the midpoint between the largest bf16, 0x7F7F ≈ 3.3895e38, and 2^128) up round to
 //! ±Inf; the write path refuses them unless it saturates to ±0x7F7F. Both directions are branch-free
 //! per element, so the slice loops vectorise.
@@ -14,8 +16,8 @@ pub const BF16_MAX_BITS: u16 = 0x7F7F;
 
 const SIGN: u32 = 0x8000_0000;
 const INF_BITS: u32 = 0x7F80_0000;
-/// float32 magnitude bits from which a finite value rounds to Inf: halfway between 0x7F7F_0000 and
-/// 0x7F80_0000, a tie whose even neighbour is Inf.
+/// float32 magnitude bits from which a finite value rounds to Inf: halfway between `0x7F7F_0000` and
+/// `0x7F80_0000`, a tie whose even neighbour is Inf.
 const OVERFLOW_FROM: u32 = 0x7F7F_8000;
 
 /// Encodes `x` as bfloat16 bits, rounding to nearest-even; overflow becomes ±Inf, NaN stays NaN.
@@ -25,7 +27,7 @@ pub fn f32_to_bf16(x: f32) -> u16 {
     // Adding 0x7FFF plus the kept LSB rounds the dropped half to nearest, ties to even; a carry out of
     // the mantissa bumps the exponent, which is exactly the next bf16 up (Inf after the largest).
     let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
-    let quiet_nan = (bits >> 16) | 0x0040;
+    let quiet_nan = ((bits >> 16) & 0x8000) | 0x7FC0;
     (if bits & !SIGN > INF_BITS { quiet_nan } else { rounded }) as u16
 }
 
@@ -95,24 +97,28 @@ mod tests {
     /// nearer wins, a tie goes to the even code. Shares nothing with the bit trick above.
     fn reference(x: f32) -> u16 {
         if x.is_nan() {
-            return ((x.to_bits() >> 16) | 0x0040) as u16;
+            return if x.is_sign_negative() { 0xFFC0 } else { 0x7FC0 };
         }
         let bits = x.to_bits();
         let down = (bits >> 16) as u16; // truncation: the neighbour towards zero
-        if bits & 0xFFFF == 0 {
+        if bits.trailing_zeros() >= 16 {
             return down;
         }
         let up = down + 1; // away from zero (0x7F7F + 1 is Inf, as it should be)
-        // Past the largest finite code the next step is 2^128 (which rounds to Inf), as if the
-        // exponent went on.
+                           // Past the largest finite code the next step is 2^128 (which rounds to Inf), as if the
+                           // exponent went on.
         let hi = if up & 0x7FFF == 0x7F80 { 2f64.powi(128) } else { f64::from(bf16_to_f32(up)) };
         let (lo, hi) = (f64::from(bf16_to_f32(down)), hi);
         let (x, lo, hi) = (f64::from(x).abs(), lo.abs(), hi.abs());
-        match (x - lo).partial_cmp(&(hi - x)).expect("finite distances") {
-            std::cmp::Ordering::Less => down,
-            std::cmp::Ordering::Greater => up,
-            std::cmp::Ordering::Equal if down & 1 == 0 => down,
-            std::cmp::Ordering::Equal => up,
+        let nearer_down = match (x - lo).partial_cmp(&(hi - x)).expect("finite distances") {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => down & 1 == 0,
+        };
+        if nearer_down {
+            down
+        } else {
+            up
         }
     }
 
@@ -121,7 +127,8 @@ mod tests {
     fn patterns() -> Vec<u32> {
         let mut out = Vec::new();
         for exp in 0..=255u32 {
-            for mant in [0u32, 1, 0x7FFF, 0x8000, 0x8001, 0x1_7FFF, 0x1_8000, 0x1_8001, 0x7F_8000, 0x7F_FFFF, 0x35_1234] {
+            for mant in [0u32, 1, 0x7FFF, 0x8000, 0x8001, 0x1_7FFF, 0x1_8000, 0x1_8001, 0x7F_8000, 0x7F_FFFF, 0x35_1234]
+            {
                 for sign in [0, SIGN] {
                     out.push(sign | (exp << 23) | mant);
                 }
@@ -143,8 +150,14 @@ mod tests {
             let x = f32::from_bits(bits);
             let got = f32_to_bf16(x);
             assert_eq!(got, reference(x), "0x{bits:08X}");
-            // `half` is a second, independent implementation of the same rule (NaN handling included).
-            assert_eq!(got, bf16::from_f32(x).to_bits(), "0x{bits:08X} vs half");
+            // `half` is a second, independent implementation of the same rounding (it keeps NaN
+            // payload bits where we, as ml_dtypes, write the canonical NaN).
+            let theirs = bf16::from_f32(x);
+            if x.is_nan() {
+                assert!(theirs.is_nan() && theirs.is_sign_negative() == x.is_sign_negative());
+            } else {
+                assert_eq!(got, theirs.to_bits(), "0x{bits:08X} vs half");
+            }
             let mut one = [0u16];
             encode_bf16_slice(&[x], &mut one);
             assert_eq!(one[0], got);
@@ -179,8 +192,9 @@ mod tests {
         assert_eq!(f32_to_bf16(f32::MAX), 0x7F80);
         assert_eq!(f32_to_bf16(f32::from_bits(0x7F7F_7FFF)), 0x7F7F);
         assert_eq!(f32_to_bf16(f32::from_bits(0x7F80_0001)), 0x7FC0); // signalling NaN stays NaN
+        assert_eq!(f32_to_bf16(f32::from_bits(0xFF81_2345)), 0xFFC0); // payload dropped, sign kept
         assert_eq!(f32_to_bf16(-f32::NAN), 0xFFC0);
-        assert_eq!(bf16_to_f32(BF16_MAX_BITS), 3.389_531_4e38);
+        assert_eq!(bf16_to_f32(BF16_MAX_BITS).to_bits(), 3.389_531_4e38f32.to_bits());
         assert!(!bf16_overflows(f32::from_bits(0x7F7F_7FFF)));
         assert!(bf16_overflows(f32::from_bits(0x7F7F_8000)));
         assert!(bf16_overflows(-f32::MAX));

@@ -111,7 +111,7 @@ pub fn append_to(out: &mut psdb::Array, dtype: DataType, cell: &[u8]) -> Result<
         (A::F32(v), Element::Fp8E4M3) => le(v, cell, |b: [u8; 1]| float::e4m3_to_f32(b[0])),
         (A::F32(v), Element::Fp8E5M2) => le(v, cell, |b: [u8; 1]| float::e5m2_to_f32(b[0])),
         (A::F32(v), Element::Bf16) => le(v, cell, |b: [u8; 2]| bf16::bf16_to_f32(u16::from_le_bytes(b))),
-        (A::Bf16(v), Element::Bf16) => le(v, cell, u16::from_le_bytes),
+        (A::Bf16(v), Element::Bf16) | (A::U16(v), Element::Uint16) => le(v, cell, u16::from_le_bytes),
         (A::F32(v), Element::Q8) => {
             if cell.len() < q8::SCALE_BYTES {
                 return Err(Error::corrupt("Q8 cell shorter than its scale"));
@@ -130,7 +130,6 @@ pub fn append_to(out: &mut psdb::Array, dtype: DataType, cell: &[u8]) -> Result<
         (A::I32(v), Element::Int32) => le(v, cell, i32::from_le_bytes),
         (A::I64(v), Element::Int64) => le(v, cell, i64::from_le_bytes),
         (A::U8(v), Element::Uint8) => le(v, cell, u8::from_le_bytes),
-        (A::U16(v), Element::Uint16) => le(v, cell, u16::from_le_bytes),
         (A::U32(v), Element::Uint32) => le(v, cell, u32::from_le_bytes),
         (A::U64(v), Element::Uint64) => le(v, cell, u64::from_le_bytes),
         (A::Bool(v), Element::Bool) => le(v, cell, |b: [u8; 1]| b[0] != 0),

@@ -480,12 +480,13 @@ pub struct RetrieveColumns {
 impl FeatureInfo {
     /// Bytes of one cell of a fixed-width type (bools: one byte per value); `None` for strings.
     fn cell_bytes(&self) -> Option<usize> {
-        let per_value = match self.dtype.element()? {
+        let (per_value, prefix) = match self.dtype.element()? {
             Element::String => return None,
-            Element::Bool => 1,
-            e => e.size(),
+            Element::Bool => (1, 0),
+            e if self.dtype.is_vector() => (e.size(), e.vector_prefix()),
+            e => (e.size(), 0),
         };
-        Some(per_value * self.vector_length.max(1) as usize)
+        Some(per_value * self.vector_length.max(1) as usize + prefix)
     }
 }
 
@@ -514,7 +515,7 @@ fn feature_info(body: &[u8], fg: &str) -> Result<FeatureInfo> {
     Ok(FeatureInfo { label, column_idx, dtype, vector_length })
 }
 
-fn group_schema(body: &[u8]) -> Result<GroupColumns> {
+fn group_schema(body: &[u8], form: cell::FloatForm) -> Result<GroupColumns> {
     let mut label = String::new();
     let mut feature_bodies = Vec::new();
     for f in fields(body, "retrieve.FeatureSchema") {
@@ -526,9 +527,9 @@ fn group_schema(body: &[u8]) -> Result<GroupColumns> {
     }
     let features = feature_bodies.iter().map(|b| feature_info(b, &label)).collect::<Result<Vec<_>>>()?;
     let first = features.first().ok_or_else(|| Error::corrupt(format!("feature group {label:?} has no features")))?;
-    let values = cell::empty_array(first.dtype, 0)?;
+    let values = cell::empty_array_as(first.dtype, 0, form)?;
     for f in &features {
-        if cell::empty_array(f.dtype, 0)? != values {
+        if cell::empty_array_as(f.dtype, 0, form)? != values {
             return Err(Error::InvalidInput(format!(
                 "feature group {label:?}: one array cannot hold both {} and {}; request them separately",
                 first.dtype, f.dtype
@@ -542,12 +543,17 @@ fn group_schema(body: &[u8]) -> Result<GroupColumns> {
 /// and vector lengths come from the `Feature` additions, so no registry is needed). Any cell that
 /// does not match its announced type fails the whole decode.
 pub fn decode_retrieve_result(bytes: &[u8]) -> Result<RetrieveColumns> {
+    decode_retrieve_result_as(bytes, cell::FloatForm::Widened)
+}
+
+/// [`decode_retrieve_result`] with bf16 and Q8 values in the given [`cell::FloatForm`].
+pub fn decode_retrieve_result_as(bytes: &[u8], form: cell::FloatForm) -> Result<RetrieveColumns> {
     let (mut entity, mut keys_schema, mut groups, mut rows) = (String::new(), Vec::new(), Vec::new(), Vec::new());
     for f in fields(bytes, "retrieve.Result") {
         match f? {
             (1, Field::Bytes(b)) => entity = utf8(b, "entity label")?,
             (2, Field::Bytes(b)) => keys_schema.push(utf8(b, "keys_schema")?),
-            (3, Field::Bytes(b)) => groups.push(group_schema(b)?),
+            (3, Field::Bytes(b)) => groups.push(group_schema(b, form)?),
             (4, Field::Bytes(b)) => rows.push(b),
             _ => {}
         }

@@ -63,7 +63,13 @@ impl Element {
     pub const fn is_float(self) -> bool {
         matches!(
             self,
-            Element::Fp8E5M2 | Element::Fp8E4M3 | Element::Fp16 | Element::Bf16 | Element::Fp32 | Element::Fp64 | Element::Q8
+            Element::Fp8E5M2
+                | Element::Fp8E4M3
+                | Element::Fp16
+                | Element::Bf16
+                | Element::Fp32
+                | Element::Fp64
+                | Element::Q8
         )
     }
 

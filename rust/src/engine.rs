@@ -11,12 +11,12 @@ use std::sync::Arc;
 use prost::encoding::encoded_len_varint;
 
 use crate::catalog::{Catalog, Entity, FeatureGroup};
+use crate::cell::FloatForm;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::limits::{try_vec, Limits};
 use crate::psdb::{self, Array, Block, EncodeOptions, Header};
 use crate::values::Values;
-use crate::cell::FloatForm;
 use crate::{cell, expiry, quant};
 
 /// Per key and FG: what the response holds.
@@ -238,7 +238,8 @@ fn plan_fg(entity: &Entity, fg: &Arc<FeatureGroup>, labels: &[&str]) -> Result<F
             .iter()
             .filter_map(|(v, pos)| {
                 let meta = &fg.versions[v].meta;
-                let ranges: Option<Vec<_>> = pos.iter().map(|p| p.map(|p| (meta.byte_offset(p), meta.cell_len(p)))).collect();
+                let ranges: Option<Vec<_>> =
+                    pos.iter().map(|p| p.map(|p| (meta.byte_offset(p), meta.cell_len(p)))).collect();
                 ranges.map(|r| (*v, r))
             })
             .collect()
@@ -322,7 +323,8 @@ impl FgPlan {
         let one_array = match form {
             FloatForm::Widened => self.one_array,
             FloatForm::Native => self.columns.iter().all(|c| {
-                cell::empty_array_as(c.dtype, 0, form).is_ok_and(|a| std::mem::discriminant(&a) == std::mem::discriminant(&values))
+                cell::empty_array_as(c.dtype, 0, form)
+                    .is_ok_and(|a| std::mem::discriminant(&a) == std::mem::discriminant(&values))
             }),
         };
         if !one_array {

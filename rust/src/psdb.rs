@@ -276,7 +276,8 @@ pub fn encode(meta: &BlockMeta, values: Values<'_>, opts: &EncodeOptions) -> Res
         }
         Element::Q8 => {
             let lengths = (0..meta.n_features()).map(|p| meta.values_of(p));
-            append_q8(&mut block, dtype, values, lengths, opts.saturate).map_err(|e| e.at_value(|i| locate(meta, i)))?;
+            append_q8(&mut block, dtype, values, lengths, opts.saturate)
+                .map_err(|e| e.at_value(|i| locate(meta, i)))?;
         }
         _ => {
             append_elements(&mut block, dtype, values, opts.saturate).map_err(|e| e.at_value(|i| locate(meta, i)))?;
@@ -631,7 +632,10 @@ pub enum Array {
     Bf16(Vec<u16>),
     /// Q8 cells split for int8 arithmetic (retrieve's native form): every code, and one scale per
     /// vector, both in cell order.
-    Q8 { codes: Vec<i8>, scales: Vec<f32> },
+    Q8 {
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl Array {
@@ -645,12 +649,11 @@ impl Array {
             Array::I32(v) => v.len(),
             Array::I64(v) => v.len(),
             Array::U8(v) => v.len(),
-            Array::U16(v) => v.len(),
+            Array::U16(v) | Array::Bf16(v) => v.len(),
             Array::U32(v) => v.len(),
             Array::U64(v) => v.len(),
             Array::Bool(v) => v.len(),
             Array::Str(v) => v.len(),
-            Array::Bf16(v) => v.len(),
             Array::Q8 { codes, .. } => codes.len(),
         }
     }
@@ -812,35 +815,35 @@ mod tests {
     #[test]
     fn extension_types_in_the_header_and_payload() {
         // BF16 (31): the 5-bit field reads 31, the nibble 0.
-        let m = BlockMeta::scalar(DataType::Bf16, 1, 2).unwrap();
-        let b = encode(&m, Values::F32(&[1.0, -2.0]), &opts()).unwrap();
-        assert_eq!(hex(&b), ["0100", "0000000000", "11", "f0", "803f", "00c0"].concat());
-        let h = Header::parse(&b).unwrap();
-        assert_eq!((h.dtype, h.bool_last_index), (DataType::Bf16, 0));
-        let Block::Present(v) = decode(&b, &m, NOW).unwrap() else { panic!() };
-        assert_eq!(v.to_array().unwrap(), Array::F32(vec![1.0, -2.0]));
+        let meta = BlockMeta::scalar(DataType::Bf16, 1, 2).unwrap();
+        let block = encode(&meta, Values::F32(&[1.0, -2.0]), &opts()).unwrap();
+        assert_eq!(hex(&block), ["0100", "0000000000", "11", "f0", "803f", "00c0"].concat());
+        let header = Header::parse(&block).unwrap();
+        assert_eq!((header.dtype, header.bool_last_index), (DataType::Bf16, 0));
+        let Block::Present(view) = decode(&block, &meta, NOW).unwrap() else { panic!() };
+        assert_eq!(view.to_array().unwrap(), Array::F32(vec![1.0, -2.0]));
         // Q8 vectors (33): nibble 2; per vector the scale, then the codes.
-        let m = BlockMeta::new(DataType::Q8Vector, 1, 2, vec![], vec![2, 3]).unwrap();
-        let b = encode(&m, Values::F32(&[0.0, -127.0, 1.0, 0.0, -0.5]), &opts()).unwrap();
-        assert_eq!((b[7], b[8]), (0x11, 0xf2));
-        let s = 1f32 / 127.0;
-        let payload = [&1f32.to_le_bytes()[..], &[0, 0x81], &s.to_le_bytes(), &[127, 0, 0xc0]].concat();
-        assert_eq!(&b[HEADER_LEN..], &payload[..]);
-        let Block::Present(v) = decode(&b, &m, NOW).unwrap() else { panic!() };
-        assert_eq!(&*v.feature(1), &payload[6..]);
-        assert_eq!(v.to_array().unwrap(), Array::F32(vec![0.0, -127.0, 127.0 * s, 0.0, -64.0 * s]));
-        let e = encode(&m, Values::F32(&[0.0, 1.0, 1.0, f32::INFINITY, 0.0]), &opts()).unwrap_err();
-        assert!(e.to_string().starts_with("feature 1 element 1: inf cannot be stored as DataTypeQ8Vector"), "{e}");
+        let meta = BlockMeta::new(DataType::Q8Vector, 1, 2, vec![], vec![2, 3]).unwrap();
+        let block = encode(&meta, Values::F32(&[0.0, -127.0, 1.0, 0.0, -0.5]), &opts()).unwrap();
+        assert_eq!((block[7], block[8]), (0x11, 0xf2));
+        let scale = 1f32 / 127.0;
+        let payload = [&1f32.to_le_bytes()[..], &[0, 0x81], &scale.to_le_bytes(), &[127, 0, 0xc0]].concat();
+        assert_eq!(&block[HEADER_LEN..], &payload[..]);
+        let Block::Present(view) = decode(&block, &meta, NOW).unwrap() else { panic!() };
+        assert_eq!(&*view.feature(1), &payload[6..]);
+        assert_eq!(view.to_array().unwrap(), Array::F32(vec![0.0, -127.0, 127.0 * scale, 0.0, -64.0 * scale]));
+        let err = encode(&meta, Values::F32(&[0.0, 1.0, 1.0, f32::INFINITY, 0.0]), &opts()).unwrap_err();
+        assert!(err.to_string().starts_with("feature 1 element 1: inf cannot be stored as DataTypeQ8Vector"), "{err}");
         // Cells are checked: length with the scale, and a scale the encoder could have written.
         let cells: [&[u8]; 2] = [&payload[..6], &payload[6..]];
-        assert_eq!(encode_cells(&m, &cells, &opts()).unwrap(), b);
-        assert!(encode_cells(&m, &[&payload[..5], &payload[6..]], &opts()).is_err());
+        assert_eq!(encode_cells(&meta, &cells, &opts()).unwrap(), block);
+        assert!(encode_cells(&meta, &[&payload[..5], &payload[6..]], &opts()).is_err());
         let negative = [&(-1f32).to_le_bytes()[..], &[0, 0]].concat();
-        assert!(encode_cells(&m, &[&negative, &payload[6..]], &opts()).is_err());
+        assert!(encode_cells(&meta, &[&negative, &payload[6..]], &opts()).is_err());
         // An extension number past the last one is a corrupt block, not a misread.
-        let mut bad = b.clone();
+        let mut bad = block.clone();
         bad[8] = 0xf9;
-        assert!(decode(&bad, &m, NOW).unwrap_err().to_string().contains("extension type 40"));
+        assert!(decode(&bad, &meta, NOW).unwrap_err().to_string().contains("extension type 40"));
     }
 
     #[test]

@@ -62,16 +62,12 @@ pub fn convert(bytes: &[u8], from: DataType, to: DataType, out: &mut Vec<u8>) ->
         // Per-vector formats: the whole cell at once, through float32.
         let values = widen_cell(bytes, from, src)?;
         crate::limits::try_reserve(out, q8::cell_len(values.len()), "quantized values")?;
-        return match dst {
-            Element::Q8 => {
-                q8::encode(&values, true, out).expect("saturating quantization accepts every value");
-                Ok(())
-            }
-            _ => {
-                encode_elements(&values, dst, out);
-                Ok(())
-            }
-        };
+        if dst == Element::Q8 {
+            q8::encode(&values, true, out).expect("saturating quantization accepts every value");
+        } else {
+            encode_elements(&values, dst, out);
+        }
+        return Ok(());
     }
     let width = src.size();
     if bytes.len() % width != 0 {

@@ -195,7 +195,7 @@ proptest! {
                     let r = c.meta.value_offset(pos)..c.meta.value_offset(pos) + c.meta.values_of(pos);
                     let scale = ofs_core::q8::cell_scale(&view.feature(pos)).unwrap();
                     let amax = v[r.clone()].iter().fold(0f32, |m, x| m.max(x.abs()));
-                    prop_assert_eq!(scale, amax / 127.0);
+                    prop_assert_eq!(scale.to_bits(), (amax / 127.0).to_bits());
                     for (x, y) in v[r.clone()].iter().zip(&got[r]) {
                         let bound = f64::from(scale) * 0.500_001 + f64::from(x.abs()) * 1e-6;
                         prop_assert!(f64::from((x - y).abs()) <= bound, "{} vs {} at scale {}", x, y, scale);
