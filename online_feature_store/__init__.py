@@ -39,6 +39,7 @@ from online_feature_store._native import (
     quantize,
     read_header,
 )
+from online_feature_store.embeddings import Q8Values
 from online_feature_store.errors import (
     AuthError,
     ConflictError,
@@ -72,6 +73,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "OfsError",
+    "Q8Values",
     "ResourceExhaustedError",
     "RetrieveResult",
     "Status",

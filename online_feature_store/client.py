@@ -39,6 +39,7 @@ from online_feature_store._native import (
     encode_persist_query,
     encode_retrieve_query,
 )
+from online_feature_store.embeddings import Embeddings, Q8Values, is_native
 from online_feature_store.errors import (
     AuthError,
     DeadlineExceededError,
@@ -309,16 +310,20 @@ class Client:
         *,
         keys_schema: Sequence[str] | None = None,
         timeout: float | None = None,
+        embeddings: Embeddings = "float32",
     ) -> RetrieveResult:
         """Features of ``keys`` as :meth:`FeatureStore.retrieve
         <online_feature_store.feature_store.FeatureStore.retrieve>` returns them: ``values[fg]`` one row per
         key (request order, duplicates kept), ``status[fg]`` found / missing / expired per key.
         ``keys_schema`` names the key columns of ``keys`` (default: the constructor's ``keys_schemas``,
-        else the entity's own key order; see the class doc)."""
+        else the entity's own key order; see the class doc).
+        ``embeddings`` as for ``FeatureStore.retrieve``: ``"native"`` keeps bf16 as ``ml_dtypes.bfloat16``
+        and Q8 as :class:`~online_feature_store.embeddings.Q8Values` (the bytes on the wire are the same)."""
+        native = is_native(embeddings)
         request, parts = self._fan_out(
             "RetrieveFeatures",
             self._retrieve,
-            lambda r: decode_retrieve_result(r)[3],
+            lambda r: decode_retrieve_result(r, native=native)[3],
             entity,
             keys,
             features,
@@ -332,6 +337,8 @@ class Client:
             chunks = [p[f][4] for p in parts]
             if isinstance(chunks[0], list):
                 values[fg] = [row for c in chunks for row in c]
+            elif isinstance(chunks[0], tuple):  # Q8 codes, scales, lengths (embeddings="native")
+                values[fg] = Q8Values.concatenate([Q8Values.from_native(c) for c in chunks])
             else:
                 values[fg] = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
             sts = [p[f][5] for p in parts]

@@ -25,6 +25,7 @@ from online_feature_store.cache.invalidation import (
     SqliteInvalidationLog,
 )
 from online_feature_store.cache.redis_cache import DistributedCache
+from online_feature_store.embeddings import Embeddings, Q8Values, is_native
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.keys import key_rows
 from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry, registry_url
@@ -122,7 +123,9 @@ class _CacheEvents:
 class RetrieveResult:
     """Features per FG: ``values[fg]`` has one row per requested key (in request order, duplicates kept)
     and one column per requested feature: shape ``(keys, features)``, or ``(keys, features, length)``
-    for vector FGs; a list of rows for strings. ``status[fg]`` is a uint8 array of :class:`Status`."""
+    for vector FGs; a list of rows for strings; a :class:`~online_feature_store.embeddings.Q8Values` for
+    Q8 features retrieved with ``embeddings="native"``. ``status[fg]`` is a uint8 array of
+    :class:`Status`."""
 
     entity: str
     features: Mapping[str, Sequence[str]]
@@ -137,6 +140,8 @@ class RetrieveResult:
         columns: dict[str, Any] = {}
         for fg, labels in self.features.items():
             vals = self.values[fg]
+            if isinstance(vals, Q8Values):
+                vals = vals.dequantize()
             for i, label in enumerate(labels):
                 col = [row[i] for row in vals] if isinstance(vals, list) else list(vals[:, i])
                 columns[f"{fg}.{label.split('@')[0]}"] = col
@@ -325,10 +330,15 @@ class FeatureStore:
         features: Mapping[str, Sequence[str]],
         *,
         keys_schema: Sequence[str] | None = None,
+        embeddings: Embeddings = "float32",
     ) -> RetrieveResult:
         """Features of ``keys`` (rows of key values in ``keys_schema`` order, default the entity's key
         order; plain values for single-key entities) for ``features`` = ``{fg: [feature, …]}`` (a feature
-        may be ``"label@DataTypeFP16"`` for retrieval-time quantization)."""
+        may be ``"label@DataTypeFP16"`` for retrieval-time quantization; ``"emb@BF16"`` / ``"emb@Q8"``
+        name the vector form on a vector feature). ``embeddings``: ``"float32"`` widens bf16 and
+        dequantizes Q8 to float32 arrays; ``"native"`` returns bf16 as ``ml_dtypes.bfloat16`` and Q8 as
+        :class:`~online_feature_store.embeddings.Q8Values` (docs/embeddings.md)."""
+        native = is_native(embeddings)
         snapshot = self.snapshot
         catalog = self._catalog(snapshot)
         ent = snapshot.entity(entity)
@@ -336,7 +346,9 @@ class FeatureStore:
         request = [(fg, list(labels)) for fg, labels in features.items()]
         if self._cache is not None and self._bus_healthy():
             # Every key cached in process: lookup and assembly in one native call, no store round trip.
-            hit = catalog.retrieve_cached(self._cache, entity, schema, request, keys, limits=self.limits)
+            hit = catalog.retrieve_cached(
+                self._cache, entity, schema, request, keys, limits=self.limits, native=native
+            )
             if hit is not None:
                 self.metrics.cache_lookup("in_process", entity, len(keys), 0)
                 return self._result(snapshot, entity, features, hit, len(keys))
@@ -346,7 +358,9 @@ class FeatureStore:
         self.metrics.request(entity, len(canonical))
         blocks = self._read(snapshot, ent, canonical, [fg_id for fg_id, _ in planned])
         now = int(time.time())
-        results = catalog.retrieve(entity, schema, request, blocks, now=now, limits=self.limits)
+        results = catalog.retrieve(
+            entity, schema, request, blocks, now=now, limits=self.limits, native=native
+        )
         values: dict[str, Any] = {}
         status: dict[str, npt.NDArray[np.uint8]] = {}
         for (fg, _labels), (_fg_id, columns), (vals, st) in zip(request, planned, results, strict=False):
@@ -369,7 +383,7 @@ class FeatureStore:
         values: dict[str, Any] = {}
         status: dict[str, npt.NDArray[np.uint8]] = {}
         for fg, (vals, st, found, missing, expired) in zip(features, hit, strict=False):
-            values[fg] = vals
+            values[fg] = Q8Values.from_native(vals) if isinstance(vals, tuple) else vals
             status[fg] = st
             self.metrics.feature_status(entity, fg, found, missing, expired)
         return RetrieveResult(entity, dict(features), values, status, snapshot.revision)
@@ -684,6 +698,10 @@ def make_limits(max_keys_per_request: int, max_rows_per_persist: int, max_messag
 
 def _shape(vals: Any, n_keys: int, columns: Sequence[tuple[str, int, int]]) -> Any:
     widths = [w for _, _, w in columns]
+    if isinstance(vals, tuple):  # Q8 codes and scales (embeddings="native")
+        codes, scales = vals
+        shaped = _shape(codes, n_keys, columns)
+        return Q8Values(shaped, scales.reshape(n_keys, len(columns)), tuple(widths))
     if isinstance(vals, list):  # strings
         per_row = sum(widths)
         rows = [vals[i * per_row : (i + 1) * per_row] for i in range(n_keys)]
@@ -741,7 +759,10 @@ def _flatten(values: Any, fg: Any, rows: int) -> Any:
                 else:
                     out.extend(cell)
         return out
-    arr = np.asarray(values)
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # vectors of different lengths (numpy 2 refuses to build a ragged array)
+        arr = np.asarray(values, dtype=object)
     if arr.dtype == object:
         arr = np.asarray([np.concatenate([np.ravel(c) for c in row]) for row in values])
     return arr.reshape(-1)

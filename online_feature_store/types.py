@@ -75,6 +75,7 @@ class DataType(enum.IntEnum):
         return cls(parse_data_type(name))
 
 
-_VECTORS = frozenset(
-    t for t in DataType if DataType.FP8E5M2_VECTOR <= t <= DataType.BOOL_VECTOR
-) | {DataType.BF16_VECTOR, DataType.Q8_VECTOR}
+_VECTORS = frozenset(t for t in DataType if DataType.FP8E5M2_VECTOR <= t <= DataType.BOOL_VECTOR) | {
+    DataType.BF16_VECTOR,
+    DataType.Q8_VECTOR,
+}

@@ -438,7 +438,7 @@ def test_error_classes() -> None:
 
 MISUSE = [
     lambda: ofs.BlockMeta(0, 1),
-    lambda: ofs.BlockMeta(31, 1),
+    lambda: ofs.BlockMeta(34, 1),  # past the last extension type (33)
     lambda: ofs.BlockMeta(4, 0),
     lambda: ofs.BlockMeta(19, 2, vector_lengths=[1]),
     lambda: ofs.BlockMeta(19, 1, vector_lengths=[0]),

@@ -82,6 +82,10 @@ TYPES: list[tuple[str, list[Any], list[Any], dict[str, Any]]] = [
         {"vector_length": 2, "string_length": 4},
     ),
     ("fp16vector", [[0.5, 1.5], [2.5, 3.5]], [[0.0, 0.0], [1.0, 1.0]], {"vector_length": 2}),
+    # Our extensions. Q8 values are exact when a vector's largest magnitude is 127 x a power of two.
+    ("bf16", [1.5, -(2.0**127)], [0.0, 1.0], {}),  # float32 range, far past fp16
+    ("bf16vector", [[0.5, -1.5], [2.5, 2.0**-100]], [[0.0, 0.0], [1.0, 1.0]], {"vector_length": 2}),
+    ("q8vector", [[127.0, -64.0], [254.0, 2.0]], [[0.0, 0.0], [127.0, 1.0]], {"vector_length": 2}),
 ]
 
 

@@ -1,4 +1,4 @@
-"""FP16, FP8 E4M3 (FN) and FP8 E5M2 conversions checked against numpy / ``ml_dtypes``.
+"""FP16, FP8 E4M3 (FN), FP8 E5M2 and bfloat16 conversions checked against numpy / ``ml_dtypes``.
 
 ``ml_dtypes`` is an independent implementation of the same formats: ``float8_e4m3fn`` and
 ``float8_e5m2`` round to nearest-even, and overflow exactly like the reference (E4M3: anything above
@@ -13,6 +13,8 @@ Intentional differences (all about NaN bit patterns, never about a number):
 * Decoding NaN codes: our float32 NaN bits differ from ml_dtypes' canonical ``0x7FC00000`` (E4M3
   gives c10's ``0x7FF00000``; E5M2 and FP16 keep the payload and set the quiet bit, where numpy keeps a
   signalling FP16 NaN signalling). Only NaN-ness and sign are compared for NaN codes.
+* bfloat16 (our extension) matches ``ml_dtypes.bfloat16`` on every code, NaN included: a NaN input
+  becomes the canonical quiet NaN with its sign (``0x7FC0`` / ``0xFFC0``).
 * ``saturate=True`` has no ml_dtypes counterpart; it is checked as clamp-to-±max-then-convert, with
   E4M3 clamping ±Inf to ±448 (it has no Inf) and E5M2 / FP16 keeping ±Inf.
 """
@@ -38,8 +40,9 @@ FORMATS: dict[str, tuple[Encoder, Decoder, Any, Any, int, float]] = {
     "fp16": (ofs.fp16_encode, ofs.fp16_decode, np.float16, np.uint16, 1 << 16, 65504.0),
     "e4m3": (ofs.fp8_e4m3_encode, ofs.fp8_e4m3_decode, ml_dtypes.float8_e4m3fn, np.uint8, 1 << 8, 448.0),
     "e5m2": (ofs.fp8_e5m2_encode, ofs.fp8_e5m2_decode, ml_dtypes.float8_e5m2, np.uint8, 1 << 8, 57344.0),
+    "bf16": (ofs.bf16_encode, ofs.bf16_decode, ml_dtypes.bfloat16, np.uint16, 1 << 16, 3.3895313892515355e38),
 }
-SIGN = {"fp16": 0x8000, "e4m3": 0x80, "e5m2": 0x80}
+SIGN = {"fp16": 0x8000, "e4m3": 0x80, "e5m2": 0x80, "bf16": 0x8000}
 RNG_SEED = 20260301
 
 
@@ -83,6 +86,8 @@ def assert_codes_match(fmt: str, x: npt.NDArray[np.float32], got: npt.NDArray[An
             payload = (x[nan].view(np.uint32) >> 13) & 0x3FF
             assert ((got[nan] & 0x7E00) == 0x7E00).all()
             assert ((got[nan] & 0x1FF) == (payload & 0x1FF)).all()
+        elif fmt == "bf16":
+            assert ((got[nan] & 0x7FFF) == 0x7FC0).all()  # the canonical quiet NaN, as ml_dtypes
         else:
             assert ((got[nan] & 0x7F) == 0x7F).all()
 
@@ -124,8 +129,9 @@ def boundary_sample(fmt: str) -> npt.NDArray[np.float32]:
     assert (mids.astype(np.float64) == (mags[:-1].astype(np.float64) + mags[1:]) / 2).all(), "midpoint exact"
     top = mags[-1]
     step = top - mags[-2]
-    overflow_mid = f32([top + step / 2])  # halfway to the next (non-existent) step
-    edges = f32([top, 2 * top, 480.0, 479.9, 464.0, 61440.0, 61439.0, 65520.0, 65519.0, 65536.0, 1e9, 3.4e38])
+    overflow_mid = f32([float(top) + float(step) / 2])  # halfway to the next (non-existent) step
+    twice = min(2 * float(top), 3.4e38)  # bf16's top doubled is past float32's
+    edges = f32([top, twice, 480.0, 479.9, 464.0, 61440.0, 61439.0, 65520.0, 65519.0, 65536.0, 1e9, 3.4e38])
     specials = f32([np.inf, np.nan, 0.0, 2.0**-149, 2.0**-126, 1e-30])
     pts = np.concatenate([mags, mids, overflow_mid, edges, specials])
     pts = np.concatenate([pts, next_up(pts), next_down(pts)])
@@ -161,7 +167,7 @@ def test_decode_every_code(fmt: str) -> None:
     assert (got[~nan].view(np.uint32) == want[~nan].view(np.uint32)).all()  # bit-exact, ±0 included
     assert (np.signbit(got[nan]) == np.signbit(want[nan])).all()
     # NaN codes: E4M3 only 0x7F/0xFF; E5M2 and FP16 every all-ones exponent with a mantissa.
-    expected_nans = {"e4m3": 2, "e5m2": 6, "fp16": 2046}[fmt]
+    expected_nans = {"e4m3": 2, "e5m2": 6, "fp16": 2046, "bf16": 254}[fmt]
     assert int(nan.sum()) == expected_nans
 
 
@@ -261,18 +267,27 @@ def test_saturate(fmt: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 FLOAT_TYPES = {1: "e5m2", 2: "e4m3", 3: "fp16", 4: "fp32", 5: "fp64"}
-RANK = {"fp64": 4, "fp32": 3, "fp16": 2, "e4m3": 1, "e5m2": 1}
+# Our extensions: 31 BF16, 32 BF16Vector, 33 Q8Vector, ranked by significand bits.
+EXTENSION_KINDS = {31: "bf16", 32: "bf16", 33: "q8"}
+RANK = {"fp64": 6, "fp32": 5, "fp16": 4, "bf16": 3, "q8": 2, "e4m3": 1, "e5m2": 1}
+N_TYPES = 34
 
 
 def float_kind(t: int) -> str | None:
-    if t <= 0 or t > 30:
+    if t <= 0 or t >= N_TYPES:
         return None
+    if t > 30:
+        return EXTENSION_KINDS[t]
     return FLOAT_TYPES.get(t if t < 16 else t - 15)
+
+
+def is_vector(t: int) -> bool:
+    return t in (32, 33) if t > 30 else t >= 16
 
 
 def allowed(src: int, dst: int) -> bool:
     ks, kd = float_kind(src), float_kind(dst)
-    if ks is None or kd is None or (src >= 16) != (dst >= 16) or kd == "fp64":
+    if ks is None or kd is None or is_vector(src) != is_vector(dst) or kd == "fp64":
         return False
     return RANK[kd] < RANK[ks]
 
@@ -292,9 +307,10 @@ def source_sample(kind: str) -> tuple[bytes, npt.NDArray[np.float32]]:
     if kind == "fp32":
         x = np.concatenate([random_sample(5000, RNG_SEED), boundary_sample("e4m3"), boundary_sample("fp16")])
         return x.astype("<f4").tobytes(), x
-    if kind == "fp16":
+    if kind in ("fp16", "bf16"):
         codes = np.arange(1 << 16, dtype=np.uint32).astype("<u2")
-        return codes.tobytes(), codes.view(np.float16).astype(np.float32)
+        dtype = np.float16 if kind == "fp16" else ml_dtypes.bfloat16
+        return codes.tobytes(), codes.view(dtype).astype(np.float32)
     codes = np.arange(256, dtype=np.uint8)
     return codes.tobytes(), codes.view(FORMATS[kind][2]).astype(np.float32)
 
@@ -304,10 +320,15 @@ def target_codes(kind: str, x: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
 
 
 def all_type_pairs() -> list[tuple[int, int]]:
-    return [(a, b) for a in range(32) for b in range(32)]
+    return [(a, b) for a in range(N_TYPES + 1) for b in range(N_TYPES + 1)]
 
 
-@pytest.mark.parametrize(("src", "dst"), [p for p in all_type_pairs() if allowed(*p)])
+def elementwise(src: int, dst: int) -> bool:
+    """Pairs converted value by value (Q8 goes a whole vector at a time: tests/test_embeddings.py)."""
+    return allowed(src, dst) and "q8" not in (float_kind(src), float_kind(dst))
+
+
+@pytest.mark.parametrize(("src", "dst"), [p for p in all_type_pairs() if elementwise(*p)])
 def test_quantize_allowed_pairs(src: int, dst: int) -> None:
     ks, kd = float_kind(src), float_kind(dst)
     assert ks is not None
@@ -328,8 +349,10 @@ def test_quantize_allowed_pairs(src: int, dst: int) -> None:
 
 
 def test_quantize_pair_count() -> None:
-    """FP64→{FP32, FP16, E4M3, E5M2}, FP32→{FP16, E4M3, E5M2}, FP16→{E4M3, E5M2}: 9, and 9 vector."""
-    assert sum(allowed(*p) for p in all_type_pairs()) == 18
+    """The reference's FP64→{FP32, FP16, E4M3, E5M2}, FP32→{FP16, E4M3, E5M2}, FP16→{E4M3, E5M2}: 9, and
+    9 vector; ours add {FP64, FP32, FP16}→BF16 and BF16→{E4M3, E5M2}: 5, and 5 vector, and
+    {FP64, FP32, FP16, BF16}→Q8 and Q8→{E4M3, E5M2} for vectors: 6."""
+    assert sum(allowed(*p) for p in all_type_pairs()) == 18 + 10 + 6
 
 
 @pytest.mark.parametrize(("src", "dst"), [p for p in all_type_pairs() if not allowed(*p)])

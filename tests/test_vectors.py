@@ -1703,7 +1703,19 @@ def embedding_cases() -> list[dict[str, Any]]:
         block(
             "BF16 scalars: rounding ties, subnormals, signed zero, Inf, NaN, float32 range",
             "DataTypeBF16",
-            [1.0, -2.0, 1 + T**-8, 1 + 3 * T**-8, 0.1, 3.0e38, -(T**-133), T**-140, -0.0, math.inf, -math.nan],
+            [
+                1.0,
+                -2.0,
+                1 + T**-8,
+                1 + 3 * T**-8,
+                0.1,
+                3.0e38,
+                -(T**-133),
+                T**-140,
+                -0.0,
+                math.inf,
+                -math.nan,
+            ],
         ),
         block("BF16 version and expiry", "DataTypeBF16", [2.5], version=7, expiry_at=NOW + DAY),
         block(
@@ -1838,7 +1850,9 @@ def embedding_cases() -> list[dict[str, Any]]:
         )
     emb = [0.12, -0.5, 0.031, 0.9, -0.77, 0.0, 0.25, -0.125]
     for src in ("DataTypeFP64Vector", "DataTypeFP32Vector", "DataTypeFP16Vector", "DataTypeBF16Vector"):
-        c.append({"kind": "quantize", "name": f"{src} -> Q8", "from": src, "to": "DataTypeQ8Vector", "values": emb})
+        c.append(
+            {"kind": "quantize", "name": f"{src} -> Q8", "from": src, "to": "DataTypeQ8Vector", "values": emb}
+        )
     c += [
         {
             "kind": "quantize",
@@ -2176,7 +2190,8 @@ def test_codec(case: dict[str, Any]) -> None:
     if case["codec"] == "q8":
         xs = np.array([from_json(v) for v in case["values"]], dtype=np.float32)
         codes, scales = ofs.q8_encode(xs, saturate=case.get("saturate", False))
-        assert codes.shape == (1, len(xs)) and scales.shape == (1,)
+        assert codes.shape == (1, len(xs))
+        assert scales.shape == (1,)
         assert (scales.astype("<f4").tobytes() + codes.astype(np.int8).tobytes()).hex() == case["hex"]
         cell = bytes.fromhex(case["hex"])
         back = ofs.q8_decode(np.frombuffer(cell[4:], dtype=np.int8)[None, :], np.frombuffer(cell[:4], "<f4"))

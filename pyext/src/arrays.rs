@@ -114,7 +114,7 @@ pub fn array_to_py(py: Python<'_>, a: Array) -> PyResult<Bound<'_, PyAny>> {
 
 /// One FG's numbers shaped as `retrieve` returns them: `(rows, features, length)` when every feature is
 /// a vector of one length, else `(rows, Σ widths)`. The native Q8 form becomes a tuple of its codes
-/// shaped that way and its scales `(rows, features)`.
+/// shaped that way, its scales `(rows, features)` and the vector lengths.
 pub fn shape_numbers<'py>(
     py: Python<'py>,
     values: Array,
@@ -133,7 +133,7 @@ pub fn shape_numbers<'py>(
     if let Array::Q8 { codes, scales } = values {
         let codes = shape(vec_to_py(py, codes))?;
         let scales = vec_to_py(py, scales).call_method1("reshape", ((rows, widths.len()),))?;
-        return Ok((codes, scales).into_pyobject(py)?.into_any());
+        return Ok((codes, scales, widths.to_vec()).into_pyobject(py)?.into_any());
     }
     shape(array_to_py(py, values)?)
 }

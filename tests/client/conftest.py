@@ -22,6 +22,8 @@ NUMPY_DTYPES: dict[str, Any] = {
     "FP8E4M3": np.float32,
     "FP16": np.float16,
     "FP32": np.float32,
+    "BF16": np.float32,
+    "Q8": np.float32,
     "FP64": np.float64,
     "INT8": np.int8,
     "INT16": np.int16,
@@ -55,9 +57,14 @@ def sample(t: DataType, rows: int = 2, seed: int = 0) -> Any:
             return [[[words[(r + f + i) % 5] for i in range(VLEN)] for f in range(2)] for r in range(rows)]
         return [[words[(r * 2 + f) % 5] for f in range(2)] for r in range(rows)]
     dtype = NUMPY_DTYPES[el]
+    if el == "Q8":
+        # Each vector's largest magnitude 127 (scale 1), the rest whole numbers: stored exactly.
+        out = rng.integers(-127, 128, shape).astype(np.float32)
+        out[..., 0] = rng.choice([-127.0, 127.0], shape[:-1])
+        return out
     if el == "BOOL":
         return rng.integers(0, 2, shape).astype(bool)
-    if el.startswith("FP"):
+    if el.startswith("FP") or el == "BF16":
         # Numbers of at most 3 significant bits: exact in every float type, FP8 E5M2 included.
         exact = np.array([-6.0, -3.0, -1.5, -0.5, 0.0, 0.25, 0.75, 1.0, 1.25, 2.0, 3.5, 4.0, 7.0])
         return rng.choice(exact, shape).astype(dtype)

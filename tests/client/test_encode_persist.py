@@ -20,6 +20,8 @@ CONTAINER = {
     "FP8E4M3": "fp32_values",
     "FP16": "fp32_values",
     "FP32": "fp32_values",
+    "BF16": "fp32_values",
+    "Q8": "fp32_values",
     "FP64": "fp64_values",
     "INT8": "int32_values",
     "INT16": "int32_values",
