@@ -9,7 +9,8 @@ import (
 // Typed reads of a Column. Each accessor takes the data types whose values its Go type holds exactly
 // (Int64s reads an int8 or a uint32 feature, not a uint64 one) and returns ErrWrongType otherwise. The
 // scalar accessors return one value per row; the Matrix ones, for vector types, one slice of
-// VectorLength values per row (all rows share one backing array). FP8 and FP16 are widened to float32.
+// VectorLength values per row (all rows share one backing array). FP8, FP16 and BF16 are widened to
+// float32, Q8 dequantized (code × scale); Q8Codes gives a Q8Vector's codes and scales as they are.
 
 // checkCell verifies that cell is a well-formed cell of dt (vector types: of vl values), so the
 // accessors cannot fail on data.
@@ -32,7 +33,7 @@ func checkCell(dt DataType, vl int, cell []byte) error {
 		}
 		return nil
 	default:
-		if want := n * dt.ElementSize(); len(cell) != want {
+		if want := dt.CellSize(vl); len(cell) != want {
 			return fmt.Errorf("%d bytes in a %s cell of %d", len(cell), dt, want)
 		}
 		return nil
@@ -85,6 +86,8 @@ func readF32(e element, b []byte) float32 {
 		return e4m3ToFloat32(b[0])
 	case elFP16:
 		return fp16ToFloat32(binary.LittleEndian.Uint16(b))
+	case elBF16:
+		return bf16ToFloat32(binary.LittleEndian.Uint16(b))
 	default:
 		return math.Float32frombits(binary.LittleEndian.Uint32(b))
 	}
@@ -145,8 +148,9 @@ func (a *accepts) has(e element) bool {
 }
 
 var (
-	asFloat32 = &accepts{"Float32s", "Float32Matrix", "FP8E5M2, FP8E4M3, FP16 and FP32", []element{elFP8E5M2, elFP8E4M3, elFP16, elFP32}}
-	asFloat64 = &accepts{"Float64s", "Float64Matrix", "float", []element{elFP8E5M2, elFP8E4M3, elFP16, elFP32, elFP64}}
+	asFloat32 = &accepts{"Float32s", "Float32Matrix", "FP8E5M2, FP8E4M3, FP16, BF16, FP32 and Q8",
+		[]element{elFP8E5M2, elFP8E4M3, elFP16, elBF16, elFP32, elQ8}}
+	asFloat64 = &accepts{"Float64s", "Float64Matrix", "float", []element{elFP8E5M2, elFP8E4M3, elFP16, elBF16, elFP32, elFP64, elQ8}}
 	asInt32   = &accepts{"Int32s", "Int32Matrix", "Int8, Int16, Int32, Uint8 and Uint16", []element{elInt8, elInt16, elInt32, elUint8, elUint16}}
 	asInt64   = &accepts{"Int64s", "Int64Matrix", "integer types other than Uint64",
 		[]element{elInt8, elInt16, elInt32, elInt64, elUint8, elUint16, elUint32}}
@@ -202,11 +206,20 @@ func decodeMatrix[T any](c *Column, read func(element, []byte) T) [][]T {
 	e, w, n := c.DataType.element(), c.DataType.ElementSize(), c.VectorLength
 	backing := make([]T, c.rows*n)
 	out := make([][]T, c.rows)
+	var q8 [4]byte // a Q8 value, dequantized, as the float32 bytes read takes
 	for r := range out {
 		cell := c.Cell(r)
 		row := backing[r*n : (r+1)*n : (r+1)*n]
-		for j := range row {
-			row[j] = read(e, cell[j*w:(j+1)*w])
+		if e == elQ8 {
+			scale := math.Float32frombits(binary.LittleEndian.Uint32(cell))
+			for j := range row {
+				binary.LittleEndian.PutUint32(q8[:], math.Float32bits(q8Value(int8(cell[4+j]), scale)))
+				row[j] = read(elFP32, q8[:])
+			}
+		} else {
+			for j := range row {
+				row[j] = read(e, cell[j*w:(j+1)*w])
+			}
 		}
 		out[r] = row
 	}
@@ -221,7 +234,7 @@ func natural[T any](c *Column, read func(element, []byte) T) any {
 	return decodeScalars(c, read)
 }
 
-// Float32s reads an FP8E5M2, FP8E4M3, FP16 or FP32 feature.
+// Float32s reads an FP8E5M2, FP8E4M3, FP16, BF16 or FP32 feature.
 func (c *Column) Float32s() ([]float32, error) {
 	if c.DataType == FP32 { // the common case, without a call per value
 		return fp32s(c.data, c.rows), nil
@@ -229,7 +242,8 @@ func (c *Column) Float32s() ([]float32, error) {
 	return scalars(c, asFloat32, readF32)
 }
 
-// Float32Matrix reads an FP8E5M2, FP8E4M3, FP16 or FP32 vector feature: rows × VectorLength.
+// Float32Matrix reads an FP8E5M2, FP8E4M3, FP16, BF16, FP32 or Q8 (dequantized) vector feature:
+// rows × VectorLength.
 func (c *Column) Float32Matrix() ([][]float32, error) {
 	if c.DataType == FP32Vector {
 		n := c.VectorLength
@@ -250,6 +264,29 @@ func fp32s(b []byte, n int) []float32 {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return out
+}
+
+// Q8Codes reads a Q8Vector feature as stored, for int8 arithmetic: codes (rows × VectorLength, one
+// backing array) and one scale per row; value = code × scale, code -128 is NaN. The dot product of two
+// rows is int32(Σ a·b) × scale_a × scale_b.
+func (c *Column) Q8Codes() ([][]int8, []float32, error) {
+	if c.DataType != Q8Vector {
+		return nil, nil, fmt.Errorf("%w: Q8Codes reads Q8Vector features; %s/%s is %s", ErrWrongType, c.group, c.Requested, c.DataType)
+	}
+	n := c.VectorLength
+	backing := make([]int8, c.rows*n)
+	codes := make([][]int8, c.rows)
+	scales := make([]float32, c.rows)
+	for r := range codes {
+		cell := c.Cell(r)
+		scales[r] = math.Float32frombits(binary.LittleEndian.Uint32(cell))
+		row := backing[r*n : (r+1)*n : (r+1)*n]
+		for j := range row {
+			row[j] = int8(cell[4+j])
+		}
+		codes[r] = row
+	}
+	return codes, scales, nil
 }
 
 // Float64s reads any float feature.
@@ -317,12 +354,13 @@ func (c *Column) StringMatrix() ([][]string, error) {
 	return out, nil
 }
 
-// Values is the column in its natural Go type: per row a float32 (FP8, FP16, FP32), float64, int8,
+// Values is the column in its natural Go type: per row a float32 (FP8, FP16, BF16, FP32, Q8
+// dequantized), float64, int8,
 // int16, int32, int64, uint8, uint16, uint32, uint64, bool or string, so []float32, []int8, ...; for
 // vector types one slice per row ([][]float32, ...).
 func (c *Column) Values() any {
 	switch c.DataType.element() {
-	case elFP8E5M2, elFP8E4M3, elFP16, elFP32:
+	case elFP8E5M2, elFP8E4M3, elFP16, elBF16, elFP32, elQ8:
 		return natural(c, readF32)
 	case elFP64:
 		return natural(c, readF64)

@@ -71,6 +71,20 @@ func e5m2ToFloat32(b uint8) float32 {
 	return v
 }
 
+// bf16ToFloat32 widens a bfloat16 value: its bits are the top half of the float32's (exact).
+func bf16ToFloat32(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
+
+// q8NaN is the Q8 code that stands for NaN (written only when a NaN is stored with saturation).
+const q8NaN = -128
+
+// q8Value is the value of a Q8 code at a vector's scale: code × scale (one float32 multiply).
+func q8Value(code int8, scale float32) float32 {
+	if code == q8NaN {
+		return float32(math.NaN())
+	}
+	return float32(code) * scale
+}
+
 // pow2 is 2^e for the small exponents of the FP8 types (exact in float32).
 func pow2(e int) float32 {
 	return float32(math.Ldexp(1, e))

@@ -157,7 +157,7 @@ func (v *Values) features() int {
 // kindFor is the kind of Values a data type takes (ints and uints both suit integer types).
 func kindFor(e element) valueKind {
 	switch e {
-	case elFP8E5M2, elFP8E4M3, elFP16, elFP32, elFP64:
+	case elFP8E5M2, elFP8E4M3, elFP16, elBF16, elFP32, elFP64, elQ8:
 		return kindFloat
 	case elString:
 		return kindString

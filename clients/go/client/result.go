@@ -139,7 +139,7 @@ func (c *Column) Cell(row int) []byte {
 // slice's pointer per cell and, while the GC runs, pays a write barrier for it).
 func (c *Column) reserve(rows int) {
 	c.capacity = rows
-	c.width = c.DataType.ElementSize() * max(c.VectorLength, 1)
+	c.width = c.DataType.CellSize(c.VectorLength)
 	c.fast = c.width
 	switch c.DataType.element() {
 	case elString:
@@ -188,12 +188,13 @@ func read[T any](g *Group, feature string, f func(*Column) (T, error)) (T, error
 	return f(c)
 }
 
-// Float32s reads an FP8E5M2, FP8E4M3, FP16 or FP32 feature, one value per row.
+// Float32s reads an FP8E5M2, FP8E4M3, FP16, BF16 or FP32 feature, one value per row.
 func (g *Group) Float32s(feature string) ([]float32, error) {
 	return read(g, feature, (*Column).Float32s)
 }
 
-// Float32Matrix reads an FP8/FP16/FP32 vector feature: rows × vector length.
+// Float32Matrix reads an FP8/FP16/BF16/FP32 vector feature, or a Q8 one dequantized: rows × vector
+// length.
 func (g *Group) Float32Matrix(feature string) ([][]float32, error) {
 	return read(g, feature, (*Column).Float32Matrix)
 }
@@ -201,6 +202,15 @@ func (g *Group) Float32Matrix(feature string) ([][]float32, error) {
 // Float64s reads any float feature.
 func (g *Group) Float64s(feature string) ([]float64, error) {
 	return read(g, feature, (*Column).Float64s)
+}
+
+// Q8Codes reads a Q8Vector feature as stored: codes (rows × vector length) and one scale per row.
+func (g *Group) Q8Codes(feature string) ([][]int8, []float32, error) {
+	c, err := g.Column(feature)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.Q8Codes()
 }
 
 // Float64Matrix reads any float vector feature.

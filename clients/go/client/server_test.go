@@ -23,6 +23,12 @@ var exactFloats = []float64{-6, -3, -1.5, -0.5, 0, 0.25, 0.75, 1, 1.25, 2, 3.5, 
 func sample(t DataType, r, f, e int) any {
 	i := r*7 + f*3 + e
 	switch el := t.element(); {
+	case el == elQ8:
+		// Whole numbers with each vector's first element ±127: scale 1, stored exactly.
+		if e == 0 {
+			return []float64{127, -127}[(r+f)%2]
+		}
+		return []float64{-64, 0, 1, 5, -100}[i%5]
 	case t.IsFloat():
 		return exactFloats[i%len(exactFloats)]
 	case el == elString:

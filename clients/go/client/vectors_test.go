@@ -2,8 +2,8 @@ package client
 
 // The golden vectors of tests/vectors/ (shared with the Rust core and the Python package; their bytes
 // come from an independent encoder): every served cell a block case lists (features_hex) must decode
-// to the case's values, the FP8/FP16 codec cases to theirs, and every retrieval-time quantization's
-// output bytes to the correctly rounded source value.
+// to the case's values, the FP8/FP16/BF16/Q8 codec cases to theirs, and every retrieval-time
+// quantization's output bytes to the correctly rounded source value (Q8: the per-vector rule).
 
 import (
 	"encoding/hex"
@@ -190,7 +190,7 @@ func cellColumn(t *testing.T, dt DataType, vl int, cell []byte) *Column {
 
 func TestGoldenBlockCells(t *testing.T) {
 	covered := map[DataType]int{}
-	for _, file := range []string{"psdb.json", "expiry.json", "fp8.json"} {
+	for _, file := range []string{"psdb.json", "expiry.json", "fp8.json", "embeddings.json"} {
 		for _, c := range loadVectors(t, file) {
 			if c.kind() != "block" || c["error"] != nil {
 				continue // stored-block and refusal cases are the server's, not the client's
@@ -235,7 +235,7 @@ func TestGoldenBlockCells(t *testing.T) {
 
 func TestGoldenCodecs(t *testing.T) {
 	n := 0
-	for _, c := range loadVectors(t, "fp8.json") {
+	for _, c := range append(loadVectors(t, "fp8.json"), loadVectors(t, "embeddings.json")...) {
 		if c.kind() != "codec" {
 			continue
 		}
@@ -254,6 +254,17 @@ func TestGoldenCodecs(t *testing.T) {
 			for i := 0; i < len(codes); i += 2 {
 				got = append(got, fp16ToFloat32(uint16(codes[i])|uint16(codes[i+1])<<8))
 			}
+		case "bf16":
+			for i := 0; i < len(codes); i += 2 {
+				got = append(got, bf16ToFloat32(uint16(codes[i])|uint16(codes[i+1])<<8))
+			}
+		case "q8": // one vector: its cell
+			col := cellColumn(t, Q8Vector, len(codes)-4, codes)
+			m, err := col.Float32Matrix()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = m[0]
 		default:
 			t.Fatalf("%s: unknown codec %q", c.str("name"), c.str("codec"))
 		}
@@ -284,7 +295,9 @@ type quantizeTarget struct {
 }
 
 var quantizeTargets = map[DataType]quantizeTarget{
-	FP16:    {1 << 16, func(c int) float32 { return fp16ToFloat32(uint16(c)) }, 65520, false},
+	FP16: {1 << 16, func(c int) float32 { return fp16ToFloat32(uint16(c)) }, 65520, false},
+	// BF16 rounds to Inf from the midpoint between its largest value (0x7F7F) and 2^128.
+	BF16:    {1 << 16, func(c int) float32 { return bf16ToFloat32(uint16(c)) }, float64(math.Float32frombits(0x7F7F8000)), false},
 	FP8E4M3: {1 << 8, func(c int) float32 { return e4m3ToFloat32(uint8(c)) }, 464, true},
 	FP8E5M2: {1 << 8, func(c int) float32 { return e5m2ToFloat32(uint8(c)) }, 61440, false},
 }
@@ -317,8 +330,8 @@ func (q quantizeTarget) rounded(x float32) float64 {
 
 func TestGoldenQuantizedCells(t *testing.T) {
 	n := 0
-	for _, c := range loadVectors(t, "quantize.json") {
-		if c["error"] != nil {
+	for _, c := range append(loadVectors(t, "quantize.json"), loadVectors(t, "embeddings.json")...) {
+		if c.kind() != "quantize" || c["error"] != nil {
 			continue // refused pairs: the server's rule
 		}
 		name := c.str("name")
@@ -328,7 +341,7 @@ func TestGoldenQuantizedCells(t *testing.T) {
 			t.Fatalf("%s: %v %v", name, err1, err2)
 		}
 		src, out := hexBytes(t, c.str("src_hex")), hexBytes(t, c.str("hex"))
-		count := len(src) / from.ElementSize()
+		count := (len(src) - from.cellPrefix()) / from.ElementSize()
 		vl := 0
 		if to.IsVector() {
 			vl = count
@@ -360,6 +373,10 @@ func checkQuantized(t *testing.T, name string, from, to DataType, src, out []byt
 	if len(got) != len(source) {
 		t.Fatalf("%s: %d values from %d", name, len(got), len(source))
 	}
+	if to == Q8Vector {
+		checkQ8(t, name, source, got)
+		return
+	}
 	for i := range got {
 		var s float32 // every conversion goes through float32 first
 		switch v := source[i].(type) {
@@ -376,5 +393,78 @@ func checkQuantized(t *testing.T, name string, from, to DataType, src, out []byt
 		if !(math.IsNaN(want) && math.IsNaN(g)) && math.Float64bits(g) != math.Float64bits(want) {
 			t.Errorf("%s: value %d: %v became %v, want %v", name, i, s, g, want)
 		}
+	}
+}
+
+// checkQ8 checks a Q8 cell's values against the rule applied to the float32 source values: scale =
+// max|x| / 127 over the finite values, code = x / scale rounded half to even (±Inf → ±127, NaN → NaN),
+// value = code × scale; a scale of 0 gives zeros.
+func checkQ8(t *testing.T, name string, source, got []any) {
+	t.Helper()
+	xs := make([]float32, len(source))
+	var top float32
+	for i, v := range source {
+		switch x := v.(type) {
+		case float64:
+			xs[i] = float32(x)
+		case float32:
+			xs[i] = x
+		}
+		if a := float32(math.Abs(float64(xs[i]))); !math.IsInf(float64(a), 0) && !math.IsNaN(float64(a)) && a > top {
+			top = a
+		}
+	}
+	scale := top / 127
+	for i, x := range xs {
+		var code float64
+		switch {
+		case math.IsNaN(float64(x)):
+			code = math.NaN()
+		case scale == 0 && math.IsInf(float64(x), 0):
+			code = math.Copysign(127, float64(x))
+		case scale == 0:
+			code = 0
+		default:
+			code = math.RoundToEven(math.Max(-127, math.Min(127, float64(x/scale))))
+		}
+		want := float32(math.NaN())
+		if !math.IsNaN(code) {
+			want = float32(code) * scale
+		}
+		g := got[i].(float32)
+		if !(math.IsNaN(float64(want)) && math.IsNaN(float64(g))) && math.Float32bits(g) != math.Float32bits(want) {
+			t.Errorf("%s: value %d: %v became %v, want %v (scale %v)", name, i, x, g, want, scale)
+		}
+	}
+}
+
+func TestQ8CodesAndExtensionTypes(t *testing.T) {
+	cell := []byte{0x00, 0x00, 0x00, 0x40, 0x7f, 0x80, 0xc1} // scale 2; codes 127, -128 (NaN), -63
+	col := cellColumn(t, Q8Vector, 3, cell)
+	codes, scales, err := col.Q8Codes()
+	if err != nil || fmt.Sprint(codes, scales) != "[[127 -128 -63]] [2]" {
+		t.Fatalf("Q8Codes: %v %v %v", codes, scales, err)
+	}
+	m, err := col.Float32Matrix()
+	if err != nil || m[0][0] != 254 || !math.IsNaN(float64(m[0][1])) || m[0][2] != -126 {
+		t.Fatalf("Float32Matrix: %v %v", m, err)
+	}
+	if _, _, err := cellColumn(t, FP32Vector, 1, []byte{0, 0, 0, 0}).Q8Codes(); err == nil {
+		t.Fatal("Q8Codes of an FP32Vector")
+	}
+	if err := checkCell(Q8Vector, 3, cell[:6]); err == nil {
+		t.Fatal("a Q8 cell without its last code was accepted")
+	}
+	for _, c := range []struct {
+		name string
+		want DataType
+	}{{"q8", Q8Vector}, {"DataTypeQ8Vector", Q8Vector}, {"bf16", BF16}, {"BF16Vector", BF16Vector}} {
+		if got, err := ParseDataType(c.name); err != nil || got != c.want {
+			t.Errorf("ParseDataType(%q) = %v, %v", c.name, got, err)
+		}
+	}
+	if BF16 != 31 || BF16Vector != 32 || Q8Vector != 33 || !Q8Vector.IsVector() || BF16.IsVector() ||
+		!BF16Vector.IsExtension() || BoolVector.IsExtension() || BF16Vector.Scalar() != BF16 || Q8Vector.CellSize(8) != 12 {
+		t.Fatal("extension type numbers and shapes")
 	}
 }
