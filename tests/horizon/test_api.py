@@ -223,8 +223,9 @@ def test_discovery(api: Api, admin: httpx.Client, viewer: httpx.Client) -> None:
         ("feature", "activity", "clicks"),
     }
     types = viewer.get("/data-types").json()
-    assert len(types) == 30
+    assert len(types) == 33  # the reference's 30 that hold data, then our bf16, bf16vector, q8vector
     assert {"fp32", "fp16vector", "string", "bool", "int32"} <= set(types)
+    assert types[-3:] == ["bf16", "bf16vector", "q8vector"]
 
 
 # -- the request lifecycle -------------------------------------------------------------------------
@@ -498,6 +499,37 @@ def test_caller_form_offers_every_role() -> None:
     form = js[js.index("function callerForm") :]
     form = form[: form.index("\n}\n")]
     assert re.findall(r'\["(\w+)", "\1: ', form) == list(ROLES)
+
+
+def test_embedding_feature_groups(api: Api, admin: httpx.Client, editor: httpx.Client) -> None:
+    """A Q8 vector group and a bf16 one through a request: defaults checked against the type (finite,
+    float32 range), then created; discovery shows the type and reads the defaults back."""
+    seed(editor, admin)
+    emb = {**FG, "label": "emb", "data_type": "q8vector"}
+    bad = editor.post(
+        "/requests",
+        json={
+            "kind": "create_feature_group",
+            "payload": {**emb, "features": [{"label": "v", "vector_length": 2, "default": [1e300, 0]}]},
+        },
+    )
+    assert bad.status_code == 422, bad.text
+    (err,) = bad.json()["detail"]
+    assert tuple(err["loc"]) == ("body", "payload", "features", 0, "default")
+    assert "DataTypeQ8Vector" in err["msg"]
+    features = [{"label": "v", "vector_length": 4, "default": [127, -64, 0, 1]}]
+    approve(admin, submit(editor, "create_feature_group", {**emb, "features": features})["id"])
+    bf = {
+        **FG,
+        "label": "embb",
+        "data_type": "bf16vector",
+        "features": [{"label": "v", "vector_length": 2, "default": [0.5, 2]}],
+    }
+    approve(admin, submit(editor, "create_feature_group", bf)["id"])
+    q = editor.get("/entities/user/feature-groups/emb").json()
+    assert q["data_type"] == "q8vector"
+    assert q["features"][0]["default"] == [127, -64, 0, 1]  # scale 1: stored exactly
+    assert editor.get("/entities/user/feature-groups/embb").json()["data_type"] == "bf16vector"
 
 
 def test_validation_errors_are_field_level(api: Api, admin: httpx.Client, editor: httpx.Client) -> None:

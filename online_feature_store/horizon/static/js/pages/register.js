@@ -126,6 +126,7 @@ async function fgForm({ query }) {
     loc: "payload.data_type",
     value: types.includes("fp32") ? "fp32" : types[0],
     options: types.map((t) => [t, t]),
+    help: "Embeddings: bf16vector (bfloat16, half of fp32's bytes) or q8vector (int8 with one scale per vector, 4 + n bytes); both are this project's types, unknown to reference clients (docs/embeddings.md)",
   });
   const ttlF = field({
     label: "TTL (seconds)",
