@@ -20,8 +20,8 @@
 //!
 //! Every loop is branch-free per element so it vectorises: the largest magnitude is an integer max
 //! over the float bits with the sign cleared (which orders non-NaN magnitudes like the floats), and the
-//! rounding adds and subtracts 1.5 × 2^23, which leaves `v` rounded to an integer by the FPU's own
-//! ties-to-even for any |v| ≤ 2^22.
+//! rounding adds 1.5 × 2^23, which rounds `v` to an integer by the FPU's own ties-to-even for any
+//! |v| ≤ 2^22 and leaves that integer in the low mantissa bits, where the code is read from.
 
 /// Bytes of the scale that starts every Q8 cell.
 pub const SCALE_BYTES: usize = 4;
@@ -32,7 +32,8 @@ pub const NAN_CODE: i8 = -128;
 
 const SIGN: u32 = 0x8000_0000;
 const INF_BITS: u32 = 0x7F80_0000;
-/// 1.5 × 2^23: `(v + M) - M` is `v` rounded to an integer, ties to even, for |v| ≤ 2^22.
+/// 1.5 × 2^23: `v + M` holds `v` rounded to an integer (ties to even) in its low mantissa bits, for
+/// |v| ≤ 2^22.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// Bytes of the cell of a vector of `n` values.
@@ -74,6 +75,15 @@ pub fn scale_of(x: &[f32]) -> f32 {
 /// If `dst` is not `cell_len(x.len())` bytes long.
 pub fn encode_into(x: &[f32], saturate: bool, dst: &mut [u8]) -> Result<(), NotFinite> {
     assert_eq!(dst.len(), cell_len(x.len()), "q8::encode_into: length mismatch");
+    let scale = scale_for(x, saturate)?;
+    let (head, codes) = dst.split_at_mut(SCALE_BYTES);
+    head.copy_from_slice(&scale.to_le_bytes());
+    quantize(x, scale, codes_of_mut(codes));
+    Ok(())
+}
+
+/// The scale of one vector, or the first non-finite element when that is refused.
+fn scale_for(x: &[f32], saturate: bool) -> Result<f32, NotFinite> {
     let top = max_magnitude_bits(x);
     let finite_top = if top < INF_BITS {
         top
@@ -83,13 +93,8 @@ pub fn encode_into(x: &[f32], saturate: bool, dst: &mut [u8]) -> Result<(), NotF
         let index = x.iter().position(|v| !v.is_finite()).expect("a non-finite element exists");
         return Err(NotFinite { index, value: x[index] });
     };
-    let scale = f32::from_bits(finite_top) / f32::from(MAX_CODE);
-    let (head, codes) = dst.split_at_mut(SCALE_BYTES);
-    // +0 for an all-zero vector: `-0.0 / 127` would keep a sign that means nothing.
-    let scale = if scale == 0.0 { 0.0 } else { scale };
-    head.copy_from_slice(&scale.to_le_bytes());
-    quantize(x, scale, codes);
-    Ok(())
+    // Never -0: the magnitude has no sign, so the quotient is +0 or positive.
+    Ok(f32::from_bits(finite_top) / f32::from(MAX_CODE))
 }
 
 /// Appends the cell of `x` (scale, then codes) to `out`.
@@ -104,7 +109,7 @@ pub fn encode(x: &[f32], saturate: bool, out: &mut Vec<u8>) -> Result<(), NotFin
 }
 
 /// The codes of `x` at `scale` (scale 0: zeros, and ±127 / NaN code for the non-finite elements).
-fn quantize(x: &[f32], scale: f32, codes: &mut [u8]) {
+fn quantize(x: &[f32], scale: f32, codes: &mut [i8]) {
     let max = f32::from(MAX_CODE);
     if scale == 0.0 {
         for (c, &v) in codes.iter_mut().zip(x) {
@@ -115,16 +120,17 @@ fn quantize(x: &[f32], scale: f32, codes: &mut [u8]) {
             } else {
                 0
             };
-            *c = q as u8;
+            *c = q;
         }
         return;
     }
     for (c, &v) in codes.iter_mut().zip(x) {
         // NaN compares false both ways: `max(min(...))` would let it through, so pick it out.
         let clamped = (v / scale).clamp(-max, max);
-        let rounded = (clamped + ROUND_MAGIC) - ROUND_MAGIC;
-        let q = if v.is_nan() { NAN_CODE } else { rounded as i8 };
-        *c = q as u8;
+        // `clamped + 1.5 × 2^23` has the mantissa `2^22 + round(clamped)` (ties to even), so its low
+        // byte is the code in two's complement: no float-to-int conversion, which would not vectorise.
+        let code = (clamped + ROUND_MAGIC).to_bits() as u8 as i8;
+        *c = if v.is_nan() { NAN_CODE } else { code };
     }
 }
 
@@ -170,6 +176,11 @@ pub fn codes_of(bytes: &[u8]) -> &[i8] {
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<i8>(), bytes.len()) }
 }
 
+fn codes_of_mut(bytes: &mut [u8]) -> &mut [i8] {
+    // SAFETY: as `codes_of`; the exclusive borrow moves to the returned slice.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<i8>(), bytes.len()) }
+}
+
 /// Whether a stored cell is well formed: a scale that is +0 or a positive finite number (the encoder
 /// never writes anything else), at least the scale's bytes.
 pub fn check_cell(cell: &[u8]) -> Result<(), String> {
@@ -200,11 +211,9 @@ pub fn encode_rows(
         scales.fill(0.0);
         return Ok(());
     }
-    let mut cell = vec![0u8; cell_len(dim)];
     for (r, ((x, q), s)) in src.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)).zip(scales.iter_mut()).enumerate() {
-        encode_into(x, saturate, &mut cell).map_err(|e| NotFinite { index: r * dim + e.index, value: e.value })?;
-        *s = cell_scale(&cell).expect("scale written");
-        q.copy_from_slice(codes_of(&cell[SCALE_BYTES..]));
+        *s = scale_for(x, saturate).map_err(|e| NotFinite { index: r * dim + e.index, value: e.value })?;
+        quantize(x, *s, q);
     }
     Ok(())
 }
