@@ -124,6 +124,8 @@ def generate(dist: str, n: int, dim: int, seed: int) -> F32:
 
 
 DISTRIBUTIONS = ("gaussian", "gaussian-unit", "anisotropic", "outlier-dims")
+GOAL_SETS = ("gaussian", "gaussian-unit", "anisotropic")
+"""The distributions the issue's goals name: isotropic Gaussian (raw and unit-norm), anisotropic."""
 
 
 # -- fidelity ----------------------------------------------------------------------------------------------
@@ -394,19 +396,25 @@ def goals(quality: Sequence[Quality], retrieve: Sequence[Retrieve], tolerance: f
         out.append(
             _goal(min(cos) >= 0.999, f"q8 mean cosine ≥ 0.999 on the Gaussian set: min {min(cos):.6f}")
         )
-    better = []
-    for (dist, dim, t), q in by.items():
-        if t == "q8":
+    # The issue's goal is about the Gaussian and anisotropic sets; outlier-dims (a per-vector scale's
+    # weak spot) is reported on its own line, whatever it shows.
+    for group, names in (("Gaussian and anisotropic sets", GOAL_SETS), ("outlier-dims", ("outlier-dims",))):
+        wins, loss_ratio, cases_ = 0, [], 0
+        for (dist, dim, t), q in sorted(by.items()):
+            if t != "q8" or dist not in names:
+                continue
             e4 = by[(dist, dim, "fp8e4m3")]
-            better.append((1 - q.cos_mean) < (1 - e4.cos_mean) and q.recall10 >= e4.recall10)
-    if better:
-        out.append(
-            _goal(
-                all(better),
-                f"q8 better than fp8 E4M3 at about equal size (lower cosine loss and at least its recall): "
-                f"{sum(better)} of {len(better)} distribution x dimension cases",
-            )
+            cases_ += 1
+            wins += (1 - q.cos_mean) < (1 - e4.cos_mean) and q.recall10 >= e4.recall10
+            loss_ratio.append((1 - e4.cos_mean) / max(1 - q.cos_mean, 1e-12))
+        if not cases_:
+            continue
+        text = (
+            f"q8 better than fp8 E4M3 at about equal size on the {group} (lower cosine loss and at least its "
+            f"recall): {wins} of {cases_} cases; E4M3's cosine loss / q8's: "
+            f"{min(loss_ratio):.1f} to {max(loss_ratio):.1f}"
         )
+        out.append(_goal(wins == cases_, text) if names is GOAL_SETS else f"- (not a goal) {text}")
     cases = {r.case: r for r in retrieve}
     for t in ("bf16", "q8"):
         for stored, base in ((f"stored {t}", "stored fp16"), (f"fp32 served @{t}", "fp32 served @fp16")):

@@ -426,10 +426,20 @@ impl FgPlan {
                 decode(&payload[start * 2..(start + count) * 2], &mut v[at..]);
             }
         }
+        /// Runs of 8-bit floats decoded by their table slice decoders.
+        fn decode8(v: &mut Vec<f32>, payload: &[u8], runs: &[(usize, usize)], decode: fn(&[u8], &mut [f32])) {
+            for &(start, count) in runs {
+                let at = v.len();
+                v.resize(at + count, 0.0);
+                decode(&payload[start..start + count], &mut v[at..]);
+            }
+        }
         match (out, self.fg.dtype.element()) {
             (Array::F32(v), Some(E::Fp32)) => widen!(v, f32, 4),
             (Array::F32(v), Some(E::Bf16)) => decode16(v, payload, runs, crate::bf16::decode_bf16_le),
             (Array::F32(v), Some(E::Fp16)) => decode16(v, payload, runs, crate::float::decode_f16_le),
+            (Array::F32(v), Some(E::Fp8E4M3)) => decode8(v, payload, runs, crate::float::decode_e4m3_slice),
+            (Array::F32(v), Some(E::Fp8E5M2)) => decode8(v, payload, runs, crate::float::decode_e5m2_slice),
             (Array::Bf16(v), Some(E::Bf16)) => widen!(v, u16, 2),
             (Array::F64(v), Some(E::Fp64)) => widen!(v, f64, 8),
             (Array::I32(v), Some(E::Int32)) => widen!(v, i32, 4),

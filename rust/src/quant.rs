@@ -54,65 +54,39 @@ pub fn check(from: DataType, to: DataType) -> Result<()> {
 }
 
 /// Converts one feature's response bytes (its cell in `from`) into `to`, appending to `out`.
+///
+/// The cell is widened to float32 and narrowed again a slice at a time (the vectorised codecs), not
+/// value by value.
 pub fn convert(bytes: &[u8], from: DataType, to: DataType, out: &mut Vec<u8>) -> Result<()> {
     check(from, to)?;
     let src = from.known_element()?;
     let dst = to.known_element()?;
-    if src == Element::Q8 || dst == Element::Q8 {
-        // Per-vector formats: the whole cell at once, through float32.
-        let values = widen_cell(bytes, from, src)?;
-        crate::limits::try_reserve(out, q8::cell_len(values.len()), "quantized values")?;
-        if dst == Element::Q8 {
-            q8::encode(&values, true, out).expect("saturating quantization accepts every value");
-        } else {
-            encode_elements(&values, dst, out);
+    let values = widen_cell(bytes, from, src)?;
+    let bound = values.len() * dst.size() + if to.is_vector() { dst.vector_prefix() } else { 0 };
+    crate::limits::try_reserve(out, bound, "quantized values")?;
+    let at = out.len();
+    match dst {
+        Element::Q8 => q8::encode(&values, true, out).expect("saturating quantization accepts every value"),
+        Element::Fp32 => out.extend(values.iter().flat_map(|x| x.to_le_bytes())),
+        Element::Fp16 => float::encode_f16_le(&values, out),
+        Element::Bf16 => {
+            let mut codes = vec![0u16; values.len()];
+            bf16::encode_bf16_slice(&values, &mut codes);
+            out.extend(codes.iter().flat_map(|c| c.to_le_bytes()));
         }
-        return Ok(());
-    }
-    let width = src.size();
-    if bytes.len() % width != 0 {
-        return Err(Error::corrupt(format!("{} bytes is not a whole number of {from} elements", bytes.len())));
-    }
-    crate::limits::try_reserve(out, bytes.len() / width * dst.size(), "quantized values")?;
-    for c in bytes.chunks_exact(width) {
-        let x = element_to_f32(c, src);
-        encode_element(x, dst, out);
+        Element::Fp8E4M3 => {
+            out.resize(at + values.len(), 0);
+            float::encode_e4m3_slice(&values, &mut out[at..]);
+        }
+        _ => {
+            out.resize(at + values.len(), 0);
+            float::encode_e5m2_slice(&values, &mut out[at..]);
+        }
     }
     Ok(())
 }
 
-/// One stored element (`src`'s width, LE) as float32. Not for Q8 (its values need the cell's scale).
-#[inline]
-fn element_to_f32(c: &[u8], src: Element) -> f32 {
-    match src {
-        Element::Fp64 => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-        Element::Fp32 => f32::from_le_bytes(c.try_into().expect("4 bytes")),
-        Element::Fp16 => float::f16_to_f32(u16::from_le_bytes([c[0], c[1]])),
-        Element::Bf16 => bf16::bf16_to_f32(u16::from_le_bytes([c[0], c[1]])),
-        Element::Fp8E4M3 => float::e4m3_to_f32(c[0]),
-        _ => float::e5m2_to_f32(c[0]),
-    }
-}
-
-/// Appends `x` in an element-wise float target `dst` (FP32, FP16, BF16, FP8).
-#[inline]
-fn encode_element(x: f32, dst: Element, out: &mut Vec<u8>) {
-    match dst {
-        Element::Fp32 => out.extend_from_slice(&x.to_le_bytes()),
-        Element::Fp16 => out.extend_from_slice(&float::f32_to_f16(x).to_le_bytes()),
-        Element::Bf16 => out.extend_from_slice(&bf16::f32_to_bf16(x).to_le_bytes()),
-        Element::Fp8E4M3 => out.push(float::f32_to_e4m3(x)),
-        _ => out.push(float::f32_to_e5m2(x)),
-    }
-}
-
-fn encode_elements(values: &[f32], dst: Element, out: &mut Vec<u8>) {
-    for &x in values {
-        encode_element(x, dst, out);
-    }
-}
-
-/// Every value of a cell of `from` as float32 (Q8 dequantized).
+/// Every value of a cell of `from` as float32 (Q8 dequantized), decoded a slice at a time.
 fn widen_cell(bytes: &[u8], from: DataType, src: Element) -> Result<Vec<f32>> {
     if src == Element::Q8 {
         if bytes.len() < q8::SCALE_BYTES {
@@ -126,7 +100,24 @@ fn widen_cell(bytes: &[u8], from: DataType, src: Element) -> Result<Vec<f32>> {
     if bytes.len() % width != 0 {
         return Err(Error::corrupt(format!("{} bytes is not a whole number of {from} elements", bytes.len())));
     }
-    Ok(bytes.chunks_exact(width).map(|c| element_to_f32(c, src)).collect())
+    let mut v = vec![0f32; bytes.len() / width];
+    match src {
+        Element::Fp64 => {
+            for (d, c) in v.iter_mut().zip(bytes.chunks_exact(8)) {
+                *d = f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32;
+            }
+        }
+        Element::Fp32 => {
+            for (d, c) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+                *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+            }
+        }
+        Element::Fp16 => float::decode_f16_le(bytes, &mut v),
+        Element::Bf16 => bf16::decode_bf16_le(bytes, &mut v),
+        Element::Fp8E4M3 => float::decode_e4m3_slice(bytes, &mut v),
+        _ => float::decode_e5m2_slice(bytes, &mut v),
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
