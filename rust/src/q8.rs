@@ -23,6 +23,10 @@
 //! rounding adds 1.5 × 2^23, which rounds `v` to an integer by the FPU's own ties-to-even for any
 //! |v| ≤ 2^22 and leaves that integer in the low mantissa bits, where the code is read from.
 
+// The AVX2 copies of the loops exist only by inlining the portable ones into `#[target_feature]`
+// functions: an inlining hint that may be ignored would leave them baseline calls.
+#![allow(clippy::inline_always)]
+
 /// Bytes of the scale that starts every Q8 cell.
 pub const SCALE_BYTES: usize = 4;
 /// The largest code magnitude: the vector's largest magnitude maps to ±127.
@@ -49,13 +53,13 @@ pub struct NotFinite {
 }
 
 /// The largest magnitude of `x` as float32 bits with the sign cleared (NaN sorts above Inf).
-#[inline]
+#[inline(always)]
 fn max_magnitude_bits(x: &[f32]) -> u32 {
     x.iter().fold(0u32, |m, v| m.max(v.to_bits() & !SIGN))
 }
 
 /// The largest finite magnitude's bits (non-finite elements count as 0).
-#[inline]
+#[inline(always)]
 fn max_finite_bits(x: &[f32]) -> u32 {
     x.iter().fold(0u32, |m, v| {
         let b = v.to_bits() & !SIGN;
@@ -75,14 +79,40 @@ pub fn scale_of(x: &[f32]) -> f32 {
 /// If `dst` is not `cell_len(x.len())` bytes long.
 pub fn encode_into(x: &[f32], saturate: bool, dst: &mut [u8]) -> Result<(), NotFinite> {
     assert_eq!(dst.len(), cell_len(x.len()), "q8::encode_into: length mismatch");
-    let scale = scale_for(x, saturate)?;
     let (head, codes) = dst.split_at_mut(SCALE_BYTES);
+    let scale = quantize_vector(x, saturate, codes_of_mut(codes))?;
     head.copy_from_slice(&scale.to_le_bytes());
-    quantize(x, scale, codes_of_mut(codes));
     Ok(())
 }
 
+/// One vector's scale, and its codes written to `codes`: on AVX2 when the CPU has it (the same loops,
+/// 8 lanes wide), else the baseline build's.
+fn quantize_vector(x: &[f32], saturate: bool, codes: &mut [i8]) -> Result<f32, NotFinite> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { quantize_vector_avx2(x, saturate, codes) };
+        }
+    }
+    quantize_vector_portable(x, saturate, codes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_vector_avx2(x: &[f32], saturate: bool, codes: &mut [i8]) -> Result<f32, NotFinite> {
+    quantize_vector_portable(x, saturate, codes)
+}
+
+#[inline(always)]
+fn quantize_vector_portable(x: &[f32], saturate: bool, codes: &mut [i8]) -> Result<f32, NotFinite> {
+    let scale = scale_for(x, saturate)?;
+    quantize(x, scale, codes);
+    Ok(scale)
+}
+
 /// The scale of one vector, or the first non-finite element when that is refused.
+#[inline(always)]
 fn scale_for(x: &[f32], saturate: bool) -> Result<f32, NotFinite> {
     let top = max_magnitude_bits(x);
     let finite_top = if top < INF_BITS {
@@ -109,6 +139,7 @@ pub fn encode(x: &[f32], saturate: bool, out: &mut Vec<u8>) -> Result<(), NotFin
 }
 
 /// The codes of `x` at `scale` (scale 0: zeros, and ±127 / NaN code for the non-finite elements).
+#[inline(always)]
 fn quantize(x: &[f32], scale: f32, codes: &mut [i8]) {
     let max = f32::from(MAX_CODE);
     if scale == 0.0 {
@@ -145,9 +176,33 @@ pub fn cell_scale(cell: &[u8]) -> Option<f32> {
 /// If the slices differ in length.
 pub fn dequantize(codes: &[i8], scale: f32, dst: &mut [f32]) {
     assert_eq!(codes.len(), dst.len(), "q8::dequantize: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { dequantize_avx2(codes, scale, dst) };
+            return;
+        }
+    }
+    dequantize_portable(codes, scale, dst);
+}
+
+/// The same loop compiled for AVX2 (8 lanes, a sign-extending load): the build targets baseline
+/// x86-64, where widening int8 to float32 takes several shuffles per 4 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dequantize_avx2(codes: &[i8], scale: f32, dst: &mut [f32]) {
+    dequantize_portable(codes, scale, dst);
+}
+
+#[inline(always)]
+fn dequantize_portable(codes: &[i8], scale: f32, dst: &mut [f32]) {
+    const NAN_BITS: u32 = 0x7FC0_0000;
     for (d, &c) in dst.iter_mut().zip(codes) {
-        let x = f32::from(c) * scale;
-        *d = if c == NAN_CODE { f32::NAN } else { x };
+        let x = (f32::from(c) * scale).to_bits();
+        // All ones where the code is the NaN code: a 32-bit select the loop can vectorise.
+        let nan = u32::from(c == NAN_CODE).wrapping_neg();
+        *d = f32::from_bits((x & !nan) | (NAN_BITS & nan));
     }
 }
 
@@ -212,8 +267,7 @@ pub fn encode_rows(
         return Ok(());
     }
     for (r, ((x, q), s)) in src.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)).zip(scales.iter_mut()).enumerate() {
-        *s = scale_for(x, saturate).map_err(|e| NotFinite { index: r * dim + e.index, value: e.value })?;
-        quantize(x, *s, q);
+        *s = quantize_vector(x, saturate, q).map_err(|e| NotFinite { index: r * dim + e.index, value: e.value })?;
     }
     Ok(())
 }
