@@ -408,6 +408,25 @@ mod tests {
         assert_eq!(c, vec![0, 0, 0, 0, 0x81, 0, 0x80]);
     }
 
+    /// The baseline loops give the bits the dispatched (AVX2 here) ones give.
+    #[test]
+    fn portable_and_dispatched_loops_agree() {
+        for x in vectors() {
+            let mut a = vec![0i8; x.len()];
+            let mut b = vec![0i8; x.len()];
+            let sa = quantize_vector(&x, false, &mut a).unwrap();
+            let sb = quantize_vector_portable(&x, false, &mut b).unwrap();
+            assert_eq!((sa.to_bits(), &a), (sb.to_bits(), &b));
+            let (mut da, mut db) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+            dequantize(&a, sa, &mut da);
+            dequantize_portable(&a, sa, &mut db);
+            assert!(da.iter().zip(&db).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+        let mut nan = [0f32; 3];
+        dequantize_portable(&[NAN_CODE, 1, -127], 2.0, &mut nan);
+        assert_eq!(nan.map(f32::to_bits), [0x7FC0_0000, 2f32.to_bits(), (-254f32).to_bits()]);
+    }
+
     #[test]
     fn cells_are_checked() {
         assert!(check_cell(&[0, 0, 0, 0, 5]).is_ok());
