@@ -63,6 +63,16 @@ class DataType(enum.IntEnum):
         return self in _VECTORS
 
     @property
+    def scalar(self) -> DataType:
+        """The type of one value: ``FP16_VECTOR`` → ``FP16``, ``BF16_VECTOR`` → ``BF16``; scalars as they are,
+        and ``Q8_VECTOR`` too (one scale per value would be no quantization, so it has no scalar form)."""
+        if self == DataType.BF16_VECTOR:
+            return DataType.BF16
+        if self.is_vector and self < DataType.BF16:
+            return DataType(self - 15)
+        return self
+
+    @property
     def is_extension(self) -> bool:
         """True for this project's types (31 and up), which reference clients cannot read."""
         return self >= DataType.BF16

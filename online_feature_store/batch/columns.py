@@ -53,8 +53,8 @@ _INTS = {
 
 
 def element_type(dtype: DataType) -> DataType:
-    """The scalar type of one value of ``dtype`` (``FP16_VECTOR`` → ``FP16``)."""
-    return DataType(dtype - 15) if dtype.is_vector else dtype
+    """The scalar type of one value of ``dtype`` (``FP16_VECTOR`` → ``FP16``; ``Q8_VECTOR`` as is)."""
+    return dtype.scalar
 
 
 @dataclass(frozen=True)

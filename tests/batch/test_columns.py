@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import online_feature_store as ofs
 from online_feature_store import InvalidInputError, NotFoundError
 from online_feature_store.batch import plan_columns, push_arrow, push_rows
 from online_feature_store.feature_store import FeatureStore
@@ -30,6 +31,71 @@ def test_fp16_vectors_from_float16_and_fixed_size_lists(fs: FeatureStore) -> Non
     t = t.set_column(t.schema.get_field_index("v"), "v", fixed)
     push_arrow(fs, "user", t, feature_groups=FEATURE_GROUPS, registry=fs)
     assert_stored(fs, 0, 10)
+
+
+def test_embedding_types_from_float_lists(tmp_path: Path) -> None:
+    """bf16 and q8 vector FGs take Arrow float lists (float32, float64, or float16), quantized by the store;
+    a non-float list is refused naming the type, a NaN for q8 naming the row and column."""
+    from online_feature_store.registry.spec import reconcile
+    from online_feature_store.registry.sqlite import SqliteRegistry
+    from online_feature_store.registry.yaml_io import parse_spec
+
+    doc = {
+        "stores": [{"id": "main", "kind": "sqlite", "settings": {"path": "store.db"}}],
+        "entities": [
+            {
+                "label": "item",
+                "keys": [{"label": "item_id"}],
+                "feature_groups": [
+                    {
+                        "label": "q",
+                        "data_type": "q8vector",
+                        "store": "main",
+                        "features": [{"label": "qv", "vector_length": 4}],
+                    },
+                    {
+                        "label": "b",
+                        "data_type": "bf16vector",
+                        "store": "main",
+                        "features": [{"label": "bv", "vector_length": 4}],
+                    },
+                ],
+            }
+        ],
+    }
+    registry = SqliteRegistry(tmp_path / "registry.db")
+    registry.apply(lambda state: reconcile(state, parse_spec(doc, env={})))
+    registry.close()
+    x = np.random.default_rng(3).standard_normal((20, 4)).astype(np.float32)
+    t = pa.table(
+        {
+            "item_id": [f"i{i}" for i in range(20)],
+            "qv": pa.array(list(x), type=pa.list_(pa.float32())),
+            "bv": pa.array(list(x.astype(np.float64)), type=pa.list_(pa.float64())),
+        }
+    )
+    with FeatureStore(data_directory=tmp_path, cache_bytes=0) as store:
+        assert push_arrow(store, "item", t, feature_groups=["q", "b"], registry=store) == 20
+        got = store.retrieve(
+            "item", [f"i{i}" for i in range(20)], {"q": ["qv"], "b": ["bv"]}, embeddings="native"
+        )
+        codes, scales = ofs.q8_encode(x)
+        assert np.array_equal(got.values["q"].codes[:, 0], codes)
+        assert np.array_equal(got.values["q"].scales[:, 0], scales)
+        assert np.array_equal(
+            got.values["b"][:, 0].astype(np.float32),
+            ofs.bf16_decode(ofs.bf16_encode(x.ravel())).reshape(20, 4),
+        )
+        ints = t.set_column(t.schema.get_field_index("qv"), "qv", pa.array([["a"] * 4] * 20))
+        with pytest.raises(InvalidInputError, match="wrong type: string cannot hold DataTypeQ8Vector"):
+            push_arrow(store, "item", ints, feature_groups=["q"], registry=store)
+        bad = x.copy()
+        bad[7, 2] = np.nan
+        nan = t.set_column(
+            t.schema.get_field_index("qv"), "qv", pa.array(list(bad), type=pa.list_(pa.float32()))
+        )
+        with pytest.raises(InvalidInputError, match="NaN cannot be stored as DataTypeQ8Vector"):
+            push_arrow(store, "item", nan, feature_groups=["q"], registry=store)
 
 
 def test_python_rows_as_spark_hands_them(fs: FeatureStore) -> None:
