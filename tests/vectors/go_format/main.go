@@ -512,6 +512,58 @@ func writeSweep(path string) error {
 	return os.WriteFile(path, []byte(out.String()), 0o644)
 }
 
+// extensionCases: this project's BF16 and Q8 types (docs/embeddings.md). The reference has neither, so
+// their strings are what it prints for the float32 values they decode to: %v for a BF16 scalar, shortest
+// 'f' joined with ":" for vectors. BF16 decodes to its bits << 16; a Q8 cell is its float32 scale (LE)
+// then int8 codes, each value float32(code) * scale (one float32 multiply), code -128 being NaN.
+func extensionCases() {
+	bf := []uint16{0x0000, 0x8000, 0x0001, 0x807F, 0x0080, 0x7F7F, 0x7F80, 0xFF80, 0x7FC0, 0x3F80, 0x3FC0,
+		0x3DCD, 0xC2F7, 0x4B80, 0x4B81}
+	for c := 0; c < 1<<16; c += 257 { // a prime stride crosses every exponent
+		bf = append(bf, uint16(c))
+	}
+	var vec []uint16
+	for i, c := range bf {
+		add(fmt.Sprintf("bf16 code %04x", c), "DataTypeBF16", 0, binary.LittleEndian.AppendUint16(nil, c),
+			scalar(bf16Value(c)))
+		if vec = append(vec, c); len(vec) == 16 || i == len(bf)-1 {
+			var cells []byte
+			var vals []float32
+			for _, v := range vec {
+				cells = binary.LittleEndian.AppendUint16(cells, v)
+				vals = append(vals, bf16Value(v))
+			}
+			add(fmt.Sprintf("bf16 vector from code %04x", vec[0]), "DataTypeBF16Vector", len(vec), cells, fvec32(vals))
+			vec = vec[:0]
+		}
+	}
+	scales := []float32{1, 2.0 / 127, 0.0078125, 1e-3, 3e38 / 127, 0, math.Float32frombits(0x00000123), 0.1}
+	for _, scale := range scales {
+		for c := 0; c < 256; c += 16 { // every code at every scale, 16 to a vector
+			cell := binary.LittleEndian.AppendUint32(nil, math.Float32bits(scale))
+			vals := make([]float32, 16)
+			for j := range vals {
+				code := int8(uint8(c + j))
+				cell = append(cell, byte(code))
+				vals[j] = q8Value(code, scale)
+			}
+			add(fmt.Sprintf("q8 vector, scale %08x, codes from %d", math.Float32bits(scale), int8(uint8(c))),
+				"DataTypeQ8Vector", 16, cell, fvec32(vals))
+		}
+	}
+}
+
+// bf16Value is the float32 of bfloat16 bits: the top half of its bits.
+func bf16Value(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
+
+// q8Value is a Q8 code's value at a vector's scale.
+func q8Value(code int8, scale float32) float32 {
+	if code == -128 {
+		return float32(math.NaN())
+	}
+	return float32(code) * scale
+}
+
 func main() {
 	sweep := flag.Bool("sweep", false, "also write decoded_format_sweep.txt (all 2^32 float32 patterns; minutes)")
 	out := flag.String("out", "..", "directory to write into (tests/vectors)")
@@ -521,6 +573,7 @@ func main() {
 	intCases(r)
 	boolCases()
 	stringCases()
+	extensionCases()
 	if err := writeCases(filepath.Join(*out, "decoded_format.json")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
