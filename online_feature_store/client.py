@@ -498,7 +498,7 @@ def _stack(columns: list[Any]) -> Any:
 
 def _wire_values(values: Any, dtype: DataType, rows: int, n: int) -> Any:
     """The ``encode_persist_query`` form: arrays as they are; strings flattened to ``rows x n`` cells."""
-    if dtype not in (DataType.STRING, DataType.STRING_VECTOR):
+    if not dtype.is_string:
         arr = np.asarray(values)
         if arr.dtype == object:
             raise InvalidInputError(f"values for {dtype.type_name} must be numeric, got {arr.dtype}")

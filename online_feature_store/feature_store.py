@@ -158,7 +158,7 @@ def compile_catalog(snapshot: Snapshot) -> Catalog:
                 (
                     v,
                     [f.label for f in feats],
-                    [f.string_length for f in feats] if g.data_type in _STRING_TYPES else [],
+                    [f.string_length for f in feats] if g.data_type.is_string else [],
                     [f.vector_length for f in feats] if g.data_type.is_vector else [],
                     [f.default for f in feats],
                 )
@@ -171,9 +171,6 @@ def compile_catalog(snapshot: Snapshot) -> Catalog:
         if (p := e.in_process_cache).enabled and p.ttl_seconds > 0
     ]
     return Catalog(snapshot.revision, entities, fgs, in_process_cache=in_process)
-
-
-_STRING_TYPES = (DataType.STRING, DataType.STRING_VECTOR)
 
 
 @dataclass(frozen=True)
@@ -743,14 +740,12 @@ def _flatten(values: Any, fg: Any, rows: int) -> Any:
             if fg.data_type.is_vector:
                 cols.append([default] * rows)
             else:
-                cols.append(
-                    np.full(rows, default[0]) if fg.data_type not in _STRING_TYPES else [default[0]] * rows
-                )
-        if fg.data_type not in _STRING_TYPES and not fg.data_type.is_vector:
+                cols.append([default[0]] * rows if fg.data_type.is_string else np.full(rows, default[0]))
+        if not fg.data_type.is_string and not fg.data_type.is_vector:
             # Numbers stay in numpy columns: no Python object per value.
             return np.column_stack(cols).reshape(-1)
         values = [list(r) for r in zip(*cols, strict=False)]
-    if fg.data_type in _STRING_TYPES:
+    if fg.data_type.is_string:
         out: list[str] = []
         for row in values:
             for cell in row:

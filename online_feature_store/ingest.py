@@ -57,8 +57,6 @@ TOKEN_HEADER = "online-feature-store-auth-token"
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """Under Kafka's default ``message.max.bytes`` (1 MiB + 12) with room for the record overhead."""
 
-_STRINGS = (DataType.STRING, DataType.STRING_VECTOR)
-
 
 @dataclass(frozen=True)
 class FeatureGroupValues:
@@ -487,7 +485,7 @@ def push(
     groups = []
     for fg, vals in values.items():
         dtype, labels = types[fg]
-        if dtype not in _STRINGS:
+        if not dtype.is_string:
             vals = np.ascontiguousarray(vals)
             want = 3 if dtype.is_vector else 2
             if vals.ndim != want or (len(vals) and vals.shape[1] != len(labels)):
@@ -589,7 +587,7 @@ def push_frame(
         dtype, labels = types[fg]
         cols = [_frame_column(frame, fg, label) for label in labels]
         vals: Any
-        if dtype in _STRINGS:
+        if dtype.is_string:
             cells = [c.tolist() for c in cols]
             if dtype.is_vector:
                 cells = [[list(v) for v in col] for col in cells]

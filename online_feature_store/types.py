@@ -63,6 +63,11 @@ class DataType(enum.IntEnum):
         return self in _VECTORS
 
     @property
+    def is_string(self) -> bool:
+        """True for ``STRING`` and ``STRING_VECTOR``: the types whose features book a string length."""
+        return self in _STRINGS
+
+    @property
     def scalar(self) -> DataType:
         """The type of one value: ``FP16_VECTOR`` → ``FP16``, ``BF16_VECTOR`` → ``BF16``; scalars as they are,
         and ``Q8_VECTOR`` too (one scale per value would be no quantization, so it has no scalar form)."""
@@ -89,3 +94,4 @@ _VECTORS = frozenset(t for t in DataType if DataType.FP8E5M2_VECTOR <= t <= Data
     DataType.BF16_VECTOR,
     DataType.Q8_VECTOR,
 }
+_STRINGS = frozenset({DataType.STRING, DataType.STRING_VECTOR})

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["NULL_POLICIES", "Batch", "ColumnPlan", "FeatureColumns", "Where", "plan_columns"]
 
 NULL_POLICIES = ("error", "default")
-_STRINGS = (DataType.STRING, DataType.STRING_VECTOR)
 _INTS = {
     DataType.INT8: (-(2**7), 2**7 - 1),
     DataType.INT16: (-(2**15), 2**15 - 1),
@@ -530,7 +529,7 @@ def convert(plan: ColumnPlan, batch: pa.RecordBatch, where: Where, *, nulls: str
                 cols.append(_vector_column(batch.column(name), g, i, where, nulls))
             else:
                 cols.append(_scalar_column(batch.column(name), g, i, where, nulls))
-        if g.data_type in _STRINGS:
+        if g.data_type.is_string:
             values.append([cell for row in zip(*cols, strict=True) for cell in row])
         elif g.data_type.is_vector:
             values.append(np.stack(cols, axis=1) if rows else np.empty((0, len(cols), 0)))

@@ -96,10 +96,6 @@ def _policy(p: s.CachePolicyIn | None, old: CachePolicy) -> CachePolicy:
     return old if p is None else CachePolicy(p.enabled, p.ttl_seconds, p.jitter_percent)
 
 
-def _is_string(dt: DataType) -> bool:
-    return dt in (DataType.STRING, DataType.STRING_VECTOR)
-
-
 def _check_feature(
     c: _Collector,
     loc: Loc,
@@ -116,7 +112,7 @@ def _check_feature(
     """The registry's per-feature rules (spec.reconcile and validate), each reported at its field."""
     at = where(entity, fg, label)
     ok = True
-    if string_length not in (None, 0) and not _is_string(dt):
+    if string_length not in (None, 0) and not dt.is_string:
         c.add((*loc, "string_length"), f"{at}: string_length is only for string types, not {dt.type_name}")
         ok = False
     if dt.is_vector and vector_length < 1:
@@ -140,7 +136,7 @@ def _check_feature(
 
 def _booked(dt: DataType, string_length: int | None) -> int:
     """The string length a feature books, as the registry's spec gives it (0 for other types)."""
-    return (DEFAULT_STRING_LENGTH if string_length is None else string_length) if _is_string(dt) else 0
+    return (DEFAULT_STRING_LENGTH if string_length is None else string_length) if dt.is_string else 0
 
 
 def _check_row(c: _Collector, entity: str, fg: str, dt: DataType, features: Sequence[FeatureSpec]) -> None:
@@ -177,7 +173,7 @@ def _specs_of(fg: FeatureGroup) -> list[FeatureSpec]:
         FeatureSpec(
             f.label,
             cell_to_plain(fg.data_type, f.default, f.vector_length),
-            f.string_length if _is_string(fg.data_type) else None,
+            f.string_length if fg.data_type.is_string else None,
             f.vector_length,
         )
         for f in fg.features

@@ -14,7 +14,6 @@ from online_feature_store._native import BlockMeta
 from online_feature_store.errors import InvalidInputError, NotFoundError
 from online_feature_store.registry.model import Caller, Entity, FeatureGroup, RegistryState, Store
 from online_feature_store.registry.tokens import verify_token
-from online_feature_store.types import DataType
 
 __all__ = ["Snapshot"]
 
@@ -36,16 +35,14 @@ class Snapshot:
         for entity in state.entities:
             for fg in entity.feature_groups:
                 fg_by_id[entity.label, fg.id] = fg
-                is_string = fg.data_type in (DataType.STRING, DataType.STRING_VECTOR)
+                strings, vectors = fg.data_type.is_string, fg.data_type.is_vector
                 for version, features in fg.versions.items():
                     metas[entity.label, fg.label, version] = BlockMeta(
                         int(fg.data_type),
                         len(features),
                         version=version,
-                        string_lengths=[f.string_length for f in features] if is_string else None,
-                        vector_lengths=[f.vector_length for f in features]
-                        if fg.data_type.is_vector
-                        else None,
+                        string_lengths=[f.string_length for f in features] if strings else None,
+                        vector_lengths=[f.vector_length for f in features] if vectors else None,
                     )
         self._fg_by_id = fg_by_id
         self._metas = metas

@@ -114,7 +114,7 @@ class RegistrySpec:
 
 
 def _zero(data_type: DataType, vector_length: int) -> Any:
-    if data_type in (DataType.STRING, DataType.STRING_VECTOR):
+    if data_type.is_string:
         zero: Any = ""
     elif data_type in (DataType.BOOL, DataType.BOOL_VECTOR):
         zero = False
@@ -125,15 +125,14 @@ def _zero(data_type: DataType, vector_length: int) -> Any:
 
 def _string_length(fg: FeatureGroupSpec, spec: FeatureSpec) -> int:
     """The length a feature books: as declared, else :data:`DEFAULT_STRING_LENGTH`; 0 for other types."""
-    if fg.data_type not in (DataType.STRING, DataType.STRING_VECTOR):
+    if not fg.data_type.is_string:
         return 0
     return DEFAULT_STRING_LENGTH if spec.string_length is None else spec.string_length
 
 
 def _feature(entity: str, fg: FeatureGroupSpec, spec: FeatureSpec) -> Feature:
     at = where(entity, fg.label, spec.label)
-    is_string = fg.data_type in (DataType.STRING, DataType.STRING_VECTOR)
-    if spec.string_length is not None and not is_string and spec.string_length != 0:
+    if spec.string_length is not None and not fg.data_type.is_string and spec.string_length != 0:
         raise InvalidInputError(f"{at}: string_length is only for string types, not {fg.data_type.type_name}")
     string_length = _string_length(fg, spec)
     if fg.data_type.is_vector and spec.vector_length < 1:

@@ -101,7 +101,7 @@ def encode_default(
 def _wrong_item(data_type: DataType, items: Iterable[object]) -> tuple[int, object, str] | None:
     """The first of a default's values that is not the kind of value ``data_type`` holds, with its index
     and what it should be."""
-    if data_type in (DataType.STRING, DataType.STRING_VECTOR):
+    if data_type.is_string:
         kinds: tuple[type, ...] = (str,)
         wanted = "a string"
     elif data_type in (DataType.BOOL, DataType.BOOL_VECTOR):

@@ -217,7 +217,7 @@ def _fg_dict(fg: FeatureGroup) -> dict[str, Any]:
             "label": f.label,
             "default": cell_to_plain(fg.data_type, f.default, f.vector_length),
         }
-        if fg.data_type in (DataType.STRING, DataType.STRING_VECTOR):
+        if fg.data_type.is_string:
             item["string_length"] = f.string_length
         if fg.data_type.is_vector:
             item["vector_length"] = f.vector_length
