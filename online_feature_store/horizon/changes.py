@@ -29,16 +29,17 @@ from online_feature_store.registry.model import (
 )
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.spec import (
-    DEFAULT_STRING_LENGTH,
     EntitySpec,
     FeatureGroupSpec,
     FeatureSpec,
     RegistrySpec,
+    booked_length,
+    build_feature,
     cell_to_plain,
     diff_states,
     reconcile,
 )
-from online_feature_store.registry.validate import encode_default, size_problems, validate_change, where
+from online_feature_store.registry.validate import size_problems, validate_change, where
 from online_feature_store.store import settings_errors
 from online_feature_store.types import DataType
 
@@ -102,46 +103,20 @@ def _check_feature(
     entity: str,
     fg: str,
     dt: DataType,
-    label: str,
-    default: Any,
-    string_length: int | None,
-    vector_length: int,
+    spec: FeatureSpec,
     *,
     default_given: bool = True,
 ) -> None:
-    """The registry's per-feature rules (spec.reconcile and validate), each reported at its field."""
-    at = where(entity, fg, label)
-    ok = True
-    if string_length not in (None, 0) and not dt.is_string:
-        c.add((*loc, "string_length"), f"{at}: string_length is only for string types, not {dt.type_name}")
-        ok = False
-    if dt.is_vector and vector_length < 1:
-        c.add((*loc, "vector_length"), f"{at}: {dt.type_name} needs a vector_length of at least 1")
-        ok = False
-    if not dt.is_vector and vector_length:
-        c.add((*loc, "vector_length"), f"{at}: vector_length is only for vector types, not {dt.type_name}")
-        ok = False
-    length = _booked(dt, string_length)
-    # The registry's size bounds (one rule), each at its field, before any default is built.
-    for problem in size_problems(entity, fg, dt, [(label, length, vector_length)]):
-        c.add((*loc, problem.field) if problem.field else loc, problem.message)
-        ok = False
-    if not ok or default is None:
-        return
-    try:
-        encode_default(dt, default, string_length=length, vector_length=vector_length, at=at)
-    except InvalidInputError as exc:
-        c.add((*loc, "default" if default_given else "string_length"), str(exc))
-
-
-def _booked(dt: DataType, string_length: int | None) -> int:
-    """The string length a feature books, as the registry's spec gives it (0 for other types)."""
-    return (DEFAULT_STRING_LENGTH if string_length is None else string_length) if dt.is_string else 0
+    """The registry's per-feature rules (``spec.build_feature``), each reported at its field; a kept
+    default that no longer fits an edited string length is reported at ``string_length``."""
+    for problem in build_feature(entity, fg, dt, spec)[1]:
+        field = "string_length" if problem.field == "default" and not default_given else problem.field
+        c.add((*loc, field) if field else loc, problem.message)
 
 
 def _check_row(c: _Collector, entity: str, fg: str, dt: DataType, features: Sequence[FeatureSpec]) -> None:
     """The registry's row-size bound on the FG's features after the change, at ``features``."""
-    lengths = [(f.label, _booked(dt, f.string_length), f.vector_length) for f in features]
+    lengths = [(f.label, booked_length(dt, f.string_length), f.vector_length) for f in features]
     for problem in size_problems(entity, fg, dt, lengths):
         if problem.feature is None:
             c.add(("features",), problem.message)
@@ -276,9 +251,9 @@ def _new_features(
     for i, f in enumerate(features):
         if f.label in existing:
             c.add(("features", i, "label"), f"{where(entity, fg, f.label)} already exists")
-        vector_length = f.vector_length or 0
-        _check_feature(c, ("features", i), entity, fg, dt, f.label, f.default, f.string_length, vector_length)
-        out.append(FeatureSpec(f.label, f.default, f.string_length, vector_length))
+        spec = FeatureSpec(f.label, f.default, f.string_length, f.vector_length or 0)
+        _check_feature(c, ("features", i), entity, fg, dt, spec)
+        out.append(spec)
     return out
 
 
@@ -354,19 +329,11 @@ def _edit_features(state: RegistryState, p: s.EditFeaturesPayload, c: _Collector
             continue
         string_length = old.string_length if edit.string_length is None else edit.string_length
         default = old.default if edit.default is None else edit.default
+        spec = FeatureSpec(edit.label, default, string_length, vector_length)
         _check_feature(
-            c,
-            ("features", i),
-            p.entity,
-            fg.label,
-            fg.data_type,
-            edit.label,
-            default,
-            string_length,
-            vector_length,
-            default_given=edit.default is not None,
+            c, ("features", i), p.entity, fg.label, fg.data_type, spec, default_given=edit.default is not None
         )
-        specs[edit.label] = FeatureSpec(edit.label, default, string_length, vector_length)
+        specs[edit.label] = spec
     c.raise_if_any()
     _check_row(c, p.entity, fg.label, fg.data_type, list(specs.values()))
     c.raise_if_any()

@@ -30,10 +30,12 @@ from online_feature_store.registry.tokens import (
     verify_token,
 )
 from online_feature_store.registry.validate import (
+    Problem,
     cell_to_plain,
     encode_default,
     raise_problems,
     size_problems,
+    vector_length_problems,
     where,
 )
 from online_feature_store.store.secrets import redact_settings
@@ -45,6 +47,8 @@ __all__ = [
     "FeatureGroupSpec",
     "FeatureSpec",
     "RegistrySpec",
+    "booked_length",
+    "build_feature",
     "cell_to_plain",
     "diff_states",
     "reconcile",
@@ -123,33 +127,53 @@ def _zero(data_type: DataType, vector_length: int) -> Any:
     return [zero] * vector_length if data_type.is_vector else zero
 
 
-def _string_length(fg: FeatureGroupSpec, spec: FeatureSpec) -> int:
+def booked_length(data_type: DataType, string_length: int | None) -> int:
     """The length a feature books: as declared, else :data:`DEFAULT_STRING_LENGTH`; 0 for other types."""
-    if not fg.data_type.is_string:
+    if not data_type.is_string:
         return 0
-    return DEFAULT_STRING_LENGTH if spec.string_length is None else spec.string_length
+    return DEFAULT_STRING_LENGTH if string_length is None else string_length
+
+
+def build_feature(
+    entity: str, fg: str, data_type: DataType, spec: FeatureSpec
+) -> tuple[Feature | None, list[Problem]]:
+    """A declared feature of FG ``fg`` (of ``data_type``) as the registry stores it, or ``None`` and every
+    rule it breaks, each with the setting at fault: the one statement of the per-feature rules, which
+    ``reconcile`` raises and Horizon reports field by field. The lengths are checked before any default
+    is built; a missing default is the type's zero."""
+    at = where(entity, fg, spec.label)
+    problems: list[Problem] = []
+    if spec.string_length not in (None, 0) and not data_type.is_string:
+        message = f"{at}: string_length is only for string types, not {data_type.type_name}"
+        problems.append(Problem(message, field="string_length"))
+    problems += vector_length_problems(at, data_type, spec.vector_length)
+    length = booked_length(data_type, spec.string_length)
+    problems += size_problems(entity, fg, data_type, [(spec.label, length, spec.vector_length)])
+    if problems:
+        return None, problems
+    value = _zero(data_type, spec.vector_length) if spec.default is None else spec.default
+    try:
+        default = encode_default(
+            data_type, value, string_length=length, vector_length=spec.vector_length, at=at
+        )
+    except InvalidInputError as exc:
+        return None, [Problem(str(exc), field="default")]
+    return Feature(spec.label, default, length, spec.vector_length), []
 
 
 def _feature(entity: str, fg: FeatureGroupSpec, spec: FeatureSpec) -> Feature:
-    at = where(entity, fg.label, spec.label)
-    if spec.string_length is not None and not fg.data_type.is_string and spec.string_length != 0:
-        raise InvalidInputError(f"{at}: string_length is only for string types, not {fg.data_type.type_name}")
-    string_length = _string_length(fg, spec)
-    if fg.data_type.is_vector and spec.vector_length < 1:
-        raise InvalidInputError(
-            f"{at}: vector length {spec.vector_length}: {fg.data_type.type_name} needs at least 1"
-        )
-    value = _zero(fg.data_type, spec.vector_length) if spec.default is None else spec.default
-    default = encode_default(
-        fg.data_type, value, string_length=string_length, vector_length=spec.vector_length, at=at
-    )
-    return Feature(spec.label, default, string_length, spec.vector_length)
+    feature, problems = build_feature(entity, fg.label, fg.data_type, spec)
+    raise_problems([p.message for p in problems])
+    assert feature is not None  # no problems: built
+    return feature
 
 
 def _reconcile_fg(entity: str, spec: FeatureGroupSpec, old: FeatureGroup | None, new_id: int) -> FeatureGroup:
     at = where(entity, spec.label)
     # The size bounds first, on the declared lengths alone: no default is built for a schema over them.
-    lengths = [(f.label, _string_length(spec, f), f.vector_length) for f in spec.features]
+    lengths = [
+        (f.label, booked_length(spec.data_type, f.string_length), f.vector_length) for f in spec.features
+    ]
     raise_problems([p.message for p in size_problems(entity, spec.label, spec.data_type, lengths)])
     features = tuple(_feature(entity, spec, f) for f in spec.features)
     if not features:

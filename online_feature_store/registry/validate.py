@@ -32,7 +32,7 @@ from online_feature_store.types import DataType
 
 __all__ = [
     "HasData",
-    "SizeProblem",
+    "Problem",
     "cell_to_plain",
     "encode_default",
     "no_data",
@@ -40,6 +40,7 @@ __all__ = [
     "size_problems",
     "validate_change",
     "validate_state",
+    "vector_length_problems",
     "where",
 ]
 
@@ -115,18 +116,30 @@ def _wrong_item(data_type: DataType, items: Iterable[object]) -> tuple[int, obje
 
 
 @dataclass(frozen=True)
-class SizeProblem:
-    """A schema over a size bound: ``feature`` is the index of the feature at fault in the list checked and
-    ``field`` its setting (``vector_length``, ``string_length``); both ``None`` for the row as a whole."""
+class Problem:
+    """A rule a schema breaks: ``feature`` is the index of the feature at fault in the list checked and
+    ``field`` its setting (``vector_length``, ``string_length``, ``default``); both ``None`` for the row
+    as a whole. Horizon reports each at its field; the registry raises the messages."""
 
     message: str
     feature: int | None = None
     field: str | None = None
 
 
+def vector_length_problems(at: str, data_type: DataType, vector_length: int) -> list[Problem]:
+    """A vector type needs a length of at least 1; a scalar type takes none (``at``: the feature)."""
+    if data_type.is_vector and vector_length < 1:
+        message = f"{at}: vector length {vector_length}: {data_type.type_name} needs at least 1"
+    elif not data_type.is_vector and vector_length != 0:
+        message = f"{at}: vector length {vector_length} given for scalar type {data_type.type_name}"
+    else:
+        return []
+    return [Problem(message, field="vector_length")]
+
+
 def size_problems(
     entity: str, fg: str, data_type: DataType, features: Sequence[tuple[str, int, int]]
-) -> list[SizeProblem]:
+) -> list[Problem]:
     """The schema size bounds, the one rule the registry, ``ofs registry apply`` and Horizon share, for the
     ``(label, string_length, vector_length)`` of one FG version's features. Arithmetic on the lengths
     only, so it runs before any default is built: a vector length of 100,000,000 is refused here, not
@@ -138,12 +151,12 @@ def size_problems(
       (``cell_max_len``, the size the servers estimate responses with), a string of booked length 0
       counted at :data:`MAX_STRING_LENGTH` (its default may be that long).
     """
-    out: list[SizeProblem] = []
+    out: list[Problem] = []
     for i, (label, string_length, vector_length) in enumerate(features):
         at = where(entity, fg, label)
         if not 0 <= string_length <= MAX_STRING_LENGTH:
             out.append(
-                SizeProblem(
+                Problem(
                     f"{at}: string length {string_length} does not fit in 0..{MAX_STRING_LENGTH}",
                     i,
                     "string_length",
@@ -151,7 +164,7 @@ def size_problems(
             )
         if vector_length > MAX_VECTOR_LENGTH:
             out.append(
-                SizeProblem(
+                Problem(
                     f"{at}: vector length {vector_length} is over the limit of {MAX_VECTOR_LENGTH}",
                     i,
                     "vector_length",
@@ -174,7 +187,7 @@ def size_problems(
     if row > MAX_ROW_BYTES:
         size, label = max(cells)
         out.append(
-            SizeProblem(
+            Problem(
                 f"{where(entity, fg)}: one row takes up to {row} bytes ({len(cells)} feature"
                 f"{'s' if len(cells) > 1 else ''}, the largest {label!r} {size} bytes), over the limit of "
                 f"{MAX_ROW_BYTES} bytes per feature group row"
@@ -314,10 +327,7 @@ def _feature_errors(entity: str, fg: FeatureGroup, feature: Feature) -> list[str
     errors: list[str] = []
     if not feature.label:
         errors.append(f"{where(entity, fg.label)}: a feature has an empty label")
-    if dt.is_vector and feature.vector_length < 1:
-        errors.append(f"{at}: vector length {feature.vector_length}: {dt.type_name} needs at least 1")
-    if not dt.is_vector and feature.vector_length != 0:
-        errors.append(f"{at}: vector length {feature.vector_length} given for scalar type {dt.type_name}")
+    errors += [p.message for p in vector_length_problems(at, dt, feature.vector_length)]
     if errors:
         return errors
     try:

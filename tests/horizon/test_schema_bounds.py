@@ -1,6 +1,6 @@
 """Horizon change requests are held to the registry's schema size bounds (``registry.validate.size_problems``,
-the rule ``ofs registry apply`` uses): the same message, reported at the field (or at ``features`` for a
-row over 4 MiB), and nothing is stored."""
+the rule ``ofs registry apply`` uses) and its per-feature rules (``registry.spec.build_feature``): the same
+message, reported at the field (or at ``features`` for a row over 4 MiB), and nothing is stored."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from online_feature_store.registry.model import MAX_VECTOR_LENGTH
+from online_feature_store.errors import InvalidInputError
+from online_feature_store.registry.model import MAX_VECTOR_LENGTH, Key, RegistryState, Store
+from online_feature_store.registry.spec import (
+    EntitySpec,
+    FeatureGroupSpec,
+    FeatureSpec,
+    RegistrySpec,
+    reconcile,
+)
 from online_feature_store.registry.validate import size_problems
 from online_feature_store.types import DataType
 
@@ -87,3 +95,65 @@ def test_a_vector_over_65535_is_refused_at_its_field(editor: httpx.Client) -> No
     (err,) = refused(editor, "create_feature_group", fg)
     assert err["loc"] == ["body", "payload", "features", 0, "vector_length"]
     assert "create_feature_group" not in [r["kind"] for r in editor.get("/requests").json()]
+
+
+def registry_message(data_type: DataType, feature: FeatureSpec) -> str:
+    """What ``ofs registry apply`` says of an FG ``user/g`` of one feature ``feature``."""
+    fg = FeatureGroupSpec(label="g", data_type=data_type, features=(feature,), store="main")
+    spec = RegistrySpec(
+        stores=(Store("main", "sqlite", {"path": "store.db"}),),
+        entities=(EntitySpec("user", (Key("user_id", "uid"),), (fg,)),),
+    )
+    with pytest.raises(InvalidInputError) as refusal:
+        reconcile(RegistryState(), spec)
+    return str(refusal.value)
+
+
+@pytest.mark.parametrize(
+    ("data_type", "feature", "field"),
+    [
+        (DataType.FP32_VECTOR, {"label": "v"}, "vector_length"),
+        (DataType.FP32, {"label": "x", "vector_length": 3}, "vector_length"),
+        (DataType.FP32, {"label": "x", "string_length": 4}, "string_length"),
+        (DataType.INT8, {"label": "x", "default": 300}, "default"),
+        (DataType.STRING, {"label": "x", "string_length": 2, "default": "long"}, "default"),
+    ],
+)
+def test_a_feature_is_refused_by_the_registry_rule_at_its_field(
+    editor: httpx.Client, data_type: DataType, feature: dict[str, Any], field: str
+) -> None:
+    fg = {
+        "entity": "user",
+        "label": "g",
+        "data_type": data_type.type_name,
+        "store": "main",
+        "features": [feature],
+    }
+    (err,) = refused(editor, "create_feature_group", fg)
+    declared = FeatureSpec(
+        feature["label"],
+        feature.get("default"),
+        feature.get("string_length"),
+        feature.get("vector_length", 0),
+    )
+    assert (err["loc"], err["msg"]) == (
+        ["body", "payload", "features", 0, field],
+        registry_message(data_type, declared),
+    )
+
+
+def test_a_kept_default_that_no_longer_fits_is_refused_at_the_string_length(
+    editor: httpx.Client, admin: httpx.Client
+) -> None:
+    fg = {
+        "entity": "user",
+        "label": "g",
+        "data_type": "string",
+        "store": "main",
+        "features": [{"label": "x", "string_length": 8, "default": "pune"}],
+    }
+    approve(admin, submit(editor, "create_feature_group", fg)["id"])
+    edit = {"entity": "user", "feature_group": "g", "features": [{"label": "x", "string_length": 2}]}
+    (err,) = refused(editor, "edit_features", edit)
+    shrunk = registry_message(DataType.STRING, FeatureSpec("x", "pune", 2))
+    assert (err["loc"], err["msg"]) == (["body", "payload", "features", 0, "string_length"], shrunk)
