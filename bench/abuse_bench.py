@@ -81,8 +81,8 @@ READER = "abuse_reader"
 TOKEN_ENV = "OFS_ABUSE_READER_TOKEN"
 CALLER_HEADER = "online-feature-store-caller-id"
 TOKEN_HEADER = "online-feature-store-auth-token"
-"""The auth metadata names (``server/calls.py``); spelled out because the system under test may be
-another checkout than the one this file imports."""
+"""The auth metadata names (``online_feature_store/contract.py``); spelled out because the system under
+test may be another checkout than the one this file imports."""
 READER_KEYS = 100
 HTTP_RETRIEVE = "/api/v1/features/retrieve"
 HORIZON_HEALTH = "/api/v1/health"

@@ -39,16 +39,9 @@ from online_feature_store._native import (
     encode_persist_query,
     encode_retrieve_query,
 )
+from online_feature_store.contract import PERSIST, RETRIEVE, RETRIEVE_DECODED, credentials, error_of
 from online_feature_store.embeddings import Embeddings, Q8Values, is_native
-from online_feature_store.errors import (
-    AuthError,
-    DeadlineExceededError,
-    InvalidInputError,
-    NotFoundError,
-    OfsError,
-    ResourceExhaustedError,
-    UnavailableError,
-)
+from online_feature_store.errors import AuthError, DeadlineExceededError, InvalidInputError, OfsError
 from online_feature_store.feature_store import (
     DEFAULT_MAX_KEYS_PER_REQUEST,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -66,12 +59,6 @@ __all__ = [
     "DecodedResult",
 ]
 
-CALLER_HEADER = "online-feature-store-caller-id"
-TOKEN_HEADER = "online-feature-store-auth-token"
-RETRIEVE = "/retrieve.FeatureService/RetrieveFeatures"
-RETRIEVE_DECODED = "/retrieve.FeatureService/RetrieveDecodedResult"
-PERSIST = "/persist.FeatureService/PersistFeatures"
-
 UNKNOWN_REVISION = -1
 """``RetrieveResult.revision`` of a remote result: the server does not report its registry revision."""
 
@@ -80,25 +67,11 @@ _T = TypeVar("_T")
 _Stub: TypeAlias = "grpc.UnaryUnaryMultiCallable[bytes, bytes]"
 
 
-_ERROR_OF: dict[grpc.StatusCode, type[OfsError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
-    grpc.StatusCode.UNAUTHENTICATED: AuthError,
-    grpc.StatusCode.PERMISSION_DENIED: AuthError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
-}
-"""gRPC status → library exception (the inverse of the server's table); anything else is an
-:class:`OfsError` naming the status."""
-
-
 def _error(err: grpc.RpcError, method: str) -> OfsError:
+    """The library error of a failed call (:func:`online_feature_store.contract.error_of`)."""
     code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = err.details() if isinstance(err, grpc.Call) else str(err)
-    cls = _ERROR_OF.get(code, OfsError)
-    message = details or code.name
-    return cls(message if cls is not OfsError else f"{method}: {code.name}: {message}")
+    return error_of(code.name, details or "", method)
 
 
 @dataclass(frozen=True)
@@ -135,6 +108,8 @@ class Client:
     ``caller_id`` / ``token`` go out as the ``online-feature-store-caller-id`` /
     ``online-feature-store-auth-token`` metadata (leave them out for a server running without auth).
     ``tls`` (or ``root_certificates``, PEM bytes; default: the system roots) makes a TLS channel.
+    ``channel`` is an open gRPC channel to call on instead of one to ``address`` (``tls``,
+    ``root_certificates`` and ``options`` then do not apply, and :meth:`close` leaves it open).
     ``timeout`` is each call's deadline in seconds, retries and batches included. Key lists longer than
     ``batch_size`` go out as several requests, up to ``max_workers`` at a time. A request answered
     ``UNAVAILABLE`` is tried up to ``retries`` more times, waiting a random time up to
@@ -161,6 +136,7 @@ class Client:
         keys_schemas: Mapping[str, Sequence[str]] | None = None,
         options: Sequence[tuple[str, Any]] = (),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        channel: grpc.Channel | None = None,
     ) -> None:
         if batch_size < 1 or max_workers < 1 or retries < 0 or timeout <= 0:
             raise InvalidInputError("batch_size and max_workers must be >= 1, retries >= 0 and timeout > 0")
@@ -185,21 +161,19 @@ class Client:
             ("grpc.max_reconnect_backoff_ms", 1000),
             *options,
         ]
-        if tls or root_certificates is not None:
+        self._own_channel = channel is None
+        if channel is not None:
+            self._channel = channel
+        elif tls or root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(address, creds, options=channel_options)
         else:
             self._channel = grpc.insecure_channel(address, options=channel_options)
-        metadata = []
-        if caller_id is not None:
-            metadata.append((CALLER_HEADER, caller_id))
-        if token is not None:
-            metadata.append((TOKEN_HEADER, token))
-        self._metadata = tuple(metadata)
+        self._metadata = credentials(caller_id, token)
         # Raw-bytes methods: no serializer, the native core builds and reads the bytes.
-        self._retrieve: _Stub = self._channel.unary_unary(RETRIEVE)
-        self._retrieve_decoded: _Stub = self._channel.unary_unary(RETRIEVE_DECODED)
-        self._persist: _Stub = self._channel.unary_unary(PERSIST)
+        self._retrieve: _Stub = self._channel.unary_unary(RETRIEVE.path)
+        self._retrieve_decoded: _Stub = self._channel.unary_unary(RETRIEVE_DECODED.path)
+        self._persist: _Stub = self._channel.unary_unary(PERSIST.path)
         self._keys_schemas: dict[str, list[str]] = {e: list(k) for e, k in (keys_schemas or {}).items()}
         self._schemas: dict[tuple[str, str], _Schema] = {}
         self._lock = threading.Lock()
@@ -321,7 +295,7 @@ class Client:
         and Q8 as :class:`~online_feature_store.embeddings.Q8Values` (the bytes on the wire are the same)."""
         native = is_native(embeddings)
         request, parts = self._fan_out(
-            "RetrieveFeatures",
+            RETRIEVE.name,
             self._retrieve,
             lambda r: decode_retrieve_result(r, native=native)[3],
             entity,
@@ -357,7 +331,7 @@ class Client:
         """As :meth:`retrieve`, with every value rendered as a string by the server
         (``RetrieveDecodedResult``, the reference's string forms)."""
         request, parts = self._fan_out(
-            "RetrieveDecodedResult",
+            RETRIEVE_DECODED.name,
             self._retrieve_decoded,
             lambda r: decode_decoded_result(r)[2],
             entity,
@@ -407,7 +381,7 @@ class Client:
             query = encode_persist_query(
                 entity, schema, rows[start:stop], [(feature_group, int(dtype), labels, part)]
             )
-            self._call("PersistFeatures", self._persist, query, deadline)
+            self._call(PERSIST.name, self._persist, query, deadline)
 
         self._batched(len(rows), run)
         return len(rows)
@@ -431,7 +405,7 @@ class Client:
             return known.data_type
         query = encode_retrieve_query(entity, schema, rows[:1], [(fg, labels[:1])])
         try:
-            reply = self._call("RetrieveFeatures", self._retrieve, query, deadline)
+            reply = self._call(RETRIEVE.name, self._retrieve, query, deadline)
         except AuthError as err:
             raise InvalidInputError(
                 f"the data type of {entity}/{fg} is unknown and this caller may not retrieve it to learn "
@@ -442,13 +416,26 @@ class Client:
         self._schemas[(entity, fg)] = _Schema(dtype)
         return dtype
 
+    def retrieve_wire(self, query: bytes, *, decoded: bool = False, timeout: float | None = None) -> bytes:
+        """A serialized ``retrieve.Query`` sent as it is, in one call: the serialized ``retrieve.Result``
+        (with ``decoded``, a ``retrieve.DecodedResult``), as :meth:`FeatureStore.retrieve_wire
+        <online_feature_store.feature_store.FeatureStore.retrieve_wire>` answers in process."""
+        if decoded:
+            return self._call(RETRIEVE_DECODED.name, self._retrieve_decoded, query, self._deadline(timeout))
+        return self._call(RETRIEVE.name, self._retrieve, query, self._deadline(timeout))
+
+    def persist_wire(self, query: bytes, *, timeout: float | None = None) -> None:
+        """A serialized ``persist.Query`` sent as it is, in one call (what ``ingest.pack`` builds)."""
+        self._call(PERSIST.name, self._persist, query, self._deadline(timeout))
+
     def close(self) -> None:
-        """Closes the channel and the batch thread pool."""
+        """Closes the batch thread pool and the channel (unless it was given)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
-        self._channel.close()
+        if self._own_channel:
+            self._channel.close()
 
     def __enter__(self) -> Client:
         return self

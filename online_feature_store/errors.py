@@ -23,6 +23,11 @@ __all__ = [
 class OfsError(Exception):
     """Base class of every online-feature-store error."""
 
+    status: str | None = None
+    """The gRPC status name a remote call ended with, when the error comes from one (set by
+    :class:`~online_feature_store.client.Client`, see :mod:`online_feature_store.contract`); None for
+    an error of this process's own work."""
+
 
 class InvalidInputError(OfsError, ValueError):
     """The caller sent something that cannot be accepted; the message names what is wrong."""

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from online_feature_store import _native
-from online_feature_store.errors import InvalidInputError, NotFoundError, OfsError, UnavailableError
+from online_feature_store.contract import PERSIST, call_message
+from online_feature_store.errors import InvalidInputError, OfsError, UnavailableError
 from online_feature_store.feature_store import DEFAULT_MAX_ROWS_PER_PERSIST
 from online_feature_store.keys import key_rows
 from online_feature_store.types import DataType
@@ -51,9 +53,7 @@ __all__ = [
     "spark_partition_writer",
 ]
 
-PERSIST_METHOD = "/persist.FeatureService/PersistFeatures"
-CALLER_HEADER = "online-feature-store-caller-id"
-TOKEN_HEADER = "online-feature-store-auth-token"
+PERSIST_METHOD = PERSIST.path
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """Under Kafka's default ``message.max.bytes`` (1 MiB + 12) with room for the record overhead."""
 
@@ -240,9 +240,10 @@ class KafkaSink:
 
 
 class GrpcSink:
-    """Calls ``persist.FeatureService/PersistFeatures`` at ``target`` (or on ``channel``) with raw bytes,
-    keeping up to ``max_in_flight`` calls outstanding; ``caller_id`` / ``token`` go in the metadata the
-    server's auth checks."""
+    """Calls ``persist.FeatureService/PersistFeatures`` at ``target`` (or on ``channel``) through a
+    :class:`~online_feature_store.client.Client` (one call per message, no retries), keeping up to
+    ``max_in_flight`` calls outstanding; ``caller_id`` / ``token`` go in the metadata the server's auth
+    checks. A failed call raises the client's error, its message ``PersistFeatures: STATUS: details``."""
 
     def __init__(
         self,
@@ -256,24 +257,28 @@ class GrpcSink:
         max_message_bytes: int = 4 * 1024 * 1024 - 1024,
     ) -> None:
         try:
-            import grpc
-        except ImportError as exc:
+            from online_feature_store.client import Client
+        except ModuleNotFoundError as exc:
             raise ModuleNotFoundError(
                 "GrpcSink needs grpcio: pip install 'online-feature-store[client]'", name="grpc"
             ) from exc
 
         if (target is None) == (channel is None):
             raise InvalidInputError("GrpcSink needs exactly one of target, channel")
-        self._own = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(target or "")
-        # No (de)serializers: request and response stay bytes.
-        self._call: Any = self._channel.unary_unary(PERSIST_METHOD)
-        self._metadata = tuple(
-            (k, v) for k, v in ((CALLER_HEADER, caller_id), (TOKEN_HEADER, token)) if v is not None
+        # Sent as packed (each message under max_message_bytes), each once: a retried message could
+        # land after a later one for the same keys.
+        self._client = Client(
+            target or "",
+            caller_id,
+            token,
+            channel=channel,
+            timeout=timeout,
+            retries=0,
+            max_message_bytes=max_message_bytes,
         )
-        self._timeout = timeout
         self._max_in_flight = max(1, max_in_flight)
-        self._in_flight: list[Any] = []
+        self._calls = ThreadPoolExecutor(self._max_in_flight, thread_name_prefix="ofs-grpc-sink")
+        self._in_flight: list[Future[None]] = []
         self.max_message_bytes = max_message_bytes
 
     def partitions(self) -> int:
@@ -282,23 +287,19 @@ class GrpcSink:
     def send(self, payload: bytes, partition: int | None) -> None:
         if len(self._in_flight) >= self._max_in_flight:
             self._wait(self._in_flight.pop(0))
-        self._in_flight.append(self._call.future(payload, timeout=self._timeout, metadata=self._metadata))
+        self._in_flight.append(self._calls.submit(self._client.persist_wire, payload))
 
     @staticmethod
-    def _wait(future: Any) -> None:
-        import grpc
-
+    def _wait(future: Future[None]) -> None:
         try:
             future.result()
-        except grpc.RpcError as e:
-            code, detail = e.code(), e.details()
-            cls: type[OfsError] = {
-                grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
-                grpc.StatusCode.NOT_FOUND: NotFoundError,
-                grpc.StatusCode.UNAVAILABLE: UnavailableError,
-                grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-            }.get(code, OfsError)
-            raise cls(f"PersistFeatures: {code.name}: {detail}") from e
+        except OfsError as err:
+            message = call_message(err, PERSIST.name)
+            if message == str(err):
+                raise
+            again = type(err)(message)
+            again.status = err.status
+            raise again from err
 
     def flush(self) -> None:
         futures, self._in_flight = self._in_flight, []
@@ -311,12 +312,12 @@ class GrpcSink:
                 raise
 
     def close(self) -> None:
-        """Waits for outstanding calls, then closes the channel if this sink opened it."""
+        """Waits for outstanding calls, then closes the client (and the channel, if this sink opened it)."""
         try:
             self.flush()
         finally:
-            if self._own:
-                self._channel.close()
+            self._calls.shutdown(wait=True)
+            self._client.close()
 
     def __enter__(self) -> GrpcSink:
         return self

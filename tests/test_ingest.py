@@ -4,8 +4,10 @@ in-process server, the Kafka sink against the real broker, DataFrames and the Sp
 from __future__ import annotations
 
 import functools
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from _services import require_service
 
 from online_feature_store import InvalidInputError, NotFoundError, OfsError
 from online_feature_store._proto import persist_pb2
+from online_feature_store.errors import AuthError, DeadlineExceededError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.ingest import (
     FeatureGroupValues,
@@ -328,6 +331,48 @@ def test_grpc_sink_persists_through_the_server(fs: FeatureStore) -> None:
             push(sink, "user", keys[:1], {"emb": values[:1]}, registry=fs)
     finally:
         srv.stop(0).wait()
+
+
+def test_grpc_sink_raises_the_client_errors(fs: FeatureStore) -> None:
+    """The sink calls through ``Client``: a refused token is an ``AuthError`` and a call that times out a
+    ``DeadlineExceededError`` (the sink's own copy of the table made both plain ``OfsError`` /
+    ``UnavailableError``), each message still naming the status."""
+    srv, port, health = build_server(fs, ServerConfig(port=0, auth=True))
+    srv.start()
+    mark_serving(fs, health)
+    one = {"emb": np.zeros((1, 3), dtype=np.float32)}
+    try:
+        target = f"127.0.0.1:{port}"
+        with (
+            GrpcSink(target, caller_id="job", token="wrong") as sink,
+            pytest.raises(AuthError, match="PersistFeatures: UNAUTHENTICATED: unknown caller"),
+        ):
+            push(sink, "user", [("a", "in")], one, registry=fs)
+    finally:
+        srv.stop(0).wait()
+    # A server that takes the call and does not answer before the deadline.
+    release = threading.Event()
+
+    def hold(_request: bytes, _context: grpc.ServicerContext) -> bytes:
+        release.wait(30)
+        return b""
+
+    slow = grpc.server(ThreadPoolExecutor(2))
+    handler = grpc.unary_unary_rpc_method_handler(hold)
+    slow.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("persist.FeatureService", {"PersistFeatures": handler})]
+    )
+    slow_port = slow.add_insecure_port("127.0.0.1:0")
+    slow.start()
+    try:
+        with (
+            GrpcSink(f"127.0.0.1:{slow_port}", timeout=0.5) as sink,
+            pytest.raises(DeadlineExceededError, match="PersistFeatures: DEADLINE_EXCEEDED"),
+        ):
+            push(sink, "user", [("a", "in")], one, registry=fs)
+    finally:
+        release.set()
+        slow.stop(0).wait()
 
 
 def test_kafka_sink_sends_to_key_partitions(fs: FeatureStore) -> None:

@@ -21,18 +21,19 @@ from online_feature_store.horizon.config import HorizonConfig
 from online_feature_store.horizon.db import Role, record, revoked_sessions, settings, to_utc, users, utcnow
 from online_feature_store.horizon.throttle import BadCredentialsError
 
-__all__ = ["Accounts", "AuthError", "ForbiddenError", "WrongPasswordError", "user_json"]
+__all__ = ["Accounts", "ForbiddenError", "SessionError", "WrongPasswordError", "user_json"]
 
 
-class AuthError(OfsError):
-    """No valid session (HTTP 401)."""
+class SessionError(OfsError):
+    """No valid Horizon session: not signed in, a bad, expired or revoked session token (HTTP 401). Not
+    the serving API's :class:`~online_feature_store.errors.AuthError` (a refused caller id or token)."""
 
 
 class ForbiddenError(OfsError, PermissionError):
     """A valid session without the right to do this (HTTP 403)."""
 
 
-class WrongPasswordError(AuthError, BadCredentialsError):
+class WrongPasswordError(SessionError, BadCredentialsError):
     """A wrong user name or password (HTTP 401); ``account`` names the existing account it was for
     (lower-case), so the sign-in throttle counts the failure against it."""
 
@@ -61,7 +62,7 @@ class Accounts:
 
     def _signing_key(self) -> str:
         if self.secret is None:
-            raise AuthError("these accounts were opened without the session secret: no session here")
+            raise SessionError("these accounts were opened without the session secret: no session here")
         return self.secret
 
     @staticmethod
@@ -196,20 +197,20 @@ class Accounts:
             record(conn, row.username, "user.password", "changed their password")
 
     def authenticate(self, token: str) -> tuple[dict[str, Any], auth.Session]:
-        """The user and session of a bearer token; ``AuthError`` when it is invalid, expired or revoked."""
+        """The user and session of a bearer token; ``SessionError`` when it is invalid, expired or revoked."""
         try:
             session = auth.read_token(self._signing_key(), token)
         except auth.TokenError as exc:
-            raise AuthError(str(exc)) from None
+            raise SessionError(str(exc)) from None
         with self.engine.connect() as conn:
             revoked = conn.execute(
                 sa.select(revoked_sessions.c.jti).where(revoked_sessions.c.jti == session.jti)
             ).first()
             row = conn.execute(sa.select(users).where(users.c.username == session.username)).first()
         if revoked is not None:
-            raise AuthError("session ended (logged out); log in again")
+            raise SessionError("session ended (logged out); log in again")
         if row is None:
-            raise AuthError(f"user {session.username!r} no longer exists")
+            raise SessionError(f"user {session.username!r} no longer exists")
         return user_json(row), session
 
     def logout(self, session: auth.Session) -> None:

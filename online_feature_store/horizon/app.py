@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -30,7 +29,7 @@ from online_feature_store.horizon.auth import Session
 from online_feature_store.horizon.changes import InvalidFieldsError
 from online_feature_store.horizon.config import HorizonConfig
 from online_feature_store.horizon.db import Role, State, role_at_least
-from online_feature_store.horizon.service import AuthError, ForbiddenError, Horizon, WrongPasswordError
+from online_feature_store.horizon.service import ForbiddenError, Horizon, SessionError, WrongPasswordError
 from online_feature_store.horizon.throttle import LoginGuard, TooManyRequestsError
 from online_feature_store.horizon.tryit import ServingClient, ServingError
 from online_feature_store.registry.backend import RegistryBackend
@@ -45,7 +44,7 @@ MAX_ID = 2**31 - 1
 
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (TooManyRequestsError, 429),
-    (AuthError, 401),
+    (SessionError, 401),
     (ForbiddenError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
@@ -54,10 +53,8 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
 )
 """Library and Horizon errors → HTTP status (first match wins)."""
 
-_SERVING_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 422,
-    grpc.StatusCode.NOT_FOUND: 404,
-}
+_SERVING_STATUS = {"INVALID_ARGUMENT": 422, "NOT_FOUND": 404}
+"""The serving API's answers passed on as the caller's fault (by gRPC status name); any other is a 502."""
 
 
 class _ValidationItem(BaseModel):
@@ -111,7 +108,7 @@ def _caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> SessionUser:
     if credentials is None:
-        raise AuthError("not logged in: send Authorization: Bearer <token> (POST /api/v1/auth/login)")
+        raise SessionError("not logged in: send Authorization: Bearer <token> (POST /api/v1/auth/login)")
     user, session = _horizon(request).accounts.authenticate(credentials.credentials)
     return SessionUser(user, session)
 
@@ -437,7 +434,7 @@ def _install_handlers(app: FastAPI) -> None:
 
     async def serving(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServingError)
-        status = _SERVING_STATUS.get(exc.code, 502)
+        status = _SERVING_STATUS.get(exc.status or "", 502)
         if status == 422:
             return JSONResponse(
                 {"detail": [{"loc": ["body"], "msg": str(exc), "type": "value_error.serving"}]},

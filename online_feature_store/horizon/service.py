@@ -36,7 +36,7 @@ from online_feature_store.errors import (
     UnavailableError,
 )
 from online_feature_store.horizon import auth, schemas
-from online_feature_store.horizon.accounts import Accounts, AuthError, ForbiddenError, WrongPasswordError
+from online_feature_store.horizon.accounts import Accounts, ForbiddenError, SessionError, WrongPasswordError
 from online_feature_store.horizon.changes import InvalidFieldsError, Payload, change_of, plan
 from online_feature_store.horizon.config import HorizonConfig
 from online_feature_store.horizon.db import (
@@ -56,7 +56,7 @@ from online_feature_store.registry.spec import diff_states
 from online_feature_store.registry.tokens import hash_token, new_token
 from online_feature_store.store.secrets import redact_settings, redact_text
 
-__all__ = ["AuthError", "ForbiddenError", "Horizon", "WrongPasswordError"]
+__all__ = ["ForbiddenError", "Horizon", "SessionError", "WrongPasswordError"]
 
 _log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""The try-it call: one ``retrieve.FeatureService/RetrieveDecodedResult`` on the serving API over gRPC.
+"""The try-it call: one ``retrieve.FeatureService/RetrieveDecodedResult`` on the serving API.
 
-The request and response are (de)serialized with the generated ``retrieve_pb2`` messages and sent as raw
-bytes on a plain channel, exactly as any client of the serving API would.
+The request and response are (de)serialized with the generated ``retrieve_pb2`` messages and sent through
+a :class:`~online_feature_store.client.Client` as one raw call, exactly as any client of the serving API
+would.
 """
 
 from __future__ import annotations
@@ -9,48 +10,48 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import grpc
-
+from online_feature_store.client import Client
+from online_feature_store.contract import RETRIEVE_DECODED, call_message
+from online_feature_store.errors import OfsError
 from online_feature_store.horizon.config import HorizonConfig
 from online_feature_store.horizon.schemas import TryIn
 
 __all__ = ["ServingClient", "ServingError"]
 
-_METHOD = "/retrieve.FeatureService/RetrieveDecodedResult"
-CALLER_HEADER = "online-feature-store-caller-id"
-TOKEN_HEADER = "online-feature-store-auth-token"
-
 
 class ServingError(Exception):
-    """The serving API answered with an error (``code``) or could not be reached."""
+    """The serving API answered with an error (``status``, the gRPC status name; None when the call
+    failed before an answer) or could not be reached."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, status: str | None, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.status = status
 
 
 class ServingClient:
-    """A lazily opened channel to the serving API at ``config.serving_address``."""
+    """A lazily opened :class:`Client` of the serving API at ``config.serving_address``."""
 
     def __init__(self, config: HorizonConfig) -> None:
+        self.config = config
         self.address = config.serving_address
-        self.timeout = config.serving_timeout_seconds
-        self._metadata: list[tuple[str, str]] = []
-        if config.serving_caller_id:
-            self._metadata.append((CALLER_HEADER, config.serving_caller_id))
-        if config.serving_token is not None:
-            self._metadata.append((TOKEN_HEADER, config.serving_token.get_secret_value()))
         self._lock = threading.Lock()
-        self._channel: grpc.Channel | None = None
+        self._client: Client | None = None
 
-    def _call(self) -> Any:
+    def _open(self) -> Client:
         with self._lock:
-            if self._channel is None:
-                self._channel = grpc.insecure_channel(self.address)
-            return self._channel.unary_unary(_METHOD)  # no (de)serializers: bytes in, bytes out
+            if self._client is None:
+                token = self.config.serving_token
+                self._client = Client(
+                    self.address,
+                    self.config.serving_caller_id or None,
+                    token.get_secret_value() if token is not None else None,
+                    timeout=self.config.serving_timeout_seconds,
+                    retries=0,  # one call: the person clicking sees the first answer
+                )
+            return self._client
 
     def retrieve_decoded(self, query: TryIn) -> dict[str, Any]:
-        """The decoded result as the API's ``TryOut`` shape; :class:`ServingError` on any gRPC error."""
+        """The decoded result as the API's ``TryOut`` shape; :class:`ServingError` on any error."""
         from online_feature_store._proto import retrieve_pb2
 
         request = retrieve_pb2.Query(
@@ -63,13 +64,10 @@ class ServingClient:
             ],
         )
         try:
-            raw = self._call()(
-                request.SerializeToString(), timeout=self.timeout, metadata=self._metadata or None
-            )
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            raise ServingError(code, f"serving API at {self.address}: {code.name}: {details}") from None
+            raw = self._open().retrieve_wire(request.SerializeToString(), decoded=True)
+        except OfsError as exc:
+            message = call_message(exc, RETRIEVE_DECODED.name)
+            raise ServingError(exc.status, f"serving API at {self.address}: {message}") from None
         result = retrieve_pb2.DecodedResult.FromString(raw)
         return {
             "keys_schema": list(result.keys_schema),
@@ -84,8 +82,8 @@ class ServingClient:
         }
 
     def close(self) -> None:
-        """Close the channel (a later call opens a new one)."""
+        """Close the client (a later call opens a new one)."""
         with self._lock:
-            if self._channel is not None:
-                self._channel.close()
-                self._channel = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None

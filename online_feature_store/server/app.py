@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from online_feature_store._ports import bind_error, check_free, moved_by
+from online_feature_store.contract import PERSIST_SERVICE, RETRIEVE_SERVICE, RPCS
 from online_feature_store.errors import InvalidInputError, UnavailableError
 from online_feature_store.feature_store import (
     DEFAULT_MAX_KEYS_PER_REQUEST,
@@ -70,8 +71,6 @@ __all__ = [
 
 log = logging.getLogger("online_feature_store.server")
 
-RETRIEVE_SERVICE = "retrieve.FeatureService"
-PERSIST_SERVICE = "persist.FeatureService"
 REGISTRY_SERVICE = "online_feature_store.registry"
 """Health service name that is SERVING while the registry answers, NOT_SERVING while it cannot be reached."""
 
@@ -143,15 +142,10 @@ def _grpc_handler(calls: Calls, method: Method) -> grpc.RpcMethodHandler[bytes, 
 
 
 def _generic_handlers(calls: Calls) -> list[grpc.GenericRpcHandler]:
-    def service(name: str, methods: tuple[str, ...]) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            name, {m: _grpc_handler(calls, METHODS[m]) for m in methods}
-        )
-
-    return [
-        service(RETRIEVE_SERVICE, ("RetrieveFeatures", "RetrieveDecodedResult")),
-        service(PERSIST_SERVICE, ("PersistFeatures",)),
-    ]
+    services: dict[str, dict[str, grpc.RpcMethodHandler[bytes, bytes]]] = {}
+    for name, rpc in RPCS.items():
+        services.setdefault(rpc.service, {})[name] = _grpc_handler(calls, METHODS[name])
+    return [grpc.method_handlers_generic_handler(s, handlers) for s, handlers in services.items()]
 
 
 def build_server(

@@ -2,7 +2,8 @@
 
 The gRPC handlers (:mod:`.app`) and the HTTP/JSON endpoints (:mod:`.http`) both go through
 :meth:`Calls.run` with the request as ``retrieve.Query`` / ``persist.Query`` bytes, so auth, deadlines and
-the mapping of library errors to status codes exist once. The work itself is
+the mapping of library errors to status codes exist once. Header names, methods and the error table are
+the contract's (:mod:`online_feature_store.contract`, shared with the client). The work itself is
 :class:`~online_feature_store.feature_store.FeatureStore`'s; nothing here knows about features.
 """
 
@@ -17,15 +18,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from online_feature_store.errors import (
-    CorruptBlockError,
-    DeadlineExceededError,
-    InvalidInputError,
-    NotFoundError,
-    OfsError,
-    ResourceExhaustedError,
-    UnavailableError,
-)
+from online_feature_store import contract
+from online_feature_store.contract import CALLER_HEADER, TOKEN_HEADER
+from online_feature_store.errors import DeadlineExceededError
 from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
 from online_feature_store.registry.model import role_allows
 from online_feature_store.registry.tokens import TokenCheckRefusedError, TokenVerifier
@@ -47,22 +42,10 @@ __all__ = [
 
 log = logging.getLogger("online_feature_store.server")
 
-CALLER_HEADER = "online-feature-store-caller-id"
-TOKEN_HEADER = "online-feature-store-auth-token"
-
-
-STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    # A stored block that does not decode is the server's data problem, not the caller's input.
-    (CorruptBlockError, grpc.StatusCode.DATA_LOSS),
-    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (UnavailableError, grpc.StatusCode.UNAVAILABLE),
-    # Over a request limit (keys, rows, response bytes), refused before the work; or out of memory.
-    (ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (OfsError, grpc.StatusCode.INTERNAL),
+STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = tuple(
+    (cls, grpc.StatusCode[name]) for cls, name in contract.STATUS_OF
 )
-"""The one mapping from library errors to gRPC status codes (first match wins)."""
+"""The contract's error table (:data:`online_feature_store.contract.STATUS_OF`) as gRPC codes."""
 
 
 @dataclass(frozen=True)
@@ -248,20 +231,18 @@ class _DeniedError(CallError):
         self.caller = caller
 
 
-METHODS = {
-    m.name: m
-    for m in (
-        Method("RetrieveFeatures", "reader", Calls.retrieve),
-        Method("RetrieveDecodedResult", "reader", Calls.retrieve_decoded),
-        Method("PersistFeatures", "writer", Calls.persist),
-    )
+_RUN: dict[str, Callable[[Calls, bytes], bytes]] = {
+    contract.RETRIEVE.name: Calls.retrieve,
+    contract.RETRIEVE_DECODED.name: Calls.retrieve_decoded,
+    contract.PERSIST.name: Calls.persist,
 }
+METHODS = {name: Method(name, rpc.role, _RUN[name]) for name, rpc in contract.RPCS.items()}
 """The API's methods by gRPC method name."""
 
 
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    for cls, code in STATUS_OF:
-        if isinstance(exc, cls):
-            return code, str(exc)
+    status = contract.status_of(exc)
+    if status is not None:
+        return grpc.StatusCode[status], str(exc)
     log.exception("unexpected error")
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
