@@ -51,11 +51,12 @@ from online_feature_store.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from online_feature_store.feature_store import FeatureStore, RetrieveResult, Status
+from online_feature_store.results import RetrieveResult, Status
 from online_feature_store.types import DataType
 
 if TYPE_CHECKING:
     from online_feature_store.client import Client
+    from online_feature_store.feature_store import FeatureStore
 
 __all__ = [
     "MAX_TTL_SECONDS",
@@ -106,9 +107,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Client needs grpc (the [client] extra): imported on first use, so the library works without it.
+    # Imported on first use: Client needs grpc (the [client] extra), so the library works without it, and
+    # FeatureStore brings the registry, the stores and the caches, which a client process never loads.
     if name == "Client":
         from online_feature_store.client import Client
 
         return Client
+    if name == "FeatureStore":
+        from online_feature_store.feature_store import FeatureStore
+
+        return FeatureStore
     raise AttributeError(f"module 'online_feature_store' has no attribute {name!r}")

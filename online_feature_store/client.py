@@ -42,14 +42,14 @@ from online_feature_store._native import (
 from online_feature_store.contract import PERSIST, RETRIEVE, RETRIEVE_DECODED, credentials, error_of
 from online_feature_store.embeddings import Embeddings, Q8Values, is_native
 from online_feature_store.errors import AuthError, DeadlineExceededError, InvalidInputError, OfsError
-from online_feature_store.feature_store import (
+from online_feature_store.keys import key_rows
+from online_feature_store.limits import (
     DEFAULT_MAX_KEYS_PER_REQUEST,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_ROWS_PER_PERSIST,
-    RetrieveResult,
     make_limits,
 )
-from online_feature_store.keys import key_rows
+from online_feature_store.results import RetrieveResult
 from online_feature_store.types import DataType
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from online_feature_store._native import BlockCache, Catalog, Limits
+from online_feature_store._native import BlockCache, Catalog
 from online_feature_store.cache.invalidation import (
     InvalidationBus,
     RedisInvalidationBus,
@@ -28,10 +28,17 @@ from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.embeddings import Embeddings, Q8Values, is_native
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.keys import key_rows
+from online_feature_store.limits import (
+    DEFAULT_MAX_KEYS_PER_REQUEST,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_ROWS_PER_PERSIST,
+    make_limits,
+)
 from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry, registry_url
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.watcher import RegistryWatcher
+from online_feature_store.results import RetrieveResult
 from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
 from online_feature_store.store.keys import encode_key
 from online_feature_store.types import DataType
@@ -43,34 +50,11 @@ __all__ = [
     "FeatureStore",
     "FeatureStoreMetrics",
     "PreparedWrite",
-    "RetrieveResult",
-    "Status",
     "compile_catalog",
     "make_limits",
 ]
 
-FOUND, MISSING, EXPIRED = 0, 1, 2
-
-DEFAULT_MAX_KEYS_PER_REQUEST = 10_000
-"""Keys one retrieve may ask for: a ranking request scores hundreds to a few thousand candidates."""
-DEFAULT_MAX_ROWS_PER_PERSIST = 100_000
-"""Rows one persist may write (the producer SDK packs at most this many per message)."""
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Bytes of one retrieve response (estimated from the plan before any read) and of the blocks one
-persist builds; ``ofs serve``'s gRPC message limit."""
-
 _T = TypeVar("_T")
-
-
-class Status:
-    """Per key and feature group: what the returned values are."""
-
-    FOUND = FOUND
-    """Live stored data."""
-    MISSING = MISSING
-    """Nothing stored: the active version's defaults."""
-    EXPIRED = EXPIRED
-    """Stored data past its TTL: the active version's defaults."""
 
 
 class FeatureStoreMetrics:
@@ -117,35 +101,6 @@ class _CacheEvents:
 
     def cache_dropped(self, tier: str, op: str) -> None:
         self._fs.metrics.cache_dropped(tier, op)
-
-
-@dataclass(frozen=True)
-class RetrieveResult:
-    """Features per FG: ``values[fg]`` has one row per requested key (in request order, duplicates kept)
-    and one column per requested feature: shape ``(keys, features)``, or ``(keys, features, length)``
-    for vector FGs; a list of rows for strings; a :class:`~online_feature_store.embeddings.Q8Values` for
-    Q8 features retrieved with ``embeddings="native"``. ``status[fg]`` is a uint8 array of
-    :class:`Status`."""
-
-    entity: str
-    features: Mapping[str, Sequence[str]]
-    values: Mapping[str, Any]
-    status: Mapping[str, npt.NDArray[np.uint8]]
-    revision: int
-
-    def to_pandas(self) -> Any:
-        """One row per key, one column ``"<fg>.<feature>"`` per feature (vectors as arrays)."""
-        import pandas as pd  # optional dependency
-
-        columns: dict[str, Any] = {}
-        for fg, labels in self.features.items():
-            vals = self.values[fg]
-            if isinstance(vals, Q8Values):
-                vals = vals.dequantize()
-            for i, label in enumerate(labels):
-                col = [row[i] for row in vals] if isinstance(vals, list) else list(vals[:, i])
-                columns[f"{fg}.{label.split('@')[0]}"] = col
-        return pd.DataFrame(columns)
 
 
 def compile_catalog(snapshot: Snapshot) -> Catalog:
@@ -677,20 +632,6 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def make_limits(max_keys_per_request: int, max_rows_per_persist: int, max_message_bytes: int) -> Limits:
-    """The native :class:`~online_feature_store._native.Limits` of these settings; each must be at
-    least 1 (``InvalidInputError`` naming the setting otherwise)."""
-    given = {
-        "max_keys_per_request": max_keys_per_request,
-        "max_rows_per_persist": max_rows_per_persist,
-        "max_message_bytes": max_message_bytes,
-    }
-    for name, value in given.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"setting {name!r} must be a whole number of at least 1, got {value!r}")
-    return Limits(**given)
 
 
 def _shape(vals: Any, n_keys: int, columns: Sequence[tuple[str, int, int]]) -> Any:

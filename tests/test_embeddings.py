@@ -22,10 +22,11 @@ from hypothesis.extra import numpy as hnp
 import online_feature_store as ofs
 from online_feature_store import DataType, InvalidInputError, Q8Values
 from online_feature_store._proto import retrieve_pb2
-from online_feature_store.feature_store import FOUND, MISSING, FeatureStore
+from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
+from online_feature_store.results import FOUND, MISSING
 from online_feature_store.store.sqlite import SqliteStore
 
 DIM = 8

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from online_feature_store import InvalidInputError, NotFoundError
-from online_feature_store.feature_store import EXPIRED, FOUND, MISSING, FeatureStore
+from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
+from online_feature_store.results import EXPIRED, FOUND, MISSING
 from online_feature_store.store.sqlite import SqliteStore
 
 DOC: dict[str, Any] = {

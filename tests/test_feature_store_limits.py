@@ -15,16 +15,12 @@ import pytest
 from online_feature_store import InvalidInputError, ResourceExhaustedError
 from online_feature_store._proto import persist_pb2 as P  # noqa: N812
 from online_feature_store._proto import retrieve_pb2 as R  # noqa: N812
-from online_feature_store.feature_store import (
-    DEFAULT_MAX_KEYS_PER_REQUEST,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    FOUND,
-    FeatureStore,
-    FeatureStoreMetrics,
-)
+from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
+from online_feature_store.limits import DEFAULT_MAX_KEYS_PER_REQUEST, DEFAULT_MAX_MESSAGE_BYTES, make_limits
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
+from online_feature_store.results import FOUND
 
 VECTOR = 65_535
 """The longest vector the registry accepts: one fp64 cell of 512 KiB."""
@@ -145,8 +141,6 @@ def test_the_in_process_cache_path_is_held_to_the_limits(tmp_path: Path, fs: Fea
     assert fs.retrieve("user", keys, {"g": ["a", "b"]}).status["g"].tolist() == [FOUND] * 3
     assert len(_calls(fs)) == calls, "answered from the in-process cache"
     small = fs.limits
-    from online_feature_store.feature_store import make_limits
-
     fs.limits = make_limits(2, 10, 1 << 20)
     with pytest.raises(ResourceExhaustedError, match="3 keys, over the limit of 2 keys"):
         fs.retrieve("user", keys, {"g": ["a", "b"]})
@@ -157,8 +151,6 @@ def test_the_in_process_cache_path_is_held_to_the_limits(tmp_path: Path, fs: Fea
 
 
 def test_persists_are_held_to_the_row_and_byte_limits(fs: FeatureStore) -> None:
-    from online_feature_store.feature_store import make_limits
-
     fs.limits = make_limits(10, 2, 1 << 20)
     keys = ["u1", "u2", "u3"]
     with pytest.raises(

@@ -177,7 +177,7 @@ def test_pack_keeps_every_row_in_order_under_the_limit() -> None:
 def test_pack_keeps_messages_under_the_default_row_limit() -> None:
     """Tiny rows fill a large message with more rows than a persist may carry (max_rows_per_persist,
     100,000 by default, which the servers and the consumer enforce): pack splits there too."""
-    from online_feature_store.feature_store import DEFAULT_MAX_ROWS_PER_PERSIST
+    from online_feature_store.limits import DEFAULT_MAX_ROWS_PER_PERSIST
 
     rows = DEFAULT_MAX_ROWS_PER_PERSIST + 1
     keys = [["k", "r"]] * rows

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from online_feature_store.feature_store import FOUND, MISSING, FeatureStore, FeatureStoreMetrics
+from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
+from online_feature_store.results import FOUND, MISSING
 from tests.cache.conftest import (
     CLUSTER,
     CLUSTER_URL,

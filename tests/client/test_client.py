@@ -21,7 +21,8 @@ from conftest import ALL_TYPES, element, fg_label, sample
 from online_feature_store._proto import retrieve_pb2
 from online_feature_store.client import AuthError, Client, DeadlineExceededError
 from online_feature_store.errors import InvalidInputError, NotFoundError, UnavailableError
-from online_feature_store.feature_store import FOUND, MISSING, FeatureStore, RetrieveResult
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.results import FOUND, MISSING, RetrieveResult
 from online_feature_store.store.sqlite import SqliteStore
 from online_feature_store.types import DataType
 

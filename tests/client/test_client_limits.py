@@ -10,7 +10,8 @@ from conftest import fg_label
 
 from online_feature_store.client import Client
 from online_feature_store.errors import ResourceExhaustedError
-from online_feature_store.feature_store import FOUND, MISSING, FeatureStore
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.results import FOUND, MISSING
 from online_feature_store.types import DataType
 
 Served = tuple[str, FeatureStore]

@@ -12,7 +12,8 @@ from conftest import ALL_TYPES, VLEN, element, fg_label, sample
 from online_feature_store._native import decode_retrieve_result, encode_persist_query, encode_retrieve_query
 from online_feature_store._proto import persist_pb2, retrieve_pb2
 from online_feature_store.errors import CorruptBlockError, InvalidInputError
-from online_feature_store.feature_store import FOUND, FeatureStore
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.results import FOUND
 from online_feature_store.types import DataType
 
 CONTAINER = {
