@@ -34,11 +34,12 @@ from online_feature_store.limits import (
     DEFAULT_MAX_ROWS_PER_PERSIST,
     make_limits,
 )
-from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry, registry_url
+from online_feature_store.registry.backend import RegistryBackend, open_registry
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.watcher import RegistryWatcher
 from online_feature_store.results import RetrieveResult
+from online_feature_store.settings import data_dir, registry_url
 from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
 from online_feature_store.store.keys import encode_key
 from online_feature_store.types import DataType

@@ -43,7 +43,7 @@ def _env_vars(path: tuple[str, ...], dest: str) -> list[str]:
         known = {f.name for f in fields(ConsumerConfig)} | set(STORE)
         return [CONSUMER_PREFIX + dest.upper(), *STORE.get(dest, [])] if dest in known else []
     if path[:1] == ("horizon",):
-        own = [HORIZON_PREFIX + dest.upper()] if dest in HorizonConfig.model_fields else []
+        own = [HORIZON_PREFIX + dest.upper()] if dest in {f.name for f in fields(HorizonConfig)} else []
         return own + (STORE["data_dir"] if dest == "data_dir" else [])
     return STORE.get(dest, [])
 

@@ -56,15 +56,13 @@ def _target(args: argparse.Namespace) -> Iterator[tuple[Any, Any, str]]:
     """``(target, snapshot, sink name)`` for the chosen sink; closes what it opened."""
     from online_feature_store.feature_store import FeatureStore
     from online_feature_store.ingest import GrpcSink, KafkaSink, _snapshot
-    from online_feature_store.registry.backend import data_dir, registry_url
+    from online_feature_store.settings import data_dir, location_given, registry_url
 
     if args.server is None and args.kafka is None:
         with FeatureStore(args.registry, data_directory=args.data_dir, cache_bytes=0) as fs:
             yield fs, fs.snapshot, f"embedded:{args.registry or data_dir(args.data_dir)}"
         return
-    if not (
-        args.registry or args.data_dir or os.environ.get("OFS_REGISTRY") or os.environ.get("OFS_DATA_DIR")
-    ):
+    if not location_given(args.registry, args.data_dir):
         raise InvalidInputError("--server and --kafka need the schema: pass --registry URL or --data-dir")
     snapshot = _snapshot(registry_url(args.registry, args.data_dir))
     if args.dry_run:  # nothing is sent: no connection

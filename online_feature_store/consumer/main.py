@@ -10,7 +10,7 @@ import signal
 import threading
 
 from online_feature_store._ports import bind_error, check_free, moved_by
-from online_feature_store.registry.backend import data_dir, registry_url
+from online_feature_store.settings import data_dir, flag_values, registry_url
 
 __all__ = ["HEALTH_PORT_HOW", "run", "tune_gc"]
 
@@ -35,7 +35,7 @@ def tune_gc() -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``ofs consume``: consumes until SIGTERM / SIGINT, then finishes the batch in hand,
     commits and leaves the group."""
-    from online_feature_store.consumer.config import load_config
+    from online_feature_store.consumer.config import BLOCKS, load_config
     from online_feature_store.consumer.daemon import IngestConsumer
     from online_feature_store.consumer.health import ConsumerMetrics, HealthServer, Readiness
     from online_feature_store.feature_store import FeatureStore
@@ -43,16 +43,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
     )
-    overrides = {
-        "bootstrap_servers": args.bootstrap_servers,
-        "topic": args.topic,
-        "group_id": args.group_id,
-        "cache_mode": args.cache_mode,
-        "health_port": args.health_port,
-    }
-    config, extra = load_config(args.config, overrides)
-    directory = data_dir(args.data_dir or extra.get("data_dir"))
-    registry = registry_url(args.registry or extra.get("registry"), directory)
+    config, extra = load_config(args.config, flag_values(BLOCKS, args))
+    directory = data_dir(extra.get("data_dir"))
+    registry = registry_url(extra.get("registry"), directory)
     check_free(config.health_host, config.health_port, "health and metrics", HEALTH_PORT_HOW)
     directory.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()

@@ -12,13 +12,13 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import uvicorn
 
 from online_feature_store._ports import check_free, moved_by
 from online_feature_store.errors import InvalidInputError
-from online_feature_store.horizon.config import HorizonConfig, load_config
+from online_feature_store.horizon.config import BLOCKS, HorizonConfig, load_config
+from online_feature_store.settings import flag_values
 
 __all__ = ["create_user", "run"]
 
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from online_feature_store.horizon.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides: dict[str, Any] = {"port": args.port, "host": args.host, "data_dir": args.data_dir}
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, flag_values(BLOCKS, args))
     # before anything opens: uvicorn's own bind failure is a log line and an exit
     check_free(config.host, config.port, "Horizon", moved_by("--port", "OFS_HORIZON_PORT", "port"))
     config.resolved_data_dir().mkdir(parents=True, exist_ok=True)
@@ -125,7 +124,7 @@ def create_user(args: argparse.Namespace) -> int:
     from online_feature_store.horizon.db import Role, connect
     from online_feature_store.store.secrets import redact_text
 
-    config = load_config(args.config, {"data_dir": args.data_dir})
+    config = load_config(args.config, flag_values(BLOCKS, args))
     password = _read_password(args)
     engine = connect(config.resolved_database_url())
     try:

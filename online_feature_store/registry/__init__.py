@@ -9,12 +9,7 @@ imported here: PyYAML and etcd-sdk-python load when the YAML or etcd parts are u
 from __future__ import annotations
 
 from online_feature_store.errors import ConflictError, UnavailableError
-from online_feature_store.registry.backend import (
-    Change,
-    RegistryBackend,
-    default_registry_url,
-    open_registry,
-)
+from online_feature_store.registry.backend import Change, RegistryBackend, open_registry
 from online_feature_store.registry.etcd import EtcdRegistry
 from online_feature_store.registry.model import (
     CachePolicy,
@@ -40,6 +35,7 @@ from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.tokens import hash_token, new_token, verify_token
 from online_feature_store.registry.validate import validate_change, validate_state
 from online_feature_store.registry.watcher import RegistryWatcher
+from online_feature_store.settings import default_registry_url
 
 __all__ = [
     "CachePolicy",

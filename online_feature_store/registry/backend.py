@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -12,17 +11,9 @@ from online_feature_store.registry.model import RegistryState
 from online_feature_store.registry.serde import state_docs
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.validate import HasData, validate_change
+from online_feature_store.settings import registry_url, sqlite_path
 
-__all__ = [
-    "Change",
-    "RegistryBackend",
-    "data_dir",
-    "default_registry_url",
-    "open_registry",
-    "plan_docs",
-    "registry_url",
-    "sqlite_url",
-]
+__all__ = ["Change", "RegistryBackend", "open_registry", "plan_docs"]
 
 Change = Callable[[RegistryState], RegistryState] | RegistryState
 """What :meth:`RegistryBackend.apply` takes: the desired state, or a function of the current state.
@@ -84,62 +75,12 @@ def _no_data(entity: str) -> bool:
     return False
 
 
-def data_dir(directory: str | os.PathLike[str] | None = None) -> Path:
-    """The data directory, as an absolute path: ``directory``; else ``$OFS_DATA_DIR``; else
-    ``~/.local/share/online-feature-store``. A relative one is taken from the working directory, so
-    ``OFS_DATA_DIR=.`` and ``--data-dir data`` mean the same place in every command and in
-    :class:`~online_feature_store.FeatureStore` (the one rule: every place that picks the data
-    directory calls this)."""
-    chosen = os.fspath(directory) if directory is not None else ""
-    chosen = chosen or os.environ.get("OFS_DATA_DIR") or ""
-    path = Path(chosen).expanduser() if chosen else Path.home() / ".local" / "share" / "online-feature-store"
-    return Path(os.path.abspath(path))
-
-
-def sqlite_url(path: str | os.PathLike[str]) -> str:
-    """``sqlite:///<absolute path>`` of the registry file ``path`` (a relative path is taken from the
-    working directory)."""
-    return f"sqlite://{os.path.abspath(os.fspath(path))}"
-
-
-def registry_url(registry: str | None = None, data_directory: str | os.PathLike[str] | None = None) -> str:
-    """The registry to open, as an absolute URL: ``registry``; else ``$OFS_REGISTRY``; else the SQLite
-    file ``registry.db`` in :func:`data_dir` of ``data_directory``. A relative SQLite path
-    (``sqlite:data/registry.db``) is taken from the working directory. Every command and
-    :class:`~online_feature_store.FeatureStore` choose their registry through this."""
-    url = registry or os.environ.get("OFS_REGISTRY")
-    if not url:
-        return sqlite_url(data_dir(data_directory) / "registry.db")
-    path = _sqlite_path(url)
-    return url if path is None else sqlite_url(path)
-
-
-def default_registry_url() -> str:
-    """``$OFS_REGISTRY``, else the SQLite file ``registry.db`` in :func:`data_dir`: :func:`registry_url`."""
-    return registry_url()
-
-
-def _sqlite_path(url: str) -> str | None:
-    """The file of a SQLite registry URL, ``None`` for another scheme. ``sqlite:///abs/path`` and
-    ``sqlite:////abs/path`` are absolute; ``sqlite:rel/path`` and ``sqlite://rel/path`` relative."""
-    if not url.startswith("sqlite:"):
-        return None
-    rest = url[len("sqlite:") :]
-    rest = rest[2:] if rest.startswith("//") else rest
-    if not rest:
-        raise InvalidInputError(
-            f"registry URL {url!r} has no path "
-            "(sqlite:///abs/path/registry.db or sqlite:rel/path/registry.db)"
-        )
-    return "/" + rest.lstrip("/") if rest.startswith("/") else rest
-
-
 def open_registry(url: str | None = None, *, create: bool = True) -> RegistryBackend:
     """Open ``sqlite:///path/registry.db`` or ``etcd://host:port[,host:port…][/prefix/]`` (default:
     :func:`registry_url`). Without ``create``, a SQLite registry file that does not exist is a
     :class:`~online_feature_store.errors.NotFoundError` instead of a new, empty registry."""
     url = registry_url(url)
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
         from online_feature_store.registry.sqlite import SqliteRegistry
 

@@ -49,6 +49,7 @@ from online_feature_store.server.calls import (
     grpc_peer_host,
 )
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
+from online_feature_store.settings import Settings, setting
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -76,39 +77,74 @@ REGISTRY_SERVICE = "online_feature_store.registry"
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    """Settings of one server process."""
+class ServerConfig(Settings):
+    """Settings of one server process (``ofs serve``; the environment variable of each is ``OFS_<NAME>``)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8089
-    auth: bool = False
-    threads: int = 4
-    """Handler threads. Few: every call holds the GIL for part of its run, and on 2 cores 16 threads
-    served 35-45 % fewer requests per second than 2-4 (bench/RESULTS.md); scale with ``--workers``."""
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    """Largest request and response message; a retrieve whose response is estimated over it (keys times
-    the largest row the schema allows) is refused before any store read (docs/serving.md#limits)."""
-    max_keys_per_request: int = DEFAULT_MAX_KEYS_PER_REQUEST
-    """Keys one retrieve may ask for, counted before the request is decoded."""
-    max_rows_per_persist: int = DEFAULT_MAX_ROWS_PER_PERSIST
-    """Rows one persist may write, counted before the request is decoded."""
-    reuse_port: bool = False
-    grace_seconds: float = 10.0
-    metrics_port: int = 9090
-    """Prometheus ``/metrics`` HTTP port (0: no metrics)."""
-    http_port: int = 0
-    """HTTP/JSON API port (0: no HTTP API)."""
-    http_header_timeout_seconds: float = 10.0
-    """HTTP: seconds for a request's line and headers to arrive, from the connection's opening or the
-    request's first byte (its body then gets as long again); past it the connection is closed."""
-    http_idle_timeout_seconds: float = 60.0
-    """HTTP: seconds a kept-alive connection may wait for its next request."""
-    http_max_connections_per_peer: int = 64
-    """HTTP: open connections per client address (0: no cap); one more is answered 429 and closed."""
-    tls_cert_file: str = ""
-    """PEM certificate chain: with :attr:`tls_key_file`, the gRPC port speaks TLS only."""
-    tls_key_file: str = ""
-    """PEM private key of :attr:`tls_cert_file`."""
+    host: str = setting(
+        "127.0.0.1",
+        doc="address the gRPC, HTTP and metrics servers bind (`0.0.0.0` in a container)",
+    )
+    port: int = setting(8089, doc="gRPC port")
+    auth: bool = setting(
+        False,
+        doc="require `online-feature-store-caller-id` and `online-feature-store-auth-token` metadata; "
+        "readers may only retrieve, writers only persist",
+    )
+    threads: int = setting(
+        4,
+        doc="gRPC handler threads per process. Keep it small and add `workers` instead: handlers share "
+        "one GIL, and 16 threads served 35-45 % fewer requests/s than 2-4 here (bench/RESULTS.md, gRPC "
+        "section). Raise it only when most calls wait on a slow store",
+    )
+    max_message_bytes: int = setting(
+        DEFAULT_MAX_MESSAGE_BYTES,
+        doc="largest request and response (64 MiB). A retrieve whose response is estimated over it "
+        "(keys times the largest row the schema allows) is refused with `RESOURCE_EXHAUSTED` before "
+        "any store read; a persist is refused once the blocks it builds pass it "
+        "([serving.md](serving.md#limits))",
+    )
+    max_keys_per_request: int = setting(
+        DEFAULT_MAX_KEYS_PER_REQUEST,
+        doc="keys one retrieve may ask for, counted before the request is decoded (`RESOURCE_EXHAUSTED` "
+        "beyond); the `Client` splits longer key lists into batches of `batch_size` (500)",
+    )
+    max_rows_per_persist: int = setting(
+        DEFAULT_MAX_ROWS_PER_PERSIST,
+        doc="rows one persist may write, counted before the request is decoded; the producer SDK "
+        "(`ingest.pack`) packs at most this many per message",
+    )
+    reuse_port: bool = setting(False, public=False)
+    """``SO_REUSEPORT``: set by ``--workers`` for the processes sharing the port."""
+    grace_seconds: float = setting(10.0, doc="on SIGTERM, how long in-flight calls may finish")
+    metrics_port: int = setting(9090, doc="Prometheus `/metrics` on `host`; `0` turns metrics off")
+    http_port: int = setting(
+        0,
+        shown_default="`0` (off)",
+        doc="HTTP/JSON API (`/api/v1/features/retrieve`, `…/retrieve/decoded`, `…/persist`, `/health/self`, "
+        "`/health/ready`)",
+    )
+    http_header_timeout_seconds: float = setting(
+        10.0,
+        doc="HTTP: a request's line and headers must arrive within this of the connection's opening or "
+        "the request's first byte, and its body within as long again; past it `408` and the connection "
+        "is closed ([serving.md](serving.md#http-limits))",
+    )
+    http_idle_timeout_seconds: float = setting(
+        60.0,
+        doc="HTTP: a kept-alive connection waiting longer for its next request is closed",
+    )
+    http_max_connections_per_peer: int = setting(
+        64,
+        doc="HTTP: open connections per client address; one more is answered `429` and closed. `0`: no cap "
+        "(behind a proxy, whose few addresses carry every client)",
+    )
+    tls_cert_file: str = setting(
+        "",
+        shown_default="unset",
+        doc="PEM certificate chain; with `tls_key_file` the gRPC port takes TLS only (the client's "
+        "`root_certificates=`). Half a pair or an unreadable file is an error at start-up",
+    )
+    tls_key_file: str = setting("", shown_default="unset", doc="PEM private key of `tls_cert_file`")
 
 
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
@@ -118,11 +154,11 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     if not (config.tls_cert_file and config.tls_key_file):
         raise InvalidInputError("tls_cert_file and tls_key_file go together: set both or neither")
     pems = []
-    for setting, path in (("tls_key_file", config.tls_key_file), ("tls_cert_file", config.tls_cert_file)):
+    for name, path in (("tls_key_file", config.tls_key_file), ("tls_cert_file", config.tls_cert_file)):
         try:
             pems.append(Path(path).read_bytes())
         except OSError as exc:
-            raise InvalidInputError(f"{setting}: cannot read {path!r}: {exc.strerror}") from None
+            raise InvalidInputError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
     return grpc.ssl_server_credentials([(pems[0], pems[1])])
 
 

@@ -19,35 +19,45 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import fields, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 from online_feature_store._ports import check_ports
-from online_feature_store.errors import InvalidInputError, PortInUseError
-from online_feature_store.feature_store import make_limits
-from online_feature_store.registry.backend import data_dir, registry_url
+from online_feature_store.errors import PortInUseError
+from online_feature_store.limits import make_limits
 from online_feature_store.server.app import PORTS, ServerConfig, port_hint, serve_metrics_on
+from online_feature_store.settings import (
+    StoreSettings,
+    build,
+    data_dir,
+    env_names,
+    flag_values,
+    gather,
+    registry_url,
+    setting,
+)
 
-__all__ = ["load_config", "run"]
+__all__ = ["BLOCKS", "ENV", "ServeSettings", "load_config", "run"]
 
-ENV = {
-    "host": "OFS_HOST",
-    "port": "OFS_PORT",
-    "auth": "OFS_AUTH",
-    "threads": "OFS_THREADS",
-    "max_message_bytes": "OFS_MAX_MESSAGE_BYTES",
-    "max_keys_per_request": "OFS_MAX_KEYS_PER_REQUEST",
-    "max_rows_per_persist": "OFS_MAX_ROWS_PER_PERSIST",
-    "grace_seconds": "OFS_GRACE_SECONDS",
-    "metrics_port": "OFS_METRICS_PORT",
-    "http_port": "OFS_HTTP_PORT",
-    "http_header_timeout_seconds": "OFS_HTTP_HEADER_TIMEOUT_SECONDS",
-    "http_idle_timeout_seconds": "OFS_HTTP_IDLE_TIMEOUT_SECONDS",
-    "http_max_connections_per_peer": "OFS_HTTP_MAX_CONNECTIONS_PER_PEER",
-    "tls_cert_file": "OFS_TLS_CERT_FILE",
-    "tls_key_file": "OFS_TLS_KEY_FILE",
-}
+
+@dataclass(frozen=True)
+class ServeSettings(StoreSettings):
+    """The settings of ``ofs serve`` beside each server process's :class:`ServerConfig`: the shared
+    store block and the process count."""
+
+    workers: int = setting(
+        1,
+        ge=1,
+        doc="processes sharing the port (`SO_REUSEPORT`), each with its own caches and registry watch; a "
+        "worker that dies is replaced",
+    )
+
+
+BLOCKS = (ServerConfig, ServeSettings)
+"""What ``ofs serve`` reads from its file, its ``OFS_<NAME>`` variables and its flags."""
+ENV_PREFIX = "OFS_"
+ENV = env_names(BLOCKS, ENV_PREFIX)
+"""Setting name → its environment variable."""
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -60,51 +70,18 @@ MIN_WORKER_LIFE = 10.0
 """Seconds: a worker dying sooner than this after its start is restarted with back-off."""
 
 
-def _coerce(name: str, raw: Any, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if isinstance(raw, str):
-                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(raw)
-                return raw.lower() in ("1", "true", "yes")
-            return bool(raw)
-        return type(default)(raw)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"setting {name!r}: cannot use {raw!r} as {type(default).__name__}") from None
-
-
 def load_config(path: str | None, overrides: dict[str, Any]) -> tuple[ServerConfig, dict[str, Any]]:
     """Server settings from ``path`` (YAML), the ``OFS_*`` environment and ``overrides`` (flags), in that
-    order of precedence (flags win). Returns the config and the non-server settings (registry, data_dir,
-    workers, distributed_cache: ``$OFS_DISTRIBUTED_CACHE``)."""
-    doc: dict[str, Any] = {}
-    if path:
-        import yaml
-
-        loaded = yaml.safe_load(Path(path).read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise InvalidInputError(f"{path}: expected a mapping of settings")
-        doc = dict(loaded or {})
-    known = {f.name for f in fields(ServerConfig)} | {"registry", "data_dir", "workers", "distributed_cache"}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise InvalidInputError(f"{path}: unknown settings {unknown} (known: {sorted(known)})")
-    for name, var in ENV.items():
-        if var in os.environ:
-            doc[name] = os.environ[var]
-    doc.update({k: v for k, v in overrides.items() if v is not None})
-    config = ServerConfig()
-    values = {
-        f.name: _coerce(f.name, doc[f.name], getattr(config, f.name)) for f in fields(config) if f.name in doc
-    }
-    if "OFS_DISTRIBUTED_CACHE" in os.environ:  # redis://… or redis-cluster://… (docs/caching.md)
-        doc["distributed_cache"] = os.environ["OFS_DISTRIBUTED_CACHE"]
-    extra: dict[str, Any] = {
-        k: doc[k] for k in ("registry", "data_dir", "workers", "distributed_cache") if k in doc
-    }
-    config = replace(config, **values)
+    order of precedence (flags win). Returns the config and the other settings that were given
+    (registry, data_dir, distributed_cache, workers: :class:`ServeSettings`)."""
+    doc = gather(BLOCKS, path, overrides, prefix=ENV_PREFIX, label="ofs serve")
+    config = build(ServerConfig, doc)
+    serve = build(ServeSettings, doc)
     # Refused here, before any worker starts, rather than by each worker as it builds its server.
     make_limits(config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes)
+    extra: dict[str, Any] = serve.given()
+    if "workers" in doc:
+        extra["workers"] = serve.workers
     return config, extra
 
 
@@ -168,29 +145,15 @@ def _serve_one(
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``ofs serve``."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    overrides = {
-        "port": args.port,
-        "host": args.host,
-        "auth": True if args.auth else None,
-        "http_port": getattr(args, "http_port", None),
-        "http_header_timeout_seconds": getattr(args, "http_header_timeout_seconds", None),
-        "http_idle_timeout_seconds": getattr(args, "http_idle_timeout_seconds", None),
-        "http_max_connections_per_peer": getattr(args, "http_max_connections_per_peer", None),
-        "max_keys_per_request": getattr(args, "max_keys_per_request", None),
-        "max_rows_per_persist": getattr(args, "max_rows_per_persist", None),
-        "metrics_port": getattr(args, "metrics_port", None),
-    }
-    config, extra = load_config(args.config, overrides)
+    config, extra = load_config(args.config, flag_values(BLOCKS, args))
     if config.http_port:  # a bad HTTP limit is refused here, before any worker starts
         from online_feature_store.server.http import HttpLimits
 
         HttpLimits.from_config(config)
     # Absolute from here on (a relative one from the working directory): workers get the same place.
-    directory = data_dir(args.data_dir or extra.get("data_dir"))
-    registry = registry_url(args.registry or extra.get("registry"), directory)
-    workers = int(args.workers or extra.get("workers") or os.environ.get("OFS_WORKERS") or 1)
-    if workers < 1:
-        raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    directory = data_dir(extra.get("data_dir"))
+    registry = registry_url(extra.get("registry"), directory)
+    workers = int(extra.get("workers", 1))
     # Every port is checked before anything opens (and before a worker starts): a taken one is one line.
     check_ports(config.host, [(getattr(config, name), *port_hint(name)) for name in PORTS])
     directory.mkdir(parents=True, exist_ok=True)

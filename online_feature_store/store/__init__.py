@@ -129,7 +129,7 @@ def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = 
     is read from this process's environment now (``UnavailableError`` when it is not set)."""
     s = _check_settings(store)
     if store.kind == "sqlite":
-        from online_feature_store.registry.backend import data_dir
+        from online_feature_store.settings import data_dir
         from online_feature_store.store.sqlite import SqliteStore
 
         base = data_dir(data_directory)
