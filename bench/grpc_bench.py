@@ -121,7 +121,7 @@ def registry_doc(entities: Sequence[BenchEntity], redis_db: int = OUR_REDIS_DB) 
 
 def apply_registry(data_dir: Path, doc: dict[str, Any]) -> None:
     """Applies ``doc`` to the SQLite registry of ``data_dir`` (what ``ofs serve --data-dir`` reads)."""
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.connect import open_registry
     from online_feature_store.registry.spec import reconcile
     from online_feature_store.registry.yaml_io import parse_spec
 

@@ -33,7 +33,7 @@ def _extra(name: str) -> Iterator[None]:
 
 
 def _registry_apply(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.connect import open_registry
     from online_feature_store.registry.spec import diff_states, reconcile
     from online_feature_store.registry.yaml_io import load_yaml
     from online_feature_store.settings import registry_url
@@ -64,7 +64,7 @@ def _registry_apply(args: argparse.Namespace) -> int:
 
 
 def _registry_show(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.connect import open_registry
     from online_feature_store.registry.spec import cell_to_plain
     from online_feature_store.settings import registry_url
     from online_feature_store.store.secrets import redact_settings
@@ -96,7 +96,7 @@ def _registry_show(args: argparse.Namespace) -> int:
 
 
 def _registry_export(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
+    from online_feature_store.registry.connect import open_registry
     from online_feature_store.registry.yaml_io import dump_yaml
     from online_feature_store.settings import registry_url
 
@@ -111,8 +111,8 @@ def _registry_export(args: argparse.Namespace) -> int:
 
 
 def _registry_backup(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
     from online_feature_store.registry.backup import dump_backup
+    from online_feature_store.registry.connect import open_registry
     from online_feature_store.settings import registry_url
 
     with closing(open_registry(registry_url(args.registry, args.data_dir), create=False)) as backend:
@@ -134,8 +134,8 @@ def _registry_new_token(_args: argparse.Namespace) -> int:
 
 
 def _registry_restore(args: argparse.Namespace) -> int:
-    from online_feature_store.registry.backend import open_registry
     from online_feature_store.registry.backup import load_backup
+    from online_feature_store.registry.connect import open_registry
     from online_feature_store.registry.spec import diff_states
     from online_feature_store.settings import registry_url
 

@@ -34,7 +34,8 @@ from online_feature_store.limits import (
     DEFAULT_MAX_ROWS_PER_PERSIST,
     make_limits,
 )
-from online_feature_store.registry.backend import RegistryBackend, open_registry
+from online_feature_store.registry.backend import RegistryBackend
+from online_feature_store.registry.connect import open_registry
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.watcher import RegistryWatcher

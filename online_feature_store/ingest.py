@@ -387,7 +387,7 @@ def _snapshot(registry: RegistrySource) -> Snapshot | None:
     if registry is None:
         return None
     if isinstance(registry, str):
-        from online_feature_store.registry.backend import open_registry
+        from online_feature_store.registry.connect import open_registry
 
         backend = open_registry(registry)
         try:

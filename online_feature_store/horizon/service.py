@@ -48,7 +48,8 @@ from online_feature_store.horizon.db import (
     to_utc,
     utcnow,
 )
-from online_feature_store.registry.backend import RegistryBackend, open_registry
+from online_feature_store.registry.backend import RegistryBackend
+from online_feature_store.registry.connect import open_registry
 from online_feature_store.registry.model import RegistryState
 from online_feature_store.registry.serde import state_docs
 from online_feature_store.registry.snapshot import Snapshot

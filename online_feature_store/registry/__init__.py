@@ -9,7 +9,8 @@ imported here: PyYAML and etcd-sdk-python load when the YAML or etcd parts are u
 from __future__ import annotations
 
 from online_feature_store.errors import ConflictError, UnavailableError
-from online_feature_store.registry.backend import Change, RegistryBackend, open_registry
+from online_feature_store.registry.backend import Change, RegistryBackend
+from online_feature_store.registry.connect import open_registry
 from online_feature_store.registry.etcd import EtcdRegistry
 from online_feature_store.registry.model import (
     CachePolicy,

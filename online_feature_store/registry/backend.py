@@ -1,19 +1,19 @@
-"""The interface every registry backend implements, the shared apply logic, and ``open_registry(url)``."""
+"""The interface every registry backend implements and the shared apply logic (``plan_docs``).
+
+The backends (:mod:`.sqlite`, :mod:`.etcd`) import this module; opening one by URL is :mod:`.connect`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
-from online_feature_store.errors import InvalidInputError, NotFoundError
+from online_feature_store.errors import InvalidInputError
 from online_feature_store.registry.model import RegistryState
 from online_feature_store.registry.serde import state_docs
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.validate import HasData, validate_change
-from online_feature_store.settings import registry_url, sqlite_path
 
-__all__ = ["Change", "RegistryBackend", "open_registry", "plan_docs"]
+__all__ = ["Change", "RegistryBackend", "plan_docs"]
 
 Change = Callable[[RegistryState], RegistryState] | RegistryState
 """What :meth:`RegistryBackend.apply` takes: the desired state, or a function of the current state.
@@ -73,30 +73,3 @@ def plan_docs(
 
 def _no_data(entity: str) -> bool:
     return False
-
-
-def open_registry(url: str | None = None, *, create: bool = True) -> RegistryBackend:
-    """Open ``sqlite:///path/registry.db`` or ``etcd://host:port[,host:port…][/prefix/]`` (default:
-    :func:`registry_url`). Without ``create``, a SQLite registry file that does not exist is a
-    :class:`~online_feature_store.errors.NotFoundError` instead of a new, empty registry."""
-    url = registry_url(url)
-    path = sqlite_path(url)
-    if path is not None:
-        from online_feature_store.registry.sqlite import SqliteRegistry
-
-        if not create and not Path(path).is_file():
-            raise NotFoundError(
-                f"no registry at {path}: apply one first (ofs registry apply -f FILE), or choose another "
-                "with --data-dir / $OFS_DATA_DIR or --registry / $OFS_REGISTRY"
-            )
-        return SqliteRegistry(path)
-    if url.startswith("etcd://"):
-        from online_feature_store.registry.etcd import DEFAULT_PREFIX, EtcdRegistry
-
-        rest = url[len("etcd://") :]
-        hosts, slash, prefix = rest.partition("/")
-        if not hosts:
-            raise InvalidInputError(f"registry URL {url!r} has no endpoints (etcd://host:port[,host:port])")
-        prefix = "/" + prefix if slash and prefix else DEFAULT_PREFIX
-        return EtcdRegistry(hosts.split(","), prefix=prefix)
-    raise InvalidInputError(f"unsupported registry URL {url!r}: use sqlite:///path or etcd://host:port")

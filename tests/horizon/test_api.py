@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from online_feature_store.horizon.db import requests
-from online_feature_store.registry.backend import open_registry
+from online_feature_store.registry.connect import open_registry
 from online_feature_store.registry.tokens import verify_token
 
 from .conftest import PASSWORD, Api, Server, approve, both_databases, submit

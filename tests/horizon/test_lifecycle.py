@@ -21,7 +21,8 @@ from online_feature_store.horizon import schemas
 from online_feature_store.horizon.config import HorizonConfig
 from online_feature_store.horizon.db import requests, utcnow
 from online_feature_store.horizon.service import Horizon
-from online_feature_store.registry.backend import RegistryBackend, open_registry
+from online_feature_store.registry.backend import RegistryBackend
+from online_feature_store.registry.connect import open_registry
 from online_feature_store.registry.model import RegistryState
 
 from .conftest import SECRET, both_databases

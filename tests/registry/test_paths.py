@@ -16,7 +16,7 @@ import pytest
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.horizon.config import load_config
-from online_feature_store.registry.backend import open_registry
+from online_feature_store.registry.connect import open_registry
 from online_feature_store.settings import data_dir, registry_url
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "features.yaml"
