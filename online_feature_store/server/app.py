@@ -49,7 +49,7 @@ from online_feature_store.server.calls import (
     grpc_peer_host,
 )
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
-from online_feature_store.settings import Settings, setting
+from online_feature_store.settings import Settings, env_names, setting
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -74,6 +74,10 @@ log = logging.getLogger("online_feature_store.server")
 
 REGISTRY_SERVICE = "online_feature_store.registry"
 """Health service name that is SERVING while the registry answers, NOT_SERVING while it cannot be reached."""
+
+
+ENV_PREFIX = "OFS_"
+"""``ofs serve``'s environment variables are ``OFS_<NAME>``."""
 
 
 @dataclass(frozen=True)
@@ -250,9 +254,7 @@ PORTS = {"port": "gRPC", "http_port": "HTTP API", "metrics_port": "metrics"}
 def port_hint(name: str) -> tuple[str, str]:
     """``(what, how)`` of the port setting ``name`` for :mod:`online_feature_store._ports`: what it
     serves, and the flag, environment variable and setting that move it."""
-    from online_feature_store.server.main import ENV  # main imports this module
-
-    how = moved_by("--" + name.replace("_", "-"), ENV[name], name)
+    how = moved_by("--" + name.replace("_", "-"), env_names((ServerConfig,), ENV_PREFIX)[name], name)
     return PORTS[name], how + (" (0: no metrics)" if name == "metrics_port" else "")
 
 

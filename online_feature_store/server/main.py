@@ -25,7 +25,7 @@ from typing import Any
 from online_feature_store._ports import check_ports
 from online_feature_store.errors import PortInUseError
 from online_feature_store.limits import make_limits
-from online_feature_store.server.app import PORTS, ServerConfig, port_hint, serve_metrics_on
+from online_feature_store.server.app import ENV_PREFIX, PORTS, ServerConfig, port_hint, serve_metrics_on
 from online_feature_store.settings import (
     StoreSettings,
     build,
@@ -55,7 +55,6 @@ class ServeSettings(StoreSettings):
 
 BLOCKS = (ServerConfig, ServeSettings)
 """What ``ofs serve`` reads from its file, its ``OFS_<NAME>`` variables and its flags."""
-ENV_PREFIX = "OFS_"
 ENV = env_names(BLOCKS, ENV_PREFIX)
 """Setting name → its environment variable."""
 
