@@ -121,10 +121,10 @@ def retrieve_table(directory: Path, targets: Sequence[str], iterations: int) -> 
                 for name, fs in stores.items():
                     if name != "sqlite":
                         fs.retrieve(label, picks, request)  # fill the distributed cache
-                        remote = fs._remote
+                        remote = fs._caches.remote
                         assert remote is not None
                         remote.wait_backfills()
-                    local = fs._cache
+                    local = fs._caches.local
                     assert local is not None
                     us = median_us(partial(fs.retrieve, label, picks, request), iterations, local.clear)
                     cells.append(f"{us:.1f} ({us / base:.1f}x)")

@@ -256,7 +256,7 @@ def read_all(p: Paths, entity: str, keys: list[Any], schema: list[str] | None) -
     snapshot = p.cached.snapshot
     key_schema = schema or [k.label for k in snapshot.entity(entity).keys]
     native = p.cached._catalog(snapshot).retrieve_cached(
-        p.cached._cache, entity, key_schema, [("g", ["v"])], keys
+        p.cached._caches.local, entity, key_schema, [("g", ["v"])], keys
     )
     assert native is not None, "the cached retrieve did not answer from the in-process cache"
     out = {name: r.values["g"][:, 0].tolist() for name, r in got.items()}
@@ -334,7 +334,7 @@ def test_invalid_utf8_is_refused_by_every_reader(paths: Paths) -> None:
         snapshot = paths.cached.snapshot
         with pytest.raises(InvalidInputError, match=BAD_MESSAGE):
             paths.cached._catalog(snapshot).retrieve_cached(
-                paths.cached._cache, "user", ["user_id"], [("g", ["v"])], keys
+                paths.cached._caches.local, "user", ["user_id"], [("g", ["v"])], keys
             )
     with paths.client() as client:
         for bad in (1.5, np.float32(1.5), True, None):

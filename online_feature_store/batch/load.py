@@ -37,7 +37,9 @@ from online_feature_store.batch.columns import (
 )
 from online_feature_store.batch.sources import csv_types, discover
 from online_feature_store.errors import InvalidInputError, OfsError
-from online_feature_store.feature_store import FeatureStore, PreparedWrite, compile_catalog
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.persist import PreparedWrite
+from online_feature_store.registry.compiled import compile_catalog
 from online_feature_store.store.base import BlockWrite
 
 if TYPE_CHECKING:

@@ -40,7 +40,9 @@ from kafka.errors import KafkaError
 from online_feature_store.consumer.config import ConsumerConfig
 from online_feature_store.consumer.health import ConsumerMetrics, Readiness
 from online_feature_store.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
-from online_feature_store.feature_store import FeatureStore, PreparedWrite, make_limits
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.limits import make_limits
+from online_feature_store.persist import PreparedWrite
 
 __all__ = ["ERROR_HEADER", "IngestConsumer", "Message", "offsets_to_commit"]
 

@@ -102,8 +102,8 @@ def test_tiers_in_order_and_strong_persist(tmp_path: Path, registry: str, any_re
         first = writer.retrieve("user", [*keys, "nobody"], FEATURES)
         assert list(first.status["g1"]) == [FOUND] * 10 + [MISSING]
         assert w.store_reads == 1
-        assert writer._remote is not None
-        assert writer._remote.wait_backfills()
+        assert writer._caches.remote is not None
+        assert writer._caches.remote.wait_backfills()
         # another FeatureStore (its own in-process cache) is served by the distributed cache
         got = reader.retrieve("user", [*keys, "nobody"], FEATURES)
         np.testing.assert_array_equal(got.values["g1"], first.values["g1"])
@@ -150,8 +150,8 @@ def test_redis_killed_mid_run(tmp_path: Path, registry: str, private_redis: Priv
     try:
         fs.persist("user", "g1", keys, rows(50, 0.0))
         fs.retrieve("user", keys, FEATURES)
-        assert fs._remote is not None
-        assert fs._remote.wait_backfills()
+        assert fs._caches.remote is not None
+        assert fs._caches.remote.wait_backfills()
         fs.retrieve("user", keys, FEATURES)
         assert rec.lookups["distributed"][0] == 50
         reads_before = rec.store_reads
@@ -165,15 +165,15 @@ def test_redis_killed_mid_run(tmp_path: Path, registry: str, private_redis: Priv
         assert rec.store_reads == reads_before + 5
         # a strong persist while Redis is down: the store has it, the invalidation waits
         fs.persist("user", "g1", keys[:5], rows(5, 100.0))
-        assert fs._remote.pending_invalidations == 5
+        assert fs._caches.remote.pending_invalidations == 5
         np.testing.assert_array_equal(fs.retrieve("user", keys[:5], FEATURES).values["g1"], rows(5, 100.0))
 
         private_redis.start()  # same port, empty
         wait_for(
             lambda: fs.retrieve("user", keys, FEATURES) is not None and rec.breaker[-1] == "closed", "close"
         )
-        assert fs._remote.pending_invalidations == 0
-        assert fs._remote.wait_backfills()
+        assert fs._caches.remote.pending_invalidations == 0
+        assert fs._caches.remote.wait_backfills()
         hits = rec.lookups["distributed"][0]
         reads = rec.store_reads
         got = fs.retrieve("user", keys, FEATURES)
@@ -242,12 +242,12 @@ def test_broken_subscription_stops_in_process_caching(
     fs, rec = open_fs(tmp_path, registry, f"{private_redis.url}?reset_seconds=0.2")
     try:
         fs.persist("user", "g1", ["a"], rows(1, 1.0))
-        bus = fs._bus
+        bus = fs._caches.bus
         assert bus is not None
         fs.retrieve("user", ["a"], FEATURES)
         wait_for(lambda: bus.healthy, "the subscription")
         fs.retrieve("user", ["a"], FEATURES)
-        cache = fs._cache
+        cache = fs._caches.local
         assert cache is not None
         assert len(cache) == 1
         private_redis.kill()
