@@ -30,12 +30,14 @@ from online_feature_store.limits import (
 )
 from online_feature_store.metrics import FeatureStoreMetrics
 from online_feature_store.persist import PreparedWrite, by_store, prepare_wire, rows_to_blocks
-from online_feature_store.registry.backend import RegistryBackend, data_dir, open_registry, registry_url
+from online_feature_store.registry.backend import RegistryBackend
 from online_feature_store.registry.compiled import CompiledRegistry, compile_catalog
+from online_feature_store.registry.connect import open_registry
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.registry.watcher import RegistryWatcher
 from online_feature_store.results import RetrieveResult
+from online_feature_store.settings import data_dir, registry_url
 from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
 from online_feature_store.store.keys import encode_key
 from online_feature_store.store.opened import OpenStores
