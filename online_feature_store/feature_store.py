@@ -31,7 +31,7 @@ from online_feature_store.limits import (
 from online_feature_store.metrics import FeatureStoreMetrics
 from online_feature_store.persist import PreparedWrite, by_store, prepare_wire, rows_to_blocks
 from online_feature_store.registry.backend import RegistryBackend
-from online_feature_store.registry.compiled import CompiledRegistry, compile_catalog
+from online_feature_store.registry.compiled import CompiledRegistry
 from online_feature_store.registry.connect import open_registry
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
@@ -43,16 +43,7 @@ from online_feature_store.store.keys import encode_key
 from online_feature_store.store.opened import OpenStores
 from online_feature_store.types import DataType
 
-__all__ = [
-    "DEFAULT_MAX_KEYS_PER_REQUEST",
-    "DEFAULT_MAX_MESSAGE_BYTES",
-    "DEFAULT_MAX_ROWS_PER_PERSIST",
-    "FeatureStore",
-    "FeatureStoreMetrics",
-    "PreparedWrite",
-    "compile_catalog",
-    "make_limits",
-]
+__all__ = ["FeatureStore"]
 
 
 class FeatureStore:

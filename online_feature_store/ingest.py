@@ -31,8 +31,8 @@ import numpy as np
 from online_feature_store import _native
 from online_feature_store.contract import PERSIST, call_message
 from online_feature_store.errors import InvalidInputError, OfsError, UnavailableError
-from online_feature_store.feature_store import DEFAULT_MAX_ROWS_PER_PERSIST
 from online_feature_store.keys import key_rows
+from online_feature_store.limits import DEFAULT_MAX_ROWS_PER_PERSIST
 from online_feature_store.types import DataType
 
 if TYPE_CHECKING:

@@ -15,8 +15,9 @@ import pytest
 from online_feature_store import InvalidInputError, ResourceExhaustedError
 from online_feature_store._proto import persist_pb2 as P  # noqa: N812
 from online_feature_store._proto import retrieve_pb2 as R  # noqa: N812
-from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
+from online_feature_store.feature_store import FeatureStore
 from online_feature_store.limits import DEFAULT_MAX_KEYS_PER_REQUEST, DEFAULT_MAX_MESSAGE_BYTES, make_limits
+from online_feature_store.metrics import FeatureStoreMetrics
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec

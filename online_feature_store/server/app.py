@@ -32,11 +32,11 @@ from prometheus_client import CollectorRegistry
 from online_feature_store._ports import bind_error, check_free, moved_by
 from online_feature_store.contract import PERSIST_SERVICE, RETRIEVE_SERVICE, RPCS
 from online_feature_store.errors import InvalidInputError, UnavailableError
-from online_feature_store.feature_store import (
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.limits import (
     DEFAULT_MAX_KEYS_PER_REQUEST,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_ROWS_PER_PERSIST,
-    FeatureStore,
     make_limits,
 )
 from online_feature_store.server.calls import (

@@ -21,7 +21,8 @@ import grpc
 from online_feature_store import contract
 from online_feature_store.contract import CALLER_HEADER, TOKEN_HEADER
 from online_feature_store.errors import DeadlineExceededError
-from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.metrics import FeatureStoreMetrics
 from online_feature_store.registry.model import role_allows
 from online_feature_store.registry.tokens import TokenCheckRefusedError, TokenVerifier
 from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetrics

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from online_feature_store.feature_store import FeatureStoreMetrics
+from online_feature_store.metrics import FeatureStoreMetrics
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer

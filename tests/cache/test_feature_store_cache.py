@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.metrics import FeatureStoreMetrics
 from online_feature_store.results import FOUND, MISSING
 from tests.cache.conftest import (
     CLUSTER,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from online_feature_store.feature_store import FeatureStore, FeatureStoreMetrics
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.metrics import FeatureStoreMetrics
 
 
 class StoreReads(FeatureStoreMetrics):
