@@ -46,7 +46,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grpc_bench as gb  # bench/ is a directory of scripts, not a package
 
-import online_feature_store as ofs
+from online_feature_store import formats
 
 F32 = npt.NDArray[np.float32]
 TYPES = ("fp32", "fp16", "bf16", "q8", "fp8e4m3", "fp8e5m2")
@@ -86,11 +86,11 @@ def _elementwise(enc: Callable[..., Any], dec: Callable[[Any], F32], width: int,
 
 CODECS: dict[str, Codec] = {
     "fp32": Codec("fp32", lambda x: x.copy(), lambda c, dim: c, lambda dim: 4 * dim),
-    "fp16": _elementwise(ofs.fp16_encode, ofs.fp16_decode, 2, "fp16"),
-    "bf16": _elementwise(ofs.bf16_encode, ofs.bf16_decode, 2, "bf16"),
-    "q8": Codec("q8", ofs.q8_encode, lambda c, dim: ofs.q8_decode(*c), lambda dim: 4 + dim),
-    "fp8e4m3": _elementwise(ofs.fp8_e4m3_encode, ofs.fp8_e4m3_decode, 1, "fp8e4m3"),
-    "fp8e5m2": _elementwise(ofs.fp8_e5m2_encode, ofs.fp8_e5m2_decode, 1, "fp8e5m2"),
+    "fp16": _elementwise(formats.fp16_encode, formats.fp16_decode, 2, "fp16"),
+    "bf16": _elementwise(formats.bf16_encode, formats.bf16_decode, 2, "bf16"),
+    "q8": Codec("q8", formats.q8_encode, lambda c, dim: formats.q8_decode(*c), lambda dim: 4 + dim),
+    "fp8e4m3": _elementwise(formats.fp8_e4m3_encode, formats.fp8_e4m3_decode, 1, "fp8e4m3"),
+    "fp8e5m2": _elementwise(formats.fp8_e5m2_encode, formats.fp8_e5m2_decode, 1, "fp8e5m2"),
 }
 
 

@@ -1,6 +1,7 @@
-"""Retrieve engine cost without I/O: ``Catalog.retrieve`` (numpy out) and ``Catalog.encode_wire`` (gRPC bytes
-out) over blocks already in memory, for 1 / 100 / 500 keys x 64 fp32 features in 1 and 3 FGs. This is the
-floor a cache hit costs on top of its lookup. Prints a markdown table.
+"""Retrieve engine cost without I/O: ``Catalog.retrieve`` (numpy out) and ``Catalog.retrieve_wire`` (gRPC
+bytes out: the server's call, its store read answered with blocks already in memory) for 1 / 100 / 500
+keys x 64 fp32 features in 1 and 3 FGs. This is the floor a cache hit costs on top of its lookup. Prints a
+markdown table.
 
     python bench/engine_bench.py [--seconds 1.0]
 """
@@ -13,9 +14,10 @@ import time
 
 import numpy as np
 
-from online_feature_store import DataType, encode_cell
+from online_feature_store import DataType
 from online_feature_store._native import Catalog
 from online_feature_store._proto import retrieve_pb2
+from online_feature_store.formats import encode_cell
 
 FEATURES = 64
 
@@ -53,7 +55,7 @@ def run(n_keys: int, n_fgs: int, seconds: float) -> tuple[float, float]:
         return statistics.median(samples) * 1e6
 
     numpy_us = timed(lambda: cat.retrieve("user", ["user_id"], request, blocks))
-    wire_us = timed(lambda: cat.encode_wire(query, blocks))
+    wire_us = timed(lambda: cat.retrieve_wire(query, lambda _entity, _keys, _fg_ids: blocks))
     return numpy_us, wire_us
 
 

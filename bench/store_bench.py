@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import online_feature_store as ofs
+from online_feature_store import formats
 from online_feature_store.errors import UnavailableError
 from online_feature_store.registry.model import Entity, Feature, FeatureGroup, Key
 from online_feature_store.store.base import BlockStore, BlockWrite
@@ -35,7 +36,7 @@ WRITE_BATCH = 100
 
 
 def make_entity() -> Entity:
-    default = ofs.encode_cell(ofs.DataType.FP32, 0.0)
+    default = formats.encode_cell(ofs.DataType.FP32, 0.0)
     fgs = tuple(
         FeatureGroup(
             id=i,
@@ -49,9 +50,9 @@ def make_entity() -> Entity:
 
 
 def blocks(n: int) -> list[bytes]:
-    meta = ofs.BlockMeta(ofs.DataType.FP32, N_FEATURES)
+    meta = formats.BlockMeta(ofs.DataType.FP32, N_FEATURES)
     rng = np.random.default_rng(7)
-    return [ofs.encode_block(meta, rng.standard_normal(N_FEATURES, dtype=np.float32)) for _ in range(n)]
+    return [formats.encode_block(meta, rng.standard_normal(N_FEATURES, dtype=np.float32)) for _ in range(n)]
 
 
 def openers(tmp: Path) -> dict[str, Callable[[], BlockStore]]:

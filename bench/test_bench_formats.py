@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import online_feature_store as ofs
+from online_feature_store import formats
 
 NOW = 1_750_000_000
 TTL = 86_400
@@ -25,26 +26,26 @@ def fp32_values(n: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fp32_meta() -> ofs.BlockMeta:
-    return ofs.BlockMeta(ofs.DataType.FP32, N_FEATURES, version=1)
+def fp32_meta() -> formats.BlockMeta:
+    return formats.BlockMeta(ofs.DataType.FP32, N_FEATURES, version=1)
 
 
 @pytest.mark.benchmark(group="psdb encode, 1,000 fp32 features")
 @pytest.mark.parametrize("compress", [False, True], ids=["raw", "zstd"])
-def test_encode_block_fp32(benchmark, fp32_meta: ofs.BlockMeta, compress: bool) -> None:
+def test_encode_block_fp32(benchmark, fp32_meta: formats.BlockMeta, compress: bool) -> None:
     values = fp32_values(N_FEATURES)
-    block = benchmark(ofs.encode_block, fp32_meta, values, ttl=TTL, now=NOW, compress=compress)
-    assert ofs.read_header(block).data_type == ofs.DataType.FP32
+    block = benchmark(formats.encode_block, fp32_meta, values, ttl=TTL, now=NOW, compress=compress)
+    assert formats.read_header(block).data_type == ofs.DataType.FP32
     if not compress:
-        assert len(block) == ofs.PSDB_HEADER_LEN + 4 * N_FEATURES
+        assert len(block) == formats.PSDB_HEADER_LEN + 4 * N_FEATURES
 
 
 @pytest.mark.benchmark(group="psdb decode, 1,000 fp32 features")
 @pytest.mark.parametrize("compress", [False, True], ids=["raw", "zstd"])
-def test_decode_block_fp32(benchmark, fp32_meta: ofs.BlockMeta, compress: bool) -> None:
+def test_decode_block_fp32(benchmark, fp32_meta: formats.BlockMeta, compress: bool) -> None:
     values = fp32_values(N_FEATURES)
-    block = ofs.encode_block(fp32_meta, values, ttl=TTL, now=NOW, compress=compress)
-    decoded = benchmark(ofs.decode_block, fp32_meta, block, now=NOW)
+    block = formats.encode_block(fp32_meta, values, ttl=TTL, now=NOW, compress=compress)
+    decoded = benchmark(formats.decode_block, fp32_meta, block, now=NOW)
     assert decoded.status == "present"
     np.testing.assert_array_equal(decoded.values, values)
 
@@ -52,7 +53,7 @@ def test_decode_block_fp32(benchmark, fp32_meta: ofs.BlockMeta, compress: bool) 
 @pytest.mark.benchmark(group="fp16, 1M floats")
 def test_fp16_encode(benchmark) -> None:
     values = fp32_values(N_FLOATS)
-    codes = benchmark(ofs.fp16_encode, values)
+    codes = benchmark(formats.fp16_encode, values)
     assert codes.dtype == np.uint16
     assert codes.shape == (N_FLOATS,)
     np.testing.assert_array_equal(codes, values.astype(np.float16).view(np.uint16))
@@ -61,29 +62,29 @@ def test_fp16_encode(benchmark) -> None:
 @pytest.mark.benchmark(group="fp16, 1M floats")
 def test_fp16_decode(benchmark) -> None:
     codes = fp32_values(N_FLOATS).astype(np.float16).view(np.uint16)
-    back = benchmark(ofs.fp16_decode, codes)
+    back = benchmark(formats.fp16_decode, codes)
     np.testing.assert_array_equal(back, codes.view(np.float16).astype(np.float32))
 
 
 @pytest.fixture(scope="module")
 def fg_blocks() -> list[tuple[int, bytes]]:
     """One entity's blocks of ten FGs: 100 fp32 features each (409 bytes)."""
-    meta = ofs.BlockMeta(ofs.DataType.FP32, 100, version=1)
+    meta = formats.BlockMeta(ofs.DataType.FP32, 100, version=1)
     return [
-        (fg, ofs.encode_block(meta, fp32_values(100, seed=fg), ttl=TTL, now=NOW, compress=False))
+        (fg, formats.encode_block(meta, fp32_values(100, seed=fg), ttl=TTL, now=NOW, compress=False))
         for fg in range(1, N_FGS + 1)
     ]
 
 
 @pytest.mark.benchmark(group="csdb, 10 FGs")
 def test_csdb_encode(benchmark, fg_blocks: list[tuple[int, bytes]]) -> None:
-    value = benchmark(ofs.csdb_encode, fg_blocks)
+    value = benchmark(formats.csdb_encode, fg_blocks)
     assert value[0] == 1  # layout 1: every block fits 16-bit lengths
     assert len(value) == 1 + sum(4 + len(b) for _, b in fg_blocks)
 
 
 @pytest.mark.benchmark(group="csdb, 10 FGs")
 def test_csdb_lookup(benchmark, fg_blocks: list[tuple[int, bytes]]) -> None:
-    value = ofs.csdb_encode(fg_blocks)
-    found = benchmark(ofs.csdb_lookup, value, [2, 6, 10])
+    value = formats.csdb_encode(fg_blocks)
+    found = benchmark(formats.csdb_lookup, value, [2, 6, 10])
     assert found == [fg_blocks[1][1], fg_blocks[5][1], fg_blocks[9][1]]

@@ -10,38 +10,39 @@ from __future__ import annotations
 import numpy as np
 
 import online_feature_store as ofs
+from online_feature_store import formats
 
 
 def main() -> None:
     # A user's "profile" feature group: 4 fp16 features, schema version 1, expiring in a day.
-    profile = ofs.BlockMeta(ofs.DataType.FP16, 4, version=1)
-    block = ofs.encode_block(profile, np.array([0.5, 12.25, -3.0, 1e-3], dtype=np.float32), ttl=86_400)
-    header = ofs.read_header(block)
+    profile = formats.BlockMeta(ofs.DataType.FP16, 4, version=1)
+    block = formats.encode_block(profile, np.array([0.5, 12.25, -3.0, 1e-3], dtype=np.float32), ttl=86_400)
+    header = formats.read_header(block)
     print(f"profile block: {len(block)} bytes, {header}")
 
     # An embedding feature group: one 8-dim fp8 E4M3 vector.
-    emb = ofs.BlockMeta(ofs.DataType.FP8E4M3_VECTOR, 1, vector_lengths=[8])
-    emb_block = ofs.encode_block(emb, np.linspace(-1, 1, 8, dtype=np.float32))
+    emb = formats.BlockMeta(ofs.DataType.FP8E4M3_VECTOR, 1, vector_lengths=[8])
+    emb_block = formats.encode_block(emb, np.linspace(-1, 1, 8, dtype=np.float32))
 
     # Both blocks in one cache value (CSDB), with a negative entry for a third FG.
-    value = ofs.csdb_encode([(1, block), (2, emb_block), (3, b"")])
-    found = ofs.csdb_lookup(value, [2, 1, 3, 9])
+    value = formats.csdb_encode([(1, block), (2, emb_block), (3, b"")])
+    found = formats.csdb_lookup(value, [2, 1, 3, 9])
     sizes = [None if b is None else len(b) for b in found]
     print(f"cache value: {len(value)} bytes; lookup of FGs 2,1,3,9 -> block sizes {sizes}")
 
-    decoded = ofs.decode_block(profile, found[1])
+    decoded = formats.decode_block(profile, found[1])
     print("profile features:", decoded.values)
-    print("embedding:", ofs.decode_block(emb, found[0]).values)
+    print("embedding:", formats.decode_block(emb, found[0]).values)
 
     # Retrieval-time down-quantization: serve feature 1 as fp8 E5M2.
     fp16_bytes = decoded.feature(1)
     assert fp16_bytes is not None
-    fp8 = ofs.quantize(fp16_bytes, ofs.DataType.FP16, ofs.DataType.FP8E5M2)
-    print(f"feature 1 as fp8 E5M2: {fp8.hex()} = {ofs.fp8_e5m2_decode(np.frombuffer(fp8, np.uint8))[0]}")
+    fp8 = formats.quantize(fp16_bytes, ofs.DataType.FP16, ofs.DataType.FP8E5M2)
+    print(f"feature 1 as fp8 E5M2: {fp8.hex()} = {formats.fp8_e5m2_decode(np.frombuffer(fp8, np.uint8))[0]}")
 
     # Bad input is an error that names the problem; nothing is written.
     try:
-        ofs.encode_block(ofs.BlockMeta(ofs.DataType.INT8, 1), np.array([300]))
+        formats.encode_block(formats.BlockMeta(ofs.DataType.INT8, 1), np.array([300]))
     except ValueError as e:
         print(f"rejected: {e}")
 

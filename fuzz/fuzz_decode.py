@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 import online_feature_store as ofs
-from online_feature_store import CorruptBlockError, InvalidInputError
+from online_feature_store import CorruptBlockError, InvalidInputError, formats
 
 NOW = 1_772_000_000
 EXPECTED = (CorruptBlockError, InvalidInputError)
@@ -49,38 +49,38 @@ def _days_before_year(year: int) -> int:
 YEAR_16384 = _days_before_year(16384) * 86_400
 
 
-def _metas() -> list[tuple[ofs.BlockMeta, object]]:
+def _metas() -> list[tuple[formats.BlockMeta, object]]:
     """A few feature-group layouts, each with values for its seed blocks."""
     f = ofs.DataType
     return [
-        (ofs.BlockMeta(f.FP32, 3, version=2), np.array([1.0, 2.5, -3.0])),
-        (ofs.BlockMeta(f.BOOL, 10), np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 1], dtype=bool)),
-        (ofs.BlockMeta(f.STRING, 3, version=3, string_lengths=[10, 10, 10]), ["ab", "", "xyz"]),
-        (ofs.BlockMeta(f.FP32_VECTOR, 2, vector_lengths=[2, 3]), np.arange(5, dtype=np.float32)),
+        (formats.BlockMeta(f.FP32, 3, version=2), np.array([1.0, 2.5, -3.0])),
+        (formats.BlockMeta(f.BOOL, 10), np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 1], dtype=bool)),
+        (formats.BlockMeta(f.STRING, 3, version=3, string_lengths=[10, 10, 10]), ["ab", "", "xyz"]),
+        (formats.BlockMeta(f.FP32_VECTOR, 2, vector_lengths=[2, 3]), np.arange(5, dtype=np.float32)),
         (
-            ofs.BlockMeta(f.STRING_VECTOR, 2, string_lengths=[4, 6], vector_lengths=[2, 1]),
+            formats.BlockMeta(f.STRING_VECTOR, 2, string_lengths=[4, 6], vector_lengths=[2, 1]),
             ["é", "abcd", "日本"],
         ),
         (
-            ofs.BlockMeta(f.BOOL_VECTOR, 2, vector_lengths=[3, 5]),
+            formats.BlockMeta(f.BOOL_VECTOR, 2, vector_lengths=[3, 5]),
             np.array([1, 0, 1, 1, 1, 0, 0, 1], dtype=bool),
         ),
-        (ofs.BlockMeta(f.FP8E4M3, 4), np.array([1.0, -2.0, 448.0, 0.001953125])),
-        (ofs.BlockMeta(f.INT64_VECTOR, 2, version=7, vector_lengths=[2, 2]), np.array([-1, 2**62, 0, 5])),
-        (ofs.BlockMeta(f.FP16, 5), np.array([0.5, -65504.0, np.nan, np.inf, 1e-7])),
-        (ofs.BlockMeta(f.INT32, 64), np.arange(64) % 3),  # compresses: exercises the zstd path
+        (formats.BlockMeta(f.FP8E4M3, 4), np.array([1.0, -2.0, 448.0, 0.001953125])),
+        (formats.BlockMeta(f.INT64_VECTOR, 2, version=7, vector_lengths=[2, 2]), np.array([-1, 2**62, 0, 5])),
+        (formats.BlockMeta(f.FP16, 5), np.array([0.5, -65504.0, np.nan, np.inf, 1e-7])),
+        (formats.BlockMeta(f.INT32, 64), np.arange(64) % 3),  # compresses: exercises the zstd path
     ]
 
 
 METAS = _metas()
 SEEDS = [
-    ofs.encode_block(meta, values, ttl=ttl, now=NOW, compress=compress)
+    formats.encode_block(meta, values, ttl=ttl, now=NOW, compress=compress)
     for meta, values in METAS
     for compress, ttl in ((False, 0), (True, 3600))
 ]
 
 
-def _header(meta: ofs.BlockMeta, compression: int) -> bytes:
+def _header(meta: formats.BlockMeta, compression: int) -> bytes:
     t = meta.data_type
     return (
         meta.version.to_bytes(2, "little")
@@ -89,7 +89,7 @@ def _header(meta: ofs.BlockMeta, compression: int) -> bytes:
     )
 
 
-def _block_for(selector: int, mode: int, body: bytes) -> tuple[ofs.BlockMeta, bytes]:
+def _block_for(selector: int, mode: int, body: bytes) -> tuple[formats.BlockMeta, bytes]:
     meta = METAS[selector % len(METAS)][0]
     mode %= 5
     if mode == 0:
@@ -105,9 +105,9 @@ def _block_for(selector: int, mode: int, body: bytes) -> tuple[ofs.BlockMeta, by
     return meta, bytes(seed[:cut])
 
 
-def _check_block(meta: ofs.BlockMeta, block: bytes) -> None:
+def _check_block(meta: formats.BlockMeta, block: bytes) -> None:
     try:
-        decoded = ofs.decode_block(meta, block, now=NOW)
+        decoded = formats.decode_block(meta, block, now=NOW)
     except EXPECTED:
         decoded = None
     if decoded is not None:
@@ -115,11 +115,11 @@ def _check_block(meta: ofs.BlockMeta, block: bytes) -> None:
         present = decoded.status == "present"
         assert (decoded.values is not None) == present
         for pos in range(meta.n_features):
-            single = ofs.feature_bytes(meta, block, pos, now=NOW)
+            single = formats.feature_bytes(meta, block, pos, now=NOW)
             assert single == decoded.feature(pos), pos
             assert (single is not None) == present
     try:
-        header = ofs.read_header(block)
+        header = formats.read_header(block)
     except EXPECTED:
         return
     assert header.layout == 1
@@ -129,15 +129,15 @@ def _check_block(meta: ofs.BlockMeta, block: bytes) -> None:
 
 def _check_csdb(body: bytes, wanted: list[int]) -> None:
     try:
-        entries = ofs.csdb_entries(body)
+        entries = formats.csdb_entries(body)
     except EXPECTED:
         entries = None
     try:
-        found = ofs.csdb_lookup(body, wanted)
+        found = formats.csdb_lookup(body, wanted)
     except EXPECTED:
         found = None
     if entries is not None:
-        assert ofs.csdb_encode(entries, layout=body[0]) == body
+        assert formats.csdb_encode(entries, layout=body[0]) == body
         first: dict[int, bytes] = {}
         for fg, blk in entries:
             first.setdefault(fg, blk)
@@ -146,7 +146,7 @@ def _check_csdb(body: bytes, wanted: list[int]) -> None:
 
 def _check_expiry(raw: bytes) -> None:
     try:
-        t = ofs.expiry_decode(raw)
+        t = formats.expiry_decode(raw)
     except EXPECTED:
         return
     assert len(raw) == 5
@@ -154,7 +154,7 @@ def _check_expiry(raw: bytes) -> None:
         return
     # Every decodable expiry is an instant the 14-bit year can hold, with exactly one encoding.
     assert t < YEAR_16384, t
-    again = ofs.expiry_encode(t, now=t - 1)
+    again = formats.expiry_encode(t, now=t - 1)
     assert again == raw
 
 

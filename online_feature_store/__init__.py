@@ -1,44 +1,15 @@
 """online-feature-store: an online feature store for real-time ML.
 
-The storage formats, low-precision conversions and quantization live in the Rust core
-(``online_feature_store._native``); this package re-exports them by name.
+What a user calls: :class:`FeatureStore` (in process), :class:`Client` (over gRPC), what a retrieve returns
+(:class:`RetrieveResult`, :class:`Status`, :class:`Q8Values`), :class:`DataType` and the exceptions. The
+storage formats and conversions of the Rust core are :mod:`online_feature_store.formats`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from online_feature_store._native import (
-    MAX_TTL_SECONDS,
-    PSDB_HEADER_LEN,
-    BlockHeader,
-    BlockMeta,
-    DecodedBlock,
-    __version__,
-    bf16_decode,
-    bf16_encode,
-    csdb_encode,
-    csdb_entries,
-    csdb_lookup,
-    decode_block,
-    decode_cell,
-    encode_block,
-    encode_cell,
-    expiry_decode,
-    expiry_encode,
-    feature_bytes,
-    fp8_e4m3_decode,
-    fp8_e4m3_encode,
-    fp8_e5m2_decode,
-    fp8_e5m2_encode,
-    fp16_decode,
-    fp16_encode,
-    parse_feature_label,
-    q8_decode,
-    q8_encode,
-    quantize,
-    read_header,
-)
+from online_feature_store._native import __version__
 from online_feature_store.embeddings import Q8Values
 from online_feature_store.errors import (
     AuthError,
@@ -59,17 +30,12 @@ if TYPE_CHECKING:
     from online_feature_store.feature_store import FeatureStore
 
 __all__ = [
-    "MAX_TTL_SECONDS",
-    "PSDB_HEADER_LEN",
     "AuthError",
-    "BlockHeader",
-    "BlockMeta",
     "Client",
     "ConflictError",
     "CorruptBlockError",
     "DataType",
     "DeadlineExceededError",
-    "DecodedBlock",
     "FeatureStore",
     "InvalidInputError",
     "NotFoundError",
@@ -80,29 +46,6 @@ __all__ = [
     "Status",
     "UnavailableError",
     "__version__",
-    "bf16_decode",
-    "bf16_encode",
-    "csdb_encode",
-    "csdb_entries",
-    "csdb_lookup",
-    "decode_block",
-    "decode_cell",
-    "encode_block",
-    "encode_cell",
-    "expiry_decode",
-    "expiry_encode",
-    "feature_bytes",
-    "fp8_e4m3_decode",
-    "fp8_e4m3_encode",
-    "fp8_e5m2_decode",
-    "fp8_e5m2_encode",
-    "fp16_decode",
-    "fp16_encode",
-    "parse_feature_label",
-    "q8_decode",
-    "q8_encode",
-    "quantize",
-    "read_header",
 ]
 
 

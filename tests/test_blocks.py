@@ -21,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import online_feature_store as ofs
-from online_feature_store import CorruptBlockError, InvalidInputError, NotFoundError, OfsError
+from online_feature_store import CorruptBlockError, InvalidInputError, NotFoundError, OfsError, formats
 
 NOW = 1_772_000_000
 MAX_TTL = 513 * 86_400
@@ -116,8 +115,8 @@ class Case:
         self.input: Any = None
         self.version = 1
 
-    def meta(self, version: int | None = None) -> ofs.BlockMeta:
-        return ofs.BlockMeta(
+    def meta(self, version: int | None = None) -> formats.BlockMeta:
+        return formats.BlockMeta(
             self.dtype,
             self.n,
             version=self.version if version is None else version,
@@ -251,9 +250,9 @@ def same(got: Any, want: Any, kind: str) -> bool:
 
 def check_round_trip(case: Case, compress: bool, ttl: int) -> None:
     meta = case.meta()
-    raw = ofs.encode_block(meta, case.input, ttl=ttl, now=NOW, compress=compress)
-    plain = ofs.encode_block(meta, case.input, ttl=ttl, now=NOW, compress=False)
-    hdr = ofs.read_header(raw)
+    raw = formats.encode_block(meta, case.input, ttl=ttl, now=NOW, compress=compress)
+    plain = formats.encode_block(meta, case.input, ttl=ttl, now=NOW, compress=False)
+    hdr = formats.read_header(raw)
     n_values = sum(case.per_feature)
     want_last = (8 - n_values % 8) % 8 if case.kind == "bool" else 0
     assert (hdr.version, hdr.data_type, hdr.layout, hdr.bool_last_index) == (
@@ -264,7 +263,7 @@ def check_round_trip(case: Case, compress: bool, ttl: int) -> None:
     )
     assert hdr.expiry_at == (NOW + ttl if ttl else None)
     assert raw[:7] == plain[:7]
-    assert ofs.read_header(plain).compression == 0
+    assert formats.read_header(plain).compression == 0
     if hdr.compression == 1:
         assert compress
         assert len(raw) < len(plain)  # zstd is kept only when it pays
@@ -274,7 +273,7 @@ def check_round_trip(case: Case, compress: bool, ttl: int) -> None:
     if payload is not None:
         assert plain[9:] == payload
 
-    decoded = ofs.decode_block(meta, raw, now=NOW)
+    decoded = formats.decode_block(meta, raw, now=NOW)
     assert decoded.status == "present"
     got = flat(decoded.values)
     want = expected_values(case)
@@ -287,23 +286,23 @@ def check_round_trip(case: Case, compress: bool, ttl: int) -> None:
     for pos in range(case.n):
         feature = expected_feature(case, pos, plain[9:])
         assert decoded.feature(pos) == feature
-        assert ofs.feature_bytes(meta, raw, pos, now=NOW) == feature
+        assert formats.feature_bytes(meta, raw, pos, now=NOW) == feature
     with pytest.raises(InvalidInputError):
         decoded.feature(case.n)
     with pytest.raises(InvalidInputError):
-        ofs.feature_bytes(meta, raw, case.n, now=NOW)
+        formats.feature_bytes(meta, raw, case.n, now=NOW)
 
     if ttl:
-        assert ofs.decode_block(meta, raw, now=NOW + ttl).status == "present"
-        late = ofs.decode_block(meta, raw, now=NOW + ttl + 1)
+        assert formats.decode_block(meta, raw, now=NOW + ttl).status == "present"
+        late = formats.decode_block(meta, raw, now=NOW + ttl + 1)
         assert late.status == "expired"
         assert late.values is None
         assert late.header is not None
         assert late.header.expiry_at == NOW + ttl
         assert late.feature(0) is None
-        assert ofs.feature_bytes(meta, raw, 0, now=NOW + ttl + 1) is None
+        assert formats.feature_bytes(meta, raw, 0, now=NOW + ttl + 1) is None
     else:
-        assert ofs.decode_block(meta, raw, now=2**40).status == "present"
+        assert formats.decode_block(meta, raw, now=2**40).status == "present"
 
 
 ttls = st.sampled_from([0, 1, MAX_TTL]) | st.integers(1, MAX_TTL)
@@ -333,8 +332,8 @@ def test_compressible_blocks_are_compressed(dtype: int) -> None:
     else:
         case.values = [i % 7 for i in range(size)]
         case.input = np.array(case.values, dtype=np.float64 if kind.startswith("fp") else np.int64)
-    raw = ofs.encode_block(case.meta(), case.input, now=NOW, compress=True)
-    assert ofs.read_header(raw).compression == 1
+    raw = formats.encode_block(case.meta(), case.input, now=NOW, compress=True)
+    assert formats.read_header(raw).compression == 1
     check_round_trip(case, True, 3600)
 
 
@@ -344,26 +343,26 @@ def test_compressible_blocks_are_compressed(dtype: int) -> None:
 
 
 @st.composite
-def metas(draw: st.DrawFn) -> ofs.BlockMeta:
+def metas(draw: st.DrawFn) -> formats.BlockMeta:
     case = draw(cases())
     return case.meta()
 
 
-def decode_or_reject(meta: ofs.BlockMeta, raw: bytes, now: int = NOW) -> ofs.DecodedBlock | None:
+def decode_or_reject(meta: formats.BlockMeta, raw: bytes, now: int = NOW) -> formats.DecodedBlock | None:
     """Decodes, or returns None when the bytes are rejected with one of our errors."""
     try:
-        decoded = ofs.decode_block(meta, raw, now=now)
+        decoded = formats.decode_block(meta, raw, now=now)
     except (CorruptBlockError, InvalidInputError):
         return None
     assert decoded.status in ("present", "missing", "expired")
     if decoded.status == "present":
         flat(decoded.values)
         for pos in range(meta.n_features):
-            assert decoded.feature(pos) == ofs.feature_bytes(meta, raw, pos, now=now)
+            assert decoded.feature(pos) == formats.feature_bytes(meta, raw, pos, now=now)
     return decoded
 
 
-def header_for(meta: ofs.BlockMeta, compression: int) -> bytes:
+def header_for(meta: formats.BlockMeta, compression: int) -> bytes:
     t = meta.data_type
     return (
         struct.pack("<H", meta.version) + bytes(5) + bytes([0x10 | compression << 1 | t >> 4, (t & 15) << 4])
@@ -372,32 +371,32 @@ def header_for(meta: ofs.BlockMeta, compression: int) -> bytes:
 
 @more(300)
 @given(meta=metas(), raw=st.binary(max_size=300), compression=st.sampled_from([None, 0, 1]))
-def test_random_bytes_decode_or_raise(meta: ofs.BlockMeta, raw: bytes, compression: int | None) -> None:
+def test_random_bytes_decode_or_raise(meta: formats.BlockMeta, raw: bytes, compression: int | None) -> None:
     if compression is not None:
         raw = header_for(meta, compression) + raw  # a valid header: the payload parser gets the bytes
     decode_or_reject(meta, raw)
     with contextlib.suppress(CorruptBlockError):
-        ofs.read_header(raw)
+        formats.read_header(raw)
 
 
 @more(150)
 @given(case=cases(), compress=st.booleans(), ttl=ttls, data=st.data())
 def test_truncated_blocks_raise(case: Case, compress: bool, ttl: int, data: st.DataObject) -> None:
     meta = case.meta()
-    raw = ofs.encode_block(meta, case.input, ttl=ttl, now=NOW, compress=compress)
+    raw = formats.encode_block(meta, case.input, ttl=ttl, now=NOW, compress=compress)
     cuts = data.draw(st.lists(st.integers(1, len(raw) - 1), max_size=8)) if len(raw) > 1 else []
     for cut in [*cuts, 9, len(raw) - 1]:
         if 0 < cut < len(raw):
             with pytest.raises(CorruptBlockError):
-                ofs.decode_block(meta, raw[:cut], now=NOW)
-    assert ofs.decode_block(meta, b"", now=NOW).status == "missing"
+                formats.decode_block(meta, raw[:cut], now=NOW)
+    assert formats.decode_block(meta, b"", now=NOW).status == "missing"
 
 
 @more(200)
 @given(case=cases(), compress=st.booleans(), data=st.data())
 def test_bit_flipped_blocks_decode_or_raise(case: Case, compress: bool, data: st.DataObject) -> None:
     meta = case.meta()
-    raw = bytearray(ofs.encode_block(meta, case.input, ttl=3600, now=NOW, compress=compress))
+    raw = bytearray(formats.encode_block(meta, case.input, ttl=3600, now=NOW, compress=compress))
     flips = data.draw(st.lists(st.integers(0, len(raw) * 8 - 1), min_size=1, max_size=4))
     for bit in flips:
         raw[bit // 8] ^= 1 << (bit % 8)
@@ -413,8 +412,8 @@ def test_every_single_bit_flip_of_a_block(compress: bool) -> None:
         (30, np.array([True, False, False] * 7), {"vector_lengths": [7, 7, 7]}),
     ]:
         n = len(kwargs.get("vector_lengths", values))
-        meta = ofs.BlockMeta(dtype, n, version=3, **kwargs)
-        raw = ofs.encode_block(meta, values, ttl=60, now=NOW, compress=compress)
+        meta = formats.BlockMeta(dtype, n, version=3, **kwargs)
+        raw = formats.encode_block(meta, values, ttl=60, now=NOW, compress=compress)
         for bit in range(len(raw) * 8):
             flipped = bytearray(raw)
             flipped[bit // 8] ^= 1 << (bit % 8)
@@ -437,38 +436,38 @@ def test_error_classes() -> None:
 
 
 MISUSE = [
-    lambda: ofs.BlockMeta(0, 1),
-    lambda: ofs.BlockMeta(34, 1),  # past the last extension type (33)
-    lambda: ofs.BlockMeta(4, 0),
-    lambda: ofs.BlockMeta(19, 2, vector_lengths=[1]),
-    lambda: ofs.BlockMeta(19, 1, vector_lengths=[0]),
-    lambda: ofs.BlockMeta(14, 1),
-    lambda: ofs.BlockMeta(14, 1, string_lengths=[65536]),
-    lambda: ofs.BlockMeta(4, 1, string_lengths=[3]),
-    lambda: ofs.encode_block(ofs.BlockMeta(4, 1), ["x"], now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(14, 1, string_lengths=[4]), [1.0], now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(14, 1, string_lengths=[4]), "abc", now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(14, 1, string_lengths=[4]), ["\ud800"], now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(4, 1), [object()], now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(4, 1), [1.0], ttl=MAX_TTL + 1, now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(4, 1), [1.0], ttl=10, expiry_at=NOW + 10, now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(6, 1), [np.nan], now=NOW),
-    lambda: ofs.encode_block(ofs.BlockMeta(15, 1), [0.5], now=NOW),
-    lambda: ofs.decode_block(ofs.BlockMeta(4, 1), b"\x01" * 9, now=NOW),
-    lambda: ofs.read_header(b"\x01\x00"),
-    lambda: ofs.expiry_decode(b"\x00" * 4),
-    lambda: ofs.expiry_decode(b"\xff" * 5),
-    lambda: ofs.expiry_encode(NOW - 1, now=NOW),
-    lambda: ofs.csdb_entries(b""),
-    lambda: ofs.csdb_lookup(b"\x07", [1]),
-    lambda: ofs.csdb_encode([(1, b"x" * 65536)], layout=1),
-    lambda: ofs.csdb_encode([(1, b"x")], layout=0),
-    lambda: ofs.quantize(b"\x00\x00\x80?", 3, 4),
-    lambda: ofs.quantize(b"\x00\x00\x80?", 4, 99),
-    lambda: ofs.parse_feature_label("emb@DataTypeFP7"),
-    lambda: ofs.parse_feature_label("@DataTypeFP16"),
-    lambda: ofs.fp8_e4m3_encode(np.zeros((2, 2), dtype=np.float32)),
-    lambda: ofs.fp16_decode(np.zeros(3, dtype=np.float32)),
+    lambda: formats.BlockMeta(0, 1),
+    lambda: formats.BlockMeta(34, 1),  # past the last extension type (33)
+    lambda: formats.BlockMeta(4, 0),
+    lambda: formats.BlockMeta(19, 2, vector_lengths=[1]),
+    lambda: formats.BlockMeta(19, 1, vector_lengths=[0]),
+    lambda: formats.BlockMeta(14, 1),
+    lambda: formats.BlockMeta(14, 1, string_lengths=[65536]),
+    lambda: formats.BlockMeta(4, 1, string_lengths=[3]),
+    lambda: formats.encode_block(formats.BlockMeta(4, 1), ["x"], now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(14, 1, string_lengths=[4]), [1.0], now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(14, 1, string_lengths=[4]), "abc", now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(14, 1, string_lengths=[4]), ["\ud800"], now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(4, 1), [object()], now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(4, 1), [1.0], ttl=MAX_TTL + 1, now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(4, 1), [1.0], ttl=10, expiry_at=NOW + 10, now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(6, 1), [np.nan], now=NOW),
+    lambda: formats.encode_block(formats.BlockMeta(15, 1), [0.5], now=NOW),
+    lambda: formats.decode_block(formats.BlockMeta(4, 1), b"\x01" * 9, now=NOW),
+    lambda: formats.read_header(b"\x01\x00"),
+    lambda: formats.expiry_decode(b"\x00" * 4),
+    lambda: formats.expiry_decode(b"\xff" * 5),
+    lambda: formats.expiry_encode(NOW - 1, now=NOW),
+    lambda: formats.csdb_entries(b""),
+    lambda: formats.csdb_lookup(b"\x07", [1]),
+    lambda: formats.csdb_encode([(1, b"x" * 65536)], layout=1),
+    lambda: formats.csdb_encode([(1, b"x")], layout=0),
+    lambda: formats.quantize(b"\x00\x00\x80?", 3, 4),
+    lambda: formats.quantize(b"\x00\x00\x80?", 4, 99),
+    lambda: formats.parse_feature_label("emb@DataTypeFP7"),
+    lambda: formats.parse_feature_label("@DataTypeFP16"),
+    lambda: formats.fp8_e4m3_encode(np.zeros((2, 2), dtype=np.float32)),
+    lambda: formats.fp16_decode(np.zeros(3, dtype=np.float32)),
 ]
 
 
@@ -483,11 +482,11 @@ def test_errors_are_value_errors(call: Any) -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: ofs.csdb_encode([(70_000, b"x")]),
-        lambda: ofs.BlockMeta(4, 1, version=70_000),
-        lambda: ofs.BlockMeta(-1, 1),
-        lambda: ofs.encode_block(ofs.BlockMeta(4, 1), [1.0], ttl=-1, now=NOW),
-        lambda: ofs.quantize(b"", 300, 4),
+        lambda: formats.csdb_encode([(70_000, b"x")]),
+        lambda: formats.BlockMeta(4, 1, version=70_000),
+        lambda: formats.BlockMeta(-1, 1),
+        lambda: formats.encode_block(formats.BlockMeta(4, 1), [1.0], ttl=-1, now=NOW),
+        lambda: formats.quantize(b"", 300, 4),
     ],
 )
 def test_out_of_range_arguments_are_value_errors(call: Any) -> None:
@@ -506,25 +505,25 @@ def test_expiry_year_beyond_14_bits_is_refused() -> None:
     # 2026 + 16384 wraps to 2026: the bytes of 2026-03-01T12:00:00Z, a block that reads back expired.
     now = (days_to_jan1(2026 + 16384) + 59) * 86_400 + 43_200 - 3600
     with pytest.raises(InvalidInputError):
-        ofs.expiry_encode(now + 3600, now=now)
+        formats.expiry_encode(now + 3600, now=now)
 
 
 @SETTINGS
 @given(case=cases(), delta=st.integers(1, 65535))
 def test_wrong_version_meta_raises(case: Case, delta: int) -> None:
-    raw = ofs.encode_block(case.meta(), case.input, now=NOW, compress=False)
+    raw = formats.encode_block(case.meta(), case.input, now=NOW, compress=False)
     with pytest.raises(CorruptBlockError, match="schema version"):
-        ofs.decode_block(case.meta((case.version + delta) % 65536), raw, now=NOW)
+        formats.decode_block(case.meta((case.version + delta) % 65536), raw, now=NOW)
 
 
 @SETTINGS
 @given(case=cases(), other=st.sampled_from(ALL_TYPES))
 def test_wrong_type_meta_raises(case: Case, other: int) -> None:
-    raw = ofs.encode_block(case.meta(), case.input, now=NOW, compress=False)
+    raw = formats.encode_block(case.meta(), case.input, now=NOW, compress=False)
     if other == case.dtype:
         return
     kind = kind_of(other)
-    meta = ofs.BlockMeta(
+    meta = formats.BlockMeta(
         other,
         case.n,
         version=case.version,
@@ -532,29 +531,29 @@ def test_wrong_type_meta_raises(case: Case, other: int) -> None:
         vector_lengths=[1] * case.n if other >= 16 else None,
     )
     with pytest.raises(CorruptBlockError, match="block holds"):
-        ofs.decode_block(meta, raw, now=NOW)
+        formats.decode_block(meta, raw, now=NOW)
 
 
 @SETTINGS
 @given(now=st.integers(0, 2**33), ttl=st.integers(1, MAX_TTL))
 def test_expiry_round_trip(now: int, ttl: int) -> None:
-    raw = ofs.expiry_encode(now + ttl, now=now)
+    raw = formats.expiry_encode(now + ttl, now=now)
     assert len(raw) == 5
-    assert ofs.expiry_decode(raw) == now + ttl
-    assert ofs.expiry_encode(0, now=now) == bytes(5)
-    assert ofs.expiry_decode(bytes(5)) is None
+    assert formats.expiry_decode(raw) == now + ttl
+    assert formats.expiry_encode(0, now=now) == bytes(5)
+    assert formats.expiry_decode(bytes(5)) is None
 
 
 @more(300)
 @given(raw=st.binary(min_size=5, max_size=5))
 def test_expiry_decode_random(raw: bytes) -> None:
     try:
-        t = ofs.expiry_decode(raw)
+        t = formats.expiry_decode(raw)
     except CorruptBlockError:
         return
     if t is not None:
-        again = ofs.expiry_encode(t, now=t - 1)
-        assert ofs.expiry_decode(again) == t
+        again = formats.expiry_encode(t, now=t - 1)
+        assert formats.expiry_decode(again) == t
         # One encoding per instant, except that day 365 of a common year is also read (as Jan 1).
         packed = int.from_bytes(raw[:4], "little") << 8 | raw[4]
         year, day = packed >> 26, packed >> 17 & 0x1FF
@@ -576,21 +575,21 @@ csdb_items = st.lists(st.tuples(st.integers(0, 65535), st.binary(max_size=80)), 
     wanted=st.lists(st.integers(0, 65535), max_size=6),
 )
 def test_csdb_round_trip(entries: list[tuple[int, bytes]], layout: int | None, wanted: list[int]) -> None:
-    value = ofs.csdb_encode(entries, layout=layout)
+    value = formats.csdb_encode(entries, layout=layout)
     assert value[0] == (layout or 1)
     assert len(value) == 1 + sum((4 if value[0] == 1 else 6) + len(b) for _, b in entries)
-    assert ofs.csdb_entries(value) == entries
+    assert formats.csdb_entries(value) == entries
     ids = wanted + [fg for fg, _ in entries[:3]]
     first = {}
     for fg, b in entries:
         first.setdefault(fg, b)
-    assert ofs.csdb_lookup(value, ids) == [first.get(fg) for fg in ids]
+    assert formats.csdb_lookup(value, ids) == [first.get(fg) for fg in ids]
 
 
 @SETTINGS
 @given(entries=csdb_items.filter(bool), layout=st.sampled_from([1, 2]))
 def test_truncated_csdb_raises_or_is_a_prefix(entries: list[tuple[int, bytes]], layout: int) -> None:
-    value = ofs.csdb_encode(entries, layout=layout)
+    value = formats.csdb_encode(entries, layout=layout)
     prefix = 4 if layout == 1 else 6
     boundaries = {1}
     end = 1
@@ -600,36 +599,36 @@ def test_truncated_csdb_raises_or_is_a_prefix(entries: list[tuple[int, bytes]], 
     for cut in range(len(value)):
         if cut == 0:
             with pytest.raises(CorruptBlockError):
-                ofs.csdb_entries(value[:cut])
+                formats.csdb_entries(value[:cut])
         elif cut in boundaries:
-            parsed = ofs.csdb_entries(value[:cut])
+            parsed = formats.csdb_entries(value[:cut])
             assert parsed == entries[: len(parsed)]
         else:
             with pytest.raises(CorruptBlockError):
-                ofs.csdb_entries(value[:cut])
+                formats.csdb_entries(value[:cut])
 
 
 @more(300)
 @given(raw=st.binary(max_size=120), wanted=st.lists(st.integers(0, 65535), max_size=4))
 def test_random_csdb_parses_or_raises(raw: bytes, wanted: list[int]) -> None:
     with contextlib.suppress(CorruptBlockError):
-        assert len(ofs.csdb_lookup(raw, wanted)) == len(wanted)
+        assert len(formats.csdb_lookup(raw, wanted)) == len(wanted)
     try:
-        entries = ofs.csdb_entries(raw)
+        entries = formats.csdb_entries(raw)
     except CorruptBlockError:
         return
-    assert ofs.csdb_encode(entries, layout=raw[0]) == raw
+    assert formats.csdb_encode(entries, layout=raw[0]) == raw
 
 
 def test_csdb_holds_real_blocks() -> None:
-    meta = ofs.BlockMeta(19, 2, version=4, vector_lengths=[3, 2])
-    block = ofs.encode_block(meta, [1.0, 2.0, 3.0, 4.0, 5.0], ttl=60, now=NOW)
-    value = ofs.csdb_encode([(9, block), (2, b"")])
-    found, negative, missing = ofs.csdb_lookup(value, [9, 2, 5])
+    meta = formats.BlockMeta(19, 2, version=4, vector_lengths=[3, 2])
+    block = formats.encode_block(meta, [1.0, 2.0, 3.0, 4.0, 5.0], ttl=60, now=NOW)
+    value = formats.csdb_encode([(9, block), (2, b"")])
+    found, negative, missing = formats.csdb_lookup(value, [9, 2, 5])
     assert found == block
     assert negative == b""
     assert missing is None
-    assert [v.tolist() for v in ofs.decode_block(meta, found, now=NOW).values] == [
+    assert [v.tolist() for v in formats.decode_block(meta, found, now=NOW).values] == [
         [1.0, 2.0, 3.0],
         [4.0, 5.0],
     ]

@@ -19,8 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import online_feature_store as ofs
-from online_feature_store import DataType, InvalidInputError, Q8Values
+from online_feature_store import DataType, InvalidInputError, Q8Values, formats
 from online_feature_store._proto import retrieve_pb2
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
@@ -67,13 +66,13 @@ matrices = hnp.arrays(
     )
 )
 def test_q8_encode_matches_the_numpy_rule(x: npt.NDArray[np.float32]) -> None:
-    codes, scales = ofs.q8_encode(x)
+    codes, scales = formats.q8_encode(x)
     want_q, want_s = q8_reference(x)
     assert codes.dtype == np.int8
     assert scales.dtype == np.float32
     assert np.array_equal(scales.view(np.uint32), want_s.view(np.uint32))
     assert np.array_equal(codes, want_q)
-    back = ofs.q8_decode(codes, scales)
+    back = formats.q8_decode(codes, scales)
     assert np.array_equal(back, q8_dequantize(want_q, want_s))
     # At most half a step from the input (plus float32 rounding of the division and product); vectors
     # below 127 x 2^-150 in magnitude have a scale that underflows to 0 and store zeros.
@@ -84,30 +83,34 @@ def test_q8_encode_matches_the_numpy_rule(x: npt.NDArray[np.float32]) -> None:
 def test_q8_refuses_non_finite_unless_saturating() -> None:
     x = np.array([[1.0, 2.0, 3.0], [0.5, np.nan, 1.0]], dtype=np.float32)
     with pytest.raises(InvalidInputError, match=r"row 1 element 1: NaN cannot be quantized to Q8"):
-        ofs.q8_encode(x)
-    codes, scales = ofs.q8_encode(np.array([[np.inf, 2.0, np.nan, -1.0, -np.inf]], np.float32), saturate=True)
+        formats.q8_encode(x)
+    codes, scales = formats.q8_encode(
+        np.array([[np.inf, 2.0, np.nan, -1.0, -np.inf]], np.float32), saturate=True
+    )
     assert codes.tolist() == [[127, 127, -128, -64, -127]]
     assert scales[0] == np.float32(2.0) / np.float32(127)
-    back = ofs.q8_decode(codes, scales)
+    back = formats.q8_decode(codes, scales)
     assert np.isnan(back[0, 2])
     # One vector, all zero: scale 0, zero codes, read back as +0.
-    codes, scales = ofs.q8_encode(np.array([0.0, -0.0, 0.0], np.float32))
+    codes, scales = formats.q8_encode(np.array([0.0, -0.0, 0.0], np.float32))
     assert (codes.tolist(), scales.tolist()) == ([[0, 0, 0]], [0.0])
-    assert not np.signbit(ofs.q8_decode(codes, scales)).any()
+    assert not np.signbit(formats.q8_decode(codes, scales)).any()
     with pytest.raises(InvalidInputError, match="2 scales for 1 rows"):
-        ofs.q8_decode(codes, np.zeros(2, np.float32))
+        formats.q8_decode(codes, np.zeros(2, np.float32))
     with pytest.raises(InvalidInputError, match="expected one vector or a"):
-        ofs.q8_encode(np.zeros((2, 2, 2), np.float32))
+        formats.q8_encode(np.zeros((2, 2, 2), np.float32))
 
 
 def test_bf16_codec_is_ml_dtypes() -> None:
     x = np.random.default_rng(1).standard_normal(10_000).astype(np.float32) * 1e3
     x[:4] = [np.nan, -np.nan, np.inf, 3.4e38]
-    codes = ofs.bf16_encode(x)
+    codes = formats.bf16_encode(x)
     want = x.astype(ml_dtypes.bfloat16).view(np.uint16)
     assert np.array_equal(codes, want)
-    assert np.array_equal(ofs.bf16_decode(codes)[4:], want[4:].view(ml_dtypes.bfloat16).astype(np.float32))
-    assert ofs.bf16_encode(np.float32([3.4e38]), saturate=True).tolist() == [0x7F7F]
+    assert np.array_equal(
+        formats.bf16_decode(codes)[4:], want[4:].view(ml_dtypes.bfloat16).astype(np.float32)
+    )
+    assert formats.bf16_encode(np.float32([3.4e38]), saturate=True).tolist() == [0x7F7F]
 
 
 def test_type_numbers_names_and_shapes() -> None:
@@ -119,12 +122,12 @@ def test_type_numbers_names_and_shapes() -> None:
     assert not DataType.BF16.is_vector
     assert DataType.Q8_VECTOR.is_extension
     assert not DataType.BOOL_VECTOR.is_extension
-    assert ofs.parse_feature_label("emb@BF16") == ("emb", 31)
+    assert formats.parse_feature_label("emb@BF16") == ("emb", 31)
     # A Q8 block header: the 5-bit type field reads 31, the nibble of byte 8 the offset 2.
-    meta = ofs.BlockMeta(int(DataType.Q8_VECTOR), 1, vector_lengths=[3])
-    block = ofs.encode_block(meta, np.float32([1.0, -0.5, 0.25]), now=1_772_000_000)
+    meta = formats.BlockMeta(int(DataType.Q8_VECTOR), 1, vector_lengths=[3])
+    block = formats.encode_block(meta, np.float32([1.0, -0.5, 0.25]), now=1_772_000_000)
     assert (block[7], block[8]) == (0x11, 0xF2)
-    assert ofs.read_header(block).data_type == 33
+    assert formats.read_header(block).data_type == 33
     assert len(block) == 9 + 4 + 3
 
 
@@ -299,7 +302,7 @@ def test_stored_q8_and_bf16_groups(fs: FeatureStore) -> None:
     assert nb.shape == (4, 1, DIM)
     # Q8 narrows further to FP8 at retrieval; to_pandas dequantizes native Q8.
     r8 = fs.retrieve("item", KEYS, {"embq": ["short@FP8E4M3"]})
-    want8 = ofs.fp8_e4m3_decode(ofs.fp8_e4m3_encode(q8_dequantize(qs, ss).ravel())).reshape(3, 1, 3)
+    want8 = formats.fp8_e4m3_decode(formats.fp8_e4m3_encode(q8_dequantize(qs, ss).ravel())).reshape(3, 1, 3)
     assert np.array_equal(r8.values["embq"], want8, equal_nan=True)
     df = fs.retrieve("item", KEYS, {"embq": ["a"]}, embeddings="native").to_pandas()
     assert np.array_equal(np.stack(df["embq.a"].to_list()), q8_dequantize(qa, sa))

@@ -29,18 +29,38 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import online_feature_store as ofs
-from online_feature_store import CorruptBlockError, InvalidInputError
+from online_feature_store import CorruptBlockError, InvalidInputError, formats
 
 Encoder = Callable[..., npt.NDArray[Any]]
 Decoder = Callable[[Any], npt.NDArray[np.float32]]
 
 # name: (encode, decode, numpy dtype, code dtype, number of codes, largest finite value)
 FORMATS: dict[str, tuple[Encoder, Decoder, Any, Any, int, float]] = {
-    "fp16": (ofs.fp16_encode, ofs.fp16_decode, np.float16, np.uint16, 1 << 16, 65504.0),
-    "e4m3": (ofs.fp8_e4m3_encode, ofs.fp8_e4m3_decode, ml_dtypes.float8_e4m3fn, np.uint8, 1 << 8, 448.0),
-    "e5m2": (ofs.fp8_e5m2_encode, ofs.fp8_e5m2_decode, ml_dtypes.float8_e5m2, np.uint8, 1 << 8, 57344.0),
-    "bf16": (ofs.bf16_encode, ofs.bf16_decode, ml_dtypes.bfloat16, np.uint16, 1 << 16, 3.3895313892515355e38),
+    "fp16": (formats.fp16_encode, formats.fp16_decode, np.float16, np.uint16, 1 << 16, 65504.0),
+    "e4m3": (
+        formats.fp8_e4m3_encode,
+        formats.fp8_e4m3_decode,
+        ml_dtypes.float8_e4m3fn,
+        np.uint8,
+        1 << 8,
+        448.0,
+    ),
+    "e5m2": (
+        formats.fp8_e5m2_encode,
+        formats.fp8_e5m2_decode,
+        ml_dtypes.float8_e5m2,
+        np.uint8,
+        1 << 8,
+        57344.0,
+    ),
+    "bf16": (
+        formats.bf16_encode,
+        formats.bf16_decode,
+        ml_dtypes.bfloat16,
+        np.uint16,
+        1 << 16,
+        3.3895313892515355e38,
+    ),
 }
 SIGN = {"fp16": 0x8000, "e4m3": 0x80, "e5m2": 0x80, "bf16": 0x8000}
 RNG_SEED = 20260301
@@ -173,20 +193,20 @@ def test_decode_every_code(fmt: str) -> None:
 
 def test_decode_nan_bits() -> None:
     """Our documented NaN bit patterns (the reference's for E4M3)."""
-    e4m3 = ofs.fp8_e4m3_decode(np.array([0x7F, 0xFF], dtype=np.uint8)).view(np.uint32)
+    e4m3 = formats.fp8_e4m3_decode(np.array([0x7F, 0xFF], dtype=np.uint8)).view(np.uint32)
     assert e4m3.tolist() == [0x7FF00000, 0xFFF00000]
-    e5m2 = ofs.fp8_e5m2_decode(np.array([0x7D, 0x7E, 0x7F, 0xFF], dtype=np.uint8)).view(np.uint32)
+    e5m2 = formats.fp8_e5m2_decode(np.array([0x7D, 0x7E, 0x7F, 0xFF], dtype=np.uint8)).view(np.uint32)
     assert e5m2.tolist() == [0x7FE00000, 0x7FC00000, 0x7FE00000, 0xFFE00000]
 
 
 def test_decode_refuses_wrong_shapes_and_dtypes() -> None:
-    assert ofs.fp8_e4m3_decode(np.array([0x38, 0xC0], dtype=np.uint8)).tolist() == [1.0, -2.0]
-    assert ofs.fp16_decode(np.array([0x3C00], dtype=np.uint16)).tolist() == [1.0]
+    assert formats.fp8_e4m3_decode(np.array([0x38, 0xC0], dtype=np.uint8)).tolist() == [1.0, -2.0]
+    assert formats.fp16_decode(np.array([0x3C00], dtype=np.uint16)).tolist() == [1.0]
     with pytest.raises(InvalidInputError):
-        ofs.fp16_decode(np.zeros(2, dtype=np.float32))
+        formats.fp16_decode(np.zeros(2, dtype=np.float32))
     with pytest.raises(InvalidInputError):
-        ofs.fp8_e5m2_decode(np.zeros((2, 2), dtype=np.uint8))
-    assert ofs.fp8_e5m2_decode(np.zeros(0, dtype=np.uint8)).shape == (0,)
+        formats.fp8_e5m2_decode(np.zeros((2, 2), dtype=np.uint8))
+    assert formats.fp8_e5m2_decode(np.zeros(0, dtype=np.uint8)).shape == (0,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,11 +242,13 @@ def test_encode_random_bit_patterns(fmt: str) -> None:
 
 def test_reference_overflow_rules() -> None:
     """The thresholds the facts file states, directly."""
-    e4m3 = ofs.fp8_e4m3_encode(f32([448, 464, np.nextafter(f32(464), f32(1e9)), 479.9, 480, np.inf, -np.inf]))
+    e4m3 = formats.fp8_e4m3_encode(
+        f32([448, 464, np.nextafter(f32(464), f32(1e9)), 479.9, 480, np.inf, -np.inf])
+    )
     assert e4m3.tolist() == [0x7E, 0x7E, 0x7F, 0x7F, 0x7F, 0x7F, 0xFF]
-    e5m2 = ofs.fp8_e5m2_encode(f32([57344, 61439, 61440, 65536, np.inf, -1e9]))
+    e5m2 = formats.fp8_e5m2_encode(f32([57344, 61439, 61440, 65536, np.inf, -1e9]))
     assert e5m2.tolist() == [0x7B, 0x7B, 0x7C, 0x7C, 0x7C, 0xFC]
-    fp16 = ofs.fp16_encode(f32([65504, 65519, 65520, np.inf, -1e9]))
+    fp16 = formats.fp16_encode(f32([65504, 65519, 65520, np.inf, -1e9]))
     assert fp16.tolist() == [0x7BFF, 0x7BFF, 0x7C00, 0x7C00, 0xFC00]
     # ml_dtypes agrees on every one of those (E4M3 > 464 → NaN like the reference).
     for fmt, xs in [("e4m3", [464.00003, 479.9, 1e6]), ("e5m2", [61440.0, 1e9]), ("fp16", [65520.0])]:
@@ -236,8 +258,8 @@ def test_reference_overflow_rules() -> None:
 
 def test_encode_refuses_2d_input() -> None:
     with pytest.raises(InvalidInputError):
-        ofs.fp16_encode(np.zeros((2, 2), dtype=np.float32))
-    assert ofs.fp8_e5m2_encode(np.zeros(0, dtype=np.float32)).shape == (0,)
+        formats.fp16_encode(np.zeros((2, 2), dtype=np.float32))
+    assert formats.fp8_e5m2_encode(np.zeros(0, dtype=np.float32)).shape == (0,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +356,7 @@ def test_quantize_allowed_pairs(src: int, dst: int) -> None:
     assert ks is not None
     assert kd is not None
     data, x = source_sample(ks)
-    out = ofs.quantize(data, src, dst)
+    out = formats.quantize(data, src, dst)
     if kd == "fp32":
         got = np.frombuffer(out, dtype="<f4")
         nan = np.isnan(x)
@@ -358,10 +380,10 @@ def test_quantize_pair_count() -> None:
 @pytest.mark.parametrize(("src", "dst"), [p for p in all_type_pairs() if not allowed(*p)])
 def test_quantize_refused_pairs(src: int, dst: int) -> None:
     with pytest.raises(InvalidInputError, match=r"cannot quantize|unknown data type"):
-        ofs.quantize(b"\x00" * 8, src, dst)
+        formats.quantize(b"\x00" * 8, src, dst)
 
 
 def test_quantize_partial_element() -> None:
     with pytest.raises(CorruptBlockError, match="whole number"):
-        ofs.quantize(b"\x00" * 7, 5, 4)
-    assert ofs.quantize(b"", 5, 4) == b""
+        formats.quantize(b"\x00" * 7, 5, 4)
+    assert formats.quantize(b"", 5, 4) == b""

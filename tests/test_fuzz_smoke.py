@@ -42,7 +42,7 @@ def test_seed_blocks_decode(target: ModuleType) -> None:
     """The unmodified seeds are valid blocks (mode 3 with no edits)."""
     for selector in range(len(target.METAS)):
         meta, block = target._block_for(selector, 3, b"")
-        assert target.ofs.decode_block(meta, block, now=target.NOW).status == "present"
+        assert target.formats.decode_block(meta, block, now=target.NOW).status == "present"
 
 
 def test_past_findings(target: ModuleType) -> None:

@@ -40,8 +40,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import online_feature_store as ofs
-from online_feature_store import CorruptBlockError, InvalidInputError
+from online_feature_store import CorruptBlockError, InvalidInputError, formats
 
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
 
@@ -1978,7 +1977,7 @@ def cases_of(kind: str) -> list[Any]:
     return out
 
 
-def meta_of(case: dict[str, Any]) -> ofs.BlockMeta:
+def meta_of(case: dict[str, Any]) -> formats.BlockMeta:
     num = type_number(case["data_type"])
     if "vector_lengths" in case:
         n = len(case["vector_lengths"])
@@ -1986,7 +1985,7 @@ def meta_of(case: dict[str, Any]) -> ofs.BlockMeta:
         n = len(case["string_lengths"])
     else:
         n = case.get("n_features", len(case.get("values", [])))
-    return ofs.BlockMeta(
+    return formats.BlockMeta(
         num,
         n,
         version=case["version"],
@@ -2069,15 +2068,15 @@ def test_block(case: dict[str, Any]) -> None:
     }
     if "error" in case:
         with pytest.raises(InvalidInputError, match=re.escape(case["error"])):
-            ofs.encode_block(meta, input_array(case), **kwargs)
+            formats.encode_block(meta, input_array(case), **kwargs)
         return
-    raw = ofs.encode_block(meta, input_array(case), **kwargs)
+    raw = formats.encode_block(meta, input_array(case), **kwargs)
     assert raw.hex() == case["hex"]
     if case["expiry_at"]:
         assert raw[2:7].hex() == case["expiry_hex"]
-        assert ofs.expiry_encode(case["expiry_at"], now=case["now"]).hex() == case["expiry_hex"]
-        assert ofs.expiry_decode(bytes.fromhex(case["expiry_hex"])) == case["expiry_at"]
-    hdr = ofs.read_header(raw)
+        assert formats.expiry_encode(case["expiry_at"], now=case["now"]).hex() == case["expiry_hex"]
+        assert formats.expiry_decode(bytes.fromhex(case["expiry_hex"])) == case["expiry_at"]
+    hdr = formats.read_header(raw)
     assert (hdr.version, hdr.data_type, hdr.layout, hdr.compression) == (
         case["version"],
         type_number(case["data_type"]),
@@ -2086,7 +2085,7 @@ def test_block(case: dict[str, Any]) -> None:
     )
     assert hdr.expiry_at == (case["expiry_at"] or None)
 
-    decoded = ofs.decode_block(meta, raw, now=case["now"])
+    decoded = formats.decode_block(meta, raw, now=case["now"])
     assert decoded.status == "present"
     kind = element_of(type_number(case["data_type"]))
     want = [from_json(v) for v in case.get("decoded", case["values"])]
@@ -2097,13 +2096,13 @@ def test_block(case: dict[str, Any]) -> None:
     assert len(decoded) == len(case["features_hex"])
     for pos, fhex in enumerate(case["features_hex"]):
         assert decoded.feature(pos).hex() == fhex
-        assert ofs.feature_bytes(meta, raw, pos, now=case["now"]).hex() == fhex
+        assert formats.feature_bytes(meta, raw, pos, now=case["now"]).hex() == fhex
     if case["expiry_at"]:
-        assert ofs.decode_block(meta, raw, now=case["expiry_at"]).status == "present"
-        late = ofs.decode_block(meta, raw, now=case["expiry_at"] + 1)
+        assert formats.decode_block(meta, raw, now=case["expiry_at"]).status == "present"
+        late = formats.decode_block(meta, raw, now=case["expiry_at"] + 1)
         assert late.status == "expired"
         assert late.values is None
-        assert ofs.feature_bytes(meta, raw, 0, now=case["expiry_at"] + 1) is None
+        assert formats.feature_bytes(meta, raw, 0, now=case["expiry_at"] + 1) is None
 
 
 @pytest.mark.parametrize("case", cases_of("decode"))
@@ -2112,9 +2111,9 @@ def test_decode(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["hex"])
     if "error" in case:
         with pytest.raises(CorruptBlockError, match=re.escape(case["error"])):
-            ofs.decode_block(meta, raw, now=case["now"])
+            formats.decode_block(meta, raw, now=case["now"])
     else:
-        decoded = ofs.decode_block(meta, raw, now=case["now"])
+        decoded = formats.decode_block(meta, raw, now=case["now"])
         assert decoded.status == case["status"]
         if case["status"] == "present":
             kind = element_of(type_number(case["data_type"]))
@@ -2130,9 +2129,9 @@ def test_expiry_decode(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["expiry_hex"])
     if "error" in case:
         with pytest.raises(CorruptBlockError, match=re.escape(case["error"])):
-            ofs.expiry_decode(raw)
+            formats.expiry_decode(raw)
     else:
-        assert ofs.expiry_decode(raw) == case["expiry_at"]
+        assert formats.expiry_decode(raw) == case["expiry_at"]
 
 
 def csdb_entries_of(case: dict[str, Any]) -> list[tuple[int, bytes]]:
@@ -2144,26 +2143,26 @@ def test_csdb(case: dict[str, Any]) -> None:
     entries = csdb_entries_of(case)
     if "error" in case:
         with pytest.raises(InvalidInputError, match=re.escape(case["error"])):
-            ofs.csdb_encode(entries, layout=case["layout"])
+            formats.csdb_encode(entries, layout=case["layout"])
         return
-    value = ofs.csdb_encode(entries, layout=case["layout"])
+    value = formats.csdb_encode(entries, layout=case["layout"])
     assert value == expand_hex(case["hex"])
-    assert ofs.csdb_entries(value) == entries
+    assert formats.csdb_entries(value) == entries
     if "lookup" in case:
-        found = ofs.csdb_lookup(value, case["lookup"]["fg_ids"])
+        found = formats.csdb_lookup(value, case["lookup"]["fg_ids"])
         assert found == [None if f is None else expand_hex(f) for f in case["lookup"]["found"]]
     # csdb_encode without a layout picks layout 1 whenever the blocks fit.
     if all(len(b) <= 65535 for _, b in entries) and case["layout"] == 1:
-        assert ofs.csdb_encode(entries) == value
+        assert formats.csdb_encode(entries) == value
 
 
 @pytest.mark.parametrize("case", cases_of("csdb_decode"))
 def test_csdb_decode(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["hex"])
     with pytest.raises(CorruptBlockError, match=re.escape(case["error"])):
-        ofs.csdb_entries(raw)
+        formats.csdb_entries(raw)
     with pytest.raises(CorruptBlockError, match=re.escape(case["error"])):
-        ofs.csdb_lookup(raw, [0xFFFF])
+        formats.csdb_lookup(raw, [0xFFFF])
 
 
 @pytest.mark.parametrize("case", cases_of("quantize"))
@@ -2172,16 +2171,16 @@ def test_quantize(case: dict[str, Any]) -> None:
     a, b = type_number(case["from"]), type_number(case["to"])
     if "error" in case:
         with pytest.raises(InvalidInputError, match=re.escape(case["error"])):
-            ofs.quantize(src, a, b)
+            formats.quantize(src, a, b)
     else:
-        assert ofs.quantize(src, a, b).hex() == case["hex"]
+        assert formats.quantize(src, a, b).hex() == case["hex"]
 
 
 CODECS = {
-    "e4m3": (lambda v, s: ofs.fp8_e4m3_encode(v, saturate=s), ofs.fp8_e4m3_decode, np.uint8),
-    "e5m2": (lambda v, s: ofs.fp8_e5m2_encode(v, saturate=s), ofs.fp8_e5m2_decode, np.uint8),
-    "fp16": (lambda v, s: ofs.fp16_encode(v, saturate=s), ofs.fp16_decode, np.dtype("<u2")),
-    "bf16": (lambda v, s: ofs.bf16_encode(v, saturate=s), ofs.bf16_decode, np.dtype("<u2")),
+    "e4m3": (lambda v, s: formats.fp8_e4m3_encode(v, saturate=s), formats.fp8_e4m3_decode, np.uint8),
+    "e5m2": (lambda v, s: formats.fp8_e5m2_encode(v, saturate=s), formats.fp8_e5m2_decode, np.uint8),
+    "fp16": (lambda v, s: formats.fp16_encode(v, saturate=s), formats.fp16_decode, np.dtype("<u2")),
+    "bf16": (lambda v, s: formats.bf16_encode(v, saturate=s), formats.bf16_decode, np.dtype("<u2")),
 }
 
 
@@ -2189,12 +2188,14 @@ CODECS = {
 def test_codec(case: dict[str, Any]) -> None:
     if case["codec"] == "q8":
         xs = np.array([from_json(v) for v in case["values"]], dtype=np.float32)
-        codes, scales = ofs.q8_encode(xs, saturate=case.get("saturate", False))
+        codes, scales = formats.q8_encode(xs, saturate=case.get("saturate", False))
         assert codes.shape == (1, len(xs))
         assert scales.shape == (1,)
         assert (scales.astype("<f4").tobytes() + codes.astype(np.int8).tobytes()).hex() == case["hex"]
         cell = bytes.fromhex(case["hex"])
-        back = ofs.q8_decode(np.frombuffer(cell[4:], dtype=np.int8)[None, :], np.frombuffer(cell[:4], "<f4"))
+        back = formats.q8_decode(
+            np.frombuffer(cell[4:], dtype=np.int8)[None, :], np.frombuffer(cell[:4], "<f4")
+        )
         for g, w in zip(back.ravel().tolist(), [from_json(v) for v in case["decoded"]], strict=False):
             assert same_value(g, w, "fp32"), (g, w)
         return

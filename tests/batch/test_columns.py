@@ -10,8 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import online_feature_store as ofs
-from online_feature_store import InvalidInputError, NotFoundError
+from online_feature_store import InvalidInputError, NotFoundError, formats
 from online_feature_store.batch import plan_columns, push_arrow, push_rows
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.ingest import EmbeddedSink
@@ -79,12 +78,12 @@ def test_embedding_types_from_float_lists(tmp_path: Path) -> None:
         got = store.retrieve(
             "item", [f"i{i}" for i in range(20)], {"q": ["qv"], "b": ["bv"]}, embeddings="native"
         )
-        codes, scales = ofs.q8_encode(x)
+        codes, scales = formats.q8_encode(x)
         assert np.array_equal(got.values["q"].codes[:, 0], codes)
         assert np.array_equal(got.values["q"].scales[:, 0], scales)
         assert np.array_equal(
             got.values["b"][:, 0].astype(np.float32),
-            ofs.bf16_decode(ofs.bf16_encode(x.ravel())).reshape(20, 4),
+            formats.bf16_decode(formats.bf16_encode(x.ravel())).reshape(20, 4),
         )
         ints = t.set_column(t.schema.get_field_index("qv"), "qv", pa.array([["a"] * 4] * 20))
         with pytest.raises(InvalidInputError, match="wrong type: string cannot hold DataTypeQ8Vector"):

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from online_feature_store import MAX_TTL_SECONDS, DataType, InvalidInputError, decode_block, encode_block
+from online_feature_store import DataType, InvalidInputError
+from online_feature_store.formats import MAX_TTL_SECONDS, decode_block, encode_block
 from online_feature_store.registry import (
     FeatureGroup,
     RegistryBackend,

@@ -15,6 +15,7 @@ import pytest
 from _services import require_service as require_service
 
 import online_feature_store as ofs
+from online_feature_store import formats
 from online_feature_store.registry.model import Entity, Feature, FeatureGroup, Key
 from online_feature_store.store.base import BlockStore
 
@@ -27,7 +28,7 @@ KEYSPACE = "ofs_test"
 BACKENDS = ["sqlite", "redis", "redis_cluster", "cassandra"]
 FG_IDS = (1, 2, 3)
 N_FEATURES = 64
-META = ofs.BlockMeta(ofs.DataType.FP32, N_FEATURES)
+META = formats.BlockMeta(ofs.DataType.FP32, N_FEATURES)
 
 
 def closed_port() -> int:
@@ -41,16 +42,16 @@ def make_block(seed: float, *, expiry_at: int = 0, n: int = N_FEATURES, compress
     """A production-like FP32 block whose values are derived from ``seed``."""
     values = np.arange(n, dtype=np.float32) + np.float32(seed)
     if expiry_at:
-        return ofs.encode_block(
-            ofs.BlockMeta(ofs.DataType.FP32, n), values, expiry_at=expiry_at, compress=compress
+        return formats.encode_block(
+            formats.BlockMeta(ofs.DataType.FP32, n), values, expiry_at=expiry_at, compress=compress
         )
-    return ofs.encode_block(ofs.BlockMeta(ofs.DataType.FP32, n), values, compress=compress)
+    return formats.encode_block(formats.BlockMeta(ofs.DataType.FP32, n), values, compress=compress)
 
 
 def make_entity(label: str | None = None, fg_ids: tuple[int, ...] = FG_IDS, *, n_keys: int = 2) -> Entity:
     """An entity with an ``n_keys``-column key (1 or 2) and FP32 FGs of the given ids, on a label no other
     test uses."""
-    default = ofs.encode_cell(ofs.DataType.FP32, 0.0)
+    default = formats.encode_cell(ofs.DataType.FP32, 0.0)
     fgs = tuple(
         FeatureGroup(
             id=i,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import online_feature_store as ofs
+from online_feature_store import formats
 from online_feature_store.errors import CorruptBlockError, UnavailableError
 from online_feature_store.registry.model import Entity
 from online_feature_store.store.base import BlockWrite
@@ -58,12 +58,12 @@ def test_value_is_one_csdb_per_key(redis_store: RedisStore) -> None:
     redis_store.write(entity, [BlockWrite(key, fg, make_block(fg)) for fg in (1, 2, 3)])
     value = raw(redis_store).get(f"ofs:s:{entity.label}:u1|eu")
     assert value[0] == 1
-    assert sorted(ofs.csdb_entries(value)) == [(fg, make_block(fg)) for fg in (1, 2, 3)]
+    assert sorted(formats.csdb_entries(value)) == [(fg, make_block(fg)) for fg in (1, 2, 3)]
     big = make_block(1, n=18_000, compress=False)
     redis_store.write(entity, [BlockWrite(key, 2, big)])
     value = raw(redis_store).get(name(entity, key))
     assert value[0] == 2  # u32 lengths once a block is over 65,535 bytes
-    assert dict(ofs.csdb_entries(value)) == {1: make_block(1), 2: big, 3: make_block(3)}
+    assert dict(formats.csdb_entries(value)) == {1: make_block(1), 2: big, 3: make_block(3)}
 
 
 def test_key_expiry_follows_the_latest_fg_expiry(redis_store: RedisStore) -> None:
@@ -91,11 +91,11 @@ def test_expired_entries_are_dropped_on_write(redis_store: RedisStore) -> None:
     k = ("k", "r")
     past = int(time.time()) - 5
     # an entry whose header says it expired (as if written long ago) is removed by the next merge
-    old_value = ofs.csdb_encode([(1, make_block(1, expiry_at=int(time.time()) + 1)), (2, make_block(2))])
+    old_value = formats.csdb_encode([(1, make_block(1, expiry_at=int(time.time()) + 1)), (2, make_block(2))])
     client.set(name(entity, k), old_value)
     time.sleep(2.1)
     redis_store.write(entity, [BlockWrite(k, 3, make_block(3))])
-    assert dict(ofs.csdb_entries(client.get(name(entity, k)))) == {2: make_block(2), 3: make_block(3)}
+    assert dict(formats.csdb_entries(client.get(name(entity, k)))) == {2: make_block(2), 3: make_block(3)}
     # a write whose blocks are all expired leaves no key behind
     k2 = ("k2", "r")
     redis_store.write(entity, [BlockWrite(k2, 1, make_block(1), past)])

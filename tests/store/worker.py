@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the conftest it imports
 
-import online_feature_store as ofs
+from online_feature_store import formats
 from online_feature_store.registry.model import Store
 from online_feature_store.store import BlockWrite, open_store
 from tests.store.conftest import META, make_block, make_entity
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
             for row in store.read(entity, keys, [1, 2, 3]):
                 for block in row:
                     if block:
-                        values = [float(v) for v in ofs.decode_block(META, block).values]
+                        values = [float(v) for v in formats.decode_block(META, block).values]
                         # a block is always whole: values i + round, for one round
                         if not all(values[i] - values[0] == i for i in range(len(values))):
                             bad += 1
