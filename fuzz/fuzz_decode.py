@@ -124,7 +124,7 @@ def _check_block(meta: formats.BlockMeta, block: bytes) -> None:
         return
     assert header.layout == 1
     assert header.compression in (0, 1)
-    assert 0 <= header.data_type <= 30
+    assert header.data_type in {int(t) for t in ofs.DataType}
 
 
 def _check_csdb(body: bytes, wanted: list[int]) -> None:

@@ -85,6 +85,14 @@ _REASONS = {
 MAX_HEAD_BYTES = 64 * 1024
 """Largest request line plus headers; a longer head is answered 431 and the connection closed."""
 
+LINGER_BYTES = 64 * 1024
+"""At most this much of a refused body is read and dropped before the refusal is sent."""
+
+LINGER_SECONDS = 1.0
+"""After a refusal sent mid-request, how long what the client still sends is read and dropped before the
+connection closes: closing at once with unread bytes makes the kernel reset the connection, and a reset
+can reach the client before it has read the refusal."""
+
 
 @dataclass(frozen=True)
 class HttpLimits:
@@ -225,6 +233,7 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._counted = ""
+        self._lingering = False
         with contextlib.suppress(OSError, AttributeError):  # a response is two writes: no Nagle delay
             transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = self.client[0] if self.client else ""
@@ -245,6 +254,8 @@ class _GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:  # refused: drop what still arrives until the linger ends
+            return
         if self._deadline is not None:
             self._head_bytes += len(data)
         super().data_received(data)
@@ -253,9 +264,18 @@ class _GuardedProtocol(HttpToolsProtocol):
             and self._head_bytes > MAX_HEAD_BYTES
             and not self.transport.is_closing()
         ):
+            self._disarm()
             message = f"request head over {MAX_HEAD_BYTES} bytes"
-            self.transport.write(_raw_error(431, "RESOURCE_EXHAUSTED", message))
-            self.transport.close()
+            self._refuse_and_linger(_raw_error(431, "RESOURCE_EXHAUSTED", message))
+
+    def _refuse_and_linger(self, answer: bytes) -> None:
+        """Sends ``answer``, ends our side of the connection, reads and drops the client's rest for
+        :data:`LINGER_SECONDS`, then closes (a lingering close, as HTTP servers do after an early reply)."""
+        self._lingering = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -268,9 +288,9 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """A malformed request: the reason as the API's error JSON, then close."""
-        if not self.transport.is_closing():
-            self.transport.write(_raw_error(400, "INVALID_ARGUMENT", f"malformed HTTP request: {msg}"))
-            self.transport.close()
+        if not self.transport.is_closing() and not self._lingering:
+            self._disarm()
+            self._refuse_and_linger(_raw_error(400, "INVALID_ARGUMENT", f"malformed HTTP request: {msg}"))
 
     def _arm(self) -> None:
         self._head_bytes = 0
@@ -339,6 +359,10 @@ class _App:
         refusal = _body_refusal(headers, api.max_body_bytes)
         if refusal is not None:
             status, code, message = refusal
+            # Read (and drop) a little of what the client is still sending first: closing with its body
+            # unread would reset the connection, maybe before the client has read the refusal.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(_drain(receive, LINGER_BYTES), LINGER_SECONDS)
             await _answer(send, status, _error_body(code, message), close=True)
             return
         try:
@@ -390,6 +414,16 @@ async def _read_body(receive: Any) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _drain(receive: Any, limit: int) -> None:
+    """Reads and drops the request body until it ends, the client leaves or ``limit`` bytes are read."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
 
 
 async def _answer(
