@@ -190,7 +190,7 @@ pub fn encode_block<'py>(
     };
     let opts = EncodeOptions { expiry_at, now, compress, saturate };
     let meta = &meta.inner;
-    let inp = input(values, meta.element() == ofs_core::Element::String)?;
+    let inp = input(values, meta.dtype().is_string())?;
     let block = with_values(py, &inp, |v| psdb::encode(meta, v, &opts))?.py_err()?;
     Ok(bytes(py, &block))
 }
@@ -277,10 +277,9 @@ pub fn encode_cell<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let dtype = dtype_of(data_type.0)?;
     let (Int(string_length), Int(vector_length)) = (string_length, vector_length);
-    let is_str = dtype.element() == Some(ofs_core::Element::String);
     // A scalar may be given bare: wrap it so it reads as a one-value stream.
     let values = if dtype.is_vector() { values.clone() } else { pyo3::types::PyList::new(py, [values])?.into_any() };
-    let inp = input(&values, is_str)?;
+    let inp = input(&values, dtype.is_string())?;
     let cell = with_values(py, &inp, |v| ofs_core::cell::encode(dtype, string_length, vector_length, v, saturate))?
         .py_err()?;
     Ok(bytes(py, &cell))

@@ -4,7 +4,7 @@
 
 use numpy::{PyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use ofs_core::client::{self, Cells, PersistGroup};
-use ofs_core::{Array, DataType, Element};
+use ofs_core::{Array, DataType};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
@@ -59,7 +59,7 @@ fn group_values(
     obj: &Bound<'_, PyAny>,
 ) -> PyResult<Owned> {
     let ctx = |e: String| invalid(format!("feature group {label:?} ({dtype}): {e}"));
-    if dtype.element() == Some(Element::String) {
+    if dtype.is_string() {
         if !dtype.is_vector() {
             return Ok(Owned::Strings(strings(obj, &format!("feature group {label:?} ({dtype}) values"))?));
         }

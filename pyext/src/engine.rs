@@ -323,8 +323,7 @@ impl PyCatalog {
         let group = self.inner.entity(entity).and_then(|e| e.fg(fg)).py_err()?;
         let limits = limits_of(limits);
         limits.check_rows(rows.0, || format!("persist to feature group {fg:?}")).py_err()?;
-        let is_str = group.dtype.element() == Some(ofs_core::Element::String);
-        let inp = input(values, is_str)?;
+        let inp = input(values, group.dtype.is_string())?;
         let now = now_or_clock(now);
         let blocks =
             with_values(py, &inp, |v| engine::encode_rows(group, v, rows.0, now, saturate, &limits))?.py_err()?;

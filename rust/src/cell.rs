@@ -14,7 +14,7 @@ use crate::values::Values;
 
 /// Layout of a single feature of `dtype` (string length for strings, vector length for vectors).
 fn single(dtype: DataType, string_len: u32, vector_len: u32) -> Result<BlockMeta> {
-    let slens = if dtype.element() == Some(Element::String) { vec![string_len] } else { Vec::new() };
+    let slens = if dtype.is_string() { vec![string_len] } else { Vec::new() };
     let vlens = if dtype.is_vector() { vec![vector_len] } else { Vec::new() };
     BlockMeta::new(dtype, 1, 1, slens, vlens)
 }

@@ -116,7 +116,7 @@ fn int_range(e: Element) -> Option<(i128, i128)> {
 /// index of the bad value and why.
 fn convert_slice<S: Widen>(src: &[S], dtype: DataType) -> std::result::Result<Container, (usize, String)> {
     let element = dtype.element().ok_or((0, format!("{dtype} cannot hold values")))?;
-    if element == Element::String {
+    if dtype.is_string() {
         return Err((0, format!("{dtype} takes str values, not numbers")));
     }
     if element.is_float() {
@@ -204,8 +204,8 @@ impl PersistGroup<'_> {
         if n == 0 {
             return Err(what("no feature labels".into()));
         }
-        let element = self.dtype.element().ok_or_else(|| what(format!("{} cannot hold values", self.dtype)))?;
-        let is_string = element == Element::String;
+        self.dtype.element().ok_or_else(|| what(format!("{} cannot hold values", self.dtype)))?;
+        let is_string = self.dtype.is_string();
         let (got, kind) = match &self.cells {
             Cells::Numbers { values, vector_length } => {
                 if is_string {

@@ -204,6 +204,12 @@ impl DataType {
         self.element().ok_or(Error::UnknownDataType(self.name().to_owned()))
     }
 
+    /// True for the string types (`DataTypeString`, `DataTypeStringVector`): values are UTF-8 text of a
+    /// booked length, written from `str`, never from numbers.
+    pub const fn is_string(self) -> bool {
+        matches!(self.element(), Some(Element::String))
+    }
+
     /// True for the fixed-length-per-feature vector types (16..=30, and the vector extensions).
     pub const fn is_vector(self) -> bool {
         match self.parts() {
@@ -318,5 +324,7 @@ mod tests {
         assert_eq!(DataType::Bf16Vector.element_size(), 2);
         assert_eq!(DataType::Fp64Vector.element_size(), 8);
         assert_eq!(DataType::Unknown.element(), None);
+        let strings: Vec<DataType> = DataType::ALL.into_iter().filter(|t| t.is_string()).collect();
+        assert_eq!(strings, [DataType::String, DataType::StringVector]);
     }
 }

@@ -41,7 +41,7 @@ impl BlockMeta {
         if n_features == 0 {
             return Err(Error::InvalidMeta("a feature group needs at least one feature".into()));
         }
-        if element == Element::String {
+        if dtype.is_string() {
             check_len("string_lengths", &string_lengths, n_features)?;
             if let Some((i, l)) = string_lengths.iter().enumerate().find(|(_, &l)| l > MAX_STRING_LEN) {
                 return Err(Error::InvalidMeta(format!("feature {i}: string length {l} exceeds {MAX_STRING_LEN}")));

@@ -108,7 +108,7 @@ fn case() -> impl Strategy<Value = Case> {
             (Just(dtype), Just(n), Just(version), vlens)
         })
         .prop_flat_map(|(dtype, n, version, vlens)| {
-            let slens = if dtype.element() == Some(Element::String) { vec![40; n] } else { Vec::new() };
+            let slens = if dtype.is_string() { vec![40; n] } else { Vec::new() };
             let meta = BlockMeta::new(dtype, version, n, slens, vlens).unwrap();
             let data = data_for(dtype.element().unwrap(), meta.n_values(), 40);
             (Just(meta), data)
@@ -300,7 +300,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), t in 1u8..=LAST_TYPE) {
         let dtype = DataType::from_u8(t).unwrap();
-        let slens = if dtype.element() == Some(Element::String) { vec![8; 3] } else { Vec::new() };
+        let slens = if dtype.is_string() { vec![8; 3] } else { Vec::new() };
         let vlens = if dtype.is_vector() { vec![2; 3] } else { Vec::new() };
         let meta = BlockMeta::new(dtype, 1, 3, slens, vlens).unwrap();
         if let Ok(Block::Present(v)) = psdb::decode(&bytes, &meta, NOW) {
