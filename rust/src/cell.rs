@@ -138,45 +138,13 @@ pub fn append_to(out: &mut psdb::Array, dtype: DataType, cell: &[u8]) -> Result<
             Ok(())
         }
         (A::Str(v), Element::String) => {
-            for s in string_vector_items(cell, None)? {
+            for s in crate::values::string_vector_items(cell, None)? {
                 v.push(std::str::from_utf8(s).map_err(|_| Error::corrupt("string cell is not UTF-8"))?.to_owned());
             }
             Ok(())
         }
         (_, element) => Err(Error::InvalidInput(format!("a {element:?} cell cannot be added to this output array"))),
     }
-}
-
-/// The strings of a string-vector cell (`[u16 LE length × n][bytes]`). With `count`, the cell must hold
-/// exactly that many; without, `n` is found by walking lengths until they account for the whole cell.
-pub fn string_vector_items(cell: &[u8], count: Option<usize>) -> Result<Vec<&[u8]>> {
-    let len_at = |i: usize| u16::from_le_bytes([cell[2 * i], cell[2 * i + 1]]) as usize;
-    let n = match count {
-        Some(n) if 2 * n <= cell.len() => n,
-        Some(_) => return Err(Error::corrupt("string vector cell shorter than its lengths")),
-        None => {
-            let (mut n, mut total) = (0, 0usize);
-            while 2 * n + total < cell.len() {
-                if 2 * n + 2 > cell.len() {
-                    return Err(Error::corrupt("truncated string vector cell"));
-                }
-                total += len_at(n);
-                n += 1;
-            }
-            n
-        }
-    };
-    let mut at = 2 * n;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let s = cell.get(at..at + len_at(i)).ok_or_else(|| Error::corrupt("string vector cell truncated"))?;
-        out.push(s);
-        at += len_at(i);
-    }
-    if at != cell.len() {
-        return Err(Error::corrupt("string vector cell lengths do not match its size"));
-    }
-    Ok(out)
 }
 
 /// How decoded float features come out of a retrieve.

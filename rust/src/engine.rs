@@ -477,7 +477,7 @@ pub fn encode_rows(
     let mut blocks = try_vec(rows, "the blocks of a persist")?;
     let mut built = 0u64;
     for r in 0..rows {
-        let row = slice_values(values, r * per_row, per_row);
+        let row = values.slice(r * per_row, per_row);
         let block = psdb::encode(meta, row, &opts).map_err(|e| match e {
             Error::OutOfRange { .. }
             | Error::NotInteger { .. }
@@ -494,24 +494,6 @@ pub fn encode_rows(
         blocks.push(block);
     }
     Ok(blocks)
-}
-
-pub(crate) fn slice_values(v: Values<'_>, start: usize, len: usize) -> Values<'_> {
-    let r = start..start + len;
-    match v {
-        Values::F32(s) => Values::F32(&s[r]),
-        Values::F64(s) => Values::F64(&s[r]),
-        Values::I8(s) => Values::I8(&s[r]),
-        Values::I16(s) => Values::I16(&s[r]),
-        Values::I32(s) => Values::I32(&s[r]),
-        Values::I64(s) => Values::I64(&s[r]),
-        Values::U8(s) => Values::U8(&s[r]),
-        Values::U16(s) => Values::U16(&s[r]),
-        Values::U32(s) => Values::U32(&s[r]),
-        Values::U64(s) => Values::U64(&s[r]),
-        Values::Bool(s) => Values::Bool(&s[r]),
-        Values::Str(s) => Values::Str(&s[r]),
-    }
 }
 
 #[cfg(test)]

@@ -319,8 +319,8 @@ pub fn encode_cells(meta: &BlockMeta, cells: &[&[u8]], opts: &EncodeOptions) -> 
         Element::String => {
             let mut strings: Vec<&[u8]> = try_vec(meta.n_values(), "a string vector block")?;
             for (p, c) in cells.iter().enumerate() {
-                let items =
-                    crate::cell::string_vector_items(c, Some(meta.values_of(p))).map_err(|e| bad(p, &e.to_string()))?;
+                let items = crate::values::string_vector_items(c, Some(meta.values_of(p)))
+                    .map_err(|e| bad(p, &e.to_string()))?;
                 strings.extend(items);
             }
             encode_strings(meta, &strings, &mut block)?;

@@ -4,6 +4,9 @@
 //! `int32` for int8/int16; numpy arrays can be any dtype). Narrowing is *checked*: an int8 feature
 //! given 300 is an error, not 44 as in the reference, and a float that would overflow a low-precision
 //! type is rejected unless the caller opts into saturation.
+//!
+//! Also the reading side of the one variable-length value layout, a string vector's
+//! `[u16 LE length × n][bytes]` ([`string_vector_items`]): blocks and cells hold string vectors alike.
 
 use crate::dtype::{DataType, Element};
 use crate::error::{Error, Result};
@@ -51,6 +54,26 @@ impl Values<'_> {
         self.len() == 0
     }
 
+    /// The `len` values from `start` (a row of a row-major run, one vector of a feature).
+    #[must_use]
+    pub fn slice(self, start: usize, len: usize) -> Self {
+        let r = start..start + len;
+        match self {
+            Values::F32(s) => Values::F32(&s[r]),
+            Values::F64(s) => Values::F64(&s[r]),
+            Values::I8(s) => Values::I8(&s[r]),
+            Values::I16(s) => Values::I16(&s[r]),
+            Values::I32(s) => Values::I32(&s[r]),
+            Values::I64(s) => Values::I64(&s[r]),
+            Values::U8(s) => Values::U8(&s[r]),
+            Values::U16(s) => Values::U16(&s[r]),
+            Values::U32(s) => Values::U32(&s[r]),
+            Values::U64(s) => Values::U64(&s[r]),
+            Values::Bool(s) => Values::Bool(&s[r]),
+            Values::Str(s) => Values::Str(&s[r]),
+        }
+    }
+
     /// Name of the container kind, for error messages.
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -68,6 +91,38 @@ impl Values<'_> {
             Values::Str(_) => "string",
         }
     }
+}
+
+/// The strings of a string-vector cell (`[u16 LE length × n][bytes]`). With `count`, the cell must hold
+/// exactly that many; without, `n` is found by walking lengths until they account for the whole cell.
+pub fn string_vector_items(cell: &[u8], count: Option<usize>) -> Result<Vec<&[u8]>> {
+    let len_at = |i: usize| u16::from_le_bytes([cell[2 * i], cell[2 * i + 1]]) as usize;
+    let n = match count {
+        Some(n) if 2 * n <= cell.len() => n,
+        Some(_) => return Err(Error::corrupt("string vector cell shorter than its lengths")),
+        None => {
+            let (mut n, mut total) = (0, 0usize);
+            while 2 * n + total < cell.len() {
+                if 2 * n + 2 > cell.len() {
+                    return Err(Error::corrupt("truncated string vector cell"));
+                }
+                total += len_at(n);
+                n += 1;
+            }
+            n
+        }
+    };
+    let mut at = 2 * n;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = cell.get(at..at + len_at(i)).ok_or_else(|| Error::corrupt("string vector cell truncated"))?;
+        out.push(s);
+        at += len_at(i);
+    }
+    if at != cell.len() {
+        return Err(Error::corrupt("string vector cell lengths do not match its size"));
+    }
+    Ok(out)
 }
 
 /// One numeric input value, widened losslessly.
@@ -218,7 +273,7 @@ pub(crate) fn append_q8(
         } else {
             scratch.clear();
             try_reserve(&mut scratch, n, "a vector's values")?;
-            let part = crate::engine::slice_values(values, start, n);
+            let part = values.slice(start, n);
             widen_to_f32(part, dtype, saturate, &mut scratch).map_err(|e| e.at_value(|i| (start + i, None)))?;
             &scratch
         };

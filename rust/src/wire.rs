@@ -9,7 +9,7 @@ use crate::catalog::{Catalog, FeatureGroup as CatFg};
 use std::sync::Arc;
 
 use crate::dtype::DataType;
-use crate::engine::{self, Plan};
+use crate::engine::Plan;
 use crate::error::{Error, Result};
 use crate::limits::{try_reserve, try_vec, Limits};
 use crate::values::Values;
@@ -630,7 +630,7 @@ fn build_block(fg: &CatFg, positions: &[usize], v: &persist::Values, now: u64, s
                 )));
             }
             for (i, &p) in positions.iter().enumerate() {
-                let one = engine::slice_values(vals, i, 1);
+                let one = vals.slice(i, 1);
                 let label = &active.labels[p];
                 let cell = cell::encode(fg.dtype, slen(p), 0, one, saturate)
                     .map_err(|e| Error::InvalidInput(format!("feature {label:?}: {e}")))?;
