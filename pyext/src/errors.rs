@@ -27,14 +27,14 @@ pub fn to_py(err: &Error) -> PyErr {
     Python::attach(|py| raise(py, class, err.to_string()))
 }
 
-/// `?`-friendly conversion for core results.
+/// `?`-friendly conversion for core results (errors that convert into [`Error`]).
 pub trait IntoPy<T> {
     fn py_err(self) -> PyResult<T>;
 }
 
-impl<T> IntoPy<T> for Result<T, Error> {
+impl<T, E: Into<Error>> IntoPy<T> for Result<T, E> {
     fn py_err(self) -> PyResult<T> {
-        self.map_err(|e| to_py(&e))
+        self.map_err(|e| to_py(&e.into()))
     }
 }
 

@@ -12,7 +12,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+/// A data type number or name that is none of the known types (as given). The core's
+/// [`crate::Error`] carries it as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown data type {0:?}")]
+pub struct UnknownDataType(pub String);
+
+type Result<T> = std::result::Result<T, UnknownDataType>;
 
 /// The element kind a type stores, independent of scalar/vector shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,7 +168,7 @@ pub const FIRST_EXTENSION: u8 = 31;
 impl DataType {
     /// The type with this number (the reference's 0..=30, the extensions from 31), or an error.
     pub fn from_u8(n: u8) -> Result<DataType> {
-        DataType::ALL.get(n as usize).copied().ok_or(Error::UnknownDataType(n.to_string()))
+        DataType::ALL.get(n as usize).copied().ok_or_else(|| UnknownDataType(n.to_string()))
     }
 
     /// True for this project's extension types (numbers from 31): reference clients do not know them.
@@ -188,7 +194,7 @@ impl DataType {
             return DataType::from_u8(field);
         }
         DataType::from_u8(FIRST_EXTENSION + nibble)
-            .map_err(|_| Error::UnknownDataType(format!("extension type {} (31 + {nibble})", FIRST_EXTENSION + nibble)))
+            .map_err(|_| UnknownDataType(format!("extension type {} (31 + {nibble})", FIRST_EXTENSION + nibble)))
     }
 
     /// Element kind; `None` only for `Unknown`.
@@ -201,7 +207,7 @@ impl DataType {
 
     /// Element kind, or an error for `Unknown` (which can never hold data).
     pub fn known_element(self) -> Result<Element> {
-        self.element().ok_or(Error::UnknownDataType(self.name().to_owned()))
+        self.element().ok_or_else(|| UnknownDataType(self.name().to_owned()))
     }
 
     /// True for the string types (`DataTypeString`, `DataTypeStringVector`): values are UTF-8 text of a
@@ -240,7 +246,7 @@ impl fmt::Display for DataType {
 }
 
 impl FromStr for DataType {
-    type Err = Error;
+    type Err = UnknownDataType;
 
     /// Parses the registry name (`"DataTypeFP32"`); the `DataType` prefix is optional and case is ignored
     /// (`"fp32"`, `"FP16Vector"`), so YAML files stay readable. A kind that exists only as a vector
@@ -255,7 +261,7 @@ impl FromStr for DataType {
                 find(&format!("{key}vector"))
                     .filter(|t| t.element().is_some_and(|e| DataType::with_shape(e, false).is_none()))
             })
-            .ok_or_else(|| Error::UnknownDataType(wanted.to_owned()))
+            .ok_or_else(|| UnknownDataType(wanted.to_owned()))
     }
 }
 

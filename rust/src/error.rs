@@ -1,7 +1,7 @@
 //! The one error type of the core. Every variant names what is wrong; the bindings map each
 //! [`ErrorKind`] to one Python exception class and the services map those to gRPC/HTTP statuses.
 
-use crate::dtype::DataType;
+use crate::dtype::{DataType, UnknownDataType};
 
 /// Result alias used throughout the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,8 +22,8 @@ pub enum ErrorKind {
 /// Everything that can go wrong in the core.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
-    #[error("unknown data type {0:?}")]
-    UnknownDataType(String),
+    #[error(transparent)]
+    UnknownDataType(#[from] UnknownDataType),
 
     #[error("{context}: expected {expected} values, got {got}")]
     WrongCount { context: String, expected: usize, got: usize },
