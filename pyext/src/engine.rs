@@ -6,8 +6,9 @@ use std::sync::Arc;
 use numpy::PyArray1;
 use ofs_core::catalog::{Catalog, VersionSpec};
 use ofs_core::cell::FloatForm;
+use ofs_core::engine::{self, Engine};
 use ofs_core::psdb::Array;
-use ofs_core::{engine, wire, DataType, Limits};
+use ofs_core::{wire, DataType, Limits};
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -114,7 +115,7 @@ fn limits_of(limits: Option<&PyLimits>) -> Limits {
 #[pyclass(name = "Catalog", module = "online_feature_store._native", frozen)]
 #[derive(Debug)]
 pub struct PyCatalog {
-    inner: Arc<Catalog>,
+    inner: Arc<Engine>,
 }
 
 #[pymethods]
@@ -150,18 +151,18 @@ impl PyCatalog {
         for (entity, ttl, jitter, fg_ids) in in_process_cache {
             cat.set_in_process_cache(&entity, ttl.0, jitter.0, &ints(fg_ids)).py_err()?;
         }
-        Ok(PyCatalog { inner: Arc::new(cat) })
+        Ok(PyCatalog { inner: Arc::new(Engine::new(cat)) })
     }
 
     #[getter]
     fn revision(&self) -> u64 {
-        self.inner.revision
+        self.inner.catalog().revision
     }
 
     /// Permutation from the caller's key order to the entity's: `canonical[i] = given[perm[i]]`.
     fn key_permutation(&self, entity: &str, keys_schema: Vec<String>) -> PyResult<Vec<usize>> {
         let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
-        self.inner.entity(entity).and_then(|e| e.key_permutation(&schema)).py_err()
+        self.inner.catalog().entity(entity).and_then(|e| e.key_permutation(&schema)).py_err()
     }
 
     /// Plans a request and returns, per FG, `(fg_id, [(label, data type, values per cell)])`. With
@@ -181,7 +182,7 @@ impl PyCatalog {
         let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
         let req: Vec<(&str, Vec<&str>)> =
             fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
-        let plan = self.inner.plan_cached(entity, &schema, &req).py_err()?;
+        let plan = self.inner.plan(entity, &schema, &req).py_err()?;
         plan.check_limits(keys.0, &limits_of(limits)).py_err()?;
         Ok(plan
             .fgs
@@ -224,7 +225,7 @@ impl PyCatalog {
                 let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
                 let req: Vec<(&str, Vec<&str>)> =
                     fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
-                let plan = cat.plan_cached(entity, &schema, &req)?;
+                let plan = cat.plan(entity, &schema, &req)?;
                 plan.check_limits(blocks.len() / n_fgs, &limits)?;
                 plan.fgs
                     .iter()
@@ -267,7 +268,7 @@ impl PyCatalog {
     ) -> PyResult<Option<Vec<CountedArrays<'py>>>> {
         let schema: Vec<&str> = keys_schema.iter().map(|s| &**s).collect();
         let req: Vec<(&str, Vec<&str>)> = fgs.iter().map(|(f, l)| (&**f, l.iter().map(|s| &**s).collect())).collect();
-        let plan = self.inner.plan_cached(entity, &schema, &req).py_err()?;
+        let plan = self.inner.plan(entity, &schema, &req).py_err()?;
         plan.check_limits(keys.len()?, &limits_of(limits)).py_err()?;
         if plan.in_process_cache.is_none() {
             return Ok(None);
@@ -320,7 +321,7 @@ impl PyCatalog {
         saturate: bool,
         limits: Option<&PyLimits>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let group = self.inner.entity(entity).and_then(|e| e.fg(fg)).py_err()?;
+        let group = self.inner.catalog().entity(entity).and_then(|e| e.fg(fg)).py_err()?;
         let limits = limits_of(limits);
         limits.check_rows(rows.0, || format!("persist to feature group {fg:?}")).py_err()?;
         let inp = input(values, group.dtype.is_string())?;
@@ -437,7 +438,7 @@ impl PyCatalog {
         let limits = limits_of(limits);
         let (req, per_block, names) = py
             .detach(|| {
-                let req = wire::parse_persist(cat, query, now, saturate, &limits)?;
+                let req = wire::parse_persist(cat.catalog(), query, now, saturate, &limits)?;
                 // Each block's key string, and the distinct ones in order of first appearance.
                 let per_block: Vec<String> =
                     req.blocks.iter().map(|b| ofs_core::keys::encode_key(b.key.iter().map(String::as_str))).collect();
@@ -457,7 +458,7 @@ impl PyCatalog {
 
     /// `(id, data type, ttl seconds, active version, values per row)` of a feature group.
     fn feature_group(&self, entity: &str, fg: &str) -> PyResult<(u16, u8, u64, u16, usize)> {
-        let g = self.inner.entity(entity).and_then(|e| e.fg(fg)).py_err()?;
+        let g = self.inner.catalog().entity(entity).and_then(|e| e.fg(fg)).py_err()?;
         Ok((g.id, g.dtype as u8, g.ttl_seconds, g.active_version, g.active().meta.n_values()))
     }
 }

@@ -3,11 +3,10 @@
 //! revision and then only read (shared behind an `Arc`), so request threads never lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::cell;
 use crate::dtype::DataType;
-use crate::engine::Plan;
 use crate::error::{Error, Result};
 use crate::meta::BlockMeta;
 
@@ -111,49 +110,16 @@ pub struct VersionSpec {
     pub defaults: Vec<Vec<u8>>,
 }
 
-/// Most plans a catalog keeps; request shapes beyond it are planned on every call.
-const MAX_CACHED_PLANS: usize = 4096;
-
 /// The compiled registry.
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub revision: u64,
     entities: HashMap<String, Entity>,
-    /// Plans by request shape (entity, key order, FGs and features): planning is done once per shape.
-    plans: Mutex<HashMap<String, Arc<Plan>>>,
 }
 
 impl Catalog {
     pub fn new(revision: u64) -> Catalog {
-        Catalog { revision, entities: HashMap::new(), plans: Mutex::default() }
-    }
-
-    /// The plan of a request shape, built on first use and then shared.
-    pub fn plan_cached(&self, entity: &str, keys_schema: &[&str], fgs: &[(&str, Vec<&str>)]) -> Result<Arc<Plan>> {
-        let mut key = String::with_capacity(64 + 16 * fgs.iter().map(|(_, l)| l.len() + 1).sum::<usize>());
-        key.push_str(entity);
-        for part in keys_schema {
-            key.push('\u{1}');
-            key.push_str(part);
-        }
-        for (fg, labels) in fgs {
-            key.push('\u{2}');
-            key.push_str(fg);
-            for l in labels {
-                key.push('\u{1}');
-                key.push_str(l);
-            }
-        }
-        if let Some(p) = self.plans.lock().expect("plan cache lock").get(&key) {
-            return Ok(Arc::clone(p));
-        }
-        let plan = Arc::new(crate::engine::plan(self, entity, keys_schema, fgs)?);
-        let mut cache = self.plans.lock().expect("plan cache lock");
-        if cache.len() >= MAX_CACHED_PLANS {
-            cache.clear();
-        }
-        cache.insert(key, Arc::clone(&plan));
-        Ok(plan)
+        Catalog { revision, entities: HashMap::new() }
     }
 
     pub fn entity(&self, label: &str) -> Result<&Entity> {

@@ -764,7 +764,8 @@ mod tests {
         use crate::wire::{self, retrieve};
         const NOW: u64 = 1_772_366_400;
         // The same entity as the wire tests: FG 0 "g" (fp32 a, b), FG 1 "tags" (string vector t).
-        let cat = crate::wire::tests::catalog();
+        let engine = crate::engine::Engine::new(crate::wire::tests::catalog());
+        let cat = engine.catalog();
 
         let fp32 = to_container(Values::F64(&[2.0, 3.0]), DataType::Fp32, |i| format!("{i}")).unwrap();
         let groups = [
@@ -777,7 +778,7 @@ mod tests {
             ),
         ];
         let q = encode_persist_query("user", &["user_id".into()], &[vec!["u1"]], &groups).unwrap();
-        let persisted = wire::parse_persist(&cat, &q, NOW, false, &crate::Limits::NONE).unwrap();
+        let persisted = wire::parse_persist(cat, &q, NOW, false, &crate::Limits::NONE).unwrap();
         let block = |fg: u16| persisted.blocks.iter().find(|b| b.fg_id == fg).unwrap().block.clone();
         let (g_block, tags_block) = (block(0), block(1));
 
@@ -793,7 +794,7 @@ mod tests {
         let fgs = [("g", vec!["a", "b@DataTypeFP16"]), ("tags", vec!["t"])];
         let ours = encode_retrieve_query("user", &["user_id".into()], &[vec!["u1"], vec!["u2"]], &fgs);
         assert_eq!(ours, prost::Message::encode_to_vec(&rq));
-        let req = wire::parse_retrieve(&cat, &ours, &crate::Limits::NONE).unwrap();
+        let req = wire::parse_retrieve(&engine, &ours, &crate::Limits::NONE).unwrap();
         let blocks: [&[u8]; 4] = [&g_block, &tags_block, &[], &[]];
         let out = decode_retrieve_result(&wire::encode_retrieve(&req, &blocks, NOW).unwrap()).unwrap();
         assert_eq!((out.entity.as_str(), out.rows), ("user", 2));

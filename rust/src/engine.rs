@@ -1,12 +1,12 @@
 //! Retrieve planning and response assembly, and block building for persist.
 //!
-//! A request is planned once against the [`Catalog`] (names resolved, quantization checked, key order
-//! mapped), then the stored blocks of every key × FG are decoded with the layout of their own schema
+//! A request is planned against the [`Catalog`] (names resolved, quantization checked, key order
+//! mapped) once per request shape, the plan kept by the [`Engine`] serving that catalog; then the stored blocks of every key × FG are decoded with the layout of their own schema
 //! version and the requested features are laid out row-major. Missing or expired data answers the
 //! active version's defaults and says so in a per-row, per-FG status.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prost::encoding::encoded_len_varint;
 
@@ -76,6 +76,57 @@ pub struct Plan {
     pub fgs: Vec<FgPlan>,
     /// `(ttl seconds, jitter %)` when the entity and every requested FG may use the in-process cache.
     pub in_process_cache: Option<(u64, u8)>,
+}
+
+/// Most plans an [`Engine`] keeps; request shapes beyond it are planned on every call.
+const MAX_CACHED_PLANS: usize = 4096;
+
+/// A compiled registry and the plans made against it: what serves one registry revision. Shared
+/// behind an `Arc` by every request thread; only the plan cache locks, briefly.
+#[derive(Debug)]
+pub struct Engine {
+    catalog: Catalog,
+    /// Plans by request shape (entity, key order, FGs and features): planning is done once per shape.
+    plans: Mutex<HashMap<String, Arc<Plan>>>,
+}
+
+impl Engine {
+    pub fn new(catalog: Catalog) -> Engine {
+        Engine { catalog, plans: Mutex::default() }
+    }
+
+    /// The compiled registry served.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The plan of a request shape ([`plan`]), built on first use and then shared.
+    pub fn plan(&self, entity: &str, keys_schema: &[&str], fgs: &[(&str, Vec<&str>)]) -> Result<Arc<Plan>> {
+        let mut key = String::with_capacity(64 + 16 * fgs.iter().map(|(_, l)| l.len() + 1).sum::<usize>());
+        key.push_str(entity);
+        for part in keys_schema {
+            key.push('\u{1}');
+            key.push_str(part);
+        }
+        for (fg, labels) in fgs {
+            key.push('\u{2}');
+            key.push_str(fg);
+            for l in labels {
+                key.push('\u{1}');
+                key.push_str(l);
+            }
+        }
+        if let Some(p) = self.plans.lock().expect("plan cache lock").get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let plan = Arc::new(plan(&self.catalog, entity, keys_schema, fgs)?);
+        let mut cache = self.plans.lock().expect("plan cache lock");
+        if cache.len() >= MAX_CACHED_PLANS {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&plan));
+        Ok(plan)
+    }
 }
 
 /// Resolves a request: entity, the caller's key order, and `(fg label, feature labels)` pairs.

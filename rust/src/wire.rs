@@ -9,7 +9,7 @@ use crate::catalog::{Catalog, FeatureGroup as CatFg};
 use std::sync::Arc;
 
 use crate::dtype::DataType;
-use crate::engine::Plan;
+use crate::engine::{Engine, Plan};
 use crate::error::{Error, Result};
 use crate::limits::{try_reserve, try_vec, Limits};
 use crate::values::Values;
@@ -242,7 +242,7 @@ fn prescan(mut bytes: &[u8], label: u64, counted: u64) -> (String, usize) {
 /// Parses `retrieve.Query` bytes and plans them (every name checked, keys canonicalised). The key
 /// count is checked against `limits` before the request is decoded, and the response estimated from
 /// the plan ([`RetrieveRequest::estimated_response_bytes`]) before anything is read.
-pub fn parse_retrieve(cat: &Catalog, bytes: &[u8], limits: &Limits) -> Result<RetrieveRequest> {
+pub fn parse_retrieve(engine: &Engine, bytes: &[u8], limits: &Limits) -> Result<RetrieveRequest> {
     let (entity, keys) = prescan(bytes, 1, 4);
     limits.check_keys(keys, || format!("retrieve for entity {entity:?}"))?;
     let mut query =
@@ -259,11 +259,11 @@ pub fn parse_retrieve(cat: &Catalog, bytes: &[u8], limits: &Limits) -> Result<Re
         .iter()
         .map(|g| (g.label.as_str(), g.feature_labels.iter().map(String::as_str).collect()))
         .collect();
-    let plan = cat.plan_cached(&query.entity_label, &schema, &fgs)?;
+    let plan = engine.plan(&query.entity_label, &schema, &fgs)?;
     drop((schema, fgs));
     if query.keys_schema.is_empty() {
         // No keys_schema: the keys are in the entity's order, and the response says which that is.
-        query.keys_schema.clone_from(&cat.entity(&query.entity_label)?.keys);
+        query.keys_schema.clone_from(&engine.catalog().entity(&query.entity_label)?.keys);
     }
     let canonical_keys = query
         .keys
@@ -724,7 +724,8 @@ pub(crate) mod tests {
 
     #[test]
     fn persist_then_retrieve_through_bytes() {
-        let c = catalog();
+        let engine = Engine::new(catalog());
+        let c = engine.catalog();
         let q = persist::Query {
             entity_label: "user".into(),
             keys_schema: vec!["user_id".into()],
@@ -752,7 +753,7 @@ pub(crate) mod tests {
                 ],
             }],
         };
-        let req = parse_persist(&c, &q.encode_to_vec(), NOW, false, &Limits::NONE).unwrap();
+        let req = parse_persist(c, &q.encode_to_vec(), NOW, false, &Limits::NONE).unwrap();
         assert_eq!(req.blocks.len(), 2);
         let rq = retrieve::Query {
             entity_label: "user".into(),
@@ -763,7 +764,7 @@ pub(crate) mod tests {
             keys_schema: vec!["user_id".into()],
             keys: vec![retrieve::Keys { cols: vec!["u1".into()] }, retrieve::Keys { cols: vec!["u2".into()] }],
         };
-        let parsed = parse_retrieve(&c, &rq.encode_to_vec(), &Limits::NONE).unwrap();
+        let parsed = parse_retrieve(&engine, &rq.encode_to_vec(), &Limits::NONE).unwrap();
         assert_eq!(parsed.fg_ids(), vec![1, 0]);
         let (g, tags) = (&req.blocks[0].block[..], &req.blocks[1].block[..]);
         let out = encode_retrieve(&parsed, &[tags, g, &[], &[]], NOW).unwrap();
@@ -847,6 +848,8 @@ pub(crate) mod tests {
         let vec_spec = spec(1, &["p", "q"], 3, [1.25f64.to_le_bytes(); 3].concat());
         cat.add_feature_group("e", 2, "v", DataType::Fp64Vector, 1, 0, vec![vec_spec]).unwrap();
         cat.add_feature_group("e", 3, "l", DataType::Int64, 1, 0, vec![spec(1, &["m", "n"], 1, vec![0; 8])]).unwrap();
+        let engine = Engine::new(cat);
+        let cat = engine.catalog();
         let entity = cat.entity("e").unwrap();
         let fg = |label| entity.fg(label).unwrap();
         let opts = EncodeOptions { expiry_at: 0, now: NOW, compress: true, saturate: false };
@@ -876,7 +879,7 @@ pub(crate) mod tests {
                 keys_schema: vec!["id".into()],
                 keys: vec![key("k1"), key("k2"), key("k3"), key("k4")],
             };
-            let req = parse_retrieve(&cat, &rq.encode_to_vec(), &Limits::NONE).unwrap();
+            let req = parse_retrieve(&engine, &rq.encode_to_vec(), &Limits::NONE).unwrap();
             // Unquantized, the live version-2 blocks take the payload path; the version-1 block (no
             // "c") and a quantized request do not.
             let fast =
@@ -910,7 +913,7 @@ pub(crate) mod tests {
             keys_schema: vec!["id".into()],
             keys: vec![key("k1")],
         };
-        let req = parse_retrieve(&cat, &rq.encode_to_vec(), &Limits::NONE).unwrap();
+        let req = parse_retrieve(&engine, &rq.encode_to_vec(), &Limits::NONE).unwrap();
         let got = retrieve::Result::decode(&encode_retrieve(&req, &[&f_v2, &int64], NOW).unwrap()[..]).unwrap();
         let want: Vec<Vec<u8>> = vec![
             5.0f32.to_le_bytes().to_vec(),
@@ -923,7 +926,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_requests_name_what_is_wrong() {
-        let c = catalog();
+        let engine = Engine::new(catalog());
+        let c = engine.catalog();
         let q = persist::Query {
             entity_label: "user".into(),
             keys_schema: vec!["user_id".into()],
@@ -933,12 +937,15 @@ pub(crate) mod tests {
             }],
             data: vec![],
         };
-        let e = parse_persist(&c, &q.encode_to_vec(), NOW, false, &Limits::NONE).unwrap_err();
+        let e = parse_persist(c, &q.encode_to_vec(), NOW, false, &Limits::NONE).unwrap_err();
         assert!(e.to_string().contains("user/g/zz"), "{e}");
-        assert!(parse_retrieve(&c, b"\xff\xff", &Limits::NONE).unwrap_err().to_string().contains("malformed"));
+        assert!(parse_retrieve(&engine, b"\xff\xff", &Limits::NONE).unwrap_err().to_string().contains("malformed"));
         let rq =
             retrieve::Query { entity_label: "user".into(), keys_schema: vec!["user_id".into()], ..Default::default() };
-        assert!(parse_retrieve(&c, &rq.encode_to_vec(), &Limits::NONE).unwrap_err().to_string().contains("no keys"));
+        assert!(parse_retrieve(&engine, &rq.encode_to_vec(), &Limits::NONE)
+            .unwrap_err()
+            .to_string()
+            .contains("no keys"));
     }
 
     fn retrieve_query(fgs: &[(&str, &[&str])], n_keys: usize) -> Vec<u8> {
@@ -963,8 +970,9 @@ pub(crate) mod tests {
 
     #[test]
     fn the_response_estimate_bounds_what_is_built() {
-        let cat = catalog();
-        let g_rows = parse_persist(&cat, &persist_g(&["u1"], 2.0), NOW, false, &Limits::NONE).unwrap().blocks;
+        let engine = Engine::new(catalog());
+        let cat = engine.catalog();
+        let g_rows = parse_persist(cat, &persist_g(&["u1"], 2.0), NOW, false, &Limits::NONE).unwrap().blocks;
         // Full-length strings: the largest cells the booked length allows.
         let tags = persist::Query {
             entity_label: "user".into(),
@@ -988,11 +996,11 @@ pub(crate) mod tests {
                 }],
             }],
         };
-        let t_rows = parse_persist(&cat, &tags.encode_to_vec(), NOW, false, &Limits::NONE).unwrap().blocks;
+        let t_rows = parse_persist(cat, &tags.encode_to_vec(), NOW, false, &Limits::NONE).unwrap().blocks;
         let (gb, tb) = (&g_rows[0].block[..], &t_rows[0].block[..]);
         for n in [1, 7, 300] {
             let query = retrieve_query(&[("g", &["a", "b@DataTypeFP16"]), ("tags", &["t"])], n);
-            let req = parse_retrieve(&cat, &query, &Limits::NONE).unwrap();
+            let req = parse_retrieve(&engine, &query, &Limits::NONE).unwrap();
             let estimate = req.estimated_response_bytes();
             for blocks in [vec![gb, tb], vec![&[][..], &[][..]]] {
                 let all: Vec<&[u8]> = (0..n).flat_map(|_| blocks.iter().copied()).collect();
@@ -1005,13 +1013,13 @@ pub(crate) mod tests {
             assert!(estimate - built < 64, "{n} keys: estimated {estimate}, built {built}");
             // One byte less than the estimate: refused when parsed, before any block is read.
             let tight = Limits { max_bytes: estimate as usize - 1, ..Limits::NONE };
-            let err = parse_retrieve(&cat, &query, &tight).unwrap_err();
+            let err = parse_retrieve(&engine, &query, &tight).unwrap_err();
             assert!(exhausted(&err), "{err}");
             assert!(
                 err.to_string().contains(&format!("{estimate} bytes, over the limit of {} bytes", estimate - 1)),
                 "{err}"
             );
-            assert!(parse_retrieve(&cat, &query, &Limits { max_bytes: estimate as usize, ..Limits::NONE }).is_ok());
+            assert!(parse_retrieve(&engine, &query, &Limits { max_bytes: estimate as usize, ..Limits::NONE }).is_ok());
         }
     }
 
@@ -1038,7 +1046,7 @@ pub(crate) mod tests {
 
     #[test]
     fn too_many_keys_are_refused_before_the_request_is_decoded() {
-        let c = catalog();
+        let c = Engine::new(catalog());
         let limits = Limits { max_keys: 2, ..Limits::NONE };
         assert!(parse_retrieve(&c, &retrieve_query(&[("g", &["a"])], 2), &limits).is_ok());
         let e = parse_retrieve(&c, &retrieve_query(&[("g", &["a"])], 3), &limits).unwrap_err();
@@ -1070,6 +1078,7 @@ pub(crate) mod tests {
             defaults: vec![vec![0; 65_535 * 8]],
         };
         c.add_feature_group("user", 0, "emb", DataType::Fp64Vector, 1, 0, vec![spec]).unwrap();
+        let c = Engine::new(c);
         let q = retrieve_query(&[("emb", &["v"])], 60_000);
         let defaults = Limits { max_keys: 10_000, max_rows: 100_000, max_bytes: 64 << 20 };
         let e = parse_retrieve(&c, &q, &defaults).unwrap_err();
