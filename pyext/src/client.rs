@@ -1,9 +1,9 @@
-//! Bindings of the client side of the wire (`ofs_core::client`): `persist.Query` bytes from numpy
+//! Bindings of the client side of the wire (`ofs_core::wire`): `persist.Query` bytes from numpy
 //! arrays and lists of str (for the Python client SDK and the Kafka producer), and retrieve
 //! responses decoded into one numpy array per feature group.
 
 use numpy::{PyArray1, PyUntypedArray, PyUntypedArrayMethods};
-use ofs_core::client::{self, Cells, PersistGroup};
+use ofs_core::wire::{self, Cells, PersistGroup};
 use ofs_core::{Array, DataType};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
@@ -18,7 +18,7 @@ type GroupTuple<'py> = (String, Int<u8>, Vec<String>, Bound<'py, PyAny>);
 
 /// Strings of one FG, owned by Python and borrowed by the encoder.
 enum Owned {
-    Numbers(client::Container, usize),
+    Numbers(wire::Container, usize),
     Strings(Vec<PyBackedStr>),
     StringVectors(Vec<PyBackedStr>, Vec<usize>),
 }
@@ -100,7 +100,7 @@ fn group_values(
         let element = if dtype.is_vector() { format!(" element {e}") } else { String::new() };
         format!("feature group {label:?}, row {r}, feature {f}{element}")
     };
-    let container = with_values(py, &Input::Array(arr), |v| client::to_container(v, dtype, locate))?.py_err()?;
+    let container = with_values(py, &Input::Array(arr), |v| wire::to_container(v, dtype, locate))?.py_err()?;
     Ok(Owned::Numbers(container, vector_length))
 }
 
@@ -142,7 +142,7 @@ pub fn encode_persist_query<'py>(
                 })
                 .collect();
             let key_refs: Vec<Vec<&str>> = keys.iter().map(|k| k.iter().map(|s| &**s).collect()).collect();
-            client::encode_persist_query(&entity, &keys_schema, &key_refs, &groups)
+            wire::encode_persist_query(&entity, &keys_schema, &key_refs, &groups)
         })
         .py_err()?;
     Ok(PyBytes::new(py, &out))
@@ -163,7 +163,7 @@ pub fn encode_retrieve_query<'py>(
         let key_refs: Vec<Vec<&str>> = keys.iter().map(|k| k.iter().map(|s| &**s).collect()).collect();
         let fgs: Vec<(&str, Vec<&str>)> =
             feature_groups.iter().map(|(l, f)| (&**l, f.iter().map(|s| &**s).collect())).collect();
-        client::encode_retrieve_query(&entity, &keys_schema, &key_refs, &fgs)
+        wire::encode_retrieve_query(&entity, &keys_schema, &key_refs, &fgs)
     });
     Ok(PyBytes::new(py, &out))
 }
@@ -193,7 +193,7 @@ fn chunked<'py>(
 /// One FG's values shaped like the embedded `FeatureStore.retrieve`: numbers `(rows, features)` or
 /// `(rows, features, vector_length)` (ragged vector lengths: `(rows, sum of lengths)`); strings a
 /// list of rows of str; string vectors a list of rows of lists of str.
-fn shaped(py: Python<'_>, g: client::GroupColumns, rows: usize) -> PyResult<Bound<'_, PyAny>> {
+fn shaped(py: Python<'_>, g: wire::GroupColumns, rows: usize) -> PyResult<Bound<'_, PyAny>> {
     let n = g.features.len();
     if let Array::Str(items) = &g.values {
         let vector = g.features.first().is_some_and(|f| f.dtype.is_vector());
@@ -218,7 +218,7 @@ fn shaped(py: Python<'_>, g: client::GroupColumns, rows: usize) -> PyResult<Boun
 #[pyo3(signature = (data, *, native = false))]
 pub fn decode_retrieve_result<'py>(py: Python<'py>, data: &[u8], native: bool) -> PyResult<RetrieveOut<'py>> {
     let form = if native { ofs_core::cell::FloatForm::Native } else { ofs_core::cell::FloatForm::Widened };
-    let decoded = py.detach(|| client::decode_retrieve_result_as(data, form)).py_err()?;
+    let decoded = py.detach(|| wire::decode_retrieve_result_as(data, form)).py_err()?;
     let rows = decoded.rows;
     let groups = decoded
         .groups
@@ -246,7 +246,7 @@ pub fn decode_decoded_result<'py>(
     py: Python<'py>,
     data: &[u8],
 ) -> PyResult<(Vec<String>, Vec<String>, Vec<DecodedGroupOut<'py>>)> {
-    let decoded = py.detach(|| client::decode_decoded_result(data)).py_err()?;
+    let decoded = py.detach(|| wire::decode_decoded_result(data)).py_err()?;
     let rows = decoded.rows;
     let groups = decoded
         .groups

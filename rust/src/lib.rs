@@ -8,7 +8,6 @@ pub mod bf16;
 pub mod cache;
 pub mod catalog;
 pub mod cell;
-pub mod client;
 pub mod csdb;
 pub mod dtype;
 pub mod engine;
