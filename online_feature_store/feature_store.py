@@ -41,7 +41,6 @@ from online_feature_store.settings import data_dir, registry_url
 from online_feature_store.store.base import BlockStore, BlockWrite, KeyValues
 from online_feature_store.store.keys import encode_key
 from online_feature_store.store.opened import OpenStores
-from online_feature_store.types import DataType
 
 __all__ = ["FeatureStore"]
 
@@ -166,8 +165,9 @@ class FeatureStore:
         )
         values: dict[str, Any] = {}
         status: dict[str, npt.NDArray[np.uint8]] = {}
-        for (fg, _labels), (_fg_id, columns), (vals, st) in zip(request, planned, results, strict=False):
-            values[fg] = _shape(vals, len(canonical), columns)
+        for (fg, _labels), (vals, st) in zip(request, results, strict=False):
+            # Shaped natively (ofs_core::shape, the one rule); Q8's native form comes as a tuple.
+            values[fg] = Q8Values.from_native(vals) if isinstance(vals, tuple) else vals
             status[fg] = st
             found, missing, expired = (int(c) for c in np.bincount(st, minlength=3)[:3])
             self.metrics.feature_status(entity, fg, found, missing, expired)
@@ -316,28 +316,3 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _shape(vals: Any, n_keys: int, columns: Sequence[tuple[str, int, int]]) -> Any:
-    widths = [w for _, _, w in columns]
-    if isinstance(vals, tuple):  # Q8 codes and scales (embeddings="native")
-        codes, scales = vals
-        shaped = _shape(codes, n_keys, columns)
-        return Q8Values(shaped, scales.reshape(n_keys, len(columns)), tuple(widths))
-    if isinstance(vals, list):  # strings
-        per_row = sum(widths)
-        rows = [vals[i * per_row : (i + 1) * per_row] for i in range(n_keys)]
-        if all(DataType(t).is_vector for _, t, _ in columns):
-            out = []
-            for r in rows:
-                cells, at = [], 0
-                for w in widths:
-                    cells.append(r[at : at + w])
-                    at += w
-                out.append(cells)
-            return out
-        return rows
-    arr = np.asarray(vals)
-    if columns and DataType(columns[0][1]).is_vector and len(set(widths)) == 1:
-        return arr.reshape(n_keys, len(columns), widths[0])
-    return arr.reshape(n_keys, sum(widths))

@@ -1,10 +1,11 @@
 //! numpy ⇄ core conversions. Values cross as contiguous buffers; no Python object per value.
 
 use numpy::{Element as NpElement, PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use ofs_core::shape::Shaped;
 use ofs_core::{Array, Values};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::errors::invalid;
 
@@ -112,30 +113,23 @@ pub fn array_to_py(py: Python<'_>, a: Array) -> PyResult<Bound<'_, PyAny>> {
     })
 }
 
-/// One FG's numbers shaped as `retrieve` returns them: `(rows, features, length)` when every feature is
-/// a vector of one length, else `(rows, Σ widths)`. The native Q8 form becomes a tuple of its codes
-/// shaped that way, its scales `(rows, features)` and the vector lengths.
-pub fn shape_numbers<'py>(
-    py: Python<'py>,
-    values: Array,
-    rows: usize,
-    widths: &[usize],
-    all_vectors: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let uniform = all_vectors && !widths.is_empty() && widths.windows(2).all(|w| w[0] == w[1]);
-    let shape = |flat: Bound<'py, PyAny>| {
-        if uniform {
-            flat.call_method1("reshape", ((rows, widths.len(), widths[0]),))
-        } else {
-            flat.call_method1("reshape", ((rows, widths.iter().sum::<usize>()),))
-        }
-    };
-    if let Array::Q8 { codes, scales } = values {
-        let codes = shape(vec_to_py(py, codes))?;
-        let scales = vec_to_py(py, scales).call_method1("reshape", ((rows, widths.len()),))?;
-        return Ok((codes, scales, widths.to_vec()).into_pyobject(py)?.into_any());
+/// One FG's values as the core shaped them (`ofs_core::shape`): a numpy array of its dimensions, a
+/// list per row of str (of lists per feature for string vectors), or for the native Q8 form a
+/// `(codes, scales, lengths)` tuple of its codes and scales shaped likewise.
+pub fn shaped_to_py(py: Python<'_>, shaped: Shaped) -> PyResult<Bound<'_, PyAny>> {
+    fn reshape<'py>(flat: &Bound<'py, PyAny>, dims: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+        flat.call_method1("reshape", (PyTuple::new(flat.py(), dims)?,))
     }
-    shape(array_to_py(py, values)?)
+    Ok(match shaped {
+        Shaped::Array { values, dims } => reshape(&array_to_py(py, values)?, &dims)?,
+        Shaped::Q8 { codes, scales, dims, scale_dims, lengths } => {
+            let codes = reshape(&vec_to_py(py, codes), &dims)?;
+            let scales = reshape(&vec_to_py(py, scales), &scale_dims)?;
+            (codes, scales, lengths).into_pyobject(py)?.into_any()
+        }
+        Shaped::Strings(rows) => PyList::new(py, rows)?.into_any(),
+        Shaped::StringVectors(rows) => PyList::new(py, rows)?.into_any(),
+    })
 }
 
 /// Borrows `obj` as a contiguous 1-D array of `T`. Lists and other dtypes are converted when every

@@ -4,13 +4,13 @@
 
 use numpy::{PyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use ofs_core::wire::{self, Cells, PersistGroup};
-use ofs_core::{Array, DataType};
+use ofs_core::DataType;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::args::Int;
-use crate::arrays::{input, shape_numbers, with_values, Input};
+use crate::arrays::{input, shaped_to_py, with_values, Input};
 use crate::errors::{invalid, IntoPy};
 
 /// `(fg_label, data type id, feature labels, values)`.
@@ -190,25 +190,6 @@ fn chunked<'py>(
         .collect()
 }
 
-/// One FG's values shaped like the embedded `FeatureStore.retrieve`: numbers `(rows, features)` or
-/// `(rows, features, vector_length)` (ragged vector lengths: `(rows, sum of lengths)`); strings a
-/// list of rows of str; string vectors a list of rows of lists of str.
-fn shaped(py: Python<'_>, g: wire::GroupColumns, rows: usize) -> PyResult<Bound<'_, PyAny>> {
-    let n = g.features.len();
-    if let Array::Str(items) = &g.values {
-        let vector = g.features.first().is_some_and(|f| f.dtype.is_vector());
-        if !vector {
-            return Ok(PyList::new(py, chunked(py, items, std::iter::repeat(n).take(rows))?)?.into_any());
-        }
-        let cells = chunked(py, items, g.string_counts.iter().copied())?;
-        let rows = cells.chunks(n.max(1)).map(|row| PyList::new(py, row)).collect::<PyResult<Vec<_>>>()?;
-        return Ok(PyList::new(py, rows)?.into_any());
-    }
-    let widths: Vec<usize> = g.features.iter().map(|f| f.vector_length.max(1) as usize).collect();
-    let vectors = g.features.iter().all(|f| f.dtype.is_vector());
-    shape_numbers(py, g.values, rows, &widths, vectors)
-}
-
 /// Decodes `retrieve.Result` bytes from our server (GIL released) into
 /// `(entity, keys_schema, keys, groups)`: `keys` every row's key values back to back; per feature
 /// group `(label, feature labels, data type ids, vector lengths, values, status)` with values shaped
@@ -223,13 +204,14 @@ pub fn decode_retrieve_result<'py>(py: Python<'py>, data: &[u8], native: bool) -
     let groups = decoded
         .groups
         .into_iter()
-        .map(|mut g| {
+        .map(|g| {
             let labels = g.features.iter().map(|f| f.label.clone()).collect();
             let types = g.features.iter().map(|f| f.dtype as u8).collect();
             let lengths = g.features.iter().map(|f| f.vector_length).collect();
-            let label = std::mem::take(&mut g.label);
-            let status = PyArray1::from_vec(py, std::mem::take(&mut g.status));
-            Ok((label, labels, types, lengths, shaped(py, g, rows)?, status))
+            // Shaped like the embedded `FeatureStore.retrieve` (one rule: `ofs_core::shape`).
+            let values = g.layout().shape_counted(g.values, rows, &g.string_counts).py_err()?;
+            let status = PyArray1::from_vec(py, g.status);
+            Ok((g.label, labels, types, lengths, shaped_to_py(py, values)?, status))
         })
         .collect::<PyResult<Vec<_>>>()?;
     Ok((decoded.entity, decoded.keys_schema, decoded.keys, groups))

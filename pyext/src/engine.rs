@@ -1,20 +1,22 @@
 //! Bindings of the compiled catalog and the retrieve / persist engine. Blocks cross as `bytes`,
-//! values as numpy buffers; planning, decoding and assembly run with the GIL released.
+//! values as numpy buffers; planning, decoding and assembly run with the GIL released. Conversions
+//! only: plans, limits, the in-process cache attempt, key names and result shapes are the core's.
 
 use std::sync::Arc;
 
 use numpy::PyArray1;
+use ofs_core::cached::CacheLookup;
 use ofs_core::catalog::{Catalog, VersionSpec};
 use ofs_core::cell::FloatForm;
 use ofs_core::engine::{self, Engine};
-use ofs_core::psdb::Array;
+use ofs_core::shape::Shaped;
 use ofs_core::{wire, DataType, Limits};
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::args::{ints, now_or_clock, Int};
-use crate::arrays::{array_to_py, bytes, input, shape_numbers, with_values};
+use crate::arrays::{bytes, input, shaped_to_py, with_values};
 use crate::cache::PyBlockCache;
 use crate::errors::{invalid, IntoPy};
 
@@ -35,8 +37,8 @@ type CountedArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>, u64, u64
 
 /// `(fg label, found, missing, expired)` rows of one FG of a retrieve.
 type FgCounts = (String, u64, u64, u64);
-/// Encoded response bytes and per-FG `[found, missing, expired]`.
-type Encoded = (Vec<u8>, Vec<[u64; 3]>);
+/// One FG's values shaped by the core, its status bytes and `[found, missing, expired]`.
+type ShapedFg = (Shaped, Vec<u8>, [u64; 3]);
 /// `(response bytes, entity, keys, per-FG counts)` of a wire retrieve.
 type WireAnswer<'py> = (Bound<'py, PyBytes>, String, usize, Vec<FgCounts>);
 /// `(canonical key, fg id, block, expires_at, key string)`: a `store.base.BlockWrite`'s fields.
@@ -192,10 +194,12 @@ impl PyCatalog {
     }
 
     /// Decodes the stored blocks of a request. `blocks` is key-major: `blocks[k * len(fgs) + f]`
-    /// (empty = nothing stored). Returns per FG `(values, status)`: values row-major
-    /// `(key, feature, element)` as a flat numpy array (a list for strings), status a uint8 array
-    /// (0 found, 1 missing, 2 expired). With `native`, bf16 values come as `ml_dtypes.bfloat16` and
-    /// Q8 values as a `(codes int8, scales float32)` tuple instead of widened float32.
+    /// (empty = nothing stored). Returns per FG `(values, status)`: values shaped as
+    /// `FeatureStore.retrieve` returns them (`ofs_core::shape`: numbers `(keys, Σ widths)` or
+    /// `(keys, features, length)` for vectors of one length; strings a list per key, of lists per feature
+    /// for string vectors), status a uint8 array (0 found, 1 missing, 2 expired). With `native`, bf16
+    /// values come as `ml_dtypes.bfloat16` and Q8 values as a `(codes int8, scales float32, lengths)`
+    /// tuple instead of widened float32.
     #[pyo3(signature = (entity, keys_schema, fgs, blocks, *, now = None, limits = None, native = false))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn retrieve<'py>(
@@ -209,40 +213,22 @@ impl PyCatalog {
         limits: Option<&PyLimits>,
         native: bool,
     ) -> PyResult<Vec<FgArrays<'py>>> {
-        let form = form_of(native);
-        let limits = limits_of(limits);
-        let now = now_or_clock(now);
-        let n_fgs = fgs.len();
-        if n_fgs == 0 || blocks.len() % n_fgs != 0 {
-            return Err(invalid(format!(
-                "{} blocks is not a whole number of rows of {n_fgs} feature groups",
-                blocks.len()
-            )));
-        }
-        let cat = &self.inner;
-        let results = py
-            .detach(|| -> ofs_core::Result<Vec<engine::FgResult>> {
+        let (limits, now) = (limits_of(limits), now_or_clock(now));
+        let engine = &self.inner;
+        let shaped = py
+            .detach(|| -> ofs_core::Result<Vec<(Shaped, Vec<u8>)>> {
                 let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
                 let req: Vec<(&str, Vec<&str>)> =
                     fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
-                let plan = cat.plan(entity, &schema, &req)?;
-                plan.check_limits(blocks.len() / n_fgs, &limits)?;
-                plan.fgs
-                    .iter()
-                    .enumerate()
-                    .map(|(f, fp)| {
-                        let column: Vec<&[u8]> = blocks.iter().skip(f).step_by(n_fgs).map(|b| &b[..]).collect();
-                        fp.assemble_as(&column, now, form)
-                    })
-                    .collect()
+                let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+                let (plan, counted) = engine.retrieve(entity, &schema, &req, &refs, now, &limits, form_of(native))?;
+                let n_keys = refs.len() / req.len();
+                counted.into_iter().zip(&plan.fgs).map(|(c, fp)| shaped_fg(c.result, fp, n_keys)).collect()
             })
             .py_err()?;
-        results
+        shaped
             .into_iter()
-            .map(|r| {
-                let status = r.status.iter().map(|&s| s as u8).collect::<Vec<u8>>();
-                Ok((array_to_py(py, r.values)?, PyArray1::from_vec(py, status)))
-            })
+            .map(|(values, status)| Ok((shaped_to_py(py, values)?, PyArray1::from_vec(py, status))))
             .collect()
     }
 
@@ -270,37 +256,29 @@ impl PyCatalog {
         let req: Vec<(&str, Vec<&str>)> = fgs.iter().map(|(f, l)| (&**f, l.iter().map(|s| &**s).collect())).collect();
         let plan = self.inner.plan(entity, &schema, &req).py_err()?;
         plan.check_limits(keys.len()?, &limits_of(limits)).py_err()?;
-        if plan.in_process_cache.is_none() {
-            return Ok(None);
-        }
+        let Some(mut lookup) = CacheLookup::new(&plan, &cache.inner) else { return Ok(None) };
         // Keys are named and looked up in one pass with the GIL held (a lookup is a hash probe): no
         // per-key allocation, and the first miss ends the attempt.
-        let mut entries = Vec::new();
-        let mut name = String::with_capacity(entity.len() + 32);
-        let clock = ofs_core::cache::now_ms();
-        let complete = for_each_key(keys, &plan.key_perm, &mut name, entity, |name| {
-            cache.inner.entry(name, clock).map(|e| entries.push(e)).is_some()
-        })?;
-        if !complete {
+        if !for_each_key(keys, &plan.key_perm, &mut lookup)? {
             return Ok(None);
         }
         let now = now_or_clock(now);
-        let results = py
-            .detach(|| -> ofs_core::Result<Option<Vec<engine::Counted>>> {
-                let csdbs: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
-                let Some(blocks) = engine::blocks_from_csdbs(&csdbs, &plan.fg_ids())? else { return Ok(None) };
-                plan.assemble_counted_as(&blocks, now, form_of(native)).map(Some)
+        let n_keys = lookup.keys();
+        let shaped = py
+            .detach(|| -> ofs_core::Result<Option<Vec<ShapedFg>>> {
+                let Some(counted) = lookup.assemble(now, form_of(native))? else { return Ok(None) };
+                let fgs = counted.into_iter().zip(&plan.fgs).map(|(c, fp)| {
+                    let (values, status) = shaped_fg(c.result, fp, n_keys)?;
+                    Ok((values, status, c.counts))
+                });
+                fgs.collect::<ofs_core::Result<_>>().map(Some)
             })
             .py_err()?;
-        let Some(results) = results else { return Ok(None) };
-        let n_keys = entries.len();
-        results
+        let Some(shaped) = shaped else { return Ok(None) };
+        shaped
             .into_iter()
-            .zip(&plan.fgs)
-            .map(|(c, fp)| {
-                let status = c.result.status.iter().map(|&s| s as u8).collect::<Vec<u8>>();
-                let [found, missing, expired] = c.counts;
-                Ok((shaped(py, c.result.values, n_keys, fp)?, PyArray1::from_vec(py, status), found, missing, expired))
+            .map(|(values, status, [found, missing, expired])| {
+                Ok((shaped_to_py(py, values)?, PyArray1::from_vec(py, status), found, missing, expired))
             })
             .collect::<PyResult<Vec<_>>>()
             .map(Some)
@@ -323,7 +301,7 @@ impl PyCatalog {
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let group = self.inner.catalog().entity(entity).and_then(|e| e.fg(fg)).py_err()?;
         let limits = limits_of(limits);
-        limits.check_rows(rows.0, || format!("persist to feature group {fg:?}")).py_err()?;
+        engine::check_rows(group, rows.0, &limits).py_err()?;
         let inp = input(values, group.dtype.is_string())?;
         let now = now_or_clock(now);
         let blocks =
@@ -351,41 +329,19 @@ impl PyCatalog {
         cache: Option<&PyBlockCache>,
         limits: Option<&PyLimits>,
     ) -> PyResult<WireAnswer<'py>> {
-        let cat = &self.inner;
-        let now = now_or_clock(now);
-        let limits = limits_of(limits);
-        let req = py.detach(|| wire::parse_retrieve(cat, query, &limits)).py_err()?;
-        let encode = |blocks: &[&[u8]]| -> ofs_core::Result<Encoded> {
-            if decoded {
-                wire::encode_decoded_counted(&req, blocks, now)
-            } else {
-                wire::encode_retrieve_counted(&req, blocks, now)
-            }
-        };
+        let engine = &self.inner;
+        let (limits, now) = (limits_of(limits), now_or_clock(now));
+        let req = py.detach(|| wire::parse_retrieve(engine, query, &limits)).py_err()?;
         let cached = match cache {
-            Some(cache) if req.plan.in_process_cache.is_some() => py
-                .detach(|| -> ofs_core::Result<Option<Encoded>> {
-                    let names: Vec<String> = req
-                        .canonical_keys
-                        .iter()
-                        .map(|k| ofs_core::keys::encode_key(k.iter().map(String::as_str)))
-                        .collect();
-                    let Some(entries) = cache.inner.entries(&req.plan.entity, &names) else { return Ok(None) };
-                    let csdbs: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
-                    match engine::blocks_from_csdbs(&csdbs, &req.fg_ids())? {
-                        Some(blocks) => encode(&blocks).map(Some),
-                        None => Ok(None),
-                    }
-                })
-                .py_err()?,
-            _ => None,
+            Some(cache) => py.detach(|| req.answer_cached(&cache.inner, now, decoded)).py_err()?,
+            None => None,
         };
         let (out, counts) = if let Some(done) = cached {
             done
         } else {
             let blocks: Vec<PyBackedBytes> =
                 read.call1((req.query.entity_label.as_str(), req.canonical_keys.clone(), req.fg_ids()))?.extract()?;
-            py.detach(|| encode(&blocks.iter().map(|b| &b[..]).collect::<Vec<_>>())).py_err()?
+            py.detach(|| req.answer(&blocks.iter().map(|b| &b[..]).collect::<Vec<_>>(), now, decoded)).py_err()?
         };
         let labelled = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
         Ok((bytes(py, &out), req.plan.entity.clone(), req.canonical_keys.len(), labelled))
@@ -403,18 +359,12 @@ impl PyCatalog {
         decoded: bool,
         limits: Option<&PyLimits>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let cat = &self.inner;
-        let now = now_or_clock(now);
-        let limits = limits_of(limits);
-        let out = py
+        let engine = &self.inner;
+        let (limits, now) = (limits_of(limits), now_or_clock(now));
+        let (out, _) = py
             .detach(|| {
-                let req = wire::parse_retrieve(cat, query, &limits)?;
-                let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
-                if decoded {
-                    wire::encode_decoded(&req, &refs, now)
-                } else {
-                    wire::encode_retrieve(&req, &refs, now)
-                }
+                let req = wire::parse_retrieve(engine, query, &limits)?;
+                req.answer(&blocks.iter().map(|b| &b[..]).collect::<Vec<_>>(), now, decoded)
             })
             .py_err()?;
         Ok(bytes(py, &out))
@@ -433,18 +383,13 @@ impl PyCatalog {
         saturate: bool,
         limits: Option<&PyLimits>,
     ) -> PyResult<PersistAnswer<'py>> {
-        let cat = &self.inner;
-        let now = now_or_clock(now);
-        let limits = limits_of(limits);
-        let (req, per_block, names) = py
+        let catalog = self.inner.catalog();
+        let (limits, now) = (limits_of(limits), now_or_clock(now));
+        let (req, (per_block, names)) = py
             .detach(|| {
-                let req = wire::parse_persist(cat.catalog(), query, now, saturate, &limits)?;
-                // Each block's key string, and the distinct ones in order of first appearance.
-                let per_block: Vec<String> =
-                    req.blocks.iter().map(|b| ofs_core::keys::encode_key(b.key.iter().map(String::as_str))).collect();
-                let mut seen = std::collections::HashSet::new();
-                let names: Vec<String> = per_block.iter().filter(|n| seen.insert(n.as_str())).cloned().collect();
-                Ok::<_, ofs_core::Error>((req, per_block, names))
+                let req = wire::parse_persist(catalog, query, now, saturate, &limits)?;
+                let names = req.key_names();
+                Ok::<_, ofs_core::Error>((req, names))
             })
             .py_err()?;
         let blocks = req
@@ -463,39 +408,31 @@ impl PyCatalog {
     }
 }
 
-/// Walks `keys` (rows in the caller's key order; plain values when there is one key), writing each
-/// key's cache entry name (`entity`, then the canonical key string as `ofs_core::keys` builds it) into
-/// `name` and calling `visit(name)`; stops early (returning false) when `visit` returns false.
-fn for_each_key<'py>(
-    keys: &Bound<'py, PyAny>,
-    perm: &[usize],
-    name: &mut String,
-    entity: &str,
-    mut visit: impl FnMut(&str) -> bool,
-) -> PyResult<bool> {
+/// Walks `keys` (rows in the caller's key order; plain values when there is one key), giving each
+/// key's values to `lookup` in canonical order (`perm`) as text, and ending each key with a lookup;
+/// stops early (returning false) at the first miss.
+fn for_each_key(keys: &Bound<'_, PyAny>, perm: &[usize], lookup: &mut CacheLookup<'_>) -> PyResult<bool> {
     // The rule of `online_feature_store.keys.key_text`: str as is and int as its decimal digits here
     // (no Python object per str key); every other value (bytes, numpy scalars, the refused bool and
     // float) goes to `key_text` itself, fetched on first need.
     let py = keys.py();
-    let mut rule: Option<Bound<'py, PyAny>> = None;
-    let mut push = |out: &mut String, v: &Bound<'_, PyAny>| -> PyResult<()> {
+    let mut rule: Option<Bound<'_, PyAny>> = None;
+    let mut push = |lookup: &mut CacheLookup<'_>, v: &Bound<'_, PyAny>| -> PyResult<()> {
         if let Ok(s) = v.cast::<PyString>() {
-            ofs_core::keys::push_escaped(out, s.to_str()?);
+            lookup.push(s.to_str()?);
         } else if v.is_exact_instance_of::<pyo3::types::PyInt>() {
-            ofs_core::keys::push_escaped(out, v.str()?.to_str()?);
+            lookup.push(v.str()?.to_str()?);
         } else {
             let key_text = match &rule {
                 Some(f) => f,
                 None => rule.insert(py.import("online_feature_store.keys")?.getattr("key_text")?),
             };
-            ofs_core::keys::push_escaped(out, key_text.call1((v,))?.cast::<PyString>()?.to_str()?);
+            lookup.push(key_text.call1((v,))?.cast::<PyString>()?.to_str()?);
         }
         Ok(())
     };
     for row in keys.try_iter()? {
         let row = row?;
-        name.clear();
-        ofs_core::cache::push_entry_prefix(name, entity);
         // As `online_feature_store.keys.key_rows`: str and bytes are one value, so is anything without
         // a length; anything else is a row.
         let scalar = row.is_instance_of::<PyString>()
@@ -510,50 +447,28 @@ fn for_each_key<'py>(
                     perm.len()
                 )));
             }
-            push(name, &row)?;
+            push(lookup, &row)?;
         } else {
             let n = row.len()?;
             if n != perm.len() {
                 return Err(invalid(format!("key {} has {n} values, expected {}", row.repr()?, perm.len())));
             }
-            for (i, &p) in perm.iter().enumerate() {
-                if i > 0 {
-                    name.push('|');
-                }
-                push(name, &row.get_item(p)?)?;
+            for &p in perm {
+                push(lookup, &row.get_item(p)?)?;
             }
         }
-        if !visit(name) {
+        if !lookup.hit() {
             return Ok(false);
         }
     }
     Ok(true)
 }
 
-/// One FG's values shaped as `FeatureStore.retrieve` returns them: numbers `(keys, Σ widths)`, or
-/// `(keys, features, length)` for vectors of one length; strings as a list per key (of lists per
-/// feature when every column is a vector).
-fn shaped<'py>(py: Python<'py>, values: Array, n_keys: usize, fp: &engine::FgPlan) -> PyResult<Bound<'py, PyAny>> {
-    let widths: Vec<usize> = fp.columns.iter().map(|c| c.width).collect();
-    let per_row: usize = widths.iter().sum();
-    if let Array::Str(flat) = values {
-        let all_vectors = fp.columns.iter().all(|c| c.dtype.is_vector());
-        let rows = (0..n_keys).map(|k| {
-            let row = &flat[k * per_row..(k + 1) * per_row];
-            if !all_vectors {
-                return PyList::new(py, row);
-            }
-            let mut at = 0;
-            let cells = widths.iter().map(|&w| {
-                at += w;
-                PyList::new(py, &row[at - w..at])
-            });
-            PyList::new(py, cells.collect::<PyResult<Vec<_>>>()?)
-        });
-        return Ok(PyList::new(py, rows.collect::<PyResult<Vec<_>>>()?)?.into_any());
-    }
-    let vectors = fp.columns.first().is_some_and(|c| c.dtype.is_vector());
-    shape_numbers(py, values, n_keys, &widths, vectors)
+/// One FG's assembled values shaped as `FeatureStore.retrieve` returns them (`ofs_core::shape`), and
+/// its status bytes.
+fn shaped_fg(r: engine::FgResult, fp: &engine::FgPlan, n_keys: usize) -> ofs_core::Result<(Shaped, Vec<u8>)> {
+    let status = r.status.iter().map(|&s| s as u8).collect();
+    Ok((fp.layout().shape(r.values, n_keys)?, status))
 }
 
 fn form_of(native: bool) -> FloatForm {

@@ -100,20 +100,6 @@ impl BlockCache {
         Ok(Some(out.into_iter().map(|b| b.unwrap_or_default().to_vec()).collect()))
     }
 
-    /// The live entries (CSDBs of uncompressed blocks) of every key, or `None` as soon as one key misses.
-    pub fn entries(&self, entity: &str, keys: &[String]) -> Option<Vec<Arc<[u8]>>> {
-        let now = now_ms();
-        let mut k = String::with_capacity(entity.len() + 32);
-        keys.iter()
-            .map(|key| {
-                k.clear();
-                push_entry_prefix(&mut k, entity);
-                k.push_str(key);
-                self.entry(&k, now)
-            })
-            .collect()
-    }
-
     /// The live entry named `name` (see [`push_entry_prefix`]) at `now_ms`.
     pub fn entry(&self, name: &str, now_ms: u64) -> Option<Arc<[u8]>> {
         self.cache.get(name).filter(|e| e.expires_at_ms > now_ms).map(|e| e.csdb)

@@ -16,6 +16,7 @@ use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::limits::{try_vec, Limits};
 use crate::psdb::{self, Array, Block, EncodeOptions, Header};
+use crate::shape::Layout;
 use crate::values::Values;
 use crate::{cell, expiry, quant};
 
@@ -126,6 +127,33 @@ impl Engine {
         }
         cache.insert(key, Arc::clone(&plan));
         Ok(plan)
+    }
+
+    /// The retrieve of a request over blocks already read, key-major (`blocks[k * fgs.len() + f]`,
+    /// empty = nothing stored): planned, held to `limits` (the keys are the blocks' rows), and every FG
+    /// assembled with its found / missing / expired counts.
+    #[allow(clippy::too_many_arguments)] // The request's parts, its blocks and how to answer.
+    pub fn retrieve(
+        &self,
+        entity: &str,
+        keys_schema: &[&str],
+        fgs: &[(&str, Vec<&str>)],
+        blocks: &[&[u8]],
+        now: u64,
+        limits: &Limits,
+        form: FloatForm,
+    ) -> Result<(Arc<Plan>, Vec<Counted>)> {
+        let n_fgs = fgs.len();
+        if n_fgs == 0 || blocks.len() % n_fgs != 0 {
+            return Err(Error::InvalidInput(format!(
+                "{} blocks is not a whole number of rows of {n_fgs} feature groups",
+                blocks.len()
+            )));
+        }
+        let plan = self.plan(entity, keys_schema, fgs)?;
+        plan.check_limits(blocks.len() / n_fgs, limits)?;
+        let counted = plan.assemble_counted_as(blocks, now, form)?;
+        Ok((plan, counted))
     }
 }
 
@@ -323,6 +351,11 @@ pub struct FgResult {
 }
 
 impl FgPlan {
+    /// How the requested features lay out a row of this FG's values ([`crate::shape`]).
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.columns.iter().map(|c| (c.dtype, c.width)))
+    }
+
     /// Values per row (Σ column widths).
     pub fn row_width(&self) -> usize {
         self.columns.iter().map(|c| c.width).sum()
@@ -503,6 +536,11 @@ impl FgPlan {
     }
 }
 
+/// Refuses a persist of `rows` rows to `fg` over `limits`, before any value is looked at.
+pub fn check_rows(fg: &FeatureGroup, rows: usize, limits: &Limits) -> Result<()> {
+    limits.check_rows(rows, || format!("persist to feature group {:?}", fg.label))
+}
+
 /// Builds one block per row for a persist: `values` holds `rows × fg.active().meta.n_values()` values,
 /// row-major. Every row is validated before any block is returned, so a bad row fails the whole call;
 /// more rows than `limits.max_rows`, or blocks adding up to more than `limits.max_bytes`, fail it too.
@@ -514,7 +552,7 @@ pub fn encode_rows(
     saturate: bool,
     limits: &Limits,
 ) -> Result<Vec<Vec<u8>>> {
-    limits.check_rows(rows, || format!("persist to feature group {:?}", fg.label))?;
+    check_rows(fg, rows, limits)?;
     let meta = &fg.active().meta;
     let per_row = meta.n_values();
     if Some(values.len()) != rows.checked_mul(per_row) {

@@ -16,14 +16,20 @@ pub fn push_escaped(out: &mut String, value: &str) {
     }
 }
 
+/// Appends value number `i` (from 0) of a key to `out`: the separator before all but the first, then
+/// the value escaped.
+pub fn push_value(out: &mut String, i: usize, value: &str) {
+    if i > 0 {
+        out.push('|');
+    }
+    push_escaped(out, value);
+}
+
 /// The canonical string of `values` (already in canonical key order).
 pub fn encode_key<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = String::new();
     for (i, v) in values.into_iter().enumerate() {
-        if i > 0 {
-            out.push('|');
-        }
-        push_escaped(&mut out, v);
+        push_value(&mut out, i, v);
     }
     out
 }

@@ -6,6 +6,7 @@
 
 pub mod bf16;
 pub mod cache;
+pub mod cached;
 pub mod catalog;
 pub mod cell;
 pub mod csdb;
@@ -23,6 +24,7 @@ pub mod psdb;
 pub mod q8;
 pub mod quant;
 pub mod render;
+pub mod shape;
 pub mod values;
 pub mod wire;
 

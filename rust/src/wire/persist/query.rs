@@ -7,9 +7,9 @@ use super::values::{build_block, Cells, FeatureValues, Scratch, Values};
 use crate::catalog::{Catalog, FeatureGroup as CatFg};
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
-use crate::expiry;
 use crate::limits::{try_vec, Limits};
 use crate::wire::proto::{prescan, put_bytes};
+use crate::{expiry, keys};
 
 /// `persist.FeatureGroupSchema`: a feature group and the features each row gives.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -56,6 +56,18 @@ pub struct PersistBlock {
 pub struct PersistRequest {
     pub entity: String,
     pub blocks: Vec<PersistBlock>,
+}
+
+impl PersistRequest {
+    /// Each block's key string ([`crate::keys`]), and the distinct ones in order of first appearance:
+    /// what the write invalidates in the caches.
+    pub fn key_names(&self) -> (Vec<String>, Vec<String>) {
+        let per_block: Vec<String> =
+            self.blocks.iter().map(|b| keys::encode_key(b.key.iter().map(String::as_str))).collect();
+        let mut seen = std::collections::HashSet::new();
+        let distinct = per_block.iter().filter(|n| seen.insert(n.as_str())).cloned().collect();
+        (per_block, distinct)
+    }
 }
 
 /// Parses `persist.Query` bytes and builds every block; any invalid value fails the whole request

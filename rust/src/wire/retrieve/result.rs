@@ -19,6 +19,7 @@ use crate::engine::Status;
 use crate::error::Error;
 use crate::limits::try_vec;
 use crate::psdb::Array;
+use crate::shape::Layout;
 use crate::wire::proto::{fields, utf8, Field};
 
 /// `retrieve.Row`: one key's values and cells.
@@ -158,6 +159,13 @@ pub struct RetrieveColumns {
     pub keys: Vec<String>,
     pub rows: usize,
     pub groups: Vec<GroupColumns>,
+}
+
+impl GroupColumns {
+    /// How the group's features lay out a row of its values ([`crate::shape`]).
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.features.iter().map(|f| (f.dtype, f.vector_length.max(1) as usize)))
+    }
 }
 
 impl FeatureInfo {
