@@ -1,9 +1,10 @@
 //! Retrieve planning and response assembly, and block building for persist.
 //!
 //! A request is planned against the [`Catalog`] (names resolved, quantization checked, key order
-//! mapped) once per request shape, the plan kept by the [`Engine`] serving that catalog; then the stored blocks of every key × FG are decoded with the layout of their own schema
-//! version and the requested features are laid out row-major. Missing or expired data answers the
-//! active version's defaults and says so in a per-row, per-FG status.
+//! mapped) once per request shape, the plan kept by the [`Engine`] serving that catalog. Then the
+//! stored blocks of every key × FG are decoded with the layout of their own schema version and the
+//! requested features are laid out row-major. Missing or expired data answers the active version's
+//! defaults and says so in a per-row, per-FG status.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,10 @@
 //! Pure Rust core of online-feature-store.
 //!
-//! Owns the storage formats (PSDB blocks, CSDB cache values), the data types (the reference's 31 and our
-//! bf16 / q8 extensions), low-precision float conversion and retrieval-time quantization. No Python here: `pyext/` binds this crate, and the
-//! services reach it only through those bindings.
+//! Owns the storage formats (PSDB blocks, CSDB cache values), the data types (the reference's 31 and
+//! our bf16 / q8 extensions), low-precision float conversion and retrieval-time quantization, the
+//! compiled registry and the engine that plans and answers requests (with the in-process cache and the
+//! one shape of a result), and the gRPC wire messages, both ends of each. No Python here: `pyext/`
+//! binds this crate, and the services reach it only through those bindings.
 
 pub mod bf16;
 pub mod cache;
