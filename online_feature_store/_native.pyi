@@ -199,15 +199,6 @@ class Catalog:
         cache: BlockCache | None = None,
         limits: Limits | None = None,
     ) -> tuple[bytes, str, int, list[tuple[str, int, int, int]]]: ...
-    def encode_wire(
-        self,
-        query: bytes,
-        blocks: Sequence[bytes],
-        *,
-        now: int | None = None,
-        decoded: bool = False,
-        limits: Limits | None = None,
-    ) -> bytes: ...
     def persist_wire(
         self,
         query: bytes,

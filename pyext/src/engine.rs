@@ -347,29 +347,6 @@ impl PyCatalog {
         Ok((bytes(py, &out), req.plan.entity.clone(), req.canonical_keys.len(), labelled))
     }
 
-    /// `retrieve.Result` bytes for `query` (or `retrieve.DecodedResult` with `decoded`), given the
-    /// blocks read for its plan (key-major).
-    #[pyo3(signature = (query, blocks, *, now = None, decoded = false, limits = None))]
-    fn encode_wire<'py>(
-        &self,
-        py: Python<'py>,
-        query: &[u8],
-        blocks: Vec<PyBackedBytes>,
-        now: Option<Int<u64>>,
-        decoded: bool,
-        limits: Option<&PyLimits>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let engine = &self.inner;
-        let (limits, now) = (limits_of(limits), now_or_clock(now));
-        let (out, _) = py
-            .detach(|| {
-                let req = wire::parse_retrieve(engine, query, &limits)?;
-                req.answer(&blocks.iter().map(|b| &b[..]).collect::<Vec<_>>(), now, decoded)
-            })
-            .py_err()?;
-        Ok(bytes(py, &out))
-    }
-
     /// Validates `persist.Query` bytes and builds every block: `(entity, [(canonical key tuple, fg id,
     /// block, expires_at, key string)], names)`. Key strings are `store.keys.encode_key` of the key;
     /// `names` are the distinct ones in order of first appearance: what a strong-mode write invalidates.
