@@ -83,12 +83,6 @@ impl PyLimits {
         self.inner.max_bytes
     }
 
-    /// Raises `ResourceExhaustedError` when a retrieve of `keys` keys is over the limit (`what` names
-    /// the request in the message).
-    fn check_keys(&self, keys: Int<usize>, what: &str) -> PyResult<()> {
-        self.inner.check_keys(keys.0, || what.to_owned()).py_err()
-    }
-
     /// Raises `ResourceExhaustedError` when a persist of `rows` rows is over the limit.
     fn check_rows(&self, rows: Int<usize>, what: &str) -> PyResult<()> {
         self.inner.check_rows(rows.0, || what.to_owned()).py_err()
