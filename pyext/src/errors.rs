@@ -23,6 +23,8 @@ pub fn to_py(err: &Error) -> PyErr {
         ErrorKind::Corrupt => "CorruptBlockError",
         ErrorKind::NotFound => "NotFoundError",
         ErrorKind::ResourceExhausted => "ResourceExhaustedError",
+        ErrorKind::Unavailable => "UnavailableError",
+        ErrorKind::DeadlineExceeded => "DeadlineExceededError",
     };
     Python::attach(|py| raise(py, class, err.to_string()))
 }

@@ -1,9 +1,9 @@
 //! Bindings of CSDB values, low-precision float conversion and retrieval-time quantization.
 
 use numpy::PyArray1;
-use ofs_core::{bf16, csdb, float, frames, q8, quant, DataType};
+use ofs_core::{bf16, csdb, float, q8, quant, DataType};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyBytes;
 
 use crate::args::{ints, Int};
 use crate::arrays::{bytes, slice_of};
@@ -43,17 +43,6 @@ pub fn csdb_lookup<'py>(
     let mut out = vec![None; fg_ids.len()];
     csdb::lookup(value, &fg_ids, &mut out).py_err()?;
     Ok(out.into_iter().map(|o| o.map(|b| bytes(py, b))).collect())
-}
-
-/// Adds `found[(key, fg_id)] = block` for every row of a framed `SQLite` store read
-/// (`ofs_core::frames::sqlite_rows`); a frame that does not parse raises `CorruptBlockError`.
-#[pyfunction]
-pub fn sqlite_unframe(data: &[u8], found: &Bound<'_, PyDict>) -> PyResult<()> {
-    let py = found.py();
-    for (key, fg_id, block) in frames::sqlite_rows(data).py_err()? {
-        found.set_item((key, fg_id), bytes(py, block))?;
-    }
-    Ok(())
 }
 
 macro_rules! float_codec {

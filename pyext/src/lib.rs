@@ -11,6 +11,7 @@ mod client;
 mod engine;
 mod errors;
 mod formats;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -25,6 +26,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyCatalog>()?;
     m.add_class::<engine::PyLimits>()?;
     m.add_class::<cache::PyBlockCache>()?;
+    m.add_class::<store::PyStore>()?;
     m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;
@@ -41,7 +43,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(formats::csdb_encode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_entries, m)?)?;
     m.add_function(wrap_pyfunction!(formats::csdb_lookup, m)?)?;
-    m.add_function(wrap_pyfunction!(formats::sqlite_unframe, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp16_encode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp16_decode, m)?)?;
     m.add_function(wrap_pyfunction!(formats::fp8_e4m3_encode, m)?)?;

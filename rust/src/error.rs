@@ -17,6 +17,10 @@ pub enum ErrorKind {
     NotFound,
     /// The request is over a size limit, or memory for it could not be had: refused before the work.
     ResourceExhausted,
+    /// A backing service (a store) could not answer: down, timed out, refused the connection.
+    Unavailable,
+    /// The call's deadline passed before the work (a store call) could start.
+    DeadlineExceeded,
 }
 
 /// Everything that can go wrong in the core.
@@ -71,6 +75,15 @@ pub enum Error {
     /// An allocation the allocator refused: reported instead of aborting the process.
     #[error("out of memory: cannot allocate {bytes} bytes for {what}")]
     OutOfMemory { what: &'static str, bytes: u64 },
+
+    /// A store could not perform a call (the message names the store and the call, then the cause). A
+    /// store never answers "missing" for a read it could not perform.
+    #[error("{0}")]
+    Unavailable(String),
+
+    /// The deadline of the call passed before `0` (the store calls of a request).
+    #[error("deadline exceeded before {0}")]
+    DeadlineExceeded(String),
 }
 
 fn element_suffix(element: Option<usize>) -> String {
@@ -104,6 +117,8 @@ impl Error {
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::ResourceExhausted { .. } | Error::OutOfMemory { .. } => ErrorKind::ResourceExhausted,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
             _ => ErrorKind::InvalidInput,
         }
     }

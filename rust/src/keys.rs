@@ -34,6 +34,21 @@ pub fn encode_key<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
     out
 }
 
+/// The values of a canonical key string ([`encode_key`]'s inverse): split at unescaped `|`, escapes
+/// removed. A string of one value has no separator.
+pub fn decode_key(key: &str) -> Vec<String> {
+    let mut values = vec![String::new()];
+    let mut chars = key.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' => values.last_mut().expect("one value at least").extend(chars.next()),
+            '|' => values.push(String::new()),
+            _ => values.last_mut().expect("one value at least").push(ch),
+        }
+    }
+    values
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +61,12 @@ mod tests {
         assert_eq!(encode_key(["a\\", "b:c"]), "a\\\\|b\\:c");
         assert_ne!(encode_key(["a|b", "c"]), encode_key(["a", "b|c"]));
         assert_eq!(encode_key(["é|ü"]), "é\\|ü");
+    }
+
+    #[test]
+    fn decode_key_inverts_encode_key() {
+        for values in [vec!["u1"], vec!["a|b", "c"], vec!["", ""], vec!["a\\", "|c:"], vec!["é|ü", "\0", "x"]] {
+            assert_eq!(decode_key(&encode_key(values.iter().copied())), values);
+        }
     }
 }

@@ -17,7 +17,6 @@ pub mod engine;
 pub mod error;
 pub mod expiry;
 pub mod float;
-pub mod frames;
 pub mod gofmt;
 pub mod keys;
 pub mod limits;
@@ -27,6 +26,7 @@ pub mod q8;
 pub mod quant;
 pub mod render;
 pub mod shape;
+pub mod store;
 pub mod values;
 pub mod wire;
 

@@ -185,7 +185,8 @@ def test_layout_and_durability_settings(tmp_path: Path) -> None:
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'blocks'").fetchone()[0]
     assert "WITHOUT ROWID" in sql
     assert "PRIMARY KEY (entity, key, fg_id)" in sql
-    assert store._conn().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert store.pragma("synchronous") == "2"  # FULL
+    assert store.pragma("journal_mode") == "wal"
     store.close()
     conn.close()
 
@@ -208,14 +209,8 @@ def test_closed_store_raises(tmp_path: Path) -> None:
         store.read(make_entity(), [("a", "b")], [1])
 
 
-@pytest.mark.parametrize("rows_per_statement", [1024, 4])
-def test_writes_span_several_statements_and_later_rows_win(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_statement: int
-) -> None:
-    # A write is split into statements of many rows (full ones, then power-of-two pieces): every row
-    # lands whatever the split, and a (key, FG) written twice keeps its later block even when the two
-    # rows fall in different statements.
-    monkeypatch.setattr("online_feature_store.store.sqlite._UPSERT_ROWS", rows_per_statement)
+def test_writes_of_many_rows_and_later_rows_win(tmp_path: Path) -> None:
+    # A (key, FG) written twice in one call keeps its later block, whatever the size of the write.
     entity = make_entity("chunks")
     store = SqliteStore(tmp_path / "store.db")
     try:
@@ -226,22 +221,22 @@ def test_writes_span_several_statements_and_later_rows_win(
             store.write(entity, first + again)
             want = [[make_block(2)] if i <= count // 2 else [make_block(1)] for i in range(count)]
             assert store.read(entity, keys, [1]) == want, count
-        (total,) = store._conn().execute("SELECT count(*) FROM blocks").fetchone()
+        (total,) = sqlite3.connect(store.path).execute("SELECT count(*) FROM blocks").fetchone()
         assert total == sum((1, 3, 7, 1023, 1024, 1025, 2600))
     finally:
         store.close()
 
 
-def test_a_low_variable_limit_gives_smaller_statements(tmp_path: Path) -> None:
+def test_a_read_of_more_keys_than_sqlite_has_variables(tmp_path: Path) -> None:
+    # The keys are bound as one array (``key IN rarray(?)``), so no read meets SQLite's variable limit
+    # (999 on old builds, 32766 on new ones) however many keys it asks for.
     store = SqliteStore(tmp_path / "store.db")
     try:
-        conn = store._conn()
-        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-        entity = make_entity("limited")
-        keys = [(f"k{i}", "r") for i in range(500)]
-        store.write(entity, [BlockWrite(k, 2, make_block(3)) for k in keys])  # 2,500 values
-        assert store._upsert_rows == 128  # 5 * 128 <= 999
-        assert store.read(entity, keys, [2]) == [[make_block(3)]] * len(keys)
+        entity = make_entity("many")
+        keys = [(f"k{i}", "r") for i in range(40_000)]
+        store.write(entity, [BlockWrite(k, 2, make_block(3)) for k in keys[::2]])
+        got = store.read(entity, keys, [2, 1])
+        assert got == [[make_block(3), b""] if i % 2 == 0 else [b"", b""] for i in range(len(keys))]
     finally:
         store.close()
 
@@ -250,11 +245,8 @@ ODD_KEYS = [("é", "r"), ("日本", "x"), ("a%b", "'"), ("k\x00z", '"'), ("", "r
 ODD_BLOCKS = [bytes(range(256)) * 3, b"\x00", b"\xff\xfe\x00\xc3", "é".encode() * 40, b"%s%d", b"\x00" * 70]
 
 
-@pytest.mark.parametrize("path", ["framed", "too big", "row by row"])
-def test_reads_return_every_byte_of_odd_keys_and_blocks(tmp_path: Path, path: str) -> None:
-    # Reads come back as one framed value concatenated by SQLite (see SqliteStore._read_rows), row by
-    # row when that value would exceed SQLite's length limit or the file is not UTF-8: all three give
-    # back exactly what was written, for keys and blocks of any bytes.
+def test_reads_return_every_byte_of_odd_keys_and_blocks(tmp_path: Path) -> None:
+    # Keys and blocks of any bytes come back exactly as written.
     store = SqliteStore(tmp_path / "store.db")
     try:
         entity = make_entity("odd")
@@ -265,10 +257,6 @@ def test_reads_return_every_byte_of_odd_keys_and_blocks(tmp_path: Path, path: st
             for j, fg in enumerate(fgs)
         ]
         store.write(entity, writes)
-        if path == "too big":
-            store._conn().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000)  # every block fits, all do not
-        elif path == "row by row":
-            store._utf8 = False
         missing = ("absent", "r")
         got = store.read(entity, [*ODD_KEYS, missing, ODD_KEYS[0]], fgs)
         want = [[w.block for w in writes[i * len(fgs) : (i + 1) * len(fgs)]] for i in range(len(ODD_KEYS))]
@@ -277,20 +265,18 @@ def test_reads_return_every_byte_of_odd_keys_and_blocks(tmp_path: Path, path: st
         store.close()
 
 
-def test_a_frame_that_does_not_parse_is_corrupt() -> None:
-    from online_feature_store._native import sqlite_unframe
+def test_a_row_that_is_not_what_the_store_writes_is_corrupt(tmp_path: Path) -> None:
+    # A block stored as text (not written by this store) is no block: DATA_LOSS, never b"".
     from online_feature_store.errors import CorruptBlockError
 
-    found: dict[tuple[str, int], bytes] = {}
-    # per row: key length (8 hex digits), FG id (4), block length (8), the key, the block
-    sqlite_unframe(b"00000002000700000003k1abc00000000ffff00000000", found)
-    assert found == {("k1", 7): b"abc", ("", 65535): b""}
-    for frame, reason in [
-        (b"0000000200", "header truncated"),
-        (b"0000000z000700000003k1abc", "not hex"),
-        (b"00000002000700000009k1abc", "block truncated"),
-        (b"00000009000700000003k1abc", "key truncated"),
-        (b"00000002000700000000\xff\xfe", "not UTF-8"),
-    ]:
-        with pytest.raises(CorruptBlockError, match=reason):
-            sqlite_unframe(frame, {})
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        entity = make_entity("bad")
+        conn = sqlite3.connect(store.path)
+        conn.execute("INSERT INTO blocks VALUES (?, 'k|r', 1, 'text', 0)", (entity.label,))
+        conn.commit()
+        conn.close()
+        with pytest.raises(CorruptBlockError, match="sqlite store"):
+            store.read(entity, [("k", "r")], [1])
+    finally:
+        store.close()
