@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.results import FOUND, MISSING, RetrieveResult
 from online_feature_store.store.sqlite import SqliteStore
 from online_feature_store.types import DataType
+from tests._sqlite_lock import write_lock
 
 Served = tuple[str, FeatureStore]
 SCHEMA = ["user_id"]
@@ -219,17 +219,11 @@ def test_deadline_exceeded_while_the_store_is_locked(served: Served) -> None:
     assert isinstance(store, SqliteStore)
     # Another process's write transaction holds the SQLite write lock: the server's write waits for
     # it (its busy timeout is 10 s) and the call can only end by its deadline.
-    locker = sqlite3.connect(store.path, isolation_level=None)
-    locker.execute("BEGIN IMMEDIATE")
-    try:
-        with Client(address, timeout=0.5, keys_schemas={"user": SCHEMA}) as c:
-            with pytest.raises(DeadlineExceededError):
-                c.persist("user", fg, ["lock-a"], np.zeros((1, 2)), features=["f0", "f1"], data_type="fp32")
-            with pytest.raises(TimeoutError):  # also the builtin TimeoutError
-                c.persist("user", fg, ["lock-b"], np.zeros((1, 2)), features=["f0", "f1"], timeout=0.2)
-    finally:
-        locker.execute("ROLLBACK")
-        locker.close()
+    with write_lock(store.path), Client(address, timeout=0.5, keys_schemas={"user": SCHEMA}) as c:
+        with pytest.raises(DeadlineExceededError):
+            c.persist("user", fg, ["lock-a"], np.zeros((1, 2)), features=["f0", "f1"], data_type="fp32")
+        with pytest.raises(TimeoutError):  # also the builtin TimeoutError
+            c.persist("user", fg, ["lock-b"], np.zeros((1, 2)), features=["f0", "f1"], timeout=0.2)
     # The server's handlers were still waiting for the lock; they write once it is released. Let them
     # finish before the fixture closes the store under them.
     deadline = time.monotonic() + 20

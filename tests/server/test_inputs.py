@@ -4,7 +4,6 @@ out-of-range value; this file covers the rest of the matrix."""
 
 from __future__ import annotations
 
-import sqlite3
 import struct
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from online_feature_store.registry.yaml_io import parse_spec
 from online_feature_store.server.app import ServerConfig, _build, mark_serving
 from online_feature_store.server.calls import METHODS, CallError, Calls, DeadlineExceededError, deadline_scope
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
+from tests._sqlite_lock import write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRIEVE = "/retrieve.FeatureService/RetrieveFeatures"
@@ -288,15 +288,9 @@ def test_no_store_call_once_the_deadline_passed(served: Served) -> None:
 
 def test_deadline_passing_during_the_call(served: Served) -> None:
     # Another writer holds the store's write lock, so the persist waits (busy timeout) past its deadline.
-    lock = sqlite3.connect(served.store_path, isolation_level=None)
-    try:
-        lock.execute("BEGIN IMMEDIATE")
-        with pytest.raises(grpc.RpcError) as info:
-            served.channel.unary_unary(PERSIST)(pq(), timeout=0.5)
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
+    with write_lock(served.store_path), pytest.raises(grpc.RpcError) as info:
+        served.channel.unary_unary(PERSIST)(pq(), timeout=0.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The server finds the deadline gone before answering and counts the call as such.
     wait_until(
         lambda: value(scrape(served.metrics_port), "ofs_requests_total", code="DEADLINE_EXCEEDED") == 1,
