@@ -24,6 +24,7 @@ pub mod meta;
 pub mod psdb;
 pub mod q8;
 pub mod quant;
+pub mod remote;
 pub mod render;
 pub mod shape;
 pub mod store;
