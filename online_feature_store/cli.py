@@ -389,7 +389,11 @@ def _add_rpc(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rpc = subparsers.add_parser(
         "rpc", help="grpcurl-style client: list, describe and call a server's API through reflection"
     )
-    rpc.add_argument("address", help="server address, host:port")
+    rpc.add_argument(
+        "address",
+        help="server address, host:port (a DNS name may resolve to several replicas), or several "
+        "IP:port separated by commas; calls are spread round-robin",
+    )
     rpc.add_argument("command", choices=["list", "describe", "call"])
     rpc.add_argument("args", nargs="*", default=[], help="describe: SYMBOL; call: package.Service/Method")
     rpc.add_argument("-d", "--data", default="{}", help="call: the request as JSON (proto3 JSON mapping)")

@@ -9,12 +9,16 @@ one line::
 Requests and responses are raw bytes built and decoded by the native core (``retrieve.Query`` /
 ``persist.Query`` in, ``retrieve.Result`` out as one numpy array per feature group), so no protobuf or
 Python object is made per feature value. Large key lists are split into batches sent in parallel and
-reassembled in order; calls that fail with ``UNAVAILABLE`` are retried with exponential backoff and jitter
-within the call's deadline. See ``docs/client.md``.
+reassembled in order. Several servers (a list of addresses, or one DNS name resolving to several) share the
+calls through gRPC's ``round_robin`` policy; a retrieve that fails with ``UNAVAILABLE`` is retried, on
+another replica when one is up, with exponential backoff and jitter within the call's deadline (a persist
+only when it was never sent). See ``docs/client.md``.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import random
 import threading
 import time
@@ -39,7 +43,7 @@ from online_feature_store._native import (
     encode_persist_query,
     encode_retrieve_query,
 )
-from online_feature_store.contract import PERSIST, RETRIEVE, RETRIEVE_DECODED, credentials, error_of
+from online_feature_store.contract import PERSIST, RETRIEVE, RETRIEVE_DECODED, RPCS, credentials, error_of
 from online_feature_store.embeddings import Embeddings, Q8Values, is_native
 from online_feature_store.errors import AuthError, DeadlineExceededError, InvalidInputError, OfsError
 from online_feature_store.keys import key_rows
@@ -57,6 +61,8 @@ __all__ = [
     "Client",
     "DeadlineExceededError",
     "DecodedResult",
+    "channel_target",
+    "open_channel",
 ]
 
 UNKNOWN_REVISION = -1
@@ -65,6 +71,89 @@ UNKNOWN_REVISION = -1
 _T = TypeVar("_T")
 # Generic only in the type stubs, so the alias is a string evaluated by type checkers alone.
 _Stub: TypeAlias = "grpc.UnaryUnaryMultiCallable[bytes, bytes]"
+
+
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+"""The service config of every channel :func:`open_channel` makes: calls spread over every address the
+target resolves to that has a ready connection (gRPC's default, ``pick_first``, sends them all to one)."""
+
+_UNSENT = (
+    "failed to connect to all addresses",  # pick_first: no connection could be made
+    "connections to all backends failing",  # round_robin: no ready replica
+    "empty address list",  # the name resolved to no address
+    "DNS resolution failed",
+)
+"""How gRPC's ``UNAVAILABLE`` begins when its load-balancing policy had no connection to put the call on,
+so no server can have seen it (the only case where a persist is sent again). Pinned against the installed
+grpcio by ``tests/client/test_replicas.py``; a wording gRPC changes makes persists fail instead of being
+retried, never the other way round."""
+
+
+_TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def channel_target(address: str | Sequence[str]) -> str:
+    """The gRPC target of ``address``: one ``host:port`` (a DNS name may resolve to several replicas) or a
+    gRPC target URI as it is; several addresses (a sequence, or one string separated by commas) as one
+    ``ipv4:`` / ``ipv6:`` target listing them all. Several addresses must be ``IP:port`` literals of one
+    family: a host name in a list would be resolved once and never again, so replicas known by name are
+    given as one DNS name that resolves to each of them (gRPC resolves it again as they come and go)."""
+    if isinstance(address, str) and address.startswith(_TARGET_SCHEMES):
+        return address  # a gRPC target URI: its scheme has its own syntax (ipv4: lists use commas too)
+    entries = [e.strip() for e in address.split(",")] if isinstance(address, str) else list(address)
+    if not entries or any(not isinstance(e, str) or not e.strip() for e in entries):
+        raise InvalidInputError(
+            f"address {address!r}: expected host:port, or several IP:port separated by commas"
+        )
+    if len(entries) == 1:
+        return entries[0].strip()
+    literals: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
+    for entry in entries:
+        host, sep, port = entry.strip().rpartition(":")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidInputError(f"address {entry!r} (of {len(entries)}): expected IP:port, port 1-65535")
+        try:
+            ip = ipaddress.ip_address(bare)
+        except ValueError:
+            raise InvalidInputError(
+                f"address {entry!r} (of {len(entries)}): several addresses must be IP:port literals "
+                "(10.0.0.1:8089, [fd00::1]:8089); give replicas known by name as one DNS name that "
+                "resolves to each of them (host:port alone)"
+            ) from None
+        literals.append((ip, int(port)))
+    versions = {ip.version for ip, _ in literals}
+    if len(versions) > 1:
+        raise InvalidInputError(f"address {address!r}: IPv4 and IPv6 addresses cannot be mixed in one list")
+    if versions == {4}:
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in literals)
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in literals)
+
+
+def open_channel(
+    address: str | Sequence[str],
+    *,
+    tls: bool = False,
+    root_certificates: bytes | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """A channel to one or several servers (:func:`channel_target`) balancing calls over them with gRPC's
+    ``round_robin`` (:data:`ROUND_ROBIN`); ``options`` come last, so they may replace it. With ``tls``
+    (or ``root_certificates``) a TLS channel, each server's certificate checked against the host of
+    ``address`` (a list of IPs: set ``grpc.default_authority`` in ``options`` to the name the
+    certificates carry)."""
+    target = channel_target(address)
+    opts = [("grpc.service_config", ROUND_ROBIN), *options]
+    if tls or root_certificates is not None:
+        creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        return grpc.secure_channel(target, creds, options=opts)
+    return grpc.insecure_channel(target, options=opts)
+
+
+def _unsent(err: grpc.RpcError) -> bool:
+    """True when gRPC failed the call before putting it on any connection (:data:`_UNSENT`)."""
+    details = err.details() if isinstance(err, grpc.Call) else None
+    return bool(details) and str(details).startswith(_UNSENT)
 
 
 def _error(err: grpc.RpcError, method: str) -> OfsError:
@@ -103,7 +192,9 @@ class _Schema:
 
 
 class Client:
-    """A connection to an ``ofs serve`` gRPC server (``address`` is ``host:port``).
+    """A connection to ``ofs serve`` gRPC servers: ``address`` is one ``host:port`` (a DNS name may
+    resolve to several replicas) or several ``IP:port`` (a list, or one string separated by commas), the
+    calls balanced over them round-robin (:func:`open_channel`).
 
     ``caller_id`` / ``token`` go out as the ``online-feature-store-caller-id`` /
     ``online-feature-store-auth-token`` metadata (leave them out for a server running without auth).
@@ -111,9 +202,11 @@ class Client:
     ``channel`` is an open gRPC channel to call on instead of one to ``address`` (``tls``,
     ``root_certificates`` and ``options`` then do not apply, and :meth:`close` leaves it open).
     ``timeout`` is each call's deadline in seconds, retries and batches included. Key lists longer than
-    ``batch_size`` go out as several requests, up to ``max_workers`` at a time. A request answered
-    ``UNAVAILABLE`` is tried up to ``retries`` more times, waiting a random time up to
-    ``backoff · 2^attempt`` seconds (at most ``max_backoff``) in between. ``max_message_bytes`` bounds
+    ``batch_size`` go out as several requests, up to ``max_workers`` at a time. A retrieve answered
+    ``UNAVAILABLE`` is tried up to ``retries`` more times (round-robin puts each try on the next ready
+    replica), waiting a random time up to ``backoff · 2^attempt`` seconds (at most ``max_backoff``) in
+    between; a persist only when gRPC never sent it (no server was reachable), since one that reached a
+    server may have been written. ``max_message_bytes`` bounds
     each request and response: a batch whose request is over it is refused
     (:class:`~online_feature_store.errors.ResourceExhaustedError`) before it is sent. ``batch_size`` may
     not exceed the server's ``max_keys_per_request`` (default 10,000; docs/serving.md#limits).
@@ -121,7 +214,7 @@ class Client:
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         caller_id: str | None = None,
         token: str | None = None,
         *,
@@ -144,7 +237,7 @@ class Client:
         self._limits = make_limits(
             DEFAULT_MAX_KEYS_PER_REQUEST, DEFAULT_MAX_ROWS_PER_PERSIST, max_message_bytes
         )
-        self.address = address
+        self.address = address if isinstance(address, str) else ",".join(address)
         self.timeout = timeout
         self.batch_size = batch_size
         self.max_workers = max_workers
@@ -164,11 +257,10 @@ class Client:
         self._own_channel = channel is None
         if channel is not None:
             self._channel = channel
-        elif tls or root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(address, creds, options=channel_options)
         else:
-            self._channel = grpc.insecure_channel(address, options=channel_options)
+            self._channel = open_channel(
+                address, tls=tls, root_certificates=root_certificates, options=channel_options
+            )
         self._metadata = credentials(caller_id, token)
         # Raw-bytes methods: no serializer, the native core builds and reads the bytes.
         self._retrieve: _Stub = self._channel.unary_unary(RETRIEVE.path)
@@ -187,9 +279,13 @@ class Client:
             return self._pool
 
     def _call(self, method: str, stub: _Stub, request: bytes, deadline: float) -> bytes:
-        """One RPC, retried on ``UNAVAILABLE`` while the deadline allows; errors mapped. A request over
-        ``max_message_bytes`` is refused here, unsent."""
+        """One RPC, retried on ``UNAVAILABLE`` while the deadline allows (a method that is not idempotent
+        only when the call was never sent); errors mapped. A request over ``max_message_bytes`` is
+        refused here, unsent. The retry is ours rather than gRPC's retry policy: a policy cannot tell a
+        persist that never left the client from one a server answered or dropped, and this loop keeps
+        one deadline over the batches and tries of a call, on a channel given by the caller too."""
         self._limits.check_bytes(len(request), f"{method} request")
+        idempotent = RPCS[method].idempotent
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -200,7 +296,8 @@ class Client:
                 return reply
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else None
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                retry = idempotent or _unsent(err)
+                if code == grpc.StatusCode.UNAVAILABLE and retry and attempt < self.retries:
                     # Full jitter: spreads the retries of many clients after a server restart.
                     delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
                     if time.monotonic() + delay >= deadline:

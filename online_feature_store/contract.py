@@ -53,11 +53,15 @@ PERSIST_SERVICE = "persist.FeatureService"
 
 @dataclass(frozen=True)
 class Rpc:
-    """One method of the API: its service, its name and the least caller role it needs (with auth on)."""
+    """One method of the API: its service, its name, the least caller role it needs (with auth on) and
+    whether it is ``idempotent``: a call that may have reached a server can be sent again, to the same
+    replica or another, without changing what it does (a retrieve; a persist is not: sent again after a
+    later write of the same keys, it would put the older values back)."""
 
     service: str
     name: str
     role: str
+    idempotent: bool
 
     @property
     def path(self) -> str:
@@ -65,9 +69,9 @@ class Rpc:
         return f"/{self.service}/{self.name}"
 
 
-RETRIEVE = Rpc(RETRIEVE_SERVICE, "RetrieveFeatures", "reader")
-RETRIEVE_DECODED = Rpc(RETRIEVE_SERVICE, "RetrieveDecodedResult", "reader")
-PERSIST = Rpc(PERSIST_SERVICE, "PersistFeatures", "writer")
+RETRIEVE = Rpc(RETRIEVE_SERVICE, "RetrieveFeatures", "reader", idempotent=True)
+RETRIEVE_DECODED = Rpc(RETRIEVE_SERVICE, "RetrieveDecodedResult", "reader", idempotent=True)
+PERSIST = Rpc(PERSIST_SERVICE, "PersistFeatures", "writer", idempotent=False)
 RPCS: Mapping[str, Rpc] = {r.name: r for r in (RETRIEVE, RETRIEVE_DECODED, PERSIST)}
 """The API's methods by name."""
 

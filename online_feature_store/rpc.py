@@ -15,6 +15,7 @@ import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 
+from online_feature_store.client import open_channel
 from online_feature_store.errors import InvalidInputError, NotFoundError, UnavailableError
 
 __all__ = ["Reflector"]
@@ -162,11 +163,8 @@ def run(
         if not sep:
             raise InvalidInputError(f"header {h!r} is not of the form name: value")
         metadata.append((key.strip().lower(), value.strip()))
-    if tls:
-        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials())
-    else:
-        channel = grpc.insecure_channel(address)
-    with channel:
+    # Several addresses (or a name resolving to several) are called round-robin, as the Client does.
+    with open_channel(address, tls=tls) as channel:
         r = Reflector(channel)
         if command == "list":
             for name in r.services():
