@@ -80,17 +80,25 @@ class Replica:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def served(self) -> float:
-        """OK ``RetrieveFeatures`` calls this replica counted (``ofs_requests_total``)."""
+    def _metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as reply:
-            text = reply.read().decode()
+            text: str = reply.read().decode()
+            return text
+
+    def served(self) -> float:
+        """OK ``RetrieveFeatures`` calls this replica counted (``ofs_requests_total``)."""
         pattern = r"^ofs_requests_total\{([^}]*)\} (\S+)$"
         total = 0.0
-        for labels, value in re.findall(pattern, text, flags=re.M):
+        for labels, value in re.findall(pattern, self._metrics(), flags=re.M):
             if 'method="RetrieveFeatures"' in labels and 'code="OK"' in labels:
                 total += float(value)
         return total
+
+    def revision(self) -> int:
+        """The registry revision this replica serves (``ofs_registry_revision``)."""
+        found = re.search(r"^ofs_registry_revision (\S+)$", self._metrics(), flags=re.M)
+        return int(float(found.group(1))) if found else -1
 
 
 def _ofs(*args: str) -> list[str]:
@@ -114,15 +122,16 @@ def _wait_serving(replica: Replica, timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def replicas(n: int, root: Path) -> Iterator[list[Replica]]:
-    """``n`` ``ofs serve`` processes on one data directory under ``root``, each in its own session (so a
-    kill reaches all of its processes and a failed run leaves none behind)."""
+def replicas(n: int, root: Path, registry: str | None = None) -> Iterator[list[Replica]]:
+    """``n`` ``ofs serve`` processes on one data directory under ``root`` and one registry (``registry``,
+    a URL; default: SQLite in the data directory) holding :data:`DOC`, each in its own session (so a kill
+    reaches all of its processes and a failed run leaves none behind)."""
     data = root / "data"
     data.mkdir()
     spec = root / "features.yaml"
     spec.write_text(yaml.safe_dump(DOC))
     env = {**os.environ, "TMPDIR": str(root), "OFS_GRACE_SECONDS": "1"}
-    registry = f"sqlite:///{data / 'registry.db'}"
+    registry = registry or f"sqlite:///{data / 'registry.db'}"
     subprocess.run(
         _ofs("registry", "apply", "-y", "-f", str(spec), "--registry", registry),
         check=True, env=env, capture_output=True, timeout=120,
@@ -135,7 +144,7 @@ def replicas(n: int, root: Path) -> Iterator[list[Replica]]:
             with log.open("w") as out:
                 proc = subprocess.Popen(
                     _ofs("serve", "--port", str(port), "--metrics-port", str(metrics_port),
-                         "--data-dir", str(data)),
+                         "--data-dir", str(data), "--registry", registry),
                     env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
             started.append(Replica(proc, f"127.0.0.1:{port}", metrics_port, log))
@@ -145,6 +154,13 @@ def replicas(n: int, root: Path) -> Iterator[list[Replica]]:
     finally:
         for r in started:
             r.kill()
+
+
+def fill(client: Client, entities: int) -> None:
+    """Writes keys ``u0`` … with the values :class:`Load` checks: ``(i, i / 2)``."""
+    ids = np.arange(entities)
+    values = np.stack([ids, ids / 2], axis=1).astype(np.float32)
+    client.persist("user", FG, [f"u{i}" for i in ids], values, features=FEATURES)
 
 
 @dataclass
@@ -213,9 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ):
         addresses = [r.address for r in reps]
         with Client(addresses, timeout=args.timeout, keys_schemas={"user": ["user_id"]}) as client:
-            ids = np.arange(args.entities)
-            values = np.stack([ids, ids / 2], axis=1).astype(np.float32)
-            client.persist("user", FG, [f"u{i}" for i in ids], values, features=FEATURES)
+            fill(client, args.entities)
             load = Load(client, args.entities, args.keys)
             threads = [threading.Thread(target=load.run, args=(s,)) for s in range(args.threads)]
             for t in threads:
