@@ -109,6 +109,21 @@ class Store:
 
     @staticmethod
     def sqlite(path: str, *, busy_timeout: float = 10.0, purge_interval: float = 60.0) -> Store: ...
+    @staticmethod
+    def cassandra(
+        hosts: Sequence[str],
+        port: int = 9042,
+        keyspace: str = "ofs",
+        *,
+        replication: Sequence[tuple[str, str]] | None = None,
+        replication_factor: int = 1,
+        read_consistency: str = "LOCAL_QUORUM",
+        write_consistency: str = "LOCAL_QUORUM",
+        concurrency: int = 64,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+        local_dc: str | None = None,
+    ) -> Store: ...
     def describe(self) -> str: ...
     def ensure(self, entities: Sequence[tuple[str, Sequence[str], Sequence[int]]]) -> None: ...
     def read(

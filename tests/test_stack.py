@@ -101,13 +101,13 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         _service(env, "redis", "stop")
         _service(env, "etcd", "stop")
         _delete_topics(env["OFS_STACK_TOPIC"])
-        from online_feature_store.store.cassandra_store import CassandraStore
+        from cassandra.cluster import Cluster  # type: ignore[import-untyped]
 
-        store = CassandraStore([CASSANDRA[0]], CASSANDRA[1], env["OFS_STACK_KEYSPACE"])
+        cluster = Cluster([CASSANDRA[0]], port=CASSANDRA[1], protocol_version=4)
         try:
-            store._connect().execute(f"DROP KEYSPACE IF EXISTS {store.keyspace}", timeout=60)
+            cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {env['OFS_STACK_KEYSPACE']}", timeout=60)
         finally:
-            store.close()
+            cluster.shutdown()
 
 
 def _delete_topics(topic: str) -> None:

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ofs_core::store::cassandra::{consistency, CassandraConfig, CassandraStore};
 use ofs_core::store::sqlite::{SqliteStore, SWEEP_ROWS};
 use ofs_core::store::{runtime, BlockStore, BlockWrite, EntityLayout};
 use pyo3::prelude::*;
@@ -52,6 +53,47 @@ impl PyStore {
         let (busy, purge) = (seconds("busy_timeout", busy_timeout)?, seconds("purge_interval", purge_interval)?);
         let store = Arc::new(py.detach(|| SqliteStore::open(path, busy, purge)).py_err()?);
         Ok(PyStore { inner: store.clone(), sqlite: Some(store) })
+    }
+
+    /// The Cassandra / `ScyllaDB` store at `hosts` (contact points) on `port`, in `keyspace`; connects on
+    /// first use. `replication`: the map `ensure` creates a missing keyspace with (default
+    /// `SimpleStrategy` with `replication_factor`); consistency levels by CQL name; `concurrency`:
+    /// requests in flight per call; timeouts in seconds; `local_dc`: the preferred data centre
+    /// (default: the first contact point's).
+    #[staticmethod]
+    #[pyo3(signature = (
+        hosts, port = 9042, keyspace = "ofs", *, replication = None, replication_factor = 1,
+        read_consistency = "LOCAL_QUORUM", write_consistency = "LOCAL_QUORUM", concurrency = 64,
+        connect_timeout = 5.0, request_timeout = 10.0, local_dc = None
+    ))]
+    #[allow(clippy::too_many_arguments)] // one per setting of the store kind (docs/stores.md)
+    fn cassandra(
+        hosts: Vec<String>,
+        port: u16,
+        keyspace: &str,
+        replication: Option<Vec<(String, String)>>,
+        replication_factor: u32,
+        read_consistency: &str,
+        write_consistency: &str,
+        concurrency: usize,
+        connect_timeout: f64,
+        request_timeout: f64,
+        local_dc: Option<String>,
+    ) -> PyResult<Self> {
+        let mut config = CassandraConfig::new(hosts, port, keyspace);
+        if let Some(map) = replication {
+            config.replication = map;
+        } else {
+            config.replication[1].1 = replication_factor.to_string();
+        }
+        config.read_consistency = consistency(read_consistency).py_err()?;
+        config.write_consistency = consistency(write_consistency).py_err()?;
+        config.concurrency = concurrency;
+        config.connect_timeout = seconds("connect_timeout", connect_timeout)?;
+        config.request_timeout = seconds("request_timeout", request_timeout)?;
+        config.local_dc = local_dc;
+        let store = CassandraStore::new(config).py_err()?;
+        Ok(PyStore { inner: Arc::new(store), sqlite: None })
     }
 
     /// The store in messages, e.g. `sqlite store /data/store-main.db`.

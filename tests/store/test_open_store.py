@@ -50,7 +50,8 @@ def test_scylla() -> None:
     )
     assert isinstance(store, CassandraStore)
     assert store.contact_points == ("10.0.0.1", "10.0.0.2")
-    assert (store.port, store.keyspace, store._read_cl, store._write_cl) == (19042, "feat", "ONE", "ONE")
+    assert (store.port, store.keyspace) == (19042, "feat")
+    assert (store.read_consistency, store.write_consistency) == ("ONE", "ONE")
     store.close()
 
 

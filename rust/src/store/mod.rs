@@ -2,7 +2,7 @@
 //!
 //! Every backend implements [`BlockStore`]; the read path ([`crate::tiers`]) and the bindings call it
 //! through `Arc<dyn BlockStore>`, so a store kind plugs in by implementing the trait (behind a cargo
-//! feature of its own: `sqlite` here). Stores move bytes only: the engine builds, decodes and
+//! feature of its own: `sqlite`, `cassandra`). Stores move bytes only: the engine builds, decodes and
 //! expiry-checks blocks.
 //!
 //! The calls are futures ([`BoxFuture`]) because the network stores' clients are async (tokio); a
@@ -15,6 +15,8 @@
 //! by; a store that needs the values (Cassandra's key columns) splits the string with
 //! [`crate::keys::decode_key`].
 
+#[cfg(feature = "cassandra")]
+pub mod cassandra;
 pub mod runtime;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
