@@ -34,7 +34,7 @@ use scylla::serialize::value::SerializeValue;
 use scylla::serialize::writers::{CellWriter, WrittenCellProof};
 use scylla::serialize::SerializationError;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Consistency;
+use scylla::statement::{Consistency, Statement};
 use scylla::value::{CqlValue, Row};
 
 use crate::error::{Error, Result};
@@ -324,7 +324,7 @@ impl CassandraStore {
     async fn fetch_columns(&self, session: &Session, label: &str) -> Result<HashSet<u16>> {
         let rows = session
             .query_unpaged(
-                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+                system("SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?"),
                 (self.config.keyspace.as_str(), label),
             )
             .await
@@ -402,7 +402,7 @@ impl CassandraStore {
                 defs.join(", "),
                 keys.join(", ")
             );
-            session.query_unpaged(cql, ()).await.map_err(|e| self.error("ensure", &e))?;
+            session.query_unpaged(system(cql), ()).await.map_err(|e| self.error("ensure", &e))?;
             have = self.fetch_columns(session, &entity.label).await?;
         }
         for f in wanted {
@@ -410,7 +410,7 @@ impl CassandraStore {
                 continue;
             }
             let cql = format!("ALTER TABLE {table} ADD {} blob", fg_column(f));
-            if let Err(e) = session.query_unpaged(cql, ()).await {
+            if let Err(e) = session.query_unpaged(system(cql), ()).await {
                 // Another process added it first: the column is there, which is all we want.
                 let msg = e.to_string();
                 if !(msg.contains("conflicts with an existing column") || msg.contains("already exists")) {
@@ -425,7 +425,10 @@ impl CassandraStore {
     async fn ensure_keyspace(&self, session: &Session) -> Result<()> {
         let ks = &self.config.keyspace;
         let found = session
-            .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?", (ks.as_str(),))
+            .query_unpaged(
+                system("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?"),
+                (ks.as_str(),),
+            )
             .await
             .map_err(|e| self.error("ensure", &e))?
             .into_rows_result()
@@ -440,14 +443,14 @@ impl CassandraStore {
             .map(|(k, v)| format!("'{}': '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
             .collect();
         let cql = format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{{}}}", map.join(", "));
-        session.query_unpaged(cql, ()).await.map_err(|e| self.error("ensure", &e))?;
+        session.query_unpaged(system(cql), ()).await.map_err(|e| self.error("ensure", &e))?;
         Ok(())
     }
 
     async fn table_exists(&self, session: &Session, label: &str) -> Result<bool> {
         let rows = session
             .query_unpaged(
-                "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+                system("SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?"),
                 (self.config.keyspace.as_str(), label),
             )
             .await
@@ -668,6 +671,14 @@ impl CassandraStore {
     }
 }
 
+/// A schema statement (DDL, `system_schema`, `system.local`) at consistency `ONE`: schema tables are
+/// node-local, so the data's consistency levels (which a small cluster may not meet) do not apply.
+fn system(cql: impl Into<String>) -> Statement {
+    let mut statement = Statement::new(cql.into());
+    statement.set_consistency(Consistency::One);
+    statement
+}
+
 /// `host:port`, bracketing an IPv6 address.
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -724,7 +735,7 @@ impl BlockStore for CassandraStore {
         Box::pin(async move {
             let session = self.session().await?;
             session
-                .query_unpaged("SELECT release_version FROM system.local", ())
+                .query_unpaged(system("SELECT release_version FROM system.local"), ())
                 .await
                 .map(|_| ())
                 .map_err(|e| self.error("ping", &e))
