@@ -251,6 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     during = [c for c in calls if c.end >= killed_at and c.start <= until]
     after = [c for c in calls if c.start > until]
     failed = [c.error for c in calls if c.error is not None]
+    cut = [c for c in calls if c.start < killed_at < c.end]
     return {
         "replicas": args.replicas,
         "threads": args.threads,
@@ -262,6 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "during": percentiles(during),
         "after": percentiles(after),
         "window_s": args.window,
+        "in_flight_at_kill": percentiles(cut),
         "served_before": served_before,
         "served_after": [None, *served_after],
     }
@@ -279,6 +281,7 @@ def table(out: dict[str, Any]) -> str:
         ("before", "before the kill"),
         ("during", f"during (in flight at the kill or started in the {out['window_s']} s after)"),
         ("after", "after that window"),
+        ("in_flight_at_kill", 'of "during", in flight at the kill (on any replica)'),
     ):
         p = out[phase]
         lines.append(f"| {label} | {p['calls']} | {p['p50_ms']} | {p['p99_ms']} | {p['max_ms']} |")
