@@ -138,12 +138,14 @@ def open_channel(
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A channel to one or several servers (:func:`channel_target`) balancing calls over them with gRPC's
-    ``round_robin`` (:data:`ROUND_ROBIN`); ``options`` come last, so they may replace it. With ``tls``
-    (or ``root_certificates``) a TLS channel, each server's certificate checked against the host of
-    ``address`` (a list of IPs: set ``grpc.default_authority`` in ``options`` to the name the
+    ``round_robin`` (:data:`ROUND_ROBIN`), unless ``options`` hold a ``grpc.service_config`` of their
+    own. With ``tls`` (or ``root_certificates``) a TLS channel, each server's certificate checked against
+    the host of ``address`` (a list of IPs: set ``grpc.default_authority`` in ``options`` to the name the
     certificates carry)."""
     target = channel_target(address)
-    opts = [("grpc.service_config", ROUND_ROBIN), *options]
+    opts = list(options)
+    if not any(name == "grpc.service_config" for name, _ in opts):  # gRPC keeps the first of two
+        opts.insert(0, ("grpc.service_config", ROUND_ROBIN))
     if tls or root_certificates is not None:
         creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
         return grpc.secure_channel(target, creds, options=opts)

@@ -201,6 +201,32 @@ def test_a_persist_no_server_received_is_sent_again(feature_store: FeatureStore)
             srv.stop(0).wait()
 
 
+def _answering(n: int) -> tuple[list[grpc.Server], list[str]]:
+    """``n`` in-process servers whose ``/t.S/M`` answers the server's index."""
+    servers, addresses = [], []
+    for i in range(n):
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        answer = grpc.unary_unary_rpc_method_handler(lambda _req, _ctx, i=i: str(i).encode())
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.S", {"M": answer})])
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        server.start()
+        servers.append(server)
+    return servers, addresses
+
+
+def test_round_robin_unless_the_caller_configures_balancing() -> None:
+    servers, addresses = _answering(3)
+    try:
+        with open_channel(addresses) as channel:
+            assert {channel.unary_unary("/t.S/M")(b"", timeout=10) for _ in range(30)} == {b"0", b"1", b"2"}
+        pick_first = json.dumps({"loadBalancingConfig": [{"pick_first": {}}]})
+        with open_channel(addresses, options=[("grpc.service_config", pick_first)]) as channel:
+            assert len({channel.unary_unary("/t.S/M")(b"", timeout=10) for _ in range(30)}) == 1
+    finally:
+        for server in servers:
+            server.stop(0).wait()
+
+
 def test_tls_over_a_list_of_ips(tmp_path: Path) -> None:
     """Several IPs over TLS: the certificates name the service, and ``grpc.default_authority`` says which
     name to check them against (without it the IP is checked, and no replica is reachable)."""
