@@ -8,8 +8,9 @@
 //! `UPDATE … USING TTL ? SET fg_a = ?, … WHERE k1 = ? AND …`: cells only, never a read first, so
 //! writers of different FGs never meet, and Cassandra purges expired cells itself (TTL = `expires_at -
 //! now`). A read is one single-partition `SELECT fg_a, … WHERE k1 = ? AND …` per distinct key, routed
-//! token-aware to a replica, at most `concurrency` of them in flight. Statements are prepared once per
-//! (table, FG set).
+//! token-aware to a replica, at most `concurrency` of them in flight; when every node holds every
+//! partition, single-column keys are read by `IN` of up to [`IN_CHUNK`] keys per request instead (far
+//! fewer requests for the cluster, no locality lost). Statements are prepared once per (table, FG set).
 //!
 //! FG columns are added by `ensure` and by a write of an FG without one (`ALTER TABLE … ADD`, additive
 //! and idempotent: several processes may race to add it). Which FG columns a table has is cached; an
@@ -25,7 +26,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use scylla::client::execution_profile::{ExecutionProfile, ExecutionProfileHandle};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::cluster::metadata::ColumnType;
+use scylla::cluster::metadata::{ColumnType, Strategy};
 use scylla::errors::{DbError, ExecutionError, NewSessionError, PrepareError, RequestAttemptError};
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::retry::DefaultRetryPolicy;
@@ -131,8 +132,13 @@ type UpdateGroup<'a> = (Vec<String>, u64, Vec<(u16, &'a [u8])>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Read,
+    /// `SELECT key, fg_a, … WHERE key IN ?`: single-column keys, many partitions per request.
+    ReadIn,
     Write,
 }
+
+/// Partitions per `IN` read: few enough that one slow partition holds few keys back.
+pub const IN_CHUNK: usize = 50;
 
 /// What the store knows of one table's FG columns, and since when.
 #[derive(Debug)]
@@ -444,6 +450,9 @@ impl CassandraStore {
             .collect();
         let cql = format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{{}}}", map.join(", "));
         session.query_unpaged(system(cql), ()).await.map_err(|e| self.error("ensure", &e))?;
+        // The driver learns the new keyspace's replication now rather than at its next refresh (reads
+        // choose their request shape by it); a failed refresh only delays that.
+        let _ = session.refresh_metadata().await;
         Ok(())
     }
 
@@ -478,6 +487,11 @@ impl CassandraStore {
                 let cols: Vec<String> = fg_ids.iter().map(|&f| fg_column(f)).collect();
                 format!("SELECT {} FROM {table} WHERE {filter}", cols.join(", "))
             }
+            Kind::ReadIn => {
+                let key = quote(&entity.key_columns[0]);
+                let cols: Vec<String> = fg_ids.iter().map(|&f| fg_column(f)).collect();
+                format!("SELECT {key}, {} FROM {table} WHERE {key} IN ?", cols.join(", "))
+            }
             Kind::Write => {
                 let sets: Vec<String> = fg_ids.iter().map(|&f| format!("{} = ?", fg_column(f))).collect();
                 format!("UPDATE {table} USING TTL ? SET {} WHERE {filter}", sets.join(", "))
@@ -486,7 +500,7 @@ impl CassandraStore {
         let mut stmt =
             session.prepare(cql).await.map_err(|e| self.error("prepare", &ExecutionError::PrepareError(e)))?;
         stmt.set_consistency(match kind {
-            Kind::Read => self.config.read_consistency,
+            Kind::Read | Kind::ReadIn => self.config.read_consistency,
             Kind::Write => self.config.write_consistency,
         });
         // Blob SETs and SELECTs are idempotent: the retry policy may retry them after a timeout.
@@ -535,6 +549,11 @@ impl CassandraStore {
         if present.is_empty() {
             return Ok(out);
         }
+        if entity.key_columns.len() == 1 && unique.len() > 1 && self.every_node_holds_everything(&session) {
+            let rows = self.read_in(&session, entity, &table, &present, &unique).await?;
+            Self::place(&mut out, &at, fg_ids, &present, rows);
+            return Ok(out);
+        }
         let stmt = self.statement(&session, Kind::Read, entity, &present).await?;
         let (session, stmt, table) = (&session, &stmt, table.as_str());
         // The futures are made up front (a stream of closures over borrowed rows trips the compiler's
@@ -542,15 +561,100 @@ impl CassandraStore {
         let reads: Vec<_> = unique.iter().map(|(k, values)| self.read_key(session, stmt, table, k, values)).collect();
         let rows: Vec<(&str, Option<Vec<Bytes>>)> =
             stream::iter(reads).buffer_unordered(self.config.concurrency).try_collect().await?;
+        Self::place(&mut out, &at, fg_ids, &present, rows);
+        Ok(out)
+    }
+
+    /// Puts each key's row (the cells of `present`) at the key's places in the answer.
+    fn place(
+        out: &mut [Bytes],
+        at: &HashMap<&str, Vec<usize>>,
+        fg_ids: &[u16],
+        present: &[u16],
+        rows: Vec<(&str, Option<Vec<Bytes>>)>,
+    ) {
+        let n = fg_ids.len();
+        let cols: Vec<Option<usize>> = fg_ids.iter().map(|fg| present.iter().position(|x| x == fg)).collect();
         for (k, blocks) in rows {
             let Some(blocks) = blocks else { continue };
             for &i in &at[k] {
-                for (f, fg) in fg_ids.iter().enumerate() {
-                    if let Some(p) = present.iter().position(|x| x == fg) {
-                        out[i * n + f] = blocks[p].clone();
+                for (f, col) in cols.iter().enumerate() {
+                    if let Some(c) = col {
+                        out[i * n + f] = blocks[*c].clone();
                     }
                 }
             }
+        }
+    }
+
+    /// Whether every node of the cluster holds a replica of every partition of the keyspace (one node,
+    /// or a replication factor of at least the nodes of each data centre). Then token-aware routing
+    /// gains nothing, and `IN` reads of many partitions per request cost the cluster far fewer
+    /// requests than one per key.
+    fn every_node_holds_everything(&self, session: &Session) -> bool {
+        let state = session.get_cluster_state();
+        let Some(ks) = state.get_keyspace(&self.config.keyspace) else { return false };
+        let nodes = state.get_nodes_info();
+        match &ks.strategy {
+            Strategy::SimpleStrategy { replication_factor } => *replication_factor >= nodes.len(),
+            Strategy::NetworkTopologyStrategy { datacenter_repfactors } => nodes.iter().all(|n| {
+                let dc = n.datacenter.as_deref().unwrap_or_default();
+                let in_dc = nodes.iter().filter(|m| m.datacenter.as_deref().unwrap_or_default() == dc).count();
+                datacenter_repfactors.get(dc).is_some_and(|rf| *rf >= in_dc)
+            }),
+            _ => false,
+        }
+    }
+
+    /// Single-column keys by `IN` of up to [`IN_CHUNK`] partitions per request, at most `concurrency`
+    /// requests in flight.
+    async fn read_in<'k>(
+        &self,
+        session: &Session,
+        entity: &EntityLayout,
+        table: &str,
+        present: &[u16],
+        unique: &[(&'k str, Vec<String>)],
+    ) -> Result<Vec<(&'k str, Option<Vec<Bytes>>)>> {
+        let stmt = self.statement(session, Kind::ReadIn, entity, present).await?;
+        let by_value: HashMap<&str, &'k str> = unique.iter().map(|(k, v)| (v[0].as_str(), *k)).collect();
+        let chunks: Vec<_> = unique
+            .chunks(IN_CHUNK)
+            .map(|chunk| {
+                let values: Vec<&str> = chunk.iter().map(|(_, v)| v[0].as_str()).collect();
+                self.read_chunk(session, &stmt, table, values)
+            })
+            .collect();
+        let parts: Vec<Vec<(String, Vec<Bytes>)>> =
+            stream::iter(chunks).buffer_unordered(self.config.concurrency).try_collect().await?;
+        let mut rows = Vec::with_capacity(unique.len());
+        for (value, blocks) in parts.into_iter().flatten() {
+            let key = by_value.get(value.as_str()).ok_or_else(|| {
+                Error::corrupt(format!("{}: read of {table}: a row for key {value:?}, not asked for", self.describe()))
+            })?;
+            rows.push((*key, Some(blocks)));
+        }
+        Ok(rows)
+    }
+
+    /// The rows of one `IN` request: key value, then the blocks.
+    async fn read_chunk(
+        &self,
+        session: &Session,
+        stmt: &PreparedStatement,
+        table: &str,
+        values: Vec<&str>,
+    ) -> Result<Vec<(String, Vec<Bytes>)>> {
+        let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(format!("{}: read of {table}: {e}", self.describe()));
+        let result = session.execute_unpaged(stmt, (values,)).await.map_err(|e| self.error("read", &e))?;
+        let rows = result.into_rows_result().map_err(|e| corrupt(&e))?;
+        let mut out = Vec::with_capacity(rows.rows_num());
+        for row in rows.rows::<Row>().map_err(|e| corrupt(&e))? {
+            let mut cells = row.map_err(|e| corrupt(&e))?.columns.into_iter();
+            let Some(Some(CqlValue::Text(value))) = cells.next() else {
+                return Err(corrupt(&"a row without its key"));
+            };
+            out.push((value, cells.map(|c| blob(c).map_err(|e| corrupt(&e))).collect::<Result<Vec<Bytes>>>()?));
         }
         Ok(out)
     }
@@ -599,11 +703,7 @@ impl CassandraStore {
         };
         row.columns
             .into_iter()
-            .map(|cell| match cell {
-                Some(CqlValue::Blob(b)) => Ok(Bytes::from(b)),
-                None | Some(CqlValue::Empty) => Ok(Bytes::new()),
-                Some(other) => Err(corrupt(&format_args!("a block cell holds {other:?}, not a blob"))),
-            })
+            .map(|cell| blob(cell).map_err(|e| corrupt(&e)))
             .collect::<Result<Vec<Bytes>>>()
             .map(Some)
     }
@@ -668,6 +768,15 @@ impl CassandraStore {
             .collect();
         stream::iter(writes).buffer_unordered(self.config.concurrency).try_collect::<Vec<()>>().await?;
         Ok(())
+    }
+}
+
+/// A block cell's bytes (null: empty); anything but a blob is refused (the message says what it holds).
+fn blob(cell: Option<CqlValue>) -> std::result::Result<Bytes, String> {
+    match cell {
+        Some(CqlValue::Blob(b)) => Ok(Bytes::from(b)),
+        None | Some(CqlValue::Empty) => Ok(Bytes::new()),
+        Some(other) => Err(format!("a block cell holds {other:?}, not a blob")),
     }
 }
 
