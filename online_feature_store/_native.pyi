@@ -15,6 +15,7 @@ __all__ = [
     "Catalog",
     "DecodedBlock",
     "Limits",
+    "RedisCache",
     "Store",
     "__version__",
     "bf16_decode",
@@ -124,6 +125,18 @@ class Store:
         request_timeout: float = 10.0,
         local_dc: str | None = None,
     ) -> Store: ...
+    @staticmethod
+    def redis(
+        url: str | None = None,
+        *,
+        cluster_nodes: Sequence[str] | None = None,
+        pool_size: int = 32,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 2.0,
+        retries: int = 2,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Store: ...
     def describe(self) -> str: ...
     def ensure(self, entities: Sequence[tuple[str, Sequence[str], Sequence[int]]]) -> None: ...
     def read(
@@ -135,6 +148,64 @@ class Store:
     def purge_expired(self, now: int | None = None) -> int: ...
     def sweep_step(self, now: int | None = None, rows: int = 50000) -> int: ...
     def pragma(self, name: str) -> str: ...
+
+@final
+class RedisCache:
+    """The distributed cache tier on Redis / Redis Cluster (``ofs_core::store::redis_cache``): reads with the
+    GIL released, backfills on the core's runtime, events drained by :meth:`take_events`."""
+
+    def __new__(
+        cls,
+        url: str | None = None,
+        *,
+        cluster_nodes: Sequence[str] | None = None,
+        pool_size: int = 32,
+        connect_timeout: float = 0.05,
+        socket_timeout: float = 0.05,
+        failure_threshold: int = 3,
+        reset_seconds: float = 2.0,
+        backfill_queue: int = 1024,
+        backfill_workers: int = 2,
+        tombstone_seconds: float = 10.0,
+        pending_limit: int = 100000,
+        source: str = ...,
+    ) -> RedisCache: ...
+    def describe(self) -> str: ...
+    def get_many(
+        self, entity: str, names: Sequence[str], fg_ids: Sequence[int]
+    ) -> tuple[list[list[bytes] | None], list[bytes], float] | None: ...
+    def backfill(
+        self,
+        entity: str,
+        names: Sequence[str],
+        seen: Sequence[bytes],
+        at: float,
+        fg_ids: Sequence[int],
+        blocks: Sequence[bytes],
+        ttl_seconds: int,
+        jitter_percent: int,
+    ) -> None: ...
+    def invalidate(
+        self,
+        entity: str,
+        names: Sequence[str],
+        channel: str | None = None,
+        message_names: Sequence[str] | None = None,
+    ) -> bool: ...
+    def message(self, entity: str, names: Sequence[str]) -> bytes: ...
+    def ping(self) -> bool: ...
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def breaker_state(self) -> str: ...
+    @property
+    def pending_invalidations(self) -> int: ...
+    @property
+    def backfills_pending(self) -> int: ...
+    @property
+    def events_lost(self) -> int: ...
+    def take_events(self) -> list[tuple[str, str]]: ...
+    def close(self) -> None: ...
 
 @final
 class Limits:

@@ -93,15 +93,13 @@ class RedisInvalidationBus:
     def _run(self) -> None:
         from redis.exceptions import RedisClusterException, RedisError
 
-        from online_feature_store.cache.redis_cache import close_connections
-
         conn = self.cache.subscriber_connection()
         backoff = 0.05
         try:
             while not self._stop.is_set():
                 pubsub: Any = None
                 try:
-                    pubsub = conn._connect()[0].pubsub()
+                    pubsub = conn.connect().pubsub()
                     pubsub.subscribe(self.channel)
                     last_seen = next_ping = time.monotonic()
                     while not self._stop.is_set():
@@ -131,7 +129,7 @@ class RedisInvalidationBus:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
         finally:
-            close_connections(conn)
+            conn.close()
 
     def _deliver(self, data: bytes) -> None:
         try:

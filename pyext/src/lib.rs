@@ -11,6 +11,7 @@ mod client;
 mod engine;
 mod errors;
 mod formats;
+mod remote;
 mod store;
 
 use pyo3::prelude::*;
@@ -27,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyLimits>()?;
     m.add_class::<cache::PyBlockCache>()?;
     m.add_class::<store::PyStore>()?;
+    m.add_class::<remote::PyRedisCache>()?;
     m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;

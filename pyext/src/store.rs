@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ofs_core::store::cassandra::{consistency, CassandraConfig, CassandraStore};
+use ofs_core::store::redis::RedisStore;
+use ofs_core::store::redis_conn::{RedisSettings, Target};
 use ofs_core::store::sqlite::{SqliteStore, SWEEP_ROWS};
 use ofs_core::store::{runtime, BlockStore, BlockWrite, EntityLayout};
 use pyo3::prelude::*;
@@ -30,7 +32,7 @@ pub struct PyStore {
 }
 
 /// Seconds from a Python float setting, refused when negative or not finite.
-fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| invalid(format!("{name}={value} must be a number of seconds ≥ 0")))
 }
 
@@ -94,6 +96,40 @@ impl PyStore {
         config.local_dc = local_dc;
         let store = CassandraStore::new(config).py_err()?;
         Ok(PyStore { inner: Arc::new(store), sqlite: None })
+    }
+
+    /// The Redis store: a standalone Redis at `url` (`redis://host:port/db`) or a Redis Cluster from
+    /// its `cluster_nodes` seeds (`host:port`), exactly one of them. Nothing connects before the first
+    /// call. `pool_size`: connections at most (per node; multiplexed, 4 at most are opened);
+    /// `connect_timeout` / `socket_timeout`: seconds; `retries`: of a failed connection; `username` and
+    /// `password` are sent apart from the URL (which messages show, redacted).
+    #[staticmethod]
+    #[pyo3(signature = (
+        url = None, *, cluster_nodes = None, pool_size = 32, connect_timeout = 2.0, socket_timeout = 2.0,
+        retries = 2, username = None, password = None
+    ))]
+    #[allow(clippy::too_many_arguments)] // the settings of a redis store, each a keyword
+    fn redis(
+        url: Option<String>,
+        cluster_nodes: Option<Vec<String>>,
+        pool_size: usize,
+        connect_timeout: f64,
+        socket_timeout: f64,
+        retries: u32,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> PyResult<Self> {
+        let settings = redis_settings(
+            url,
+            cluster_nodes,
+            pool_size,
+            (connect_timeout, socket_timeout),
+            retries,
+            username,
+            password,
+        )?;
+        let store = Arc::new(RedisStore::open(&settings).py_err()?);
+        Ok(PyStore { inner: store, sqlite: None })
     }
 
     /// The store in messages, e.g. `sqlite store /data/store-main.db`.
@@ -207,6 +243,35 @@ impl PyStore {
     fn __repr__(&self) -> String {
         format!("<Store {}>", self.inner.describe())
     }
+}
+
+/// Redis connection settings from keyword arguments, checked (exactly one of `url`, `cluster_nodes`).
+pub fn redis_settings(
+    url: Option<String>,
+    cluster_nodes: Option<Vec<String>>,
+    pool_size: usize,
+    (connect_timeout, socket_timeout): (f64, f64),
+    retries: u32,
+    username: Option<String>,
+    password: Option<String>,
+) -> PyResult<RedisSettings> {
+    let target = match (url, cluster_nodes.filter(|n| !n.is_empty())) {
+        (Some(url), None) => Target::Url(url),
+        (None, Some(nodes)) => Target::Cluster(nodes),
+        _ => return Err(invalid("a redis store or cache needs exactly one of url or cluster_nodes")),
+    };
+    if pool_size == 0 {
+        return Err(invalid("pool_size must be >= 1"));
+    }
+    Ok(RedisSettings {
+        target,
+        pool_size,
+        connect_timeout: seconds("connect_timeout", connect_timeout)?,
+        socket_timeout: seconds("socket_timeout", socket_timeout)?,
+        retries,
+        username,
+        password,
+    })
 }
 
 /// The canonical key string of one key (a sequence of str, one per key column), or the error naming

@@ -7,6 +7,7 @@
 //! binds this crate, and the services reach it only through those bindings.
 
 pub mod bf16;
+pub mod breaker;
 pub mod cache;
 pub mod cached;
 pub mod catalog;
@@ -28,6 +29,7 @@ pub mod remote;
 pub mod render;
 pub mod shape;
 pub mod store;
+pub mod tier_events;
 pub mod values;
 pub mod wire;
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
-import redis.connection
 from redis.crc import key_slot
 
 from online_feature_store import InvalidInputError
 from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.store.keys import encode_key
 from tests.cache.conftest import CLUSTER, CLUSTER_URL, REDIS, REDIS_URL, entity_label, require_service
-from tests.store.conftest import make_block
+from tests.store.conftest import PrivateCluster, make_block
 
 FGS = [1, 2, 3]
 
@@ -136,37 +135,51 @@ def test_namespace_never_touches_the_store(cache: DistributedCache) -> None:
     assert cache.prefix(entity) == f"ofs:c:{entity}:"
 
 
-def test_one_round_trip_per_node(cache: DistributedCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    entity, keys = entity_label(), names(200)
-    fill(cache, entity, keys[:100], FGS)
-    cache.get_many(entity, keys, FGS)  # warm: connections and the cluster's slot map
-    sends: collections.Counter[tuple[Any, Any]] = collections.Counter()
-    original = redis.connection.AbstractConnection.send_packed_command
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
-    def counting(self: Any, command: Any, check_health: bool = True) -> None:
-        sends[(self.host, self.port)] += 1
-        original(self, command, check_health)
 
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-    got = cache.get_many(entity, keys, FGS)
-    monkeypatch.undo()
-    assert got is not None
-    assert sum(r is not None for r in got.rows) == 100
-    # one write of the whole batch per node: 1 standalone, one per master (200 keys cover all 3)
-    expected = 1 if cache.url else len(CLUSTER)
-    assert len(sends) == expected
-    assert set(sends.values()) == {1}
-    # an invalidation (tombstones + the pub/sub message): one write per node; a read and its backfill: two
-    for work, per_node in (
-        (lambda: cache.invalidate(entity, keys, "ofs:c:test-channel"), 1),
-        (lambda: fill(cache, entity, keys, FGS), 2),
-    ):
-        sends.clear()
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-        work()
-        monkeypatch.undo()
-        assert len(sends) == expected
-        assert set(sends.values()) == {per_node}
+DATA_COMMANDS = ("get", "mget", "set", "publish", "eval", "evalsha")
+
+
+def commandstats(cluster: PrivateCluster) -> collections.Counter[str]:
+    """Calls per data command, summed over the nodes (connection setup and these probes left out)."""
+    total: collections.Counter[str] = collections.Counter()
+    for port in cluster.ports:
+        for name, stats in cluster.client(port).info("commandstats").items():
+            if name.removeprefix("cmdstat_") in DATA_COMMANDS:
+                total[name.removeprefix("cmdstat_")] += stats["calls"]
+    return total
+
+
+def test_commands_per_read_invalidation_and_backfill(private_cluster: PrivateCluster) -> None:
+    """A read is one MGET per slot (never one GET per key), an invalidation one SET per key plus one
+    PUBLISH, a backfill one compare-and-set per distinct key: nothing per FG, nothing repeated."""
+    cache = DistributedCache(cluster_nodes=private_cluster.nodes, socket_timeout=1.0, connect_timeout=1.0)
+    try:
+        entity, keys = entity_label(), names(200)
+        fill(cache, entity, keys[:100], FGS)
+        slots = {key_slot((cache.prefix(entity) + k).encode()) for k in keys}
+        before = commandstats(private_cluster)
+        got = cache.get_many(entity, keys + keys[:10], FGS)
+        assert got is not None
+        assert sum(r is not None for r in got.rows) == 110
+        assert commandstats(private_cluster) - before == collections.Counter({"mget": len(slots)})
+        before = commandstats(private_cluster)
+        assert cache.invalidate(entity, keys + keys[:5], "ofs:c:test-channel")
+        assert commandstats(private_cluster) - before == collections.Counter({"set": 200, "publish": 1})
+        before = commandstats(private_cluster)
+        fill(cache, entity, keys[:50] * 2, FGS)
+        # (redis counts a script's inner GET and SET as commands too)
+        assert (commandstats(private_cluster) - before)["evalsha"] == 50
+    finally:
+        cache.close()
 
 
 def test_bad_urls() -> None:
@@ -178,29 +191,57 @@ def test_bad_urls() -> None:
         DistributedCache.from_url("http://127.0.0.1:1/")
 
 
-def test_cluster_read_follows_a_moved_slot() -> None:
-    """A stale slot map (a slot that moved) answers MOVED: the read falls back and still gets the values."""
-    require_service("Redis Cluster", CLUSTER, "scripts/services/redis-cluster start")
-    cache = DistributedCache.from_url(CLUSTER_URL, socket_timeout=1.0, connect_timeout=1.0)
+def test_cluster_follows_a_moved_slot(private_cluster: PrivateCluster) -> None:
+    """A slot moved since the client read the slot map answers MOVED: reads and tombstones follow it."""
+    cache = DistributedCache(cluster_nodes=private_cluster.nodes, socket_timeout=1.0, connect_timeout=1.0)
     try:
         entity, keys = entity_label(), names(30)
         blocks = fill(cache, entity, keys, [1])
-        manager = cache.client().nodes_manager
         slot = key_slot((cache.prefix(entity) + keys[0]).encode())
-        owner = manager.slots_cache[slot][0]
-        other = next(
-            n for n in manager.nodes_cache.values() if n.name != owner.name and n.server_type == "primary"
-        )
-        manager.slots_cache[slot] = [other]  # as if the slot had moved since the map was read
+        owner = private_cluster.owner(slot)
+        private_cluster.move_slot(slot, next(p for p in private_cluster.ports if p != owner))
         got = cache.get_many(entity, keys, [1])
         assert got is not None
         assert [row[0] if row else None for row in got.rows] == blocks
-        assert manager.slots_cache[slot][0].name == owner.name  # the fallback refreshed the map
-        manager.slots_cache[slot] = [other]
-        assert cache.invalidate(entity, keys[:1])  # tombstones follow the redirection too
+        private_cluster.move_slot(slot, owner)
+        assert cache.invalidate(entity, keys[:1])
         after = cache.get_many(entity, keys[:2], [1])
         assert after is not None
         assert after.rows[0] is None
         assert after.rows[1] is not None
+    finally:
+        cache.close()
+
+
+def test_cluster_node_down_is_a_miss_of_the_tier_then_the_breaker_opens(
+    private_cluster: PrivateCluster,
+) -> None:
+    cache = DistributedCache(
+        cluster_nodes=private_cluster.nodes, socket_timeout=0.5, connect_timeout=0.5, failure_threshold=2
+    )
+    events: list[tuple[str, str]] = []
+
+    class Listener:
+        def cache_error(self, tier: str, op: str) -> None:
+            events.append(("error", op))
+
+        def cache_breaker(self, tier: str, state: str) -> None:
+            events.append(("breaker", state))
+
+        def cache_dropped(self, tier: str, op: str) -> None:
+            events.append(("dropped", op))
+
+    cache.listener = Listener()
+    try:
+        entity, keys = entity_label(), names(100)  # on every node
+        fill(cache, entity, keys, [1])
+        private_cluster.kill(private_cluster.ports[1])
+        assert cache.get_many(entity, keys, [1]) is None  # never a partial answer
+        assert cache.get_many(entity, keys, [1]) is None
+        assert events == [("error", "read"), ("breaker", "open"), ("error", "read")]
+        assert not cache.healthy
+        assert cache.get_many(entity, keys, [1]) is None  # refused by the open breaker
+        assert not cache.invalidate(entity, keys[:3])  # kept for replay
+        assert cache.pending_invalidations == 3
     finally:
         cache.close()

@@ -28,12 +28,3 @@ def test_metrics() -> None:
     assert value("ofs_cache_breaker_state", {"tier": "distributed"}) == 2
     m.cache_breaker("distributed", "closed")
     assert value("ofs_cache_breaker_state", {"tier": "distributed"}) == 0
-
-
-def test_packed_commands_match_redis_py() -> None:
-    from redis.connection import Connection
-
-    from online_feature_store.store.redis_pipeline import resp
-
-    args = [b"EVAL", b"return 1", b"1", b"ofs:c:user:a\\|b", b"", b"\x00\r\n\xff", b"600"]
-    assert resp(*args) == b"".join(Connection().pack_command(*args))

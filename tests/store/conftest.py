@@ -3,7 +3,9 @@ cluster) and Cassandra, each on its own namespace (a fresh entity label; a fresh
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -146,3 +148,125 @@ def entity(store: BlockStore) -> Entity:
     e = make_entity()
     store.ensure([e])
     return e
+
+
+def _cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too (ephemeral ports are too high)."""
+    import random
+
+    while True:
+        port = random.randrange(20_000, 50_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+            return port
+        except OSError:
+            continue
+
+
+class PrivateCluster:
+    """A 3-master Redis Cluster of this test alone (never the shared one), whose nodes the test may kill
+    or whose slots it may move."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ports = [_cluster_port() for _ in range(3)]
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.ports]
+
+    def start(self) -> None:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            require_service("redis-server binary", [("127.0.0.1", 0)], "scripts/services/redis start")
+            raise AssertionError("unreachable")
+        for port in self.ports:
+            node_dir = self.directory / str(port)
+            node_dir.mkdir()
+            self.processes[port] = subprocess.Popen(
+                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no"],
+                cwd=node_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda p=port: self._reachable(p), f"node {port} did not start")
+        subprocess.run(
+            [cli, "--cluster", "create", *self.nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+        self._wait(self._ok, "the private cluster did not become ok")
+
+    def client(self, port: int) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port)
+
+    def _ok(self) -> bool:
+        import redis
+
+        try:
+            infos = [self.client(p).cluster("info") for p in self.ports]
+        except redis.RedisError:
+            return False
+        return all(str(info.get("cluster_state")) == "ok" for info in infos)
+
+    @staticmethod
+    def _reachable(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _wait(condition: Any, message: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(message)
+
+    def owner(self, slot: int) -> int:
+        """The port of the node serving ``slot``."""
+        for start, end, primary, *_ in self.client(self.ports[0]).execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return int(primary[1])
+        raise AssertionError(f"slot {slot} has no owner")
+
+    def move_slot(self, slot: int, to: int) -> None:
+        """Moves ``slot`` and its keys to the node on port ``to`` (what resharding does)."""
+        source = self.owner(slot)
+        src, dst = self.client(source), self.client(to)
+        src_id, dst_id = (
+            src.execute_command("CLUSTER MYID").decode(),
+            dst.execute_command("CLUSTER MYID").decode(),
+        )
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
+        for port in self.ports:
+            self.client(port).execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+
+    def kill(self, port: int) -> None:
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        for port in list(self.processes):
+            self.kill(port)
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,4 +1,5 @@
-"""Redis specifics: the value layout, key expiry, namespace, errors, round trips, process writers."""
+"""Redis specifics: the value layout, key expiry, namespace, errors, cluster fan-out and failures, process
+writers. The store is native (redis-rs); the tests look at Redis through a redis-py client of their own."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.store.conftest import (
     CLUSTER_NODES,
     REDIS,
     REDIS_URL,
+    PrivateCluster,
     closed_port,
     make_block,
     make_entity,
@@ -45,7 +47,19 @@ def redis_store(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
 
 
 def raw(store: RedisStore) -> Any:
-    return store._connect()[0]
+    """A redis-py client of the store's Redis (the test's own, not the store's connections)."""
+    client = getattr(store, "_test_client", None)
+    if client is None:
+        import redis
+        from redis.cluster import ClusterNode, RedisCluster
+
+        if store.url is not None:
+            client = redis.Redis.from_url(store.url)
+        else:
+            nodes = [ClusterNode(h, int(p)) for h, p in (n.rsplit(":", 1) for n in store.cluster_nodes)]  # type: ignore[no-untyped-call]
+            client = RedisCluster(startup_nodes=nodes)
+        store._test_client = client  # type: ignore[attr-defined]
+    return client
 
 
 def name(entity: Entity, key: tuple[str, ...]) -> str:
@@ -138,15 +152,7 @@ def test_script_is_reloaded_after_a_flush(redis_store: RedisStore) -> None:
     ]
 
 
-def test_writes_are_packed_not_sent_through_redis_py(
-    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # redis-py's pipeline costs ~11 us of client CPU per key standalone and ~160 on a cluster; it is
-    # only the fallback after a cluster redirection.
-    def refuse(*args: Any) -> None:
-        raise AssertionError("redis-py pipeline used")
-
-    monkeypatch.setattr(redis_store, "_write_pipelined", refuse)
+def test_many_keys_in_one_write_and_a_later_write_wins(redis_store: RedisStore) -> None:
     entity = make_entity()
     keys = [(f"p{i}", "r") for i in range(200)]
     writes = [BlockWrite(k, fg, make_block(i + fg)) for i, k in enumerate(keys) for fg in (1, 2)]
@@ -157,54 +163,85 @@ def test_writes_are_packed_not_sent_through_redis_py(
     assert redis_store.read(entity, keys, [1, 2]) == want
 
 
-def test_cluster_write_follows_a_moved_slot() -> None:
-    """A stale slot map answers MOVED: writes and reads fall back to redis-py, which follows it."""
-    require_service("redis-cluster", CLUSTER, "scripts/services/redis-cluster start")
+def test_values_written_by_earlier_versions_are_read(redis_store: RedisStore) -> None:
+    """The names and bytes are the Python store's: a value it wrote (any CSDB layout) is read as is."""
+    entity = make_entity()
+    k = ("old", "eu")
+    raw(redis_store).set(name(entity, k), formats.csdb_encode([(2, make_block(2)), (1, make_block(1))]))
+    big = make_block(7, n=18_000, compress=False)
+    k2 = ("old2", "eu")
+    raw(redis_store).set(name(entity, k2), formats.csdb_encode([(3, big), (1, b"")]))
+    assert redis_store.read(entity, [k, k2, k], [1, 2, 3]) == [
+        [make_block(1), make_block(2), b""],
+        [b"", b"", big],
+        [make_block(1), make_block(2), b""],
+    ]
+    # a write merges into it, leaving the other FGs as they were
+    redis_store.write(entity, [BlockWrite(k, 3, make_block(3))])
+    assert redis_store.read(entity, [k], [1, 2, 3]) == [[make_block(1), make_block(2), make_block(3)]]
+
+
+def test_cluster_follows_a_moved_slot(private_cluster: PrivateCluster) -> None:
+    """A slot moved after the store read the slot map: Redis answers MOVED, the client follows it."""
     from redis.crc import key_slot
 
-    store = RedisStore(cluster_nodes=CLUSTER_NODES)
+    store = RedisStore(cluster_nodes=private_cluster.nodes)
     try:
         entity = make_entity()
         keys = [(f"m{i}", "r") for i in range(30)]
         store.write(entity, [BlockWrite(k, 1, make_block(0)) for k in keys])  # connects, reads the map
-        manager = raw(store).nodes_manager
         slot = key_slot(name(entity, keys[0]).encode())
-        owner = manager.slots_cache[slot][0]
-        other = next(
-            n for n in manager.nodes_cache.values() if n.name != owner.name and n.server_type == "primary"
-        )
-        manager.slots_cache[slot] = [other]  # as if the slot had moved since the map was read
+        owner = private_cluster.owner(slot)
+        private_cluster.move_slot(slot, next(p for p in private_cluster.ports if p != owner))
         store.write(entity, [BlockWrite(k, 1, make_block(i)) for i, k in enumerate(keys)])
         assert store.read(entity, keys, [1]) == [[make_block(i)] for i in range(len(keys))]
-        assert manager.slots_cache[slot][0].name == owner.name  # the fallback refreshed the map
-        manager.slots_cache[slot] = [other]
+        private_cluster.move_slot(slot, owner)
         assert store.read(entity, keys, [1]) == [[make_block(i)] for i in range(len(keys))]  # reads too
-        assert manager.slots_cache[slot][0].name == owner.name
     finally:
         store.close()
 
 
-def test_cluster_read_is_one_round_trip_per_node(monkeypatch: pytest.MonkeyPatch) -> None:
-    require_service("redis-cluster", CLUSTER, "scripts/services/redis-cluster start")
-    import redis.connection
+def test_cluster_read_is_one_mget_per_slot(private_cluster: PrivateCluster) -> None:
+    """Keys spread over every node are read by one MGET per slot (never one GET per key), every node
+    asked within the one read."""
+    from redis.crc import key_slot
 
-    store = RedisStore(cluster_nodes=CLUSTER_NODES)
+    store = RedisStore(cluster_nodes=private_cluster.nodes)
     entity = make_entity()
-    keys = [(f"user{i}", "r") for i in range(300)]  # spread over every node's slots
+    keys = [(f"user{i}", "r") for i in range(300)] + [(f"{{tag}}{i}", "r") for i in range(20)]
     store.write(entity, [BlockWrite(k, 1, make_block(i)) for i, k in enumerate(keys)])
-    sends: list[int] = []
-    original = redis.connection.AbstractConnection.send_packed_command
 
-    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sends.append(self.port)
-        return original(self, *args, **kwargs)
+    def mget_calls() -> dict[int, int]:
+        stats = {p: private_cluster.client(p).info("commandstats") for p in private_cluster.ports}
+        return {p: s.get("cmdstat_mget", {}).get("calls", 0) for p, s in stats.items()}
 
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    before = mget_calls()
     got = store.read(entity, keys, [1])
-    monkeypatch.undo()
+    after = mget_calls()
     store.close()
     assert got == [[make_block(i)] for i in range(len(keys))]
-    assert sorted(sends) == sorted(p for _, p in CLUSTER)
+    slots = {key_slot(name(entity, k).encode()) for k in keys}
+    per_node = {p: after[p] - before[p] for p in private_cluster.ports}
+    assert sum(per_node.values()) == len(slots) < len(keys)  # the 20 {tag} keys share one slot
+    assert all(n > 0 for n in per_node.values())
+
+
+def test_cluster_node_down_mid_read_is_unavailable_not_missing(private_cluster: PrivateCluster) -> None:
+    store = RedisStore(
+        cluster_nodes=private_cluster.nodes, connect_timeout=0.5, socket_timeout=0.5, retries=1
+    )
+    try:
+        entity = make_entity()
+        keys = [(f"d{i}", "r") for i in range(100)]  # on every node
+        store.write(entity, [BlockWrite(k, 1, make_block(i)) for i, k in enumerate(keys)])
+        assert store.read(entity, keys, [1]) == [[make_block(i)] for i in range(len(keys))]
+        private_cluster.kill(private_cluster.ports[1])
+        with pytest.raises(UnavailableError):
+            store.read(entity, keys, [1])
+        with pytest.raises(UnavailableError):
+            store.write(entity, [BlockWrite(k, 1, make_block(0)) for k in keys])
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("target", ["redis", "redis_cluster"])
@@ -262,3 +299,28 @@ def test_needs_exactly_one_address() -> None:
         RedisStore()
     with pytest.raises(ValueError, match="exactly one"):
         RedisStore(REDIS_URL, cluster_nodes=CLUSTER_NODES)
+
+
+def test_store_recovers_after_redis_restarts(tmp_path: Path) -> None:
+    """Redis down: every call is UnavailableError (never "missing"); back: the same store works again."""
+    from tests.cache.conftest import PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    server.start()
+    store = RedisStore(server.url, connect_timeout=0.5, socket_timeout=0.5, retries=2)
+    try:
+        entity = make_entity()
+        store.write(entity, [BlockWrite(("a", "b"), 1, make_block(1))])
+        server.kill()
+        with pytest.raises(UnavailableError):
+            store.read(entity, [("a", "b")], [1])
+        with pytest.raises(UnavailableError):
+            store.write(entity, [BlockWrite(("a", "b"), 1, make_block(2))])
+        server.start()  # same port, empty (no persistence): the merge script is unknown there too
+        # every connection finds the restart on its next use and reconnects: the retry succeeds
+        for i in range(8):
+            store.write(entity, [BlockWrite(("a", "b"), 1, make_block(i))])
+            assert store.read(entity, [("a", "b")], [1]) == [[make_block(i)]]
+    finally:
+        store.close()
+        server.kill()

@@ -2,7 +2,7 @@
 //!
 //! Every backend implements [`BlockStore`]; the read path ([`crate::tiers`]) and the bindings call it
 //! through `Arc<dyn BlockStore>`, so a store kind plugs in by implementing the trait (behind a cargo
-//! feature of its own: `sqlite`, `cassandra`). Stores move bytes only: the engine builds, decodes and
+//! feature of its own: `sqlite`, `cassandra`, `redis`). Stores move bytes only: the engine builds, decodes and
 //! expiry-checks blocks.
 //!
 //! The calls are futures ([`BoxFuture`]) because the network stores' clients are async (tokio); a
@@ -17,6 +17,12 @@
 
 #[cfg(feature = "cassandra")]
 pub mod cassandra;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_cache;
+#[cfg(feature = "redis")]
+pub mod redis_conn;
 pub mod runtime;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
