@@ -17,6 +17,7 @@ __all__ = [
     "Limits",
     "RedisCache",
     "Store",
+    "Tiers",
     "__version__",
     "bf16_decode",
     "bf16_encode",
@@ -245,6 +246,8 @@ class Catalog:
         ],
         *,
         in_process_cache: Sequence[tuple[str, int, int, Sequence[int]]] = ...,
+        distributed_cache: Sequence[tuple[str, int, int, Sequence[int]]] = ...,
+        storage: Sequence[tuple[str, Sequence[str], Sequence[tuple[int, str]]]] = ...,
     ) -> Catalog: ...
     @property
     def revision(self) -> int: ...
@@ -311,6 +314,51 @@ class Catalog:
         saturate: bool = False,
         limits: Limits | None = None,
     ) -> tuple[str, list[tuple[tuple[str, ...], int, bytes, int, str]], list[str]]: ...
+
+@final
+class Tiers:
+    """The cache tiers and stores one ``FeatureStore`` reads through natively (``rust/src/tiers.rs``)."""
+
+    def __new__(cls, cache: BlockCache | None = None) -> Tiers: ...
+    def set_store(self, store_id: str, store: Store) -> None: ...
+    def set_remote_elsewhere(self) -> None: ...
+    def bus_healthy_for(self, seconds: float | None) -> None: ...
+    @property
+    def bus_healthy(self) -> bool: ...
+    def mark(self, entity: str) -> tuple[int, int]: ...
+    def invalidate_local(self, entity: str, keys: Sequence[str]) -> None: ...
+    def reset_local(self) -> None: ...
+    def retrieve(
+        self,
+        catalog: Catalog,
+        entity: str,
+        keys_schema: Sequence[str],
+        fgs: Sequence[tuple[str, Sequence[str]]],
+        keys: Sequence[Any],
+        *,
+        now: int | None = None,
+        limits: Limits | None = None,
+        native: bool = False,
+        time_left: float | None = None,
+    ) -> tuple[
+        list[tuple[Any, npt.NDArray[np.uint8], int, int, int]] | None,
+        tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, float, bool]]],
+        BaseException | None,
+    ]: ...
+    def retrieve_wire(
+        self,
+        catalog: Catalog,
+        query: bytes,
+        *,
+        now: int | None = None,
+        decoded: bool = False,
+        limits: Limits | None = None,
+        time_left: float | None = None,
+    ) -> tuple[
+        tuple[bytes, str, int, list[tuple[str, int, int, int]]] | None,
+        tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, float, bool]]],
+        BaseException | None,
+    ]: ...
 
 @final
 class BlockHeader:

@@ -44,6 +44,10 @@ from online_feature_store.store.opened import OpenStores
 
 __all__ = ["FeatureStore"]
 
+ReadReport = tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, float, bool]]]
+"""What a native read did (``Tiers.retrieve``): ``(entity, keys, in-process (hits, misses), distributed
+(hits, misses), [(store id, seconds, failed)])``."""
+
 
 class FeatureStore:
     """Retrieve and persist features in-process, against the same registry and stores as the servers.
@@ -103,7 +107,7 @@ class FeatureStore:
             self._backend, poll_interval=poll_interval, on_change=self._compiled.precompile
         )
         self._compiled.precompile(self._watcher.snapshot)
-        self._stores = OpenStores(stores, directory, lambda: self.metrics)
+        self._stores = OpenStores(stores, directory, lambda: self.metrics, self._caches.add_store)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -144,6 +148,24 @@ class FeatureStore:
         ent = snapshot.entity(entity)
         schema = list(keys_schema) if keys_schema is not None else [k.label for k in ent.keys]
         request = [(fg, list(labels)) for fg, labels in features.items()]
+        # The whole read natively (cache/tiers.py) when every tier it needs is native: one call.
+        got, report, error = self._caches.tiers().retrieve(
+            catalog,
+            entity,
+            schema,
+            request,
+            keys,
+            limits=self.limits,
+            native=native,
+            time_left=self.metrics.time_left(),
+        )
+        if got is not None or error is not None:
+            self._report(report)
+            if error is not None:
+                self.metrics.request(entity, len(keys))
+                raise error
+            assert got is not None
+            return self._result(snapshot, entity, features, got, len(keys))
         cache = self._caches.serving()
         if cache is not None:
             # Every key cached in process: lookup and assembly in one native call, no store round trip.
@@ -191,6 +213,16 @@ class FeatureStore:
             self.metrics.feature_status(entity, fg, found, missing, expired)
         return RetrieveResult(entity, dict(features), values, status, snapshot.revision)
 
+    def _report(self, report: ReadReport) -> None:
+        """Reports what a native read did (cache lookups per tier, timed store calls) to the hooks."""
+        entity, _keys, in_process, distributed, calls = report
+        if in_process is not None:
+            self.metrics.cache_lookup("in_process", entity, *in_process)
+        if distributed is not None:
+            self.metrics.cache_lookup("distributed", entity, *distributed)
+        for store_id, seconds, failed in calls:
+            self.metrics.store_call(store_id, "read", seconds, failed)
+
     def _read(self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]) -> list[bytes]:
         """Blocks key-major (``[k * len(fg_ids) + f]``), through the cache tiers to the stores."""
 
@@ -222,6 +254,22 @@ class FeatureStore:
         """A serialized ``retrieve.Query`` in, the serialized ``retrieve.Result`` out (the gRPC path);
         with ``decoded``, a ``retrieve.DecodedResult`` with every cell rendered as a string."""
         snapshot = self.snapshot
+        catalog = self._catalog(snapshot)
+        now = int(time.time())
+        # The whole request natively (parse, tiers, response bytes) when every tier it needs is native.
+        done, report, error = self._caches.tiers().retrieve_wire(
+            catalog, query, now=now, decoded=decoded, limits=self.limits, time_left=self.metrics.time_left()
+        )
+        if done is not None or error is not None:
+            self._report(report)
+            self.metrics.request(report[0], report[1])
+            if error is not None:
+                raise error
+            assert done is not None
+            out, entity, _n_keys, counts = done
+            for fg, found, missing, expired in counts:
+                self.metrics.feature_status(entity, fg, found, missing, expired)
+            return out
         counted: list[bool] = []
 
         def read(entity: str, keys: list[list[str]], fg_ids: list[int]) -> list[bytes]:
@@ -231,10 +279,10 @@ class FeatureStore:
 
         # One native call: parse and plan, answer from the in-process cache or read() the blocks, build
         # the response bytes.
-        out, entity, n_keys, counts = self._catalog(snapshot).retrieve_wire(
+        out, entity, n_keys, counts = catalog.retrieve_wire(
             query,
             read,
-            now=int(time.time()),
+            now=now,
             decoded=decoded,
             cache=self._caches.serving(),
             limits=self.limits,

@@ -14,6 +14,12 @@ class FeatureStoreMetrics:
     def request(self, entity: str, rows: int) -> None:
         """A retrieve or persist of ``rows`` keys of ``entity`` passed planning."""
 
+    def time_left(self) -> float | None:
+        """Seconds the current call has left to start store I/O (None: no deadline). The native read path
+        asks once per request, before the call, and fails with ``DeadlineExceededError`` rather than read
+        past it; the Python path checks the deadline in :meth:`request` instead."""
+        return None
+
     def store_call(self, store_id: str, op: str, seconds: float, failed: bool) -> None:
         """One ``read`` or ``write`` call to store ``store_id`` took ``seconds`` (``failed``: it raised)."""
 

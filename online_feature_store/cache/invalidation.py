@@ -30,7 +30,14 @@ from typing import Any, Protocol
 
 from online_feature_store.errors import UnavailableError
 
-__all__ = ["InvalidationBus", "OnInvalidate", "OnReset", "RedisInvalidationBus", "SqliteInvalidationLog"]
+__all__ = [
+    "Gate",
+    "InvalidationBus",
+    "OnInvalidate",
+    "OnReset",
+    "RedisInvalidationBus",
+    "SqliteInvalidationLog",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,10 @@ OnInvalidate = Callable[[str, list[str]], None]
 """Called with an entity label and ``encode_key`` strings invalidated by another process."""
 OnReset = Callable[[], None]
 """Called when invalidations may have been missed: the whole in-process cache must go."""
+Gate = Callable[[float | None], None]
+"""Told how long the bus is healthy from now: seconds, ``None`` (until told otherwise) or 0 (not now). A bus
+with a ``keep_gate(gate)`` method reports its health this way (the native read path reads it without
+asking Python per request); the :class:`InvalidationBus` protocol does not require it."""
 
 
 class InvalidationBus(Protocol):
@@ -71,11 +82,16 @@ class RedisInvalidationBus:
         self._lock = threading.Lock()
         self._on_invalidate: OnInvalidate = lambda _e, _k: None
         self._on_reset: OnReset = lambda: None
+        self._gate: Gate = lambda _s: None
 
     @property
     def healthy(self) -> bool:
         """True while subscribed and the subscription answers its PINGs."""
         return self._healthy
+
+    def keep_gate(self, gate: Gate) -> None:
+        """Reports every change of :attr:`healthy` to ``gate`` (before :meth:`start`)."""
+        self._gate = gate
 
     def start(self, on_invalidate: OnInvalidate, on_reset: OnReset) -> None:
         """Subscribes from a daemon thread (healthy once the subscription is confirmed)."""
@@ -110,6 +126,7 @@ class RedisInvalidationBus:
                             if msg["type"] == "subscribe":
                                 self._on_reset()  # anything published before this point is lost
                                 self._healthy, backoff = True, 0.05
+                                self._gate(None)
                             elif msg["type"] == "message":
                                 self._deliver(msg["data"])
                         if now - last_seen > 3 * self.ping_interval:
@@ -123,6 +140,7 @@ class RedisInvalidationBus:
                 finally:
                     if self._healthy:
                         self._healthy = False
+                        self._gate(0)
                         self._on_reset()
                     if pubsub is not None:
                         _close_quietly(pubsub)
@@ -173,6 +191,12 @@ class SqliteInvalidationLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._gate: Gate = lambda _s: None
+
+    def keep_gate(self, gate: Gate) -> None:
+        """Reports :attr:`healthy` to ``gate`` as a deadline after each successful poll (before
+        :meth:`start`)."""
+        self._gate = gate
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +223,7 @@ class SqliteInvalidationLog:
             reader = self._connect()
             row = reader.execute("SELECT COALESCE(MAX(id), 0) FROM invalidations").fetchone()
             self._last_ok, self._running = time.monotonic(), True
+            self._gate(self.stale_after)
             self._thread = threading.Thread(
                 target=self._run,
                 args=(reader, int(row[0]), on_invalidate, on_reset),
@@ -227,8 +252,10 @@ class SqliteInvalidationLog:
                     if source != self.source:
                         on_invalidate(entity, json.loads(keys))
                 self._last_ok = time.monotonic()
+                self._gate(self.stale_after)
         finally:
             self._running = False
+            self._gate(0)
             reader.close()
 
     def publish(self, entity: str, names: Sequence[str]) -> None:

@@ -5,6 +5,12 @@ invalidation bus that keeps the in-process cache safe across processes (docs/cac
 A read goes in-process cache → distributed cache → stores, using a tier when the entity's policy enables it
 and every requested FG is flagged for it; misses are backfilled (the distributed tier in the background).
 A strong-mode write drops the written keys from every tier and tells the other processes.
+
+Reads run natively (:attr:`CacheTiers.native`, ``rust/src/tiers.rs``: one call per request, the GIL
+released) whenever every tier a request needs is native: its stores (registered by :meth:`add_store`)
+and no distributed cache the core cannot call. Otherwise :meth:`CacheTiers.read` does the same in Python.
+Both share the native invalidation marks and in-process cache, and the bus reports its health to the
+native side (``keep_gate``), so neither asks Python per request.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from online_feature_store._native import BlockCache
+from online_feature_store._native import BlockCache, Store, Tiers
 from online_feature_store.cache.invalidation import (
     InvalidationBus,
     RedisInvalidationBus,
@@ -22,7 +28,7 @@ from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.metrics import FeatureStoreMetrics
 from online_feature_store.registry.model import Entity
 from online_feature_store.registry.snapshot import Snapshot
-from online_feature_store.store.base import KeyValues
+from online_feature_store.store.base import BlockStore, KeyValues
 from online_feature_store.store.keys import encode_key
 
 __all__ = ["CacheTiers"]
@@ -84,10 +90,30 @@ class CacheTiers:
         elif invalidation is not False:
             self.bus = invalidation
         self._bus_started = False
-        # Per-entity invalidation counters (and one for whole-cache resets): a read that started before
-        # an invalidation must not put what it read into the in-process cache after it.
-        self._generation: dict[str, int] = {}
-        self._resets = 0
+        self.native = Tiers(self.local)
+        """The native read path over the same caches; it also holds the invalidation marks: per-entity
+        generations and a reset count, so a read that started before an invalidation does not put what it
+        read into the in-process cache after it."""
+        if self.remote is not None:
+            self.native.set_remote_elsewhere()  # the Python client: reads using it take the Python path
+        # Buses that report their health keep the native gate; any other bus is asked per request.
+        self._ask_bus = self.bus is not None and not hasattr(self.bus, "keep_gate")
+        if self.bus is not None:
+            self.native.bus_healthy_for(0)  # not healthy before it is started and says so
+
+    def add_store(self, store_id: str, store: BlockStore) -> None:
+        """Registers an open store with the native read path when it is native (see :func:`native_of`)."""
+        native = native_of(store)
+        if native is not None:
+            self.native.set_store(store_id, native)
+
+    def tiers(self) -> Tiers:
+        """The native read path, its bus started (first use) and its health gate current."""
+        if not self._bus_started and self.local is not None:
+            self.bus_healthy()
+        if self._ask_bus and self.bus is not None and self._bus_started:
+            self.native.bus_healthy_for(None if self.bus.healthy else 0)
+        return self.native
 
     def serving(self) -> BlockCache | None:
         """The in-process cache, while it may answer a request whole (invalidations arrive in time)."""
@@ -110,7 +136,7 @@ class CacheTiers:
         n = len(fg_ids)
         label = ent.label
         names = [encode_key(k) for k in keys]
-        mark = (self._resets, self._generation.get(label, 0))
+        mark = self.native.mark(label)
         rows: list[list[bytes] | None] = (
             local.get_many(label, names, fg_ids) if local is not None else [None] * len(keys)
         )
@@ -156,7 +182,7 @@ class CacheTiers:
                 policy.ttl_seconds,
                 policy.jitter_percent,
             )
-            if (self._resets, self._generation.get(label, 0)) != mark or not self.bus_healthy():
+            if self.native.mark(label) != mark or not self.bus_healthy():
                 # An invalidation arrived while this read ran: what it read may predate the write.
                 local.invalidate(label, put)
         return blocks
@@ -182,6 +208,9 @@ class CacheTiers:
             return True
         if not self._bus_started:
             self._bus_started = True
+            keep_gate = getattr(bus, "keep_gate", None)
+            if keep_gate is not None:
+                keep_gate(self.native.bus_healthy_for)
             bus.start(self._invalidate_local, self._reset_local)
         return bus.healthy
 
@@ -211,14 +240,10 @@ class CacheTiers:
 
     def _invalidate_local(self, entity: str, names: list[str]) -> None:
         # The generation moves first: a read that checks it after this point drops what it put.
-        self._generation[entity] = self._generation.get(entity, 0) + 1
-        if self.local is not None:
-            self.local.invalidate(entity, names)
+        self.native.invalidate_local(entity, names)
 
     def _reset_local(self) -> None:
-        self._resets += 1
-        if self.local is not None:
-            self.local.clear()
+        self.native.reset_local()
 
     def close(self) -> None:
         """Closes the bus, and the distributed cache if it was opened here."""
@@ -226,3 +251,16 @@ class CacheTiers:
             self.bus.close()
         if self.remote is not None and self._owns_remote:
             self.remote.close()
+
+
+def native_of(store: BlockStore) -> Store | None:
+    """The native store that serves ``store``'s reads: its ``native`` attribute, when the class that
+    defines its ``read`` is one of this package's store classes (a subclass elsewhere that overrides
+    ``read``, to count or fail reads, must see every read, so it stays on the Python path)."""
+    native = getattr(store, "native", None)
+    if not isinstance(native, Store):
+        return None
+    owner = next((c for c in type(store).__mro__ if "read" in vars(c)), None)
+    if owner is None or not owner.__module__.startswith("online_feature_store.store."):
+        return None
+    return native

@@ -1,5 +1,6 @@
 """The registry compiled for the native engine: a :class:`~online_feature_store._native.Catalog` per
-revision (entities, FG layouts of every version, in-process cache policies), built once per revision."""
+revision (entities, FG layouts of every version, cache policies, the store of each FG), built once per
+revision."""
 
 from __future__ import annotations
 
@@ -33,7 +34,24 @@ def compile_catalog(snapshot: Snapshot) -> Catalog:
         for e in snapshot.state.entities
         if (p := e.in_process_cache).enabled and p.ttl_seconds > 0
     ]
-    return Catalog(snapshot.revision, entities, fgs, in_process_cache=in_process)
+    distributed = [
+        (e.label, p.ttl_seconds, p.jitter_percent, [g.id for g in e.feature_groups if g.distributed_cache])
+        for e in snapshot.state.entities
+        if (p := e.distributed_cache).enabled and p.ttl_seconds > 0
+    ]
+    # Where each FG's blocks live: what the native read path (cache/tiers.py) reads.
+    storage = [
+        (e.label, [k.column for k in e.keys], [(g.id, g.store_id) for g in e.feature_groups])
+        for e in snapshot.state.entities
+    ]
+    return Catalog(
+        snapshot.revision,
+        entities,
+        fgs,
+        in_process_cache=in_process,
+        distributed_cache=distributed,
+        storage=storage,
+    )
 
 
 class CompiledRegistry:

@@ -113,6 +113,10 @@ class ServerHooks(FeatureStoreMetrics):
         if self.metrics is not None:
             self.metrics.request(entity, rows)
 
+    def time_left(self) -> float | None:
+        at: float | None = getattr(_local, "deadline", None)
+        return None if at is None else at - time.monotonic()
+
     def store_call(self, store_id: str, op: str, seconds: float, failed: bool) -> None:
         if self.metrics is not None:
             self.metrics.store_call(store_id, op, seconds, failed)

@@ -26,15 +26,21 @@ _T = TypeVar("_T")
 class OpenStores:
     """Registry store id → open store. ``given`` overrides what an id resolves to (tests, embedding) and is
     never closed here; the stores opened here (relative paths under ``data_dir``) are, by :meth:`close`.
-    ``metrics()`` is asked at each call, so hooks plugged in later are used."""
+    ``metrics()`` is asked at each call, so hooks plugged in later are used. ``on_open(store_id, store)``
+    is told of every store, given or opened here (the native read path registers the native ones)."""
 
     def __init__(
         self,
         given: Mapping[str, BlockStore] | None,
         data_dir: Path,
         metrics: Callable[[], FeatureStoreMetrics],
+        on_open: Callable[[str, BlockStore], None] | None = None,
     ) -> None:
         self._stores: dict[str, BlockStore] = dict(given or {})
+        self._on_open = on_open
+        if on_open is not None:
+            for store_id, store in self._stores.items():
+                on_open(store_id, store)
         self._opened: list[BlockStore] = []
         self._data_dir = data_dir
         self._metrics = metrics
@@ -54,6 +60,8 @@ class OpenStores:
                 opened.ensure(snapshot.state.entities)
                 self._stores[store_id] = opened
                 self._opened.append(opened)
+                if self._on_open is not None:
+                    self._on_open(store_id, opened)
             return self._stores[store_id]
 
     def read(self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]) -> list[bytes]:

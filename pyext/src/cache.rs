@@ -1,6 +1,8 @@
 //! Binding of the in-process block cache. Keys are the store's encoded key strings; blocks cross as
 //! `bytes`; lookups and inserts run with the GIL released.
 
+use std::sync::Arc;
+
 use ofs_core::cache::BlockCache;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -17,14 +19,14 @@ type KeyBlocks<'py> = Option<Vec<Bound<'py, PyBytes>>>;
 #[pyclass(name = "BlockCache", module = "online_feature_store._native", frozen)]
 #[derive(Debug)]
 pub struct PyBlockCache {
-    pub(crate) inner: BlockCache,
+    pub(crate) inner: Arc<BlockCache>,
 }
 
 #[pymethods]
 impl PyBlockCache {
     #[new]
     fn new(capacity_bytes: Int<u64>) -> Self {
-        PyBlockCache { inner: BlockCache::new(capacity_bytes.0) }
+        PyBlockCache { inner: Arc::new(BlockCache::new(capacity_bytes.0)) }
     }
 
     /// For each key, the blocks of `fg_ids` (b"" = known absent), or None on a miss.

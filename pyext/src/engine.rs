@@ -30,15 +30,17 @@ type PlannedFg = (u16, Vec<(String, u8, usize)>);
 /// Per FG of a retrieve: `(values, status)`.
 type FgArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>);
 
-/// `(entity, ttl seconds, jitter %, FG ids)`: an entity's in-process cache policy.
+/// `(entity, key columns, [(FG id, store id)])`: where an entity's blocks live.
+type StorageTuple = (String, Vec<String>, Vec<(Int<u16>, String)>);
+/// `(entity, ttl seconds, jitter %, FG ids)`: an entity's in-process or distributed cache policy.
 type CachePolicyTuple = (String, Int<u64>, Int<u8>, Vec<Int<u16>>);
 /// Per FG of a cached retrieve: `(values, status, found, missing, expired)`.
-type CountedArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>, u64, u64, u64);
+pub(crate) type CountedArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>, u64, u64, u64);
 
 /// `(fg label, found, missing, expired)` rows of one FG of a retrieve.
-type FgCounts = (String, u64, u64, u64);
+pub(crate) type FgCounts = (String, u64, u64, u64);
 /// One FG's values shaped by the core, its status bytes and `[found, missing, expired]`.
-type ShapedFg = (Shaped, Vec<u8>, [u64; 3]);
+pub(crate) type ShapedFg = (Shaped, Vec<u8>, [u64; 3]);
 /// `(response bytes, entity, keys, per-FG counts)` of a wire retrieve.
 type WireAnswer<'py> = (Bound<'py, PyBytes>, String, usize, Vec<FgCounts>);
 /// `(canonical key, fg id, block, expires_at, key string)`: a `store.base.BlockWrite`'s fields.
@@ -51,7 +53,7 @@ type PersistAnswer<'py> = (String, Vec<PersistTuple<'py>>, Vec<String>);
 #[pyclass(name = "Limits", module = "online_feature_store._native", frozen)]
 #[derive(Debug)]
 pub struct PyLimits {
-    inner: Limits,
+    pub(crate) inner: Limits,
 }
 
 #[pymethods]
@@ -103,7 +105,7 @@ impl PyLimits {
 }
 
 /// The limits given, or none.
-fn limits_of(limits: Option<&PyLimits>) -> Limits {
+pub(crate) fn limits_of(limits: Option<&PyLimits>) -> Limits {
     limits.map_or(Limits::NONE, |l| l.inner)
 }
 
@@ -111,20 +113,27 @@ fn limits_of(limits: Option<&PyLimits>) -> Limits {
 #[pyclass(name = "Catalog", module = "online_feature_store._native", frozen)]
 #[derive(Debug)]
 pub struct PyCatalog {
-    inner: Arc<Engine>,
+    pub(crate) inner: Arc<Engine>,
 }
 
 #[pymethods]
 impl PyCatalog {
     /// `entities`: `(label, key labels in canonical order)`; `feature_groups`: see `FgTuple`;
-    /// `in_process_cache`: per entity with the cache on, `(entity, ttl seconds, jitter %, cached FG ids)`.
+    /// `in_process_cache`: per entity with the cache on, `(entity, ttl seconds, jitter %, cached FG ids)`;
+    /// `distributed_cache` the same for the distributed cache; `storage`: per entity `(entity, key
+    /// columns, [(FG id, store id)])` (what the native read path reads, `Tiers.retrieve`).
     #[new]
-    #[pyo3(signature = (revision, entities, feature_groups, *, in_process_cache = Vec::new()))]
+    #[pyo3(signature = (
+        revision, entities, feature_groups, *, in_process_cache = Vec::new(), distributed_cache = Vec::new(),
+        storage = Vec::new()
+    ))]
     fn new(
         revision: Int<u64>,
         entities: Vec<(String, Vec<String>)>,
         feature_groups: Vec<FgTuple>,
         in_process_cache: Vec<CachePolicyTuple>,
+        distributed_cache: Vec<CachePolicyTuple>,
+        storage: Vec<StorageTuple>,
     ) -> PyResult<Self> {
         let mut cat = Catalog::new(revision.0);
         for (label, keys) in entities {
@@ -146,6 +155,13 @@ impl PyCatalog {
         }
         for (entity, ttl, jitter, fg_ids) in in_process_cache {
             cat.set_in_process_cache(&entity, ttl.0, jitter.0, &ints(fg_ids)).py_err()?;
+        }
+        for (entity, ttl, jitter, fg_ids) in distributed_cache {
+            cat.set_distributed_cache(&entity, ttl.0, jitter.0, &ints(fg_ids)).py_err()?;
+        }
+        for (entity, key_columns, fg_stores) in storage {
+            let fg_stores: Vec<(u16, String)> = fg_stores.into_iter().map(|(Int(id), s)| (id, s)).collect();
+            cat.set_storage(&entity, &key_columns, &fg_stores).py_err()?;
         }
         Ok(PyCatalog { inner: Arc::new(Engine::new(cat)) })
     }
@@ -379,16 +395,34 @@ impl PyCatalog {
     }
 }
 
+/// Receives a request's keys one value at a time ([`for_each_key`]).
+pub(crate) trait KeySink {
+    /// The next value of the current key, in canonical order.
+    fn push(&mut self, value: &str);
+    /// Ends the current key; false stops the walk.
+    fn end(&mut self) -> bool;
+}
+
+impl KeySink for CacheLookup<'_> {
+    fn push(&mut self, value: &str) {
+        CacheLookup::push(self, value);
+    }
+
+    fn end(&mut self) -> bool {
+        self.hit()
+    }
+}
+
 /// Walks `keys` (rows in the caller's key order; plain values when there is one key), giving each
-/// key's values to `lookup` in canonical order (`perm`) as text, and ending each key with a lookup;
-/// stops early (returning false) at the first miss.
-fn for_each_key(keys: &Bound<'_, PyAny>, perm: &[usize], lookup: &mut CacheLookup<'_>) -> PyResult<bool> {
+/// key's values to `lookup` in canonical order (`perm`) as text, and ending each key (`KeySink::end`);
+/// stops early (returning false) when that says so.
+pub(crate) fn for_each_key(keys: &Bound<'_, PyAny>, perm: &[usize], lookup: &mut impl KeySink) -> PyResult<bool> {
     // The rule of `online_feature_store.keys.key_text`: str as is and int as its decimal digits here
     // (no Python object per str key); every other value (bytes, numpy scalars, the refused bool and
     // float) goes to `key_text` itself, fetched on first need.
     let py = keys.py();
     let mut rule: Option<Bound<'_, PyAny>> = None;
-    let mut push = |lookup: &mut CacheLookup<'_>, v: &Bound<'_, PyAny>| -> PyResult<()> {
+    let mut push = |lookup: &mut dyn KeySink, v: &Bound<'_, PyAny>| -> PyResult<()> {
         if let Ok(s) = v.cast::<PyString>() {
             lookup.push(s.to_str()?);
         } else if v.is_exact_instance_of::<pyo3::types::PyInt>() {
@@ -428,7 +462,7 @@ fn for_each_key(keys: &Bound<'_, PyAny>, perm: &[usize], lookup: &mut CacheLooku
                 push(lookup, &row.get_item(p)?)?;
             }
         }
-        if !lookup.hit() {
+        if !lookup.end() {
             return Ok(false);
         }
     }
@@ -437,12 +471,16 @@ fn for_each_key(keys: &Bound<'_, PyAny>, perm: &[usize], lookup: &mut CacheLooku
 
 /// One FG's assembled values shaped as `FeatureStore.retrieve` returns them (`ofs_core::shape`), and
 /// its status bytes.
-fn shaped_fg(r: engine::FgResult, fp: &engine::FgPlan, n_keys: usize) -> ofs_core::Result<(Shaped, Vec<u8>)> {
+pub(crate) fn shaped_fg(
+    r: engine::FgResult,
+    fp: &engine::FgPlan,
+    n_keys: usize,
+) -> ofs_core::Result<(Shaped, Vec<u8>)> {
     let status = r.status.iter().map(|&s| s as u8).collect();
     Ok((fp.layout().shape(r.values, n_keys)?, status))
 }
 
-fn form_of(native: bool) -> FloatForm {
+pub(crate) fn form_of(native: bool) -> FloatForm {
     if native {
         FloatForm::Native
     } else {

@@ -13,6 +13,7 @@ mod errors;
 mod formats;
 mod remote;
 mod store;
+mod tiers;
 
 use pyo3::prelude::*;
 
@@ -29,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::PyBlockCache>()?;
     m.add_class::<store::PyStore>()?;
     m.add_class::<remote::PyRedisCache>()?;
+    m.add_class::<tiers::PyTiers>()?;
     m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;

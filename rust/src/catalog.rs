@@ -38,6 +38,11 @@ pub struct FeatureGroup {
     pub versions: BTreeMap<u16, Version>,
     /// Whether the FG's blocks may be kept in the in-process cache (the registry's FG flag).
     pub in_process_cache: bool,
+    /// Whether the FG's blocks may be kept in the distributed cache (the registry's FG flag).
+    pub distributed_cache: bool,
+    /// The registry id of the store holding the FG's blocks (empty: not given, so the native read
+    /// path cannot read it).
+    pub store_id: String,
 }
 
 impl FeatureGroup {
@@ -62,6 +67,10 @@ pub struct Entity {
     pub fgs: Vec<Arc<FeatureGroup>>,
     /// The entity's in-process cache policy `(ttl seconds, jitter %)`, when enabled.
     pub in_process_cache: Option<(u64, u8)>,
+    /// The entity's distributed cache policy `(ttl seconds, jitter %)`, when enabled.
+    pub distributed_cache: Option<(u64, u8)>,
+    /// The stored names of the key columns (`Key.column`), in canonical key order.
+    pub key_columns: Vec<String>,
     by_label: HashMap<String, usize>,
 }
 
@@ -134,6 +143,7 @@ impl Catalog {
         let e = self.entities.entry(label.to_owned()).or_insert_with(|| Entity {
             label: label.to_owned(),
             keys: keys.to_vec(),
+            key_columns: keys.to_vec(),
             ..Entity::default()
         });
         if e.keys != keys {
@@ -179,6 +189,8 @@ impl Catalog {
             ttl_seconds,
             versions: compiled,
             in_process_cache: false,
+            distributed_cache: false,
+            store_id: String::new(),
         }));
         Ok(())
     }
@@ -201,12 +213,63 @@ impl Catalog {
         }
         e.in_process_cache = Some((ttl_seconds, jitter_percent.min(100)));
         for &id in fg_ids {
-            let fg = e.fgs.iter_mut().find(|g| g.id == id).ok_or_else(|| {
-                Error::InvalidMeta(format!("cache policy names feature group id {id} not in entity {entity:?}"))
-            })?;
-            Arc::make_mut(fg).in_process_cache = true;
+            Arc::make_mut(e.fg_by_id(id, "cache policy")?).in_process_cache = true;
         }
         Ok(())
+    }
+
+    /// Enables the distributed cache for `entity` (keys live `ttl_seconds` ± `jitter_percent`) and for
+    /// its FGs `fg_ids`; FGs not listed never use it.
+    pub fn set_distributed_cache(
+        &mut self,
+        entity: &str,
+        ttl_seconds: u64,
+        jitter_percent: u8,
+        fg_ids: &[u16],
+    ) -> Result<()> {
+        let e = self.entity_mut(entity, "distributed cache policy")?;
+        if ttl_seconds == 0 {
+            return Err(Error::InvalidMeta(format!("entity {entity:?}: a distributed cache needs a TTL above 0")));
+        }
+        e.distributed_cache = Some((ttl_seconds, jitter_percent.min(100)));
+        for &id in fg_ids {
+            Arc::make_mut(e.fg_by_id(id, "distributed cache policy")?).distributed_cache = true;
+        }
+        Ok(())
+    }
+
+    /// Where `entity`'s blocks live: its key columns' stored names (canonical order) and, per FG id,
+    /// the registry id of its store (what the native read path reads).
+    pub fn set_storage(&mut self, entity: &str, key_columns: &[String], fg_stores: &[(u16, String)]) -> Result<()> {
+        let e = self.entity_mut(entity, "storage")?;
+        if key_columns.len() != e.keys.len() {
+            return Err(Error::InvalidMeta(format!(
+                "entity {entity:?}: {} key columns for {} keys",
+                key_columns.len(),
+                e.keys.len()
+            )));
+        }
+        e.key_columns = key_columns.to_vec();
+        for (id, store) in fg_stores {
+            Arc::make_mut(e.fg_by_id(*id, "storage")?).store_id.clone_from(store);
+        }
+        Ok(())
+    }
+
+    fn entity_mut(&mut self, entity: &str, what: &str) -> Result<&mut Entity> {
+        self.entities
+            .get_mut(entity)
+            .ok_or_else(|| Error::InvalidMeta(format!("{what} for undeclared entity {entity:?}")))
+    }
+}
+
+impl Entity {
+    fn fg_by_id(&mut self, id: u16, what: &str) -> Result<&mut Arc<FeatureGroup>> {
+        let label = &self.label;
+        self.fgs
+            .iter_mut()
+            .find(|g| g.id == id)
+            .ok_or_else(|| Error::InvalidMeta(format!("{what} names feature group id {id} not in entity {label:?}")))
     }
 }
 

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::limits::{try_vec, Limits};
 use crate::psdb::{self, Array, Block, EncodeOptions, Header};
 use crate::shape::Layout;
+use crate::store::EntityLayout;
 use crate::values::Values;
 use crate::{cell, expiry, quant};
 
@@ -78,6 +79,13 @@ pub struct Plan {
     pub fgs: Vec<FgPlan>,
     /// `(ttl seconds, jitter %)` when the entity and every requested FG may use the in-process cache.
     pub in_process_cache: Option<(u64, u8)>,
+    /// `(ttl seconds, jitter %)` when the entity and every requested FG may use the distributed cache.
+    pub distributed_cache: Option<(u64, u8)>,
+    /// What the stores are told of the entity: label, key columns, the requested FG ids.
+    pub layout: EntityLayout,
+    /// Per store (registry id) the positions in [`Plan::fgs`] of the FGs it holds, in first-use order.
+    /// Empty when an FG's store is not known (the catalog was built without storage).
+    pub stores: Vec<(String, Vec<usize>)>,
 }
 
 /// Most plans an [`Engine`] keeps; request shapes beyond it are planned on every call.
@@ -173,7 +181,30 @@ pub fn plan(cat: &Catalog, entity: &str, keys_schema: &[&str], fgs: &[(&str, Vec
         planned.push(plan_fg(entity, entity.fg(fg_label)?, labels)?);
     }
     let in_process_cache = entity.in_process_cache.filter(|_| planned.iter().all(|p| p.fg.in_process_cache));
-    Ok(Plan { entity: entity.label.clone(), key_perm, fgs: planned, in_process_cache })
+    let distributed_cache = entity.distributed_cache.filter(|_| planned.iter().all(|p| p.fg.distributed_cache));
+    let layout = EntityLayout {
+        label: entity.label.clone(),
+        key_columns: entity.key_columns.clone(),
+        fg_ids: planned.iter().map(|p| p.fg.id).collect(),
+    };
+    let mut stores: Vec<(String, Vec<usize>)> = Vec::new();
+    if planned.iter().all(|p| !p.fg.store_id.is_empty()) {
+        for (i, p) in planned.iter().enumerate() {
+            match stores.iter_mut().find(|(id, _)| *id == p.fg.store_id) {
+                Some((_, at)) => at.push(i),
+                None => stores.push((p.fg.store_id.clone(), vec![i])),
+            }
+        }
+    }
+    Ok(Plan {
+        entity: entity.label.clone(),
+        key_perm,
+        fgs: planned,
+        in_process_cache,
+        distributed_cache,
+        layout,
+        stores,
+    })
 }
 
 /// Values of one FG plus how many rows were found / missing / expired.

@@ -30,6 +30,7 @@ pub mod render;
 pub mod shape;
 pub mod store;
 pub mod tier_events;
+pub mod tiers;
 pub mod values;
 pub mod wire;
 
