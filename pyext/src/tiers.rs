@@ -10,6 +10,7 @@ use ofs_core::keys;
 use ofs_core::tiers::{ReadReport, Tiers};
 use ofs_core::{store::runtime, wire};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyBytes;
 
 use crate::args::{now_or_clock, Int};
@@ -46,22 +47,36 @@ fn report_tuple(entity: &str, keys: usize, r: ReadReport) -> ReportTuple {
     (entity.to_owned(), keys, r.in_process, r.distributed, calls)
 }
 
-/// Canonical key strings of a request's keys.
+/// Canonical key strings of a request's keys, one after the other in one buffer (no allocation per key).
 #[derive(Debug, Default)]
 struct Names {
-    done: Vec<String>,
-    current: String,
+    text: String,
+    ends: Vec<usize>,
     values: usize,
+}
+
+impl Names {
+    fn refs(&self) -> Vec<&str> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let name = &self.text[start..end];
+                start = end;
+                name
+            })
+            .collect()
+    }
 }
 
 impl KeySink for Names {
     fn push(&mut self, value: &str) {
-        keys::push_value(&mut self.current, self.values, value);
+        keys::push_value(&mut self.text, self.values, value);
         self.values += 1;
     }
 
     fn end(&mut self) -> bool {
-        self.done.push(std::mem::take(&mut self.current));
+        self.ends.push(self.text.len());
         self.values = 0;
         true
     }
@@ -130,8 +145,8 @@ impl PyTiers {
         py: Python<'py>,
         catalog: &PyCatalog,
         entity: &str,
-        keys_schema: Vec<String>,
-        fgs: Vec<(String, Vec<String>)>,
+        keys_schema: Vec<PyBackedStr>,
+        fgs: Vec<(PyBackedStr, Vec<PyBackedStr>)>,
         keys: &Bound<'py, PyAny>,
         now: Option<Int<u64>>,
         limits: Option<&PyLimits>,
@@ -139,22 +154,22 @@ impl PyTiers {
         time_left: Option<f64>,
     ) -> PyResult<Answer<Vec<CountedArrays<'py>>>> {
         let deadline = deadline_of(time_left);
-        let schema: Vec<&str> = keys_schema.iter().map(String::as_str).collect();
-        let req: Vec<(&str, Vec<&str>)> =
-            fgs.iter().map(|(f, l)| (f.as_str(), l.iter().map(String::as_str).collect())).collect();
+        // Borrowed from the Python strings: no copy of the (often many) feature labels.
+        let schema: Vec<&str> = keys_schema.iter().map(|s| &**s).collect();
+        let req: Vec<(&str, Vec<&str>)> = fgs.iter().map(|(f, l)| (&**f, l.iter().map(|s| &**s).collect())).collect();
         let plan = catalog.inner.plan(entity, &schema, &req).py_err()?;
-        plan.check_limits(keys.len()?, &limits_of(limits)).py_err()?;
-        if !self.inner.serves(&plan) {
+        let n_keys = keys.len()?;
+        plan.check_limits(n_keys, &limits_of(limits)).py_err()?;
+        let Some(route) = self.inner.route(&plan) else {
             return Ok((None, report_tuple(entity, 0, ReadReport::default()), None));
-        }
-        let mut names = Names::default();
+        };
+        let mut names = Names { text: String::with_capacity(16 * n_keys), ends: Vec::with_capacity(n_keys), values: 0 };
         for_each_key(keys, &plan.key_perm, &mut names)?;
         let (now, tiers) = (now_or_clock(now), &self.inner);
         let (result, report) = py.detach(|| {
-            let refs: Vec<&str> = names.done.iter().map(String::as_str).collect();
-            let (read, report) = runtime::block_on(tiers.read(&plan, &refs, deadline));
+            let refs = names.refs();
+            let (read, report) = runtime::block_on(tiers.read_routed(&plan, &route, &refs, deadline));
             let shaped = read.and_then(|blocks| {
-                let Some(blocks) = blocks else { return Ok(None) };
                 let counted = blocks.with_blocks(|b| plan.assemble_counted_as(b, now, form_of(native)))?;
                 let fgs = counted.into_iter().zip(&plan.fgs).map(|(c, fp)| {
                     let (values, status) = shaped_fg(c.result, fp, refs.len())?;
@@ -164,7 +179,7 @@ impl PyTiers {
             });
             (shaped, report)
         });
-        let report = report_tuple(&plan.entity, names.done.len(), report);
+        let report = report_tuple(&plan.entity, names.ends.len(), report);
         match result {
             Ok(Some(shaped)) => {
                 let arrays = shaped
@@ -200,18 +215,15 @@ impl PyTiers {
         let (engine, tiers) = (&catalog.inner, &self.inner);
         let (limits, now) = (limits_of(limits), now_or_clock(now));
         let req = py.detach(|| wire::parse_retrieve(engine, query, &limits)).py_err()?;
-        if !tiers.serves(&req.plan) {
+        let Some(route) = tiers.route(&req.plan) else {
             return Ok((None, report_tuple(&req.plan.entity, 0, ReadReport::default()), None));
-        }
+        };
         let (result, report) = py.detach(|| {
             let names: Vec<String> =
                 req.canonical_keys.iter().map(|k| keys::encode_key(k.iter().map(String::as_str))).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let (read, report) = runtime::block_on(tiers.read(&req.plan, &refs, deadline));
-            let answer = read.and_then(|blocks| match blocks {
-                Some(blocks) => blocks.with_blocks(|b| req.answer(b, now, decoded)).map(Some),
-                None => Ok(None),
-            });
+            let (read, report) = runtime::block_on(tiers.read_routed(&req.plan, &route, &refs, deadline));
+            let answer = read.and_then(|blocks| blocks.with_blocks(|b| req.answer(b, now, decoded)).map(Some));
             (answer, report)
         });
         let report = report_tuple(&req.plan.entity, req.canonical_keys.len(), report);

@@ -94,6 +94,13 @@ pub struct StoreCall {
     pub failed: bool,
 }
 
+/// What serves a plan below the in-process cache ([`Tiers::route`]).
+#[derive(Debug, Clone)]
+pub struct Route {
+    stores: Vec<Arc<dyn BlockStore>>,
+    remote: Option<RemoteTierUse>,
+}
+
 /// Where one block of a read comes from.
 #[derive(Debug, Clone, Copy)]
 enum Src {
@@ -113,7 +120,7 @@ pub struct TierBlocks {
 
 impl TierBlocks {
     fn new(cells: usize) -> TierBlocks {
-        TierBlocks { entries: Vec::new(), owned: Vec::with_capacity(cells), src: vec![Src::Owned(0); cells] }
+        TierBlocks { entries: Vec::new(), owned: Vec::new(), src: vec![Src::Owned(0); cells] }
     }
 
     fn set_owned(&mut self, at: usize, block: Bytes) {
@@ -206,23 +213,25 @@ impl Tiers {
         }
     }
 
-    /// The native stores of `plan`, in [`Plan::stores`] order, or `None` when one is not native.
-    fn stores_of(&self, plan: &Plan) -> Option<Vec<Arc<dyn BlockStore>>> {
+    /// What serves `plan` below the in-process cache (its native stores in [`Plan::stores`] order, the
+    /// distributed cache when the plan uses it), or `None` when a tier it needs is not native.
+    pub fn route(&self, plan: &Plan) -> Option<Route> {
         if plan.stores.is_empty() {
             return None;
         }
+        let remote = match (plan.distributed_cache, &*self.remote.read().expect("remote lock")) {
+            (Some(_), Remote::Elsewhere) => return None,
+            (Some(policy), Remote::Native(r)) => Some((Arc::clone(r), policy)),
+            _ => None,
+        };
         let stores = self.stores.read().expect("stores lock");
-        plan.stores.iter().map(|(id, _)| stores.get(id).cloned()).collect()
+        let stores = plan.stores.iter().map(|(id, _)| stores.get(id).cloned()).collect::<Option<Vec<_>>>()?;
+        Some(Route { stores, remote })
     }
 
-    /// Whether the core can serve `plan` whole (every store native, no distributed cache it cannot
-    /// call): what [`Tiers::read`] declines otherwise.
+    /// Whether the core can serve `plan` whole ([`Tiers::route`]).
     pub fn serves(&self, plan: &Plan) -> bool {
-        self.stores_of(plan).is_some() && !self.remote_declines(plan)
-    }
-
-    fn remote_declines(&self, plan: &Plan) -> bool {
-        plan.distributed_cache.is_some() && matches!(*self.remote.read().expect("remote lock"), Remote::Elsewhere)
+        self.route(plan).is_some()
     }
 
     /// The blocks of `plan`'s FGs for `keys` (canonical key strings, duplicates allowed) through the
@@ -236,17 +245,29 @@ impl Tiers {
         keys: &[&str],
         deadline: Option<Instant>,
     ) -> (Result<Option<TierBlocks>>, ReadReport) {
+        match self.route(plan) {
+            Some(route) => {
+                let (got, report) = self.read_routed(plan, &route, keys, deadline).await;
+                (got.map(Some), report)
+            }
+            None => (Ok(None), ReadReport::default()),
+        }
+    }
+
+    /// [`Tiers::read`] along a [`Tiers::route`] already taken.
+    pub async fn read_routed(
+        &self,
+        plan: &Plan,
+        route: &Route,
+        keys: &[&str],
+        deadline: Option<Instant>,
+    ) -> (Result<TierBlocks>, ReadReport) {
         let mut report = ReadReport::default();
-        let Some(stores) = self.stores_of(plan) else { return (Ok(None), report) };
-        let remote = match (plan.distributed_cache, self.remote.read().expect("remote lock").clone()) {
-            (Some(_), Remote::Elsewhere) => return (Ok(None), report),
-            (Some(policy), Remote::Native(r)) => Some((r, policy)),
-            _ => None,
-        };
         let local =
             plan.in_process_cache.and_then(|p| self.local.as_ref().map(|c| (c, p))).filter(|_| self.bus_healthy());
-        let result = self.read_tiers(plan, keys, &stores, (local, remote), deadline, &mut report).await;
-        (result.map(Some), report)
+        let tiers = (local, route.remote.clone());
+        let result = self.read_tiers(plan, keys, &route.stores, tiers, deadline, &mut report).await;
+        (result, report)
     }
 
     async fn read_tiers(
@@ -261,7 +282,6 @@ impl Tiers {
         let fg_ids = &plan.layout.fg_ids;
         let n = fg_ids.len();
         let mut out = TierBlocks::new(keys.len() * n);
-        let mark = self.mark(&plan.entity);
         let missed = match local {
             Some((cache, _)) => {
                 let missed = lookup_local(cache, &plan.entity, keys, fg_ids, &mut out)?;
@@ -273,6 +293,9 @@ impl Tiers {
         if missed.is_empty() {
             return Ok(out);
         }
+        // Before anything below the in-process cache is read: an invalidation after this point means
+        // what is read may predate a write (a write ends before its invalidation is sent).
+        let mark = self.mark(&plan.entity);
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(crate::Error::DeadlineExceeded(format!(
                 "deadline exceeded before the store calls for {} keys of {:?}",
@@ -373,8 +396,15 @@ fn lookup_local(
 
 /// Each of `fg_ids`' block in the cache entry `entry` as `(start, len)`; false when one is missing.
 fn block_ranges(entry: &[u8], fg_ids: &[u16], ranges: &mut Vec<(u32, u32)>) -> Result<bool> {
-    let mut cells: Vec<Option<&[u8]>> = vec![None; fg_ids.len()];
-    if crate::csdb::lookup(entry, fg_ids, &mut cells)? < fg_ids.len() {
+    let mut stack: [Option<&[u8]>; 16] = [None; 16];
+    let mut heap: Vec<Option<&[u8]>>;
+    let cells: &mut [Option<&[u8]>] = if fg_ids.len() <= stack.len() {
+        &mut stack[..fg_ids.len()]
+    } else {
+        heap = vec![None; fg_ids.len()];
+        &mut heap
+    };
+    if crate::csdb::lookup(entry, fg_ids, cells)? < fg_ids.len() {
         return Ok(false);
     }
     let base = entry.as_ptr() as usize;
