@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,32 @@ def test_other_python_threads_run_while_the_stores_answer(native_fs: Any) -> Non
     assert list(got.status["g1"]) == [MISSING] * len(keys)
     assert rec.reads() == 1
     assert ran_inside, "no other thread ran during the native read"
+
+
+def test_the_cassandra_store_is_read_natively(tmp_path: Path) -> None:
+    from tests.store.conftest import CASSANDRA, KEYSPACE
+
+    require_service("cassandra", [CASSANDRA], "scripts/services/cassandra start")
+    doc = registry_doc(distributed=False)
+    doc["stores"] = [
+        {
+            "id": "main",
+            "kind": "scylla",
+            "settings": {"hosts": CASSANDRA[0], "port": str(CASSANDRA[1]), "keyspace": KEYSPACE},
+        }
+    ]
+    label = f"tiers_{uuid.uuid4().hex[:12]}"  # a table of this test alone
+    doc["entities"][0]["label"] = label
+    rec = Recorder()
+    with FeatureStore(
+        make_registry(tmp_path, doc), data_directory=tmp_path, metrics=rec, invalidation=False
+    ) as fs:
+        fs.persist(label, "g1", ["u1", "u2"], rows(2, 0.0))
+        fs.retrieve(label, ["u1"], {"plain": ["f0"]})  # opens the store (Python path, once)
+        fs._caches.read = no_python_read  # type: ignore[method-assign]
+        got = fs.retrieve(label, ["u2", "nobody", "u1"], FEATURES)
+        np.testing.assert_array_equal(got.values["g1"][0], rows(2, 0.0)[1])
+        assert list(got.status["g1"]) == [FOUND, MISSING, FOUND]
+        assert list(got.status["g2"]) == [MISSING] * 3
+        assert fs.retrieve(label, ["u1"], FEATURES).values["g1"][0][3] == 3.0  # from the cache now
+        assert [c for c in rec.store_calls if c[1] == "read"][-1:] == [("main", "read", False)]
