@@ -216,6 +216,7 @@ class FeatureStore:
     def _report(self, report: ReadReport) -> None:
         """Reports what a native read did (cache lookups per tier, timed store calls) to the hooks."""
         entity, _keys, in_process, distributed, calls = report
+        self._caches.after_native_read()
         if in_process is not None:
             self.metrics.cache_lookup("in_process", entity, *in_process)
         if distributed is not None:

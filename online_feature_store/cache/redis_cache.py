@@ -180,8 +180,9 @@ class DistributedCache:
         """``ofs:c:<entity>:``; a key's Redis name is the prefix followed by its ``encode_key`` string."""
         return f"ofs:{NAMESPACE}:{escape(entity)}:"
 
-    def _drain(self) -> None:
-        """Hands the events the core queued since the last call to :attr:`listener`, in order."""
+    def drain_events(self) -> None:
+        """Hands the events the core queued since the last call to :attr:`listener`, in order (the native
+        read path calls the client without this class; its caller drains after each read)."""
         for kind, what in self.native.take_events():
             if kind == "error":
                 self.listener.cache_error(TIER, what)
@@ -197,7 +198,7 @@ class DistributedCache:
         try:
             got = self.native.get_many(entity, list(names), list(fg_ids))
         finally:
-            self._drain()
+            self.drain_events()
         if got is None:
             return None
         rows, seen, at = got
@@ -224,14 +225,14 @@ class DistributedCache:
                 entity, list(names), list(seen), at, list(fg_ids), list(blocks), ttl_seconds, jitter_percent
             )
         finally:
-            self._drain()
+            self.drain_events()
 
     def wait_backfills(self, timeout: float = 10.0) -> bool:
         """Waits until the backfills queued so far have run (tests, benchmarks); False on timeout."""
         deadline = time.monotonic() + timeout
         while self.native.backfills_pending and time.monotonic() < deadline:
             time.sleep(0.001)
-        self._drain()
+        self.drain_events()
         return not self.native.backfills_pending
 
     # -- invalidation -------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ class DistributedCache:
                 entity, list(names), channel, None if message_names is None else list(message_names)
             )
         finally:
-            self._drain()
+            self.drain_events()
 
     def message(self, entity: str, names: Sequence[str]) -> bytes:
         """The published form of one invalidation."""
@@ -278,7 +279,7 @@ class DistributedCache:
         try:
             return self.native.ping()
         finally:
-            self._drain()
+            self.drain_events()
 
     def client(self) -> Any:
         """A redis-py client of the cache's Redis (tests and tools; the data path is native)."""
@@ -296,7 +297,7 @@ class DistributedCache:
     def close(self) -> None:
         """Drops queued backfills and closes the connections."""
         self.native.close()
-        self._drain()
+        self.drain_events()
         if self._admin is not None:
             self._admin.close()
 

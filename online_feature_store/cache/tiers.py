@@ -95,7 +95,10 @@ class CacheTiers:
         generations and a reset count, so a read that started before an invalidation does not put what it
         read into the in-process cache after it."""
         if self.remote is not None:
-            self.native.set_remote_elsewhere()  # the Python client: reads using it take the Python path
+            if type(self.remote) is DistributedCache:
+                self.native.set_remote(self.remote.native)  # the core calls the Redis client itself
+            else:
+                self.native.set_remote_elsewhere()  # a client of its own: reads using it take the Python path
         # Buses that report their health keep the native gate; any other bus is asked per request.
         self._ask_bus = self.bus is not None and not hasattr(self.bus, "keep_gate")
         if self.bus is not None:
@@ -114,6 +117,11 @@ class CacheTiers:
         if self._ask_bus and self.bus is not None and self._bus_started:
             self.native.bus_healthy_for(None if self.bus.healthy else 0)
         return self.native
+
+    def after_native_read(self) -> None:
+        """Reports what the distributed cache queued during a native read (errors, breaker changes)."""
+        if self.remote is not None:
+            self.remote.drain_events()
 
     def serving(self) -> BlockCache | None:
         """The in-process cache, while it may answer a request whole (invalidations arrive in time)."""

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use numpy::PyArray1;
 use ofs_core::keys;
+use ofs_core::remote::RemoteTier;
 use ofs_core::tiers::{ReadReport, Tiers};
 use ofs_core::{store::runtime, wire};
 use pyo3::prelude::*;
@@ -20,6 +21,7 @@ use crate::engine::{
     for_each_key, form_of, limits_of, shaped_fg, CountedArrays, FgCounts, KeySink, PyCatalog, PyLimits, ShapedFg,
 };
 use crate::errors::IntoPy;
+use crate::remote::PyRedisCache;
 use crate::store::PyStore;
 
 /// What a read did: `(entity, keys, in-process (hits, misses) or None, distributed (hits, misses) or
@@ -94,6 +96,11 @@ impl PyTiers {
     /// Registers the native store behind registry store id `store_id`.
     fn set_store(&self, store_id: &str, store: &PyStore) {
         self.inner.set_store(store_id, Arc::clone(&store.inner));
+    }
+
+    /// The native distributed cache `cache` serves the requests whose entity and FGs use one.
+    fn set_remote(&self, cache: &PyRedisCache) {
+        self.inner.set_remote(Arc::clone(&cache.inner) as Arc<dyn RemoteTier>);
     }
 
     /// A distributed cache the core cannot call is configured: requests whose entity and FGs use it

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from online_feature_store._native import encode_retrieve_query
+from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.cache.tiers import CacheTiers, native_of
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.metrics import FeatureStoreMetrics
@@ -126,25 +127,60 @@ def test_policy_and_flags_choose_the_tiers(tmp_path: Path) -> None:
         assert rec.reads() == 2
 
 
-def test_a_distributed_cache_the_core_cannot_call_keeps_the_python_path(tmp_path: Path) -> None:
+def test_the_distributed_cache_is_read_natively(tmp_path: Path) -> None:
     require_service("Redis", [REDIS], "scripts/services/redis start")
     rec = Recorder()
-    registry = make_registry(tmp_path, registry_doc())
+    registry = make_registry(tmp_path, registry_doc(in_process=False))
+    key = f"u-{uuid.uuid4().hex}"  # the Redis is shared: a key no other test writes
     with FeatureStore(registry, data_directory=tmp_path, metrics=rec, distributed_cache=REDIS_URL) as fs:
-        fs.persist("user", "g1", ["u1"], rows(1, 0.0))
-        fs.retrieve("user", ["u1"], FEATURES)
-        python_reads: list[int] = []
-        real = CacheTiers.read
+        remote = fs._caches.remote
+        assert remote is not None
+        fs.persist("user", "g1", [key], rows(1, 7.0))
+        fs.retrieve("user", [key], {"plain": ["f0"]})  # opens the store
+        fs._caches.read = no_python_read  # type: ignore[method-assign]
+        rec.__init__()  # type: ignore[misc]
+        got = fs.retrieve("user", [key], FEATURES)  # a distributed miss, the store, a backfill queued
+        assert got.values["g1"][0][0] == 7.0
+        assert rec.lookups["distributed"] == [0, 1]
+        assert rec.reads() == 1
+        assert remote.wait_backfills()
+        got = fs.retrieve("user", [key], FEATURES)  # from Redis now, no store call
+        assert got.values["g1"][0][0] == 7.0
+        assert list(got.status["g2"]) == [MISSING]  # an empty block cached too
+        assert rec.lookups["distributed"] == [1, 1]
+        assert rec.reads() == 1
+        fs.persist("user", "g1", [key], rows(1, 9.0))  # invalidates the Redis copy
+        assert fs.retrieve("user", [key], FEATURES).values["g1"][0][0] == 9.0
+        assert rec.reads() == 2
 
-        def counting(*args: Any) -> Any:
-            python_reads.append(1)
-            return real(fs._caches, *args)
 
-        fs._caches.read = counting  # type: ignore[method-assign]
-        fs.retrieve("user", ["u2"], FEATURES)  # g1, g2 use the distributed cache: Python
-        assert python_reads == [1]
-        fs.retrieve("user", ["u3"], {"plain": ["f0"]})  # "plain" does not: native
-        assert python_reads == [1]
+def test_a_distributed_cache_the_core_cannot_call_keeps_the_python_path(tmp_path: Path) -> None:
+    require_service("Redis", [REDIS], "scripts/services/redis start")
+
+    class Own(DistributedCache):  # a client of the user's own: the core cannot call it
+        pass
+
+    rec = Recorder()
+    registry = make_registry(tmp_path, registry_doc())
+    remote = Own(REDIS_URL)
+    try:
+        with FeatureStore(registry, data_directory=tmp_path, metrics=rec, distributed_cache=remote) as fs:
+            fs.persist("user", "g1", ["u1"], rows(1, 0.0))
+            fs.retrieve("user", ["u1"], FEATURES)
+            python_reads: list[int] = []
+            real = CacheTiers.read
+
+            def counting(*args: Any) -> Any:
+                python_reads.append(1)
+                return real(fs._caches, *args)
+
+            fs._caches.read = counting  # type: ignore[method-assign]
+            fs.retrieve("user", ["u2"], FEATURES)  # g1, g2 use the distributed cache: Python
+            assert python_reads == [1]
+            fs.retrieve("user", ["u3"], {"plain": ["f0"]})  # "plain" does not: native
+            assert python_reads == [1]
+    finally:
+        remote.close()
 
 
 def test_stores_that_are_not_the_packages_own_stay_on_the_python_path(tmp_path: Path) -> None:
