@@ -176,8 +176,15 @@ class Sink(Protocol):
 
 
 class KafkaSink:
-    """Sends messages to ``topic`` (``acks=all``). ``producer_options`` go to kafka-python's
-    ``KafkaProducer`` (security, compression, …)."""
+    """Sends messages to ``topic`` (``acks=all``, idempotent). ``producer_options`` go to kafka-python's
+    ``KafkaProducer`` (security, compression, …).
+
+    Idempotence is what keeps the last value of a key the newest one when a broker dies: the producer
+    retries a batch the old leader never acknowledged, and without sequence numbers a retried batch can
+    land after a later one of the same partition (``max_in_flight_requests_per_connection`` is 5), so
+    an older version would overwrite a newer one; retries also stop duplicating a batch whose
+    acknowledgement was lost. With ``acks=all`` a send is acknowledged once every in-sync replica has it
+    (at least the topic's ``min.insync.replicas``), so the loss of one broker loses no acknowledged row."""
 
     def __init__(
         self,
@@ -199,6 +206,7 @@ class KafkaSink:
         self.max_message_bytes = max_message_bytes
         options: dict[str, Any] = {
             "acks": "all",
+            "enable_idempotence": True,
             "linger_ms": 10,
             "batch_size": max_message_bytes + 4096,
             "max_request_size": max_message_bytes + 4096,
@@ -206,12 +214,14 @@ class KafkaSink:
         }
         self._producer = KafkaProducer(bootstrap_servers=list(servers), **options)
         self._futures: list[Any] = []
+        self._sent = False
 
     def partitions(self) -> int:
         found = self._producer.partitions_for(self.topic)
         return max(len(found or ()), 1)
 
     def send(self, payload: bytes, partition: int | None) -> None:
+        self._sent = True
         self._futures.append(self._producer.send(self.topic, value=payload, partition=partition))
 
     def flush(self) -> None:
@@ -230,7 +240,9 @@ class KafkaSink:
         try:
             self.flush()
         finally:
-            self._producer.close()
+            # kafka-python (2.3): an idempotent producer that never sent waits for a producer id in
+            # close() without end; it holds nothing then, so it is closed at once.
+            self._producer.close(timeout=None if self._sent else 0)
 
     def __enter__(self) -> KafkaSink:
         return self

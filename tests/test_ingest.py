@@ -409,6 +409,18 @@ def test_kafka_sink_sends_to_key_partitions(fs: FeatureStore) -> None:
         admin.close()
 
 
+def test_kafka_sink_is_idempotent_with_acks_all() -> None:
+    # A retried batch must neither reorder (an older version of a key landing after a newer one) nor
+    # duplicate: the broker-kill test (tests/consumer/test_kafka_cluster.py) relies on it.
+    require_service("kafka", [KAFKA], "scripts/services/kafka start")
+    with KafkaSink(f"{KAFKA[0]}:{KAFKA[1]}", f"ofs-test-{uuid.uuid4().hex[:12]}") as sink:
+        config = sink._producer.config
+        assert config["enable_idempotence"] is True
+        assert config["acks"] == -1  # "all"
+    with KafkaSink(f"{KAFKA[0]}:{KAFKA[1]}", "t", enable_idempotence=False, acks=1) as sink:
+        assert sink._producer.config["enable_idempotence"] is False  # producer_options still win
+
+
 def test_grpc_sink_needs_one_target() -> None:
     with pytest.raises(InvalidInputError):
         GrpcSink()

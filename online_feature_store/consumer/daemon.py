@@ -183,9 +183,15 @@ class IngestConsumer:
             max_partition_fetch_bytes=config.max_partition_fetch_bytes,
             **common,
         )
-        # The dead-letter copy must be acknowledged by every in-sync replica before the offset moves on.
+        # The dead-letter copy must be acknowledged by every in-sync replica before the offset moves on;
+        # idempotent, so a retry after a broker failure neither duplicates nor reorders the copies.
+        self._dead_lettered = False
         self._producer = KafkaProducer(
-            acks="all", linger_ms=5, max_request_size=max(config.max_partition_fetch_bytes, 1 << 20), **common
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=max(config.max_partition_fetch_bytes, 1 << 20),
+            **common,
         )
         # Validating and building blocks (native, GIL released) runs on `workers` threads; the store
         # writes run on one more, so the poll loop keeps fetching (and building) the next batch meanwhile.
@@ -430,6 +436,7 @@ class IngestConsumer:
                     strict=False,
                 ),
             ]
+            self._dead_lettered = True
             sent.append((e, self._producer.send(topic, value=m.value, key=m.key, headers=headers)))
         self._producer.flush()
         for e, future in sent:
@@ -511,4 +518,6 @@ class IngestConsumer:
         try:
             self._consumer.close(autocommit=False)
         finally:
-            self._producer.close(timeout=10)
+            # An idempotent producer that never sent would wait out the timeout for a producer id
+            # (kafka-python 2.3); it holds nothing then.
+            self._producer.close(timeout=10 if self._dead_lettered else 0)
