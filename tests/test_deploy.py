@@ -104,6 +104,23 @@ def test_each_component_has_deployment_service_and_autoscaler() -> None:
         assert services[name]["spec"]["selector"].items() <= labels.items()
 
 
+def test_replicated_components_spread_over_nodes_and_keep_a_disruption_budget() -> None:
+    budgets = _by_kind("PodDisruptionBudget")
+    for component in ("serve", "consume"):
+        name = f"ofs-{component}"
+        deployment = _by_kind("Deployment")[name]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert "kubernetes.io/hostname" in {c["topologyKey"] for c in spread}, name
+        for constraint in spread:
+            assert constraint["labelSelector"]["matchLabels"].items() <= labels.items(), name
+        assert budgets[name]["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
+        # the budget never blocks every eviction of the replicas the autoscaler keeps at least
+        floor = _by_kind("HorizontalPodAutoscaler")[name]["spec"]["minReplicas"]
+        budget = budgets[name]["spec"]
+        assert budget.get("maxUnavailable", 0) >= 1 or budget["minAvailable"] < floor, name
+
+
 def _container_ports(container: dict[str, Any]) -> dict[Any, int]:
     ports: dict[Any, int] = {}
     for p in container.get("ports", []):
