@@ -148,14 +148,19 @@ def _coordinator(admin: Any, group: str) -> int:
     return found[group]
 
 
-def _lag(admin: Any, probe: Any, topic: str, group: str, partitions: int) -> int:
-    """Messages of ``topic`` past the group's committed offsets (uncommitted partitions count whole)."""
+def _lag(admin: Any, probe: Any, topic: str, group: str, partitions: int) -> int | None:
+    """Messages of ``topic`` past the group's committed offsets (uncommitted partitions count whole);
+    ``None`` when the brokers cannot say now (a connection to the restarted broker not yet back)."""
     from kafka import TopicPartition
+    from kafka.errors import KafkaError
 
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    ends = probe.end_offsets(tps)
-    committed = admin.list_consumer_group_offsets(group)
-    return sum(max(ends[tp] - (committed[tp].offset if tp in committed else 0), 0) for tp in tps)
+    try:
+        ends = probe.end_offsets(tps)
+        committed = admin.list_consumer_group_offsets(group)
+    except KafkaError:
+        return None
+    return int(sum(max(ends[tp] - (committed[tp].offset if tp in committed else 0), 0) for tp in tps))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             restarted = killed
         deadline = time.monotonic() + args.timeout
         lag = _lag(admin, probe, topic, group, args.partitions)
-        while lag and time.monotonic() < deadline:
+        while lag != 0 and time.monotonic() < deadline:
             time.sleep(0.25)
             lag = _lag(admin, probe, topic, group, args.partitions)
         marks["lag0"] = time.monotonic()
