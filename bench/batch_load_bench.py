@@ -3,6 +3,8 @@ peak RSS, and the Spark job's rows/s in local mode.
 
     python bench/batch_load_bench.py                                  # 1M rows x 64 fp32, every sink
     python bench/batch_load_bench.py --rows 200000 --sinks embedded,grpc
+    python bench/batch_load_bench.py --sinks embedded,spark --repeat 3 \
+        --baseline-python /work/main/.venv/bin/python                 # before / after, same run
 
 One Parquet file of ``--rows`` rows (a string key and ``--features`` random fp32 columns, row groups of
 ``--row-group`` rows, pyarrow's defaults: snappy, dictionary pages that fall back to plain) is loaded:
@@ -12,9 +14,16 @@ One Parquet file of ``--rows`` rows (a string key and ``--features`` random fp32
 - ``grpc``: ``ofs push --server`` to an ``ofs serve`` on the same data directory; readable on return.
 - ``kafka``: ``ofs push --kafka`` to a 4-partition topic while one ``ofs consume`` stores it; readable
   when the last row is in the store (clock from the start of the push).
-- ``spark``: ``spark-submit --master local[2]`` reads the file and runs ``foreachPartition`` with the
-  partition writer into the embedded store (4 partitions); the rate is over the ``foreachPartition``
-  call, the JVM's start excluded.
+- ``spark``: ``spark-submit --master local[2]`` reads the file and writes it into the embedded store
+  (4 partitions) by each of ``--spark-paths``: ``arrow`` (``push_dataframe``: ``mapInArrow``, Arrow
+  batches) and ``rows`` (``foreachPartition(spark_partition_writer(...))``, ``Row`` objects); the
+  rate is over the write, the JVM's start excluded.
+
+``--baseline-python`` runs the embedded and Spark (``rows``) loads a second time with another
+interpreter (another checkout's virtualenv: the "before" of a change), alternating with this one;
+``--repeat`` runs each load that many times (fresh data directories) and reports every run and the
+median. ``rows_per_cpu_s`` is rows per CPU-second of the loader process: what one core does, however
+busy the machine.
 
 Every run is a fresh process (its peak RSS is ``VmHWM``; the CPU is its user + system time); the
 server and consumer report their own peak (``VmHWM``), the Spark job the sum over its process tree,
@@ -29,6 +38,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import sqlite3
@@ -66,17 +76,19 @@ import functools, json, sys, time
 from pyspark.sql import SparkSession
 from online_feature_store.ingest import EmbeddedSink, spark_partition_writer
 
-data_dir, source, partitions = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data_dir, source, partitions, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 spark = SparkSession.builder.appName("ofs-batch-bench").getOrCreate()
 spark.sparkContext.setLogLevel("ERROR")
 df = spark.read.parquet(source).repartition(partitions).cache()
 df.count()  # read and shuffled before the clock starts: the rate is the writer's
-write = spark_partition_writer(
-    functools.partial(EmbeddedSink, data_dir), "user", feature_groups=["emb"],
-    registry=f"sqlite:///{data_dir}/registry.db",
-)
+sink = functools.partial(EmbeddedSink, data_dir)
+registry = f"sqlite:///{data_dir}/registry.db"
 started = time.perf_counter()
-df.foreachPartition(write)
+if path == "arrow":
+    from online_feature_store.batch import push_dataframe
+    push_dataframe(df, sink, "user", feature_groups=["emb"], registry=registry, arrow=True)
+else:
+    df.foreachPartition(spark_partition_writer(sink, "user", feature_groups=["emb"], registry=registry))
 print("SPARK_RESULT " + json.dumps({"wall": time.perf_counter() - started}))
 spark.stop()
 """
@@ -159,9 +171,9 @@ def check(data_dir: Path, rows: int, features: int, samples: int = 2000) -> None
         raise SystemExit(f"{data_dir}: values read back differ")
 
 
-def _push(args: list[str], cwd: Path) -> dict[str, Any]:
+def _push(args: list[str], cwd: Path, python: str = sys.executable) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-c", _RUN, "push", *args, "--no-progress"],
+        [python, "-c", _RUN, "push", *args, "--no-progress"],
         cwd=cwd, capture_output=True, text=True, timeout=3600,
     )  # fmt: skip
     lines = done.stdout.strip().splitlines()
@@ -234,16 +246,22 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise SystemExit(f"nothing listens on {port}:\n{log.read_text()}")
 
 
-def run_embedded(work: Path, source: Path, rows: int, features: int) -> dict[str, Any]:
+def run_embedded(
+    work: Path, source: Path, rows: int, features: int, python: str = sys.executable
+) -> dict[str, Any]:
     data = work / f"embedded-{uuid.uuid4().hex[:6]}"
     make_registry(data, features)
-    r = _push(["--data-dir", str(data), "-e", "user", "-g", "emb", str(source)], work)
+    load_before = os.getloadavg()[0]
+    r = _push(["--data-dir", str(data), "-e", "user", "-g", "emb", str(source)], work, python)
     check(data, rows, features)
+    shutil.rmtree(data)
     return {
         "rows_per_s": rows / r["wall"],
         "load_rows_per_s": r["load_rows_per_s"],
+        "rows_per_cpu_s": rows / r["cpu"],
         "cpu_us_per_row": r["cpu"] / rows * 1e6,
         "loader_rss_mb": r["rss_mb"],
+        "load_average": load_before,
     }
 
 
@@ -331,18 +349,27 @@ def run_kafka(work: Path, source: Path, rows: int, features: int) -> dict[str, A
     }
 
 
-def run_spark(work: Path, source: Path, rows: int, features: int, partitions: int) -> dict[str, Any]:
+def run_spark(
+    work: Path,
+    source: Path,
+    rows: int,
+    features: int,
+    partitions: int,
+    path: str = "arrow",
+    python: str = sys.executable,
+) -> dict[str, Any]:
     from pyspark.find_spark_home import _find_spark_home
 
-    data = work / "spark"
+    data = work / f"spark-{uuid.uuid4().hex[:6]}"
     make_registry(data, features)
     job = work / "spark_job.py"
     job.write_text(textwrap.dedent(_SPARK_JOB))
     home = _find_spark_home()
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+    env = {**os.environ, "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python,
            "SPARK_LOCAL_DIRS": str(work / "spark-local")}  # fmt: skip
     argv = [f"{home}/bin/spark-submit", "--master", "local[2]", "--driver-memory", "1g", "--conf",
-            "spark.ui.enabled=false", str(job), str(data), str(source), str(partitions)]  # fmt: skip
+            "spark.ui.enabled=false", str(job), str(data), str(source), str(partitions), path]  # fmt: skip
+    load_before = os.getloadavg()[0]
     log = work / "spark.log"
     peak = 0.0
     with _process(argv, log, env) as proc:
@@ -355,7 +382,19 @@ def run_spark(work: Path, source: Path, rows: int, features: int, partitions: in
         raise SystemExit(f"spark job failed:\n{text[-5000:]}")
     wall = json.loads(found[-1].split(" ", 1)[1])["wall"]
     check(data, rows, features)
-    return {"rows_per_s": rows / wall, "job_tree_rss_mb": peak}
+    shutil.rmtree(data)
+    return {"rows_per_s": rows / wall, "job_tree_rss_mb": peak, "load_average": load_before}
+
+
+def _runs(label: str, repeat: int, runs: dict[str, Any], one: Any) -> None:
+    """``one()`` ``repeat`` times into ``runs[label]``: every run and the median of each number."""
+    got = [one() for _ in range(repeat)]
+    if repeat == 1:
+        runs[label] = got[0]
+        return
+    median = {k: float(np.median([g[k] for g in got])) for k in got[0]}
+    runs[label] = {"median": median, "runs": got}
+    print(label, json.dumps(median), flush=True)
 
 
 def main() -> None:
@@ -365,18 +404,29 @@ def main() -> None:
     parser.add_argument("--row-group", type=int, default=100_000)
     parser.add_argument("--sinks", default=",".join(SINKS), help=f"comma-separated, of {', '.join(SINKS)}")
     parser.add_argument("--spark-partitions", type=int, default=4)
+    parser.add_argument("--spark-paths", default="arrow,rows", help="comma-separated, of arrow, rows")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each embedded and Spark load")
+    parser.add_argument(
+        "--baseline-python", help="also run the embedded and Spark (rows) loads with this interpreter"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args()
     sinks = [s for s in args.sinks.split(",") if s]
     unknown = set(sinks) - set(SINKS)
     if unknown:
         raise SystemExit(f"unknown sinks {sorted(unknown)}")
+    paths = [p for p in args.spark_paths.split(",") if p]
+    if set(paths) - {"arrow", "rows"}:
+        raise SystemExit(f"unknown Spark paths {sorted(set(paths) - {'arrow', 'rows'})}")
     results: dict[str, Any] = {
         "rows": args.rows,
         "features": args.features,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_before": os.getloadavg()[0],
     }
+    pythons = {"": sys.executable}
+    if args.baseline_python:
+        pythons["baseline_"] = args.baseline_python
     with tempfile.TemporaryDirectory(prefix="ofs-batch-bench-") as tmp:
         work = Path(tmp)
         source = work / "input.parquet"
@@ -384,7 +434,12 @@ def main() -> None:
         results["parquet_mb"] = source.stat().st_size / (1 << 20)
         for sink in sinks:
             if sink == "embedded":
-                results["embedded"] = run_embedded(work, source, args.rows, args.features)
+                for prefix, python in pythons.items():
+
+                    def embedded(py: str = python) -> dict[str, Any]:
+                        return run_embedded(work, source, args.rows, args.features, py)
+
+                    _runs(f"{prefix}embedded", args.repeat, results, embedded)
                 small_rows = max(args.rows // 10, 1)
                 small = work / "small.parquet"
                 make_parquet(small, small_rows, args.features, min(args.row_group, small_rows))
@@ -394,9 +449,19 @@ def main() -> None:
             elif sink == "kafka":
                 results["kafka"] = run_kafka(work, source, args.rows, args.features)
             else:
-                results["spark"] = run_spark(work, source, args.rows, args.features, args.spark_partitions)
+                for prefix, python in pythons.items():
+                    for path in paths:
+                        if prefix and path == "arrow":
+                            continue  # the baseline has the rows path only
+
+                        def spark(py: str = python, p: str = path) -> dict[str, Any]:
+                            return run_spark(
+                                work, source, args.rows, args.features, args.spark_partitions, p, py
+                            )
+
+                        _runs(f"{prefix}spark_{path}", args.repeat, results, spark)
             if not args.json:
-                print(sink, json.dumps(results.get(sink)), flush=True)
+                print(sink, json.dumps({k: v for k, v in results.items() if sink in k}), flush=True)
     results["load_after"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(results))

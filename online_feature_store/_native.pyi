@@ -14,6 +14,7 @@ __all__ = [
     "BlockMeta",
     "Catalog",
     "DecodedBlock",
+    "EncodedRows",
     "Limits",
     "RedisCache",
     "Store",
@@ -144,6 +145,13 @@ class Store:
         self, entity: str, key_columns: Sequence[str], keys: Sequence[Sequence[str]], fg_ids: Sequence[int]
     ) -> list[list[bytes]]: ...
     def write(self, entity: str, key_columns: Sequence[str], writes: Sequence[Sequence[Any]]) -> None: ...
+    def write_encoded(
+        self,
+        entity: str,
+        key_columns: Sequence[str],
+        batches: Sequence[EncodedRows],
+        fg_ids: Sequence[int] = ...,
+    ) -> None: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
     def purge_expired(self, now: int | None = None) -> int: ...
@@ -207,6 +215,20 @@ class RedisCache:
     def events_lost(self) -> int: ...
     def take_events(self) -> list[tuple[str, str]]: ...
     def close(self) -> None: ...
+
+class EncodedRows:
+    """Rows of a batch load encoded by ``Catalog.encode_batch``: key names and one block per row and
+    feature group, held natively until ``Store.write_encoded`` writes them."""
+
+    def __len__(self) -> int: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def groups(self) -> list[tuple[int, int]]: ...
+    def names(self) -> list[str]: ...
+    def block_writes(
+        self, fg_ids: Sequence[int] = ...
+    ) -> list[tuple[tuple[str, ...], int, bytes, int, str]]: ...
 
 @final
 class Limits:
@@ -295,6 +317,16 @@ class Catalog:
         saturate: bool = False,
         limits: Limits | None = None,
     ) -> list[bytes]: ...
+    def encode_batch(
+        self,
+        entity: str,
+        keys: Sequence[tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]],
+        groups: Sequence[tuple[str, Any]],
+        *,
+        now: int | None = None,
+        saturate: bool = False,
+        limits: Limits | None = None,
+    ) -> EncodedRows: ...
     def feature_group(self, entity: str, fg: str) -> tuple[int, int, int, int, int]: ...
     def retrieve_wire(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from online_feature_store._native import Catalog
+from online_feature_store._native import Catalog, EncodedRows
 from online_feature_store.cache.invalidation import InvalidationBus
 from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.cache.tiers import CacheTiers
@@ -319,6 +319,37 @@ class FeatureStore:
             ent = w.snapshot.entity(w.entity)
             self._write(w.snapshot, w.store_id, ent, w.writes, invalidate=invalidate, names=w.names)
         return sum(p.blocks for p in prepared)
+
+    def write_encoded(
+        self,
+        snapshot: Snapshot,
+        entity: str,
+        batches: Sequence[EncodedRows],
+        *,
+        invalidate: bool = True,
+    ) -> int:
+        """Writes rows encoded by ``Catalog.encode_batch`` (the batch loaders' path: key names and blocks
+        in native memory): one store write per store (one transaction where the store has them; a
+        native store takes them without a Python object per row), then, with ``invalidate``, the
+        written keys dropped from every cache tier as by :meth:`write_prepared`. Later rows of the same
+        (key, FG) win. Returns the number of blocks."""
+        ent = snapshot.entity(entity)
+        rows = sum(len(b) for b in batches)
+        self.metrics.request(entity, rows)
+        by_store: dict[str, list[int]] = {}
+        for fg_id in dict.fromkeys(fg for b in batches for fg, _expires in b.groups):
+            by_store.setdefault(snapshot.feature_group(entity, fg_id).store_id, []).append(fg_id)
+        for store_id, fg_ids in by_store.items():
+            self._stores.write_encoded(snapshot, store_id, ent, batches, fg_ids)
+        if invalidate:
+            # The names only when a tier keeps keys (a loader without caches builds none per row).
+            names = (
+                list(dict.fromkeys(n for b in batches for n in b.names()))
+                if self._caches.keeps_keys(ent)
+                else []
+            )
+            self._caches.invalidate(ent, names)
+        return sum(len(b) * len(b.groups) for b in batches)
 
     def persist(
         self,

@@ -625,15 +625,18 @@ def spark_partition_writer(
     columns: Mapping[str, str] | None = None,
     nulls: str = "error",
     chunk_rows: int = 4096,
-) -> Callable[[Iterable[Any]], None]:
-    """A function for Spark's ``DataFrame.foreachPartition``: on the executor it opens a sink with
+) -> Callable[[Iterable[Any]], int]:
+    """A function for Spark's ``DataFrame.foreachPartition`` (it returns the partition's row count,
+    which ``foreachPartition`` ignores): on the executor it opens a sink with
     ``sink_factory`` (a picklable callable, e.g. ``functools.partial(KafkaSink, servers, topic)``,
     ``functools.partial(GrpcSink, target)`` or ``functools.partial(EmbeddedSink, data_dir)``) and writes
     the partition's rows (``pyspark.sql.Row`` objects or mappings), ``chunk_rows`` at a time, through
     :func:`online_feature_store.batch.push_rows`: columns mapped by name (or ``keys`` / ``columns``),
     every chunk checked against the registry's schema before any of it is sent, nulls per ``nulls``
     (``"error"``: the task fails naming the partition, row and column; ``"default"``: the feature's
-    default is written). ``registry`` is the registry URL (a string survives pickling)."""
+    default is written). ``registry`` is the registry URL (a string survives pickling). The rows reach
+    it as ``Row`` objects, a Python object per value: on Spark 3.3+ prefer
+    :func:`online_feature_store.batch.push_dataframe`, which hands the writers Arrow batches."""
     from online_feature_store.batch.columns import NULL_POLICIES
 
     if not isinstance(registry, str):
@@ -643,7 +646,7 @@ def spark_partition_writer(
     if nulls not in NULL_POLICIES:
         raise InvalidInputError(f"nulls must be one of {NULL_POLICIES}, got {nulls!r}")
 
-    def write(rows: Iterable[Any]) -> None:
+    def write(rows: Iterable[Any]) -> int:
         from online_feature_store.batch.load import push_rows
 
         source = "Spark partition"
@@ -658,7 +661,7 @@ def spark_partition_writer(
         snapshot = _snapshot(registry)  # once per partition
         sink = sink_factory()
         try:
-            push_rows(
+            return push_rows(
                 sink,
                 entity,
                 (row.asDict(recursive=True) if hasattr(row, "asDict") else row for row in rows),

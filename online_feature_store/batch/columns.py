@@ -33,10 +33,18 @@ from online_feature_store.types import DataType
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from online_feature_store._native import Catalog, Limits
+    from online_feature_store._native import Catalog, EncodedRows, Limits
     from online_feature_store.registry.snapshot import Snapshot
 
-__all__ = ["NULL_POLICIES", "Batch", "ColumnPlan", "FeatureColumns", "Where", "plan_columns"]
+__all__ = [
+    "NULL_POLICIES",
+    "Batch",
+    "ColumnPlan",
+    "FeatureColumns",
+    "Where",
+    "plan_columns",
+    "string_buffers",
+]
 
 NULL_POLICIES = ("error", "default")
 _INTS = {
@@ -335,36 +343,64 @@ def _feeds(plan: ColumnPlan, col: str) -> str:
 # -- conversion -------------------------------------------------------------------------------------------
 @dataclass
 class Batch:
-    """One record batch converted: keys in the entity's key order, their canonical names, and per FG
-    the values as the encoders take them (numeric: an array of shape ``(rows, features)`` or ``(rows,
-    features, length)``; strings: a flat row-major list of str, or of lists of str for string vectors)."""
+    """One record batch converted: the key columns (Arrow strings, in the entity's key order, checked:
+    no nulls, no empty values) and per FG the values as the encoders take them (scalar numeric and bool:
+    one 1-D array per feature, all of one dtype; vectors: an array of shape ``(rows, features,
+    length)``; strings: a flat row-major list of str, or of lists of str for string vectors)."""
 
     rows: int
-    keys: list[list[str]]
-    """One list per key label (column-major)."""
-    names: list[str]
+    key_columns: list[pa.Array]
     values: list[Any]
     where: Where
 
     def key_rows(self, start: int = 0, stop: int | None = None) -> list[tuple[str, ...]]:
-        """Key tuples (entity key order) of rows ``start:stop``."""
+        """Key tuples (entity key order) of rows ``start:stop``, as Python values (for the sinks that
+        send messages; the embedded store's writes never build them)."""
         stop = self.rows if stop is None else stop
-        return list(zip(*(k[start:stop] for k in self.keys), strict=True))
+        cols = [c.slice(start, stop - start).to_pylist() for c in self.key_columns]
+        return list(zip(*cols, strict=True))
+
+    def key_buffers(self, start: int, stop: int) -> list[tuple[Any, Any]]:
+        """The key columns' rows ``start:stop`` as Arrow string buffers ``(offsets, data)`` (numpy views,
+        no copy): what ``Catalog.encode_batch`` names the rows from."""
+        return [string_buffers(c, start, stop) for c in self.key_columns]
+
+
+def string_buffers(col: pa.Array, start: int, stop: int) -> tuple[Any, Any]:
+    """Rows ``start:stop`` of a string (or large string) array as numpy views of its offsets and data."""
+    import pyarrow as pa
+
+    wide = pa.types.is_large_string(col.type)
+    _validity, offsets, data = col.buffers()
+    first = col.offset + start
+    view = np.frombuffer(offsets, dtype=np.int64 if wide else np.int32)[first : first + (stop - start) + 1]
+    return view, (np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8))
 
 
 def _first(mask: Any) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _escape(arr: pa.Array) -> pa.Array:
-    """Key values escaped as ``store.keys.escape`` does (``\\``, ``|``, ``:`` backslashed), in Arrow."""
-    import pyarrow.compute as pc
+def _numpy(col: pa.Array) -> Any:
+    """A numeric or boolean Arrow array without nulls as numpy, read from its buffers (a view where the
+    type allows). ``Array.to_numpy`` does the same, but its first call imports pandas (~0.4 s of CPU,
+    ~1 s on a busy machine: a tenth of a million-row load); other arrays still go through it."""
+    import pyarrow as pa
 
-    if not pc.any(pc.match_substring_regex(arr, r"[\\|:]")).as_py():
-        return arr
-    for ch in ("\\", "|", ":"):
-        arr = pc.replace_substring(arr, pattern=ch, replacement="\\" + ch)
-    return arr
+    t = col.type
+    if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        buffer = col.buffers()[1]
+        if pa.types.is_boolean(t):
+            if buffer is None:
+                return np.zeros(0, dtype=bool)
+            bits = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")
+            return bits[col.offset : col.offset + len(col)].astype(bool)
+        kind = "f" if pa.types.is_floating(t) else "i" if pa.types.is_signed_integer(t) else "u"
+        dtype = np.dtype(f"<{kind}{t.bit_width // 8}")
+        if buffer is None:
+            return np.zeros(0, dtype=dtype)
+        return np.frombuffer(buffer, dtype=dtype)[col.offset : col.offset + len(col)]
+    return col.to_numpy(zero_copy_only=False)
 
 
 def _is_key_type(t: pa.DataType) -> bool:
@@ -405,7 +441,9 @@ def _key_strings(col: pa.Array, where: Where, name: str, label: str) -> pa.Array
         raise
 
 
-def _keys(plan: ColumnPlan, batch: pa.RecordBatch, where: Where) -> tuple[list[list[str]], list[str]]:
+def _keys(plan: ColumnPlan, batch: pa.RecordBatch, where: Where) -> list[pa.Array]:
+    """The key columns as strings, in the entity's key order: nulls and empty values refused naming
+    their row. Their canonical names are built natively, when the rows are encoded."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -418,14 +456,14 @@ def _keys(plan: ColumnPlan, batch: pa.RecordBatch, where: Where) -> tuple[list[l
         if pa.types.is_dictionary(col.type):
             col = col.dictionary_decode()
         col = _key_strings(col, where, name, label)
-        empty = pc.equal(pc.binary_length(col), 0)
-        if pc.any(empty).as_py():
-            row = _first(empty.to_numpy(zero_copy_only=False))
+        # no Python scalar handed to pyarrow.compute: pyarrow checks it against pandas types, importing
+        # pandas (~1 s) on the first one
+        lengths = pc.binary_length(col)
+        if len(col) and pc.min(lengths).as_py() == 0:
+            row = _first(lengths.to_numpy(zero_copy_only=False) == 0)
             raise InvalidInputError(where.at(name, f"key {label!r}", row) + ": empty key value")
         cols.append(col)
-    escaped = [_escape(c) for c in cols]
-    joined = escaped[0] if len(escaped) == 1 else pc.binary_join_element_wise(*escaped, "|")
-    return [c.to_pylist() for c in cols], joined.to_pylist()
+    return cols
 
 
 def _fill_nulls(col: pa.Array, default: Any, where: Where, name: str, what: str, nulls: str) -> pa.Array:
@@ -454,7 +492,7 @@ def _scalar_column(col: pa.Array, g: FeatureColumns, i: int, where: Where, nulls
     col = _fill_nulls(col, default, where, name, what, nulls)
     if g.data_type == DataType.STRING:
         return col.cast(pa.string()).to_pylist()
-    arr = col.to_numpy(zero_copy_only=False)
+    arr = _numpy(col)
     if arr.dtype == np.float16:
         arr = arr.astype(np.float32)
     return arr
@@ -469,7 +507,7 @@ def _vector_column(col: pa.Array, g: FeatureColumns, i: int, where: Where, nulls
     length = g.vector_lengths[i]
     default = list(g.defaults[i])
     col = _fill_nulls(col, default, where, name, what, nulls)
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    lengths = _numpy(pc.list_value_length(col))
     bad = lengths != length
     if bad.any():
         row = _first(bad)
@@ -493,14 +531,15 @@ def _vector_column(col: pa.Array, g: FeatureColumns, i: int, where: Where, nulls
     if g.data_type == DataType.STRING_VECTOR:
         values = flat.cast(pa.string()).to_pylist()
         return [values[r * length : (r + 1) * length] for r in range(len(col))]
-    arr = flat.to_numpy(zero_copy_only=False)
+    arr = _numpy(flat)
     if arr.dtype == np.float16:
         arr = arr.astype(np.float32)
     return arr.reshape(len(col), length)
 
 
 def _constant(g: FeatureColumns, i: int, rows: int) -> Any:
-    """Feature ``i`` at its default on every row (a feature the mapping does not load)."""
+    """Feature ``i`` at its default on every row (a feature the mapping does not load); ``None`` for a
+    scalar numeric feature (filled in the FG's dtype by :func:`_one_dtype`)."""
     default = g.defaults[i]
     if g.data_type == DataType.STRING:
         return [default[0]] * rows
@@ -508,7 +547,7 @@ def _constant(g: FeatureColumns, i: int, rows: int) -> Any:
         return [list(default)] * rows
     if g.data_type.is_vector:
         return np.broadcast_to(np.asarray(default), (rows, len(default)))
-    return np.full(rows, default[0])
+    return None
 
 
 def convert(plan: ColumnPlan, batch: pa.RecordBatch, where: Where, *, nulls: str = "error") -> Batch:
@@ -518,7 +557,7 @@ def convert(plan: ColumnPlan, batch: pa.RecordBatch, where: Where, *, nulls: str
     if nulls not in NULL_POLICIES:
         raise InvalidInputError(f"nulls must be one of {NULL_POLICIES}, got {nulls!r}")
     rows = batch.num_rows
-    keys, names = _keys(plan, batch, where)
+    keys = _keys(plan, batch, where)
     values: list[Any] = []
     for g in plan.groups:
         cols = []
@@ -532,22 +571,60 @@ def convert(plan: ColumnPlan, batch: pa.RecordBatch, where: Where, *, nulls: str
         if g.data_type.is_string:
             values.append([cell for row in zip(*cols, strict=True) for cell in row])
         elif g.data_type.is_vector:
-            values.append(np.stack(cols, axis=1) if rows else np.empty((0, len(cols), 0)))
+            if len(cols) == 1:  # a view: one feature's (rows, length) array is already row-major
+                values.append(cols[0][:, None, :] if rows else np.empty((0, 1, 0)))
+            else:
+                values.append(np.stack(cols, axis=1) if rows else np.empty((0, len(cols), 0)))
         else:
-            values.append(np.column_stack(cols) if rows else np.empty((0, len(cols))))
-    return Batch(rows, keys, names, values, where)
+            values.append(_one_dtype(g, cols, rows))
+    return Batch(rows, keys, values, where)
+
+
+def _by_columns(g: FeatureColumns) -> bool:
+    """Whether :func:`convert` keeps ``g``'s values as columns (scalar numeric and bool FGs): the
+    encoder interleaves them into rows natively, cheaper than numpy's ``column_stack``."""
+    return not g.data_type.is_string and not g.data_type.is_vector
+
+
+def _one_dtype(g: FeatureColumns, cols: list[Any], rows: int) -> list[Any]:
+    """A scalar FG's columns (numpy arrays, or ``None`` for a feature at its default) in one dtype, as
+    the native encoder takes them: the loaded columns' (views, no copy, when they share one), the
+    defaults filled in it, and a common one when they differ (int and float columns, a default the
+    loaded type cannot hold)."""
+    loaded = [c.dtype for c in cols if isinstance(c, np.ndarray)]
+    out = []
+    for i, c in enumerate(cols):
+        if not isinstance(c, np.ndarray):
+            default = g.defaults[i][0]
+            c = np.full(rows, default, dtype=np.result_type(*loaded, np.min_scalar_type(default)))
+        out.append(c)
+    common = np.result_type(*out) if out else np.dtype(np.float64)
+    return [c if c.dtype == common else c.astype(common) for c in out]
 
 
 def take(g: FeatureColumns, values: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of one FG's values from :func:`convert`."""
+    """Rows ``start:stop`` of one FG's values from :func:`convert` (in the same form)."""
     if isinstance(values, np.ndarray):
         return values[start:stop]
+    if _by_columns(g):
+        return [c[start:stop] for c in values]
     n = len(g.features)
     return values[start * n : stop * n]
 
 
+def as_rows(g: FeatureColumns, values: Any, rows: int) -> Any:
+    """One FG's values (from :func:`take`) as the producer SDK takes them: a numeric FG's as an array
+    of shape ``(rows, features)``."""
+    if _by_columns(g):
+        return np.column_stack(values) if values and rows else np.empty((rows, len(values)))
+    return values
+
+
 def flat_values(g: FeatureColumns, values: Any) -> Any:
-    """One FG's values as ``Catalog.encode_rows`` takes them (row-major, flat)."""
+    """One FG's values as ``Catalog.encode_batch`` takes them: columns (scalar FGs), or row-major and
+    flat."""
+    if _by_columns(g):
+        return values
     if isinstance(values, np.ndarray):
         return np.ascontiguousarray(values).reshape(-1)
     if g.data_type == DataType.STRING_VECTOR:
@@ -555,9 +632,8 @@ def flat_values(g: FeatureColumns, values: Any) -> Any:
     return values
 
 
-_NATIVE_ROW = re.compile(
-    r'^row (\d+) of feature group "[^"]*": feature (\d+)(?: element (\d+))?: (.*)$', re.S
-)
+_NATIVE_ROW = re.compile(r'^row (\d+) of feature group "([^"]*)": (.*)$', re.S)
+_NATIVE_FEATURE = re.compile(r"^feature (\d+)(?: element (\d+))?: (.*)$", re.S)
 
 
 def encode(
@@ -569,30 +645,35 @@ def encode(
     *,
     now: int,
     limits: Limits | None,
-) -> list[list[bytes]]:
-    """The blocks of rows ``start:stop`` of every FG (``[fg][row]``), built by the native encoder, which
-    refuses values out of their type's range; its error is re-raised naming the column and the row."""
-    out = []
-    for g, values in zip(plan.groups, batch.values, strict=True):
-        part = take(g, values, start, stop)
-        try:
-            out.append(
-                catalog.encode_rows(
-                    plan.entity, g.label, flat_values(g, part), stop - start, now=now, limits=limits
-                )
-            )
-        except InvalidInputError as e:
-            m = _NATIVE_ROW.match(str(e))
-            if m is None:
-                raise InvalidInputError(
-                    f"{batch.where.source}, {batch.where.row(start)} to row "
-                    f"{batch.where.first_row + stop - 1}, feature group {g.label}: {e}"
-                ) from e
-            row, feature = start + int(m.group(1)), int(m.group(2))
-            element = f"element {m.group(3)}: " if m.group(3) is not None else ""
-            column = g.columns[feature] or "(default)"
-            raise InvalidInputError(
-                batch.where.at(column, f"feature {g.label}.{g.features[feature]}", row)
-                + f": {element}{m.group(4)}"
-            ) from e
-    return out
+) -> EncodedRows:
+    """Rows ``start:stop`` of every FG encoded natively (``Catalog.encode_batch``: key names and one
+    block per row and FG, in native memory), which refuses values out of their type's range; its
+    error is re-raised naming the column and the row."""
+    groups = [
+        (g.label, flat_values(g, take(g, values, start, stop)))
+        for g, values in zip(plan.groups, batch.values, strict=True)
+    ]
+    try:
+        return catalog.encode_batch(
+            plan.entity, batch.key_buffers(start, stop), groups, now=now, limits=limits
+        )
+    except InvalidInputError as e:
+        raise InvalidInputError(_where_in(plan, batch, start, stop, str(e))) from e
+
+
+def _where_in(plan: ColumnPlan, batch: Batch, start: int, stop: int, message: str) -> str:
+    """The native encoder's ``message`` about rows ``start:stop``, naming the source, column and row."""
+    m = _NATIVE_ROW.match(message)
+    group = next((g for g in plan.groups if m is not None and g.label == m.group(2)), None)
+    f = _NATIVE_FEATURE.match(m.group(3)) if m is not None else None
+    if m is None or group is None or f is None:
+        return (
+            f"{batch.where.source}, {batch.where.row(start)} to row {batch.where.first_row + stop - 1}: "
+            f"{message}"
+        )
+    row, feature = start + int(m.group(1)), int(f.group(1))
+    element = f"element {f.group(2)}: " if f.group(2) is not None else ""
+    column = group.columns[feature] or "(default)"
+    return batch.where.at(column, f"feature {group.label}.{group.features[feature]}", row) + (
+        f": {element}{f.group(3)}"
+    )

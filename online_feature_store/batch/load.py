@@ -15,7 +15,6 @@ in chunks of ``chunk_rows`` rows (4,096 by default, well under a server's ``max_
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import itertools
 import time
@@ -29,6 +28,7 @@ from online_feature_store.batch.columns import (
     Batch,
     ColumnPlan,
     Where,
+    as_rows,
     check_types,
     convert,
     encode,
@@ -38,14 +38,12 @@ from online_feature_store.batch.columns import (
 from online_feature_store.batch.sources import csv_types, discover
 from online_feature_store.errors import InvalidInputError, OfsError
 from online_feature_store.feature_store import FeatureStore
-from online_feature_store.persist import PreparedWrite
 from online_feature_store.registry.compiled import compile_catalog
-from online_feature_store.store.base import BlockWrite
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from online_feature_store._native import Catalog, Limits
+    from online_feature_store._native import Catalog, EncodedRows, Limits
     from online_feature_store.registry.snapshot import Snapshot
 
 __all__ = [
@@ -70,13 +68,9 @@ _TRANSACTION_ROWS = 16384
 """Rows an embedded write puts in one transaction (several chunks): each commit waits for an fsync."""
 
 
-_block_write = functools.partial(tuple.__new__, BlockWrite)
-"""``BlockWrite._make`` without its Python frame (a tuple of all five fields, built in C per row)."""
-
-
 # -- writers -----------------------------------------------------------------------------------------------
-Chunk = tuple[int, int, list[list[bytes]]]
-"""Rows ``start:stop`` of a :class:`Batch` and their blocks per FG (``[fg][row]``)."""
+Chunk = tuple[int, int, "EncodedRows"]
+"""Rows ``start:stop`` of a :class:`Batch` and their key names and blocks, encoded natively."""
 
 
 class Writer(Protocol):
@@ -92,36 +86,29 @@ class Writer(Protocol):
 
 
 class EmbeddedWriter:
-    """Writes the blocks straight into ``fs``'s stores: the chunks of one record batch in one
-    :meth:`FeatureStore.write_prepared` (one transaction per store, as the Kafka consumer writes a batch
-    of messages; each chunk within ``max_rows_per_persist``), then strong-mode invalidation of the
-    written keys. Fewer, larger transactions: a commit waits for an fsync."""
+    """Writes the encoded rows straight into ``fs``'s stores (:meth:`FeatureStore.write_encoded`: from
+    native memory into a native store, no Python object per row), ``_TRANSACTION_ROWS`` rows or more
+    per store write (one transaction per store: a commit waits for an fsync), then strong-mode
+    invalidation of the written keys."""
 
     def __init__(self, fs: FeatureStore, snapshot: Snapshot) -> None:
         self.fs = fs
         self.snapshot = snapshot
 
     def write(self, plan: ColumnPlan, batch: Batch, chunks: list[Chunk]) -> None:
-        now = int(time.time())
-        prepared = []
-        for start, stop, blocks in chunks:
-            keys = batch.key_rows(start, stop)
-            names = batch.names[start:stop]
-            by_store: dict[str, list[BlockWrite]] = {}
-            for g, built in zip(plan.groups, blocks, strict=True):
-                expires = now + g.ttl_seconds if g.ttl_seconds else 0
-                rows = zip(keys, itertools.repeat(g.fg_id), built, itertools.repeat(expires), names)
-                by_store.setdefault(g.store_id, []).extend(map(_block_write, rows))
-            n_blocks = (stop - start) * len(plan.groups)
-            prepared.append(PreparedWrite(self.snapshot, plan.entity, by_store, names, n_blocks))
-            if sum(len(p.names) for p in prepared) >= _TRANSACTION_ROWS:
-                self.fs.write_prepared(prepared)
-                prepared = []
-        if prepared:
-            self.fs.write_prepared(prepared)
+        pending: list[EncodedRows] = []
+        rows = 0
+        for _start, _stop, encoded in chunks:
+            pending.append(encoded)
+            rows += len(encoded)
+            if rows >= _TRANSACTION_ROWS:
+                self.fs.write_encoded(self.snapshot, plan.entity, pending)
+                pending, rows = [], 0
+        if pending:
+            self.fs.write_encoded(self.snapshot, plan.entity, pending)
 
     def flush(self) -> None:
-        pass  # every write_prepared is durable when it returns
+        pass  # every write_encoded is durable when it returns
 
 
 class SinkWriter:
@@ -139,7 +126,10 @@ class SinkWriter:
                 self.sink,
                 plan.entity,
                 batch.key_rows(start, stop),
-                {g.label: take(g, v, start, stop) for g, v in zip(plan.groups, batch.values, strict=True)},
+                {
+                    g.label: as_rows(g, take(g, v, start, stop), stop - start)
+                    for g, v in zip(plan.groups, batch.values, strict=True)
+                },
                 features={g.label: list(g.features) for g in plan.groups},
                 data_types={g.label: g.data_type for g in plan.groups},
                 keys_schema=list(plan.keys_schema),

@@ -209,6 +209,15 @@ class CacheTiers:
         elif bus is not None:
             bus.publish(ent.label, names)
 
+    def keeps_keys(self, ent: Entity) -> bool:
+        """Whether :meth:`invalidate` of ``ent`` uses the key names (a tier that may hold them, or a bus
+        that tells other processes); without, a write may invalidate with no names."""
+        return (
+            self.local is not None
+            or (self.remote is not None and ent.distributed_cache.enabled)
+            or (self.bus is not None and ent.in_process_cache.enabled)
+        )
+
     def bus_healthy(self) -> bool:
         """Whether other processes' invalidations reach this process's cache in time (starts the bus)."""
         bus = self.bus

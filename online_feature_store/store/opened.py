@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from online_feature_store._native import EncodedRows, Store
 from online_feature_store.errors import InvalidInputError
 from online_feature_store.metrics import FeatureStoreMetrics
 from online_feature_store.registry.model import Entity
@@ -82,6 +83,26 @@ class OpenStores:
     def write(self, snapshot: Snapshot, store_id: str, ent: Entity, writes: list[BlockWrite]) -> None:
         """One write of ``writes`` to store ``store_id`` (one transaction where the store has them)."""
         self._timed(store_id, "write", partial(self.get(snapshot, store_id).write, ent, writes))
+
+    def write_encoded(
+        self,
+        snapshot: Snapshot,
+        store_id: str,
+        ent: Entity,
+        batches: Sequence[EncodedRows],
+        fg_ids: list[int],
+    ) -> None:
+        """One write of the rows of ``batches`` of the FGs ``fg_ids`` to store ``store_id``: a native store
+        takes them from native memory; another gets them as :class:`BlockWrite` s."""
+        store = self.get(snapshot, store_id)
+        native = getattr(store, "native", None)
+        if isinstance(native, Store):
+            columns = [k.column for k in ent.keys]
+            call = partial(native.write_encoded, ent.label, columns, list(batches), fg_ids)
+        else:
+            writes = [BlockWrite._make(w) for b in batches for w in b.block_writes(fg_ids)]
+            call = partial(store.write, ent, writes)
+        self._timed(store_id, "write", call)
 
     def _timed(self, store_id: str, op: str, call: Callable[[], _T]) -> _T:
         """``call()``, timed and reported to the metrics hooks (errors included) under ``store_id``."""

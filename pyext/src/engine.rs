@@ -17,6 +17,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::args::{ints, now_or_clock, Int};
 use crate::arrays::{bytes, input, shaped_to_py, with_values};
+use crate::batch::PyEncodedRows;
 use crate::cache::PyBlockCache;
 use crate::errors::{invalid, IntoPy};
 
@@ -317,6 +318,28 @@ impl PyCatalog {
         let blocks =
             with_values(py, &inp, |v| engine::encode_rows(group, v, rows.0, now, saturate, &limits))?.py_err()?;
         Ok(blocks.iter().map(|b| bytes(py, b)).collect())
+    }
+
+    /// Encodes the rows of a batch load (`ofs_core::batch`), the GIL released: `keys` holds one column
+    /// per key of `entity` in its canonical order, each as Arrow string buffers `(offsets, data)`
+    /// (int32 or int64, uint8); `groups` `(fg label, values)` pairs, values as `encode_rows` takes
+    /// them (rows × values per row, row-major), as a list of 1-D numpy arrays of one dtype (one column
+    /// per value of a row), or for string FGs as `(offsets, data)`. Every row
+    /// is checked (errors `row N of feature group "label": …`) before the `EncodedRows` is returned.
+    #[pyo3(signature = (entity, keys, groups, *, now = None, saturate = false, limits = None))]
+    #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        keys: Vec<Bound<'_, PyAny>>,
+        groups: Vec<(String, Bound<'_, PyAny>)>,
+        now: Option<Int<u64>>,
+        saturate: bool,
+        limits: Option<&PyLimits>,
+    ) -> PyResult<PyEncodedRows> {
+        let ent = self.inner.catalog().entity(entity).py_err()?;
+        crate::batch::encode(py, ent, &keys, &groups, now_or_clock(now), saturate, &limits_of(limits))
     }
 
     /// The whole gRPC retrieve in one call: parses and plans `query` (GIL released), calls

@@ -5,6 +5,7 @@
 #![allow(clippy::needless_pass_by_value)]
 mod args;
 mod arrays;
+mod batch;
 mod blocks;
 mod cache;
 mod client;
@@ -31,6 +32,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyStore>()?;
     m.add_class::<remote::PyRedisCache>()?;
     m.add_class::<tiers::PyTiers>()?;
+    m.add_class::<batch::PyEncodedRows>()?;
     m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;

@@ -16,8 +16,9 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyInt, PyString};
 
-use crate::args::{now_or_clock, Int};
+use crate::args::{ints, now_or_clock, Int};
 use crate::arrays::bytes;
+use crate::batch::PyEncodedRows;
 use crate::errors::{invalid, IntoPy};
 
 /// `(label, key columns in canonical order, FG ids)`: what a store knows of an entity.
@@ -200,6 +201,34 @@ impl PyStore {
                     expires_at: *expires_at,
                 })
                 .collect();
+            runtime::block_on(store.write(&layout, &writes))
+        })
+        .py_err()
+    }
+
+    /// Writes the rows of `batches` (`EncodedRows` of `entity`) for the feature groups `fg_ids` (all
+    /// of each batch's when empty), all in one store write (one transaction where the store has
+    /// them), the GIL released; later rows of the same (key, FG) win.
+    #[pyo3(signature = (entity, key_columns, batches, fg_ids = Vec::new()))]
+    fn write_encoded(
+        &self,
+        py: Python<'_>,
+        entity: String,
+        key_columns: Vec<String>,
+        batches: Vec<PyRef<'_, PyEncodedRows>>,
+        fg_ids: Vec<Int<u16>>,
+    ) -> PyResult<()> {
+        if let Some(other) = batches.iter().find(|b| b.inner.entity() != entity) {
+            return Err(invalid(format!(
+                "rows of entity {:?} cannot be written as entity {entity:?}",
+                other.inner.entity()
+            )));
+        }
+        let layout = EntityLayout { label: entity, key_columns, fg_ids: ints(fg_ids) };
+        let held: Vec<_> = batches.iter().map(|b| b.inner.clone()).collect();
+        let store = &self.inner;
+        py.detach(|| {
+            let writes: Vec<BlockWrite<'_>> = held.iter().flat_map(|b| b.writes(&layout.fg_ids)).collect();
             runtime::block_on(store.write(&layout, &writes))
         })
         .py_err()

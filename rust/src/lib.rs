@@ -6,6 +6,7 @@
 //! one shape of a result), and the gRPC wire messages, both ends of each. No Python here: `pyext/`
 //! binds this crate, and the services reach it only through those bindings.
 
+pub mod batch;
 pub mod bf16;
 pub mod breaker;
 pub mod cache;

@@ -1,7 +1,9 @@
 """A real Spark job (pyspark in local mode, on the machine's Java 17) pushing a DataFrame read from
-Parquet through ``foreachPartition(spark_partition_writer(...))`` into each sink: the embedded store, a
-real ``ofs serve``, and Kafka read by a real ``ofs consume``; nulls refused or defaulted; and the
-spark-submit recipe of docs/ingestion.md (a venv packed with venv-pack, shipped with ``--archives``)."""
+Parquet into each sink — the embedded store, a real ``ofs serve``, and Kafka read by a real ``ofs
+consume`` — by each path: Arrow batches (``push_dataframe``: ``mapInArrow``) and ``Row`` objects
+(``push_dataframe(arrow=False)`` / ``foreachPartition(spark_partition_writer(...))``); nulls refused or
+defaulted; and the spark-submit recipe of docs/ingestion.md (a venv packed with venv-pack, shipped with
+``--archives``)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from online_feature_store.batch import push_dataframe
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.ingest import EmbeddedSink, GrpcSink, KafkaSink, spark_partition_writer
 
@@ -41,6 +44,13 @@ except ImportError:  # pragma: no cover - a local install without the test extra
     if os.environ.get("CI"):
         raise
     pytest.skip("pyspark is not installed (it is in the test extra)", allow_module_level=True)
+
+
+# mapInArrow goes through pyspark's pandas_udf machinery, which warns about pandas 3 (pandas is not used
+# on our path: batches stay Arrow)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:PySpark does not yet fully support pandas >= 3.0.0:FutureWarning"
+)
 
 
 def _java() -> None:
@@ -98,25 +108,51 @@ def _writer(factory: Any, data_dir: Path, **kwargs: Any) -> Any:
     )
 
 
-def test_spark_to_the_embedded_store(spark: Any, data_dir: Path, tmp_path: Path) -> None:
+PATHS = ["arrow", "rows"]
+
+
+def _load(df: Any, factory: Any, data_dir: Path, path: str, **kwargs: Any) -> None:
+    """Writes ``df`` by ``path``: ``arrow`` (mapInArrow), ``rows`` (Row objects, counted),
+    ``foreachPartition`` (the Row writer as the docs show it)."""
+    if path == "foreachPartition":
+        df.foreachPartition(_writer(factory, data_dir, **kwargs))
+        return
+    written = push_dataframe(
+        df,
+        factory,
+        "user",
+        feature_groups=FEATURE_GROUPS,
+        registry=f"sqlite:///{data_dir / 'registry.db'}",
+        arrow=path == "arrow",
+        **kwargs,
+    )
+    assert written == df.count()
+
+
+@pytest.mark.parametrize("path", [*PATHS, "foreachPartition"])
+def test_spark_to_the_embedded_store(spark: Any, data_dir: Path, tmp_path: Path, path: str) -> None:
     df = _frame(spark, tmp_path, 0, 6000)
-    df.foreachPartition(_writer(functools.partial(EmbeddedSink, str(data_dir)), data_dir))
+    _load(df, functools.partial(EmbeddedSink, str(data_dir)), data_dir, path)
     with FeatureStore(data_directory=data_dir, cache_bytes=0) as fs:
         assert_stored(fs, 0, 6000)
 
 
-def test_spark_to_ofs_serve(spark: Any, data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_spark_to_ofs_serve(spark: Any, data_dir: Path, tmp_path: Path, path: str) -> None:
     df = _frame(spark, tmp_path, 0, 6000)
     with serving(data_dir, tmp_path / "serve.log") as address:
         factory = functools.partial(GrpcSink, address, caller_id="loader", token=TOKEN)
-        df.foreachPartition(_writer(factory, data_dir))
+        _load(df, factory, data_dir, path)
         with FeatureStore(data_directory=data_dir, cache_bytes=0) as fs:
             assert_stored(fs, 0, 6000)
 
 
-def test_spark_to_kafka_for_ofs_consume(spark: Any, data_dir: Path, tmp_path: Path, kafka_topic: str) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_spark_to_kafka_for_ofs_consume(
+    spark: Any, data_dir: Path, tmp_path: Path, kafka_topic: str, path: str
+) -> None:
     df = _frame(spark, tmp_path, 0, 6000)
-    df.foreachPartition(_writer(functools.partial(KafkaSink, BOOTSTRAP, kafka_topic), data_dir))
+    _load(df, functools.partial(KafkaSink, BOOTSTRAP, kafka_topic), data_dir, path)
     log = tmp_path / "consume.log"
     with (
         consuming(data_dir, kafka_topic, log) as proc,
@@ -126,8 +162,9 @@ def test_spark_to_kafka_for_ofs_consume(spark: Any, data_dir: Path, tmp_path: Pa
         assert_stored(fs, 0, 6000)
 
 
+@pytest.mark.parametrize("path", PATHS)
 def test_spark_nulls_fail_the_job_naming_the_row_or_take_defaults(
-    spark: Any, data_dir: Path, tmp_path: Path
+    spark: Any, data_dir: Path, tmp_path: Path, path: str
 ) -> None:
     rows = table(0, 40).to_pylist()
     rows[13]["clicks"] = None
@@ -138,15 +175,38 @@ def test_spark_nulls_fail_the_job_naming_the_row_or_take_defaults(
         Exception,
         match=r"Spark partition 0, row \d+, column '(clicks|v)' \(feature (counts.clicks|vec.v)\): null",
     ):
-        df.foreachPartition(_writer(sink, data_dir))
+        _load(df, sink, data_dir, path)
     with FeatureStore(data_directory=data_dir, cache_bytes=0) as fs:
         assert stored_count(fs, 0, 40) == 0  # the partition's one chunk was refused whole
-    df.foreachPartition(_writer(sink, data_dir, nulls="default"))
+    _load(df, sink, data_dir, path, nulls="default")
     with FeatureStore(data_directory=data_dir, cache_bytes=0) as fs:
         got = fs.retrieve("user", keys_of(0, 40), {"counts": ["clicks", "views"], "vec": ["v"]})
         assert got.values["counts"][13].tolist() == [-7, -13]
         assert got.values["vec"][21].tolist() == [[0.5, 0.5, 0.5]]
         assert got.values["counts"][12].tolist() == [36, -12]
+
+
+def test_arrow_batches_are_gathered_before_they_are_written(
+    spark: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    """Spark hands mapInArrow batches of maxRecordsPerBatch rows (10,000 by default; 7 here): the writer
+    gathers them into larger record batches, so rows of different Spark batches share a store write,
+    and errors still name the row of the partition."""
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
+    try:
+        df = _frame(spark, tmp_path, 0, 500).coalesce(1)
+        _load(df, functools.partial(EmbeddedSink, str(data_dir)), data_dir, "arrow")
+        with FeatureStore(data_directory=data_dir, cache_bytes=0) as fs:
+            assert_stored(fs, 0, 500)
+        rows = table(0, 100).to_pylist()
+        rows[95]["clicks"] = 2**40  # over int32, in the 14th Spark batch
+        pq.write_table(pa.Table.from_pylist(rows, schema=table(0, 1).schema), tmp_path / "bad.parquet")
+        bad = spark.read.parquet(str(tmp_path / "bad.parquet"))  # one partition, in file order
+        where = r"Spark partition 0, row 95, column 'clicks' \(feature counts.clicks\)"
+        with pytest.raises(Exception, match=where):
+            _load(bad, functools.partial(EmbeddedSink, str(data_dir)), data_dir, "arrow")
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
 
 
 JOB = """\
