@@ -196,24 +196,31 @@ def _peak_mb(pid: int) -> float:
     return 0.0
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Current RSS of ``root`` and every process under it."""
+def _tree_rss_mb(root: int) -> tuple[float, float]:
+    """Current RSS of ``root`` and every process under it, and of the Python ones among them (Spark's
+    Python workers: what the writers use; the rest is the JVM)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
+    python: set[int] = set()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
             stat = (d / "stat").read_text()
+            name = stat.split("(", 1)[1].rsplit(")", 1)[0]
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(d.name))
             rss[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [root]
+            if name.startswith("python"):
+                python.add(int(d.name))
+    total, workers, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
         total += rss.get(pid, 0)
+        if pid in python and pid != root:
+            workers += rss.get(pid, 0)
         todo.extend(children.get(pid, []))
-    return total / (1 << 20)
+    return total / (1 << 20), workers / (1 << 20)
 
 
 @contextlib.contextmanager
@@ -371,10 +378,11 @@ def run_spark(
             "spark.ui.enabled=false", str(job), str(data), str(source), str(partitions), path]  # fmt: skip
     load_before = os.getloadavg()[0]
     log = work / "spark.log"
-    peak = 0.0
+    peak = workers_peak = 0.0
     with _process(argv, log, env) as proc:
         while proc.poll() is None:
-            peak = max(peak, _tree_rss_mb(proc.pid))
+            tree, workers = _tree_rss_mb(proc.pid)
+            peak, workers_peak = max(peak, tree), max(workers_peak, workers)
             time.sleep(0.2)
     text = log.read_text()
     found = [line for line in text.splitlines() if line.startswith("SPARK_RESULT ")]
@@ -383,7 +391,12 @@ def run_spark(
     wall = json.loads(found[-1].split(" ", 1)[1])["wall"]
     check(data, rows, features)
     shutil.rmtree(data)
-    return {"rows_per_s": rows / wall, "job_tree_rss_mb": peak, "load_average": load_before}
+    return {
+        "rows_per_s": rows / wall,
+        "job_tree_rss_mb": peak,
+        "python_workers_rss_mb": workers_peak,
+        "load_average": load_before,
+    }
 
 
 def _runs(label: str, repeat: int, runs: dict[str, Any], one: Any) -> None:
@@ -460,6 +473,13 @@ def main() -> None:
                             )
 
                         _runs(f"{prefix}spark_{path}", args.repeat, results, spark)
+                if "arrow" in paths:  # the Python workers' memory against a tenth of the input
+                    small_rows = max(args.rows // 10, 1)
+                    small = work / "small.parquet"
+                    make_parquet(small, small_rows, args.features, min(args.row_group, small_rows))
+                    results["spark_arrow_tenth"] = run_spark(
+                        work, small, small_rows, args.features, args.spark_partitions, "arrow"
+                    )
             if not args.json:
                 print(sink, json.dumps({k: v for k, v in results.items() if sink in k}), flush=True)
     results["load_after"] = os.getloadavg()[0]

@@ -216,6 +216,7 @@ class RedisCache:
     def take_events(self) -> list[tuple[str, str]]: ...
     def close(self) -> None: ...
 
+@final
 class EncodedRows:
     """Rows of a batch load encoded by ``Catalog.encode_batch``: key names and one block per row and
     feature group, held natively until ``Store.write_encoded`` writes them."""

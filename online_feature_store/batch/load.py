@@ -18,8 +18,11 @@ import contextlib
 import gc
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +38,7 @@ from online_feature_store.batch.columns import (
     plan_columns,
     take,
 )
-from online_feature_store.batch.sources import csv_types, discover
+from online_feature_store.batch.sources import SourceFile, csv_types, discover
 from online_feature_store.errors import InvalidInputError, OfsError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.compiled import compile_catalog
@@ -66,6 +69,8 @@ DEFAULT_READ_ROWS = 65536
 _CHECKPOINT_SECONDS = 5.0
 _TRANSACTION_ROWS = 16384
 """Rows an embedded write puts in one transaction (several chunks): each commit waits for an fsync."""
+_WRITES_IN_FLIGHT = 2
+"""Embedded writes queued behind the one running (each holds its encoded rows until written)."""
 
 
 # -- writers -----------------------------------------------------------------------------------------------
@@ -84,16 +89,27 @@ class Writer(Protocol):
         """Returns once everything written is durable (acknowledged by the sink)."""
         ...
 
+    def after_durable(self, then: Callable[[], None]) -> None:
+        """Runs ``then`` once everything written so far is durable (never after a failed write)."""
+        ...
+
 
 class EmbeddedWriter:
     """Writes the encoded rows straight into ``fs``'s stores (:meth:`FeatureStore.write_encoded`: from
     native memory into a native store, no Python object per row), ``_TRANSACTION_ROWS`` rows or more
-    per store write (one transaction per store: a commit waits for an fsync), then strong-mode
-    invalidation of the written keys."""
+    per store write (one transaction per store), then strong-mode invalidation of the written keys.
+
+    The writes run in a background thread, at most ``_WRITES_IN_FLIGHT`` queued, while the caller
+    reads and encodes the next rows: a commit waits for its fsyncs (the WAL's, and the database's at a
+    checkpoint), time the loader now spends working, on one core too. :meth:`flush` returns once every
+    write is durable, and raises the first write's error."""
 
     def __init__(self, fs: FeatureStore, snapshot: Snapshot) -> None:
         self.fs = fs
         self.snapshot = snapshot
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
+        self._failed = False
 
     def write(self, plan: ColumnPlan, batch: Batch, chunks: list[Chunk]) -> None:
         pending: list[EncodedRows] = []
@@ -102,13 +118,39 @@ class EmbeddedWriter:
             pending.append(encoded)
             rows += len(encoded)
             if rows >= _TRANSACTION_ROWS:
-                self.fs.write_encoded(self.snapshot, plan.entity, pending)
+                self._submit(partial(self._write, plan.entity, pending))
                 pending, rows = [], 0
         if pending:
-            self.fs.write_encoded(self.snapshot, plan.entity, pending)
+            self._submit(partial(self._write, plan.entity, pending))
+
+    def after_durable(self, then: Callable[[], None]) -> None:
+        # the one writer thread runs tasks in order: this one after every write submitted before it
+        self._submit(lambda: None if self._failed else then())
+
+    def _write(self, entity: str, batches: list[EncodedRows]) -> None:
+        if self._failed:  # the load is stopping: nothing more is written
+            return
+        try:
+            self.fs.write_encoded(self.snapshot, entity, batches)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _submit(self, task: Callable[[], None]) -> None:
+        while len(self._pending) >= _WRITES_IN_FLIGHT:
+            self._pending.popleft().result()  # a failed write stops the load here
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="ofs-batch-write")
+        self._pending.append(self._pool.submit(task))
 
     def flush(self) -> None:
-        pass  # every write_encoded is durable when it returns
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            if self._pool is not None:  # no idle thread left behind (Spark reuses its Python workers)
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
 
 class SinkWriter:
@@ -139,6 +181,10 @@ class SinkWriter:
     def flush(self) -> None:
         self.sink.flush()
 
+    def after_durable(self, then: Callable[[], None]) -> None:
+        self.flush()
+        then()
+
 
 class _DryRun:
     def write(self, plan: ColumnPlan, batch: Batch, chunks: list[Chunk]) -> None:
@@ -146,6 +192,9 @@ class _DryRun:
 
     def flush(self) -> None:
         pass
+
+    def after_durable(self, then: Callable[[], None]) -> None:
+        then()
 
 
 def writer_for(target: Any, snapshot: Snapshot) -> Writer:
@@ -158,6 +207,21 @@ def writer_for(target: Any, snapshot: Snapshot) -> Writer:
     if isinstance(target, FeatureStore):
         return EmbeddedWriter(target, snapshot)
     return SinkWriter(target)
+
+
+@contextlib.contextmanager
+def _draining(writer: Writer) -> Iterator[None]:
+    """On an error, lets the writes already queued finish (with the checkpoints behind them) before it
+    propagates: no write is left running when the caller closes the store, and a queued write's own
+    failure is noted on the error that stopped the load."""
+    try:
+        yield
+    except BaseException as e:
+        try:
+            writer.flush()
+        except Exception as later:  # reported on the error being raised, not instead of it
+            e.add_note(f"a write queued before it failed too: {later}")
+        raise
 
 
 # -- the per-batch step ------------------------------------------------------------------------------------
@@ -222,17 +286,18 @@ def push_arrow(
         batches = data
     loader: _Loader | None = None
     rows = 0
-    for record_batch in batches:
-        if loader is None:
-            plan = plan_columns(
-                snapshot, entity, feature_groups, record_batch.schema.names, keys=keys, columns=columns,
-                source=source,
-            )  # fmt: skip
-            check_types(plan, record_batch.schema, source)
-            loader = _Loader(plan, compile_catalog(snapshot), writer, nulls, chunk_rows, _limits(target))
-        rows += loader.load(record_batch, Where(source, first_row=rows))
-    if flush:
-        writer.flush()
+    with _draining(writer):
+        for record_batch in batches:
+            if loader is None:
+                plan = plan_columns(
+                    snapshot, entity, feature_groups, record_batch.schema.names, keys=keys,
+                    columns=columns, source=source,
+                )  # fmt: skip
+                check_types(plan, record_batch.schema, source)
+                loader = _Loader(plan, compile_catalog(snapshot), writer, nulls, chunk_rows, _limits(target))
+            rows += loader.load(record_batch, Where(source, first_row=rows))
+        if flush or isinstance(writer, EmbeddedWriter):  # its writes run in a thread of the writer's
+            writer.flush()
     return rows
 
 
@@ -264,19 +329,21 @@ def push_rows(
     it = iter(rows)
     loader: _Loader | None = None
     done = 0
-    while True:
-        chunk = list(itertools.islice(it, chunk_rows))
-        if not chunk:
-            break
-        where = Where(source, first_row=done)
-        if loader is None:
-            plan = plan_columns(
-                snapshot, entity, feature_groups, list(chunk[0]), keys=keys, columns=columns, source=source
-            )
-            loader = _Loader(plan, compile_catalog(snapshot), writer, nulls, chunk_rows, _limits(target))
-        done += loader.load(from_rows(loader.plan, chunk, where), where)
-    if flush:
-        writer.flush()
+    with _draining(writer):
+        while True:
+            chunk = list(itertools.islice(it, chunk_rows))
+            if not chunk:
+                break
+            where = Where(source, first_row=done)
+            if loader is None:
+                plan = plan_columns(
+                    snapshot, entity, feature_groups, list(chunk[0]), keys=keys, columns=columns,
+                    source=source,
+                )  # fmt: skip
+                loader = _Loader(plan, compile_catalog(snapshot), writer, nulls, chunk_rows, _limits(target))
+            done += loader.load(from_rows(loader.plan, chunk, where), where)
+        if flush or isinstance(writer, EmbeddedWriter):  # its writes run in a thread of the writer's
+            writer.flush()
     return done
 
 
@@ -311,6 +378,11 @@ def gc_for_loading() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+def _record(cp: Checkpoint, f: SourceFile, rows: int) -> None:
+    cp.advance(f, rows)
+    cp.save()
 
 
 def _progress(total: int | None, enabled: bool, desc: str) -> Any:
@@ -390,6 +462,7 @@ def push_files(
         stack.enter_context(gc_for_loading())
         if bar is not None:
             stack.callback(bar.close)
+        stack.enter_context(_draining(writer))
         try:
             for f, plan in zip(files, plans, strict=True):
                 if cp is not None and cp.complete(f):
@@ -405,10 +478,8 @@ def push_files(
                     if bar is not None:
                         bar.update(n)
                     due = piece.last_in_unit or time.monotonic() - last_save > _CHECKPOINT_SECONDS
-                    if cp is not None and due:
-                        writer.flush()
-                        cp.advance(f, at)
-                        cp.save()
+                    if cp is not None and due:  # saved once the rows before are durable
+                        writer.after_durable(partial(_record, cp, f, at))
                         last_save = time.monotonic()
                 writer.flush()
                 if cp is not None:

@@ -212,17 +212,19 @@ def test_arrow_batches_are_gathered_before_they_are_written(
 JOB = """\
 import functools, sys
 from pyspark.sql import SparkSession
-from online_feature_store.ingest import EmbeddedSink, spark_partition_writer
+from online_feature_store.batch import push_dataframe
+from online_feature_store.ingest import EmbeddedSink
 
 data_dir, source = sys.argv[1], sys.argv[2]
 spark = SparkSession.builder.appName("ofs-push").getOrCreate()
-write = spark_partition_writer(
+rows = push_dataframe(
+    spark.read.parquet(source).repartition(3),
     functools.partial(EmbeddedSink, data_dir),
     "user",
     feature_groups=["emb", "vec", "tags", "flags", "counts"],
     registry=f"sqlite:///{data_dir}/registry.db",
 )
-spark.read.parquet(source).repartition(3).foreachPartition(write)
+print("rows written", rows)
 where = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("online_feature_store").__file__)
 print("executor imports", where.first())
 spark.stop()
@@ -243,7 +245,7 @@ def test_spark_submit_with_a_packed_environment(data_dir: Path, tmp_path: Path) 
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
     py = env_dir / "bin" / "python"
     subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "numpy", "pyarrow", "pyyaml", "venv-pack"],
+        [str(py), "-m", "pip", "install", "-q", "numpy", "pyarrow", "pandas", "pyyaml", "venv-pack"],
         check=True,
         timeout=600,
     )
@@ -278,6 +280,7 @@ def test_spark_submit_with_a_packed_environment(data_dir: Path, tmp_path: Path) 
         cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-5000:]
+    assert "rows written 3000" in done.stdout, done.stdout
     # the executor imported the package from the unpacked archive, not from this checkout
     executor = [line for line in done.stdout.splitlines() if line.startswith("executor imports")]
     assert executor, done.stdout
