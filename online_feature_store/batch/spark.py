@@ -37,10 +37,18 @@ def _partition() -> tuple[int, str]:
     return context.partitionId(), f"Spark partition {context.partitionId()}"
 
 
-def _gathered(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """``batches`` combined into record batches of at least ``rows`` rows (the last may have fewer)."""
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     import pyarrow as pa
 
+    if len(batches) == 1:
+        return batches[0]
+    if hasattr(pa, "concat_batches"):  # pyarrow 19+
+        return pa.concat_batches(batches)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _gathered(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` combined into record batches of at least ``rows`` rows (the last may have fewer)."""
     held: list[pa.RecordBatch] = []
     count = 0
     for b in batches:
@@ -49,10 +57,10 @@ def _gathered(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Recor
         held.append(b)
         count += b.num_rows
         if count >= rows:
-            yield held[0] if len(held) == 1 else pa.concat_batches(held)
+            yield _concat(held)
             held, count = [], 0
     if held:
-        yield held[0] if len(held) == 1 else pa.concat_batches(held)
+        yield _concat(held)
 
 
 def spark_arrow_writer(
