@@ -289,12 +289,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if killed is not None and "back" not in marks:
             _service("start-broker", str(killed))  # never leave the cluster a broker short
         probe.close()
-        try:
-            admin.delete_topics([topic, f"{topic}.dlq"] if f"{topic}.dlq" in admin.list_topics() else [topic])
-        finally:
-            admin.close()
+        admin.close()
+        _delete_topics([topic, f"{topic}.dlq"])
     out["logs"] = str(work)
     return out
+
+
+def _delete_topics(topics: list[str]) -> None:
+    """Deletes the run's topics, those that exist. Cleanup only: after a broker's restart a client may
+    still hold a failed connection to it, so each attempt uses a fresh client, and a run is never failed
+    here (the topics' names are unique to it)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    for attempt in range(5):
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="ofs-bench-cleanup")
+        except KafkaError:
+            time.sleep(1.0)
+            continue
+        try:
+            existing = set(admin.list_topics())
+            found = [t for t in topics if t in existing]
+            if found:
+                admin.delete_topics(found)
+            return
+        except KafkaError as e:
+            if attempt == 4:
+                print(f"kafka_cluster_bench: topics {topics} left behind: {e}", file=sys.stderr)
+            time.sleep(1.0)
+        finally:
+            admin.close()
 
 
 def _wait_rows(samples: list[tuple[float, float]], rows: int, timeout: float) -> None:
