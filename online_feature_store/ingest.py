@@ -637,27 +637,14 @@ def spark_partition_writer(
     default is written). ``registry`` is the registry URL (a string survives pickling). The rows reach
     it as ``Row`` objects, a Python object per value: on Spark 3.3+ prefer
     :func:`online_feature_store.batch.push_dataframe`, which hands the writers Arrow batches."""
-    from online_feature_store.batch.columns import NULL_POLICIES
+    from online_feature_store.batch.spark import check_writer_args, partition
 
-    if not isinstance(registry, str):
-        raise InvalidInputError(
-            "spark_partition_writer needs the registry as a URL (it is sent to the executors)"
-        )
-    if nulls not in NULL_POLICIES:
-        raise InvalidInputError(f"nulls must be one of {NULL_POLICIES}, got {nulls!r}")
+    check_writer_args("spark_partition_writer", registry, nulls)
 
     def write(rows: Iterable[Any]) -> int:
         from online_feature_store.batch.load import push_rows
 
-        source = "Spark partition"
-        try:
-            from pyspark import TaskContext
-
-            context = TaskContext.get()
-            if context is not None:
-                source = f"Spark partition {context.partitionId()}"
-        except ImportError:  # called outside Spark (tests, other engines)
-            pass
+        _, source = partition()
         snapshot = _snapshot(registry)  # once per partition
         sink = sink_factory()
         try:

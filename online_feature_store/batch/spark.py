@@ -26,7 +26,16 @@ READ_ROWS = 65536
 default) before they are checked and written: fewer, larger store transactions, memory still bounded."""
 
 
-def _partition() -> tuple[int, str]:
+def check_writer_args(writer: str, registry: object, nulls: str) -> None:
+    """What both Spark writers refuse on the driver, before any task runs."""
+    if not isinstance(registry, str):
+        raise InvalidInputError(f"{writer} needs the registry as a URL (it is sent to the executors)")
+    if nulls not in NULL_POLICIES:
+        raise InvalidInputError(f"nulls must be one of {NULL_POLICIES}, got {nulls!r}")
+
+
+def partition() -> tuple[int, str]:
+    """``(partition id, name for messages)`` of the Spark task running this; ``-1`` outside Spark."""
     try:
         from pyspark import TaskContext
     except ImportError:  # called outside Spark (tests, other engines)
@@ -83,12 +92,7 @@ def spark_arrow_writer(
     written; nulls per ``nulls``). It yields one row, ``(partition, rows written)``. ``registry`` is the
     registry URL (a string survives pickling). ``column_names``: the names to give the batches' columns
     (in order) before they are mapped. :func:`push_dataframe` runs it for you."""
-    if not isinstance(registry, str):
-        raise InvalidInputError(
-            "spark_arrow_writer needs the registry as a URL (it is sent to the executors)"
-        )
-    if nulls not in NULL_POLICIES:
-        raise InvalidInputError(f"nulls must be one of {NULL_POLICIES}, got {nulls!r}")
+    check_writer_args("spark_arrow_writer", registry, nulls)
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
@@ -96,7 +100,7 @@ def spark_arrow_writer(
         from online_feature_store.batch.load import gc_for_loading, push_arrow
         from online_feature_store.ingest import _snapshot
 
-        partition, source = _partition()
+        part, source = partition()
         snapshot = _snapshot(registry)  # once per partition
         sink = sink_factory()
         try:
@@ -118,7 +122,7 @@ def spark_arrow_writer(
         finally:
             sink.close()
         yield pa.RecordBatch.from_pydict(
-            {"partition": pa.array([partition], pa.int32()), "rows": pa.array([rows], pa.int64())}
+            {"partition": pa.array([part], pa.int32()), "rows": pa.array([rows], pa.int64())}
         )
 
     return write
