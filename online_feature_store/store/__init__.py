@@ -36,6 +36,8 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "retries",
         "username",
         "password_env",
+        "wait_replicas",
+        "wait_timeout",
     ),
     "scylla": (
         "hosts",
@@ -55,7 +57,14 @@ SETTINGS: dict[str, tuple[str, ...]] = {
 
 NUMERIC_SETTINGS: dict[str, dict[str, type[float] | type[int]]] = {
     "sqlite": {"busy_timeout": float, "purge_interval": float},
-    "redis": {"pool_size": int, "connect_timeout": float, "socket_timeout": float, "retries": int},
+    "redis": {
+        "pool_size": int,
+        "connect_timeout": float,
+        "socket_timeout": float,
+        "retries": int,
+        "wait_replicas": int,
+        "wait_timeout": float,
+    },
     "scylla": {
         "port": int,
         "replication_factor": int,
@@ -155,6 +164,8 @@ def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = 
             connect_timeout=_number(store, "connect_timeout", 2.0),
             socket_timeout=_number(store, "socket_timeout", 2.0),
             retries=int(_number(store, "retries", 2, int)),
+            wait_replicas=int(_number(store, "wait_replicas", 0, int)),
+            wait_timeout=_number(store, "wait_timeout", 1.0),
         )
     from online_feature_store.store.cassandra_store import CassandraStore
 

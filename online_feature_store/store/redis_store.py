@@ -40,6 +40,11 @@ class RedisStore:
     on first use, so a store can be opened while Redis is down. ``username`` and ``password`` (Redis ACL
     / ``requirepass``) are sent apart from the URL, which is shown in errors: a password still written
     into ``url`` is redacted there.
+
+    ``wait_replicas`` (default 0: off): a write is acknowledged only once that many replicas of every
+    master hold it (``WAIT``, at most ``wait_timeout`` seconds, else ``UnavailableError`` with the write
+    applied on the master). With a replica per master and ``wait_replicas=1``, a master that dies after
+    acknowledging a write cannot lose it: the replica promoted in its place has it (docs/stores.md).
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class RedisStore:
         retries: int = 2,
         username: str | None = None,
         password: str | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ):
         if (url is None) == (not cluster_nodes):
             raise ValueError("RedisStore needs exactly one of url or cluster_nodes")
@@ -67,6 +74,8 @@ class RedisStore:
             retries=retries,
             username=username,
             password=password,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
         )
         """The native store: what the native read and write paths call."""
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ofs_core::store::cassandra::{consistency, CassandraConfig, CassandraStore};
-use ofs_core::store::redis::RedisStore;
+use ofs_core::store::redis::{RedisStore, Wait};
 use ofs_core::store::redis_conn::{RedisSettings, Target};
 use ofs_core::store::sqlite::{SqliteStore, SWEEP_ROWS};
 use ofs_core::store::{runtime, BlockStore, BlockWrite, EntityLayout};
@@ -107,7 +107,7 @@ impl PyStore {
     #[staticmethod]
     #[pyo3(signature = (
         url = None, *, cluster_nodes = None, pool_size = 32, connect_timeout = 2.0, socket_timeout = 2.0,
-        retries = 2, username = None, password = None
+        retries = 2, username = None, password = None, wait_replicas = 0, wait_timeout = 1.0
     ))]
     #[allow(clippy::too_many_arguments)] // the settings of a redis store, each a keyword
     fn redis(
@@ -119,7 +119,13 @@ impl PyStore {
         retries: u32,
         username: Option<String>,
         password: Option<String>,
+        wait_replicas: u32,
+        wait_timeout: f64,
     ) -> PyResult<Self> {
+        if !(wait_timeout.is_finite() && wait_timeout > 0.0 && wait_timeout <= 3600.0) {
+            return Err(invalid(format!("wait_timeout must be between 0 and 3600 seconds, not {wait_timeout}")));
+        }
+        let wait = Wait { replicas: wait_replicas, timeout: Duration::from_secs_f64(wait_timeout) };
         let settings = redis_settings(
             url,
             cluster_nodes,
@@ -129,7 +135,7 @@ impl PyStore {
             username,
             password,
         )?;
-        let store = Arc::new(RedisStore::open(&settings).py_err()?);
+        let store = Arc::new(RedisStore::open(&settings).py_err()?.with_wait(Some(wait)));
         Ok(PyStore { inner: store, sqlite: None })
     }
 

@@ -324,3 +324,33 @@ def test_store_recovers_after_redis_restarts(tmp_path: Path) -> None:
     finally:
         store.close()
         server.kill()
+
+
+def test_wait_replicas_refuses_an_unreplicated_write() -> None:
+    """``wait_replicas``: a write no replica acknowledged in time fails (the standalone test Redis has no
+    replica), naming the setting; with ``wait_replicas=0`` the same write is acknowledged."""
+    require_service("redis", [REDIS], "scripts/services/redis start")
+    entity = make_entity()
+    key = ("waited", "eu")
+    waiting = RedisStore(REDIS_URL, wait_replicas=1, wait_timeout=0.1)
+    try:
+        with pytest.raises(UnavailableError, match=r"0 replica\(s\) of the 1 asked \(wait_replicas\)"):
+            waiting.write(entity, [BlockWrite(key, 1, make_block(1))])
+    finally:
+        waiting.close()
+    plain = RedisStore(REDIS_URL)
+    try:
+        plain.write(entity, [BlockWrite(key, 1, make_block(2))])
+        assert plain.read(entity, [key], [1]) == [[make_block(2)]]
+    finally:
+        plain.close()
+
+
+def test_wait_settings_are_checked() -> None:
+    from online_feature_store.errors import InvalidInputError
+    from online_feature_store.store import settings_errors
+
+    errors = settings_errors("redis", {"url": REDIS_URL, "wait_replicas": "one", "wait_timeout": "soon"})
+    assert set(errors) == {"wait_replicas", "wait_timeout"}
+    with pytest.raises(InvalidInputError, match="wait_timeout"):
+        RedisStore(REDIS_URL, wait_timeout=0.0)

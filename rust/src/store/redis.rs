@@ -20,6 +20,7 @@
 //!   mid-read fails the read (never "missing").
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use redis::{Cmd, RedisError, Script};
@@ -51,12 +52,31 @@ pub fn key_prefix(namespace: &str, entity: &str) -> String {
 pub struct RedisStore {
     redis: Redis,
     script: Script,
+    wait: Option<Wait>,
+}
+
+/// A write is acknowledged once this many replicas of each master it wrote to hold it (`WAIT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 impl RedisStore {
     /// A store on `settings` (connects on first use).
     pub fn open(settings: &RedisSettings) -> Result<RedisStore> {
-        Ok(RedisStore { redis: Redis::open(settings)?, script: Script::new(MERGE_SCRIPT) })
+        Ok(RedisStore { redis: Redis::open(settings)?, script: Script::new(MERGE_SCRIPT), wait: None })
+    }
+
+    /// Writes end with `WAIT replicas timeout` on the connection that made them, and fail unless that
+    /// many replicas (of every master, on a cluster) acknowledged them in time: a master that dies
+    /// after acknowledging a write then cannot take it with it, since the replica that takes over holds
+    /// it. Replication stays asynchronous for everything else; a failed wait leaves the write applied
+    /// on the master (a retry rewrites the same blocks).
+    #[must_use]
+    pub fn with_wait(mut self, wait: Option<Wait>) -> RedisStore {
+        self.wait = wait.filter(|w| w.replicas > 0);
+        self
     }
 
     fn error(&self, what: &str, e: &RedisError) -> Error {
@@ -64,14 +84,32 @@ impl RedisStore {
     }
 
     async fn write_calls(&self, calls: &[Cmd]) -> Result<()> {
-        let replies = self
+        let wait = self.wait;
+        let (replies, acked) = self
             .redis
-            .with_retries(|mut conn| async move { run_script(&mut conn, MERGE_SCRIPT, calls).await })
+            .with_retries(|mut conn| async move {
+                let replies = run_script(&mut conn, MERGE_SCRIPT, calls).await?;
+                let Some(w) = wait else { return Ok((replies, None)) };
+                // On a cluster the client sends WAIT to every master and answers the smallest count.
+                let timeout_ms = w.timeout.as_millis().max(1) as u64;
+                let acked: i64 = redis::FromRedisValue::from_redis_value(
+                    &conn.query(redis::cmd("WAIT").arg(w.replicas).arg(timeout_ms)).await?,
+                )?;
+                Ok((replies, Some(acked)))
+            })
             .await
             .map_err(|e| self.error("write", &e))?;
-        match replies.into_iter().find_map(std::result::Result::err) {
-            Some(e) => Err(self.error("write", &e)),
-            None => Ok(()),
+        if let Some(e) = replies.into_iter().find_map(std::result::Result::err) {
+            return Err(self.error("write", &e));
+        }
+        match (wait, acked) {
+            (Some(w), Some(n)) if n < i64::from(w.replicas) => Err(Error::Unavailable(format!(
+                "redis store {}: write reached {n} replica(s) of the {} asked (wait_replicas) within {} ms",
+                self.redis.place(),
+                w.replicas,
+                w.timeout.as_millis()
+            ))),
+            _ => Ok(()),
         }
     }
 }

@@ -191,14 +191,15 @@ impl Shared {
             self.events.error(op);
             return None;
         }
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            if self.has_pending.load(Ordering::Acquire) {
-                self.replay(&mut conn).await?;
-            }
-            call(conn).await
-        }
-        .await;
+        let result = self
+            .redis
+            .once(|mut conn| async move {
+                if self.has_pending.load(Ordering::Acquire) {
+                    self.replay(&mut conn).await?;
+                }
+                call(conn).await
+            })
+            .await;
         if let Ok(v) = result {
             self.report(self.breaker.success());
             Some(v)

@@ -13,6 +13,7 @@
 //! Every call is bounded by `socket_timeout` (each connection attempt by `connect_timeout`), and a
 //! failure is an error, never a "missing" answer.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -218,6 +219,11 @@ impl Redis {
                 Ok(conn) => call(conn).await,
                 Err(e) => Err(e),
             };
+            if let Err(e) = &result {
+                if self.is_cluster() && cluster_view_suspect(e) {
+                    self.forget();
+                }
+            }
             match result {
                 // A connection that broke while idle (Redis restarted) is found on its next use: that
                 // one is redone at once and does not count as a retry (as redis-py's pool checks a
@@ -229,6 +235,34 @@ impl Redis {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// `call(conn)` once, on the next connection; a cluster connection it fails on in a way that may
+    /// come from a stale view of the cluster is dropped, as in [`Redis::with_retries`].
+    pub async fn once<T, F, Fut>(&self, call: F) -> RedisResult<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed);
+        let result = match self.conn_at(slot).await {
+            Ok(conn) => call(conn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            if self.is_cluster() && cluster_view_suspect(e) {
+                self.forget();
+            }
+        }
+        result
+    }
+
+    /// Drops every connection after a cluster call failed in a way that may come from a stale view of
+    /// the cluster: they all learnt the slot map the same way, so each next call opens a new one.
+    fn forget(&self) {
+        for s in &self.slots {
+            lock(s).take();
         }
     }
 
@@ -296,7 +330,37 @@ impl Conn {
 
 /// `MGET` of `names` (on a cluster: one `MGET` per slot, the nodes asked concurrently), each value
 /// or `None` when absent; a reply of another shape is an error.
+///
+/// On a cluster the keys are grouped by slot here, so each `MGET` is a single-slot command the client
+/// routes, retries and redirects like any keyed command. redis-rs's own split of a multi-slot `MGET`
+/// drops the sub-commands of a node it holds no connection to (a master that died), fails the whole
+/// command with a result-count error that nothing recovers from, and keeps failing after failover:
+/// that error path never refreshes its slot map.
 pub async fn mget(conn: &mut Conn, names: &[Vec<u8>]) -> RedisResult<Vec<Option<Bytes>>> {
+    let Conn::Cluster(cluster) = conn else { return mget_one(conn, names.iter()).await };
+    let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
+    for (i, n) in names.iter().enumerate() {
+        by_slot.entry(key_slot(n)).or_default().push(i);
+    }
+    let calls = by_slot.values().map(|at| {
+        let mut conn = Conn::Cluster(cluster.clone());
+        async move { mget_one(&mut conn, at.iter().map(|&i| &names[i])).await }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    let mut out = vec![None; names.len()];
+    for (at, reply) in by_slot.values().zip(replies) {
+        for (&i, value) in at.iter().zip(reply?) {
+            out[i] = value;
+        }
+    }
+    Ok(out)
+}
+
+async fn mget_one<'a>(
+    conn: &mut Conn,
+    names: impl ExactSizeIterator<Item = &'a Vec<u8>>,
+) -> RedisResult<Vec<Option<Bytes>>> {
+    let wanted = names.len();
     let mut cmd = redis::cmd("MGET");
     for n in names {
         cmd.arg(n.as_slice());
@@ -304,7 +368,7 @@ pub async fn mget(conn: &mut Conn, names: &[Vec<u8>]) -> RedisResult<Vec<Option<
     let Value::Array(values) = conn.query(&cmd).await? else {
         return Err(unexpected("MGET did not answer an array"));
     };
-    if values.len() != names.len() {
+    if values.len() != wanted {
         return Err(unexpected("MGET answered another number of values than keys"));
     }
     values
@@ -315,6 +379,16 @@ pub async fn mget(conn: &mut Conn, names: &[Vec<u8>]) -> RedisResult<Vec<Option<
             _ => Err(unexpected("MGET answered a value that is not a string")),
         })
         .collect()
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the text between the first `{`
+/// and the next `}`, when not empty) or of the whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % 16384
 }
 
 /// Runs the `EVALSHA` calls `cmds` of `script` (its source), each reply `Ok` or its error reply; the
@@ -345,6 +419,23 @@ fn unexpected(what: &'static str) -> RedisError {
 /// Whether `e` says the connection broke or could not be made (not a timeout, not an error reply).
 pub fn is_broken_connection(e: &RedisError) -> bool {
     !e.is_timeout() && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error())
+}
+
+/// Whether `e`, from a cluster connection, may come from its stale view of the cluster, so that the
+/// connection is dropped and the next call opens a new one, which reads the slot map afresh from the
+/// seeds: any failure but an ordinary error reply. redis-rs repairs its view after `MOVED`, but after a
+/// master dies and its replica takes over, a connection can keep routing to the dead node's address and
+/// time out on every call long after the cluster is whole again (measured with
+/// `bench/redis_failover_bench.py`); a new connection finds the new master at once.
+fn cluster_view_suspect(e: &RedisError) -> bool {
+    !is_reply(e)
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Moved
+                | redis::ErrorKind::Ask
+                | redis::ErrorKind::TryAgain
+                | redis::ErrorKind::ClusterDown
+        )
 }
 
 /// Whether `e` is an error reply of Redis (as opposed to a connection failure or timeout).
@@ -404,6 +495,16 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_slots_are_redis_cluster_slots() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(super::key_slot(b"123456789"), 12739);
+        assert_eq!(super::key_slot(b"foo"), 12182);
+        assert_eq!(super::key_slot(b"{user1000}.following"), super::key_slot(b"user1000"));
+        assert_ne!(super::key_slot(b"foo{}{bar}"), super::key_slot(b"bar"));
+        assert_eq!(super::key_slot(b"foo{{bar}}zap"), super::key_slot(b"{bar"));
+    }
+
     use super::*;
 
     #[test]
