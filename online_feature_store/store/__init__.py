@@ -49,6 +49,9 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "concurrency",
         "connect_timeout",
         "request_timeout",
+        "retries",
+        "speculative_delay",
+        "speculative_max",
     ),
 }
 """The settings each store kind accepts (all strings in the registry)."""
@@ -62,6 +65,9 @@ NUMERIC_SETTINGS: dict[str, dict[str, type[float] | type[int]]] = {
         "concurrency": int,
         "connect_timeout": float,
         "request_timeout": float,
+        "retries": int,
+        "speculative_delay": float,
+        "speculative_max": int,
     },
 }
 """The settings of each kind that must parse as a number (``int`` or ``float``); the rest are text."""
@@ -170,4 +176,7 @@ def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = 
         concurrency=int(_number(store, "concurrency", 64, int)),
         connect_timeout=_number(store, "connect_timeout", 5.0),
         request_timeout=_number(store, "request_timeout", 10.0),
+        retries=int(_number(store, "retries", 2, int)),
+        speculative_delay=_number(store, "speculative_delay", 0.0),
+        speculative_max=int(_number(store, "speculative_max", 2, int)),
     )
