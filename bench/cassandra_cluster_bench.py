@@ -22,7 +22,9 @@ again (the requests its ``system_views.clients`` counts for our driver grow whil
 Printed: calls/s, failed calls, p50/p99 of reads and writes for calls started before the kill, while the
 node is down or starting ("during", split into "down" and "restarting": a starting JVM takes a core of
 this 2-core machine), and after it answers again; seconds until the returned node had our traffic
-again; requests per node.
+again; requests per node. With ``--check-returned-node``: whether the returned node itself holds every
+row (after the other nodes' hints for it are delivered, the other two are stopped and each key is read
+from it alone at ``ONE``, compared with the bytes read at ``QUORUM`` before).
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", type=float, default=5.0, help="the store's request_timeout, seconds")
     p.add_argument("--speculative-delay", type=float, default=0.0, help="the store's speculative_delay")
     p.add_argument("--retries", type=int, default=2, help="the store's retries (0: see what they buy)")
+    p.add_argument(
+        "--check-returned-node",
+        action="store_true",
+        help="at the end, wait for the hints to reach the returned node, stop the other two and read "
+        "every key from it alone (then start them again)",
+    )
     p.add_argument("--smoke", action="store_true", help="a short run (tests/store/test_cassandra_cluster.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -149,6 +157,67 @@ def our_requests(host: str) -> int | None:
         return None
     finally:
         cluster.shutdown()
+
+
+def _rows(session: Any, keyspace: str, consistency: Any) -> dict[str, bytes | None]:
+    """Every row of the run's table: key value -> its FG cell, read at ``consistency``."""
+    from cassandra.query import SimpleStatement  # type: ignore[import-untyped]
+
+    names = session.execute(
+        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = 'user'",
+        (keyspace,),
+    )
+    (fg,) = [r.column_name for r in names if r.column_name.startswith("fg_")]
+    query = SimpleStatement(f'SELECT uid, {fg} FROM {keyspace}."user"', consistency_level=consistency)
+    return {r[0]: r[1] for r in session.execute(query, timeout=60)}
+
+
+def check_returned_node(keyspace: str, node: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Waits until no node holds hints for ``node``, then stops the other two nodes and reads every row from
+    ``node`` alone; starts them again. Returns the rows it lacks or holds older than a QUORUM read did."""
+    from cassandra import ConsistencyLevel  # type: ignore[import-untyped]
+
+    host = HOSTS[node - 1]
+    others = [m for m in (1, 2, 3) if m != node]
+    cluster, session = _node_session(HOSTS[others[0] - 1])
+    try:
+        quorum = _rows(session, keyspace, ConsistencyLevel.QUORUM)
+    finally:
+        cluster.shutdown()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        pending = 0
+        for m in others:
+            cluster, session = _node_session(HOSTS[m - 1])
+            try:
+                pending += sum(
+                    r.files or 0
+                    for r in session.execute("SELECT address, files FROM system_views.pending_hints")
+                    if str(r.address) == host
+                )
+            finally:
+                cluster.shutdown()
+        if pending == 0:
+            break
+        time.sleep(1.0)
+    hints_s = time.monotonic() - t0
+    for m in others:
+        _service("stop-node", str(m))
+    try:
+        cluster, session = _node_session(host)
+        try:
+            alone = _rows(session, keyspace, ConsistencyLevel.ONE)
+        finally:
+            cluster.shutdown()
+    finally:
+        for m in others:
+            _service("start-node", str(m))
+    differ = sum(1 for k, v in quorum.items() if alone.get(k) != v)
+    return {
+        "rows": len(quorum),
+        "missing_or_older_on_returned_node": differ,
+        "hints_delivered_after_s": round(hints_s, 1),
+    }
 
 
 def _drop(keyspace: str) -> None:
@@ -307,6 +376,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sure = np.array([k not in load.unsure for k in range(args.keys)])
         lost = ~found | (sure & (stored != load.acked)) | (~sure & (stored < load.acked))
         calls = load.calls
+        returned = check_returned_node(keyspace, args.node) if args.check_returned_node else None
         out = {
             "keys": args.keys,
             "threads": args.threads,
@@ -334,6 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "restart_to_cql_s": round(marks["back"] - marks["restart"], 1),
             "rejoined_after_s": round(rejoined - marks["back"], 1) if rejoined else None,
             "our_requests_per_node": per_node,
+            "returned_node": returned,
             "errors": load.errors,
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
