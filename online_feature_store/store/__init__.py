@@ -91,10 +91,13 @@ def settings_errors(kind: str, settings: Mapping[str, str], *, credentials: bool
         raw = settings.get(name)
         if raw:
             try:
-                number(raw)
+                value = number(raw)
             except ValueError:
                 whole = " (a whole number)" if number is int else ""
                 errors[name] = f"setting {name}={raw!r} is not a number{whole}"
+                continue
+            if value < 0:
+                errors[name] = f"setting {name}={raw!r} is negative"
     if kind == "redis" and bool(settings.get("url")) == bool(_list(settings.get("cluster_nodes", ""))):
         errors[""] = "a redis store needs exactly one of url, cluster_nodes"
     return errors

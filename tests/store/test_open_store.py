@@ -92,7 +92,9 @@ def test_scylla_replicated() -> None:
         (Store("x", "scylla", {"port": "ninety"}), "not a number"),
         (Store("x", "scylla", {"consistency": "SOME"}), "consistency"),
         (Store("x", "scylla", {"retries": "two"}), "not a number"),
-        (Store("x", "scylla", {"speculative_delay": "-1"}), "speculative_delay"),
+        (Store("x", "scylla", {"speculative_delay": "-1"}), "speculative_delay=.* is negative"),
+        (Store("x", "scylla", {"retries": "-1"}), "retries=.* is negative"),
+        (Store("x", "redis", {"url": "redis://h", "pool_size": "-2"}), "pool_size=.* is negative"),
     ],
 )
 def test_bad_settings(store: Store, message: str) -> None:
