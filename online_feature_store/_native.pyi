@@ -126,6 +126,9 @@ class Store:
         connect_timeout: float = 5.0,
         request_timeout: float = 10.0,
         local_dc: str | None = None,
+        retries: int = 2,
+        speculative_delay: float = 0.0,
+        speculative_max: int = 2,
     ) -> Store: ...
     @staticmethod
     def redis(

@@ -51,6 +51,9 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "concurrency",
         "connect_timeout",
         "request_timeout",
+        "retries",
+        "speculative_delay",
+        "speculative_max",
     ),
 }
 """The settings each store kind accepts (all strings in the registry)."""
@@ -71,6 +74,9 @@ NUMERIC_SETTINGS: dict[str, dict[str, type[float] | type[int]]] = {
         "concurrency": int,
         "connect_timeout": float,
         "request_timeout": float,
+        "retries": int,
+        "speculative_delay": float,
+        "speculative_max": int,
     },
 }
 """The settings of each kind that must parse as a number (``int`` or ``float``); the rest are text."""
@@ -94,10 +100,13 @@ def settings_errors(kind: str, settings: Mapping[str, str], *, credentials: bool
         raw = settings.get(name)
         if raw:
             try:
-                number(raw)
+                value = number(raw)
             except ValueError:
                 whole = " (a whole number)" if number is int else ""
                 errors[name] = f"setting {name}={raw!r} is not a number{whole}"
+                continue
+            if value < 0:
+                errors[name] = f"setting {name}={raw!r} is negative"
     if kind == "redis" and bool(settings.get("url")) == bool(_list(settings.get("cluster_nodes", ""))):
         errors[""] = "a redis store needs exactly one of url, cluster_nodes"
     return errors
@@ -181,4 +190,7 @@ def open_store(store: Store, *, data_directory: str | os.PathLike[str] | None = 
         concurrency=int(_number(store, "concurrency", 64, int)),
         connect_timeout=_number(store, "connect_timeout", 5.0),
         request_timeout=_number(store, "request_timeout", 10.0),
+        retries=int(_number(store, "retries", 2, int)),
+        speculative_delay=_number(store, "speculative_delay", 0.0),
+        speculative_max=int(_number(store, "speculative_max", 2, int)),
     )

@@ -34,6 +34,10 @@ class CassandraStore:
     ``SimpleStrategy`` with ``replication_factor``). ``read_consistency`` / ``write_consistency``: CQL
     consistency level names (default ``LOCAL_QUORUM``). ``concurrency``: requests in flight per call.
     ``local_dc``: the data centre the DC-aware policy prefers (default: the first contact point's).
+    ``retries``: times a failed request (node died, coordinator timeout, unavailable, overloaded) is sent
+    to the next node; ``speculative_delay``: seconds without an answer before a request is also sent to
+    the next node (0: never), at most ``speculative_max`` times. ``request_timeout`` bounds a request with
+    all its retries and speculative executions.
     """
 
     def __init__(
@@ -50,12 +54,18 @@ class CassandraStore:
         connect_timeout: float = 5.0,
         request_timeout: float = 10.0,
         local_dc: str | None = None,
+        retries: int = 2,
+        speculative_delay: float = 0.0,
+        speculative_max: int = 2,
     ):
         self.contact_points = tuple(contact_points)
         self.port = port
         self.keyspace = keyspace
         self.read_consistency = read_consistency.upper()
         self.write_consistency = write_consistency.upper()
+        self.retries = retries
+        self.speculative_delay = speculative_delay
+        self.speculative_max = speculative_max
         default = {"class": "SimpleStrategy", "replication_factor": replication_factor}
         self.replication = dict(replication or default)
         self.native = Store.cassandra(
@@ -69,6 +79,9 @@ class CassandraStore:
             connect_timeout=connect_timeout,
             request_timeout=request_timeout,
             local_dc=local_dc,
+            retries=retries,
+            speculative_delay=speculative_delay,
+            speculative_max=speculative_max,
         )
         """The native store: what the native read and write paths call."""
 

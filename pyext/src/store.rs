@@ -62,12 +62,15 @@ impl PyStore {
     /// first use. `replication`: the map `ensure` creates a missing keyspace with (default
     /// `SimpleStrategy` with `replication_factor`); consistency levels by CQL name; `concurrency`:
     /// requests in flight per call; timeouts in seconds; `local_dc`: the preferred data centre
-    /// (default: the first contact point's).
+    /// (default: the first contact point's); `retries`: of a failed request on the next node;
+    /// `speculative_delay`: seconds before a request is also sent to the next node (0: never), at most
+    /// `speculative_max` times.
     #[staticmethod]
     #[pyo3(signature = (
         hosts, port = 9042, keyspace = "ofs", *, replication = None, replication_factor = 1,
         read_consistency = "LOCAL_QUORUM", write_consistency = "LOCAL_QUORUM", concurrency = 64,
-        connect_timeout = 5.0, request_timeout = 10.0, local_dc = None
+        connect_timeout = 5.0, request_timeout = 10.0, local_dc = None, retries = 2, speculative_delay = 0.0,
+        speculative_max = 2
     ))]
     #[allow(clippy::too_many_arguments)] // one per setting of the store kind (docs/stores.md)
     fn cassandra(
@@ -82,6 +85,9 @@ impl PyStore {
         connect_timeout: f64,
         request_timeout: f64,
         local_dc: Option<String>,
+        retries: u32,
+        speculative_delay: f64,
+        speculative_max: usize,
     ) -> PyResult<Self> {
         let mut config = CassandraConfig::new(hosts, port, keyspace);
         if let Some(map) = replication {
@@ -95,6 +101,10 @@ impl PyStore {
         config.connect_timeout = seconds("connect_timeout", connect_timeout)?;
         config.request_timeout = seconds("request_timeout", request_timeout)?;
         config.local_dc = local_dc;
+        config.retries = retries;
+        let delay = seconds("speculative_delay", speculative_delay)?;
+        config.speculative_delay = (!delay.is_zero()).then_some(delay);
+        config.speculative_max = speculative_max;
         let store = CassandraStore::new(config).py_err()?;
         Ok(PyStore { inner: Arc::new(store), sqlite: None })
     }

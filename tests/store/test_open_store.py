@@ -52,7 +52,34 @@ def test_scylla() -> None:
     assert store.contact_points == ("10.0.0.1", "10.0.0.2")
     assert (store.port, store.keyspace) == (19042, "feat")
     assert (store.read_consistency, store.write_consistency) == ("ONE", "ONE")
+    assert (store.retries, store.speculative_delay) == (2, 0.0)
+    assert store.replication == {"class": "SimpleStrategy", "replication_factor": 1}
     store.close()
+
+
+def test_scylla_replicated() -> None:
+    """The settings of a replicated cluster (issue #21): RF 3, a consistency level each way, retries and
+    speculative executions inside the request timeout."""
+    settings = {
+        "hosts": "127.0.0.2,127.0.0.3,127.0.0.4",
+        "replication_factor": "3",
+        "read_consistency": "quorum",
+        "write_consistency": "LOCAL_QUORUM",
+        "retries": "3",
+        "speculative_delay": "0.05",
+        "speculative_max": "1",
+        "request_timeout": "4",
+    }
+    store = open_store(Store("s", "scylla", settings))
+    assert isinstance(store, CassandraStore)
+    assert (store.read_consistency, store.write_consistency) == ("QUORUM", "LOCAL_QUORUM")
+    assert store.replication == {"class": "SimpleStrategy", "replication_factor": 3}
+    assert (store.retries, store.speculative_delay, store.speculative_max) == (3, 0.05, 1)
+    store.close()
+    defaults = open_store(Store("d", "scylla", {}))
+    assert isinstance(defaults, CassandraStore)
+    assert (defaults.read_consistency, defaults.write_consistency) == ("LOCAL_QUORUM", "LOCAL_QUORUM")
+    defaults.close()
 
 
 @pytest.mark.parametrize(
@@ -64,6 +91,10 @@ def test_scylla() -> None:
         (Store("x", "redis", {"url": "redis://h", "cluster_nodes": "h:1"}), "exactly one"),
         (Store("x", "scylla", {"port": "ninety"}), "not a number"),
         (Store("x", "scylla", {"consistency": "SOME"}), "consistency"),
+        (Store("x", "scylla", {"retries": "two"}), "not a number"),
+        (Store("x", "scylla", {"speculative_delay": "-1"}), "speculative_delay=.* is negative"),
+        (Store("x", "scylla", {"retries": "-1"}), "retries=.* is negative"),
+        (Store("x", "redis", {"url": "redis://h", "pool_size": "-2"}), "pool_size=.* is negative"),
     ],
 )
 def test_bad_settings(store: Store, message: str) -> None:

@@ -29,7 +29,8 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::cluster::metadata::{ColumnType, Strategy};
 use scylla::errors::{DbError, ExecutionError, NewSessionError, PrepareError, RequestAttemptError};
 use scylla::policies::load_balancing::DefaultPolicy;
-use scylla::policies::retry::DefaultRetryPolicy;
+use scylla::policies::retry::{RequestInfo, RetryDecision, RetryPolicy, RetrySession};
+use scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::serialize::value::SerializeValue;
 use scylla::serialize::writers::{CellWriter, WrittenCellProof};
@@ -103,6 +104,13 @@ pub struct CassandraConfig {
     pub request_timeout: Duration,
     /// The data centre preferred (None: the first contact point's).
     pub local_dc: Option<String>,
+    /// Retries of a failed request on the next node of its plan (see [`NextNodeRetries`]), all inside
+    /// `request_timeout`.
+    pub retries: u32,
+    /// Speculative executions: after this long without an answer, the request is also sent to the next
+    /// node of its plan, at most `speculative_max` times (the first answer wins); None: off.
+    pub speculative_delay: Option<Duration>,
+    pub speculative_max: usize,
 }
 
 impl CassandraConfig {
@@ -119,6 +127,9 @@ impl CassandraConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             local_dc: None,
+            retries: 2,
+            speculative_delay: None,
+            speculative_max: 2,
         }
     }
 }
@@ -158,6 +169,63 @@ pub struct CassandraStore {
     closed: std::sync::atomic::AtomicBool,
     prepared: Mutex<HashMap<StatementKey, PreparedStatement>>,
     columns: Mutex<HashMap<String, Columns>>,
+}
+
+/// The retry policy: an idempotent request (every statement this store prepares: blob `SELECT`s and
+/// cell `UPDATE`s with client timestamps) that failed in a way another node may not is sent to the next
+/// node of its plan, up to `retries` times: a broken connection (a node that died mid-request), a
+/// coordinator's read or write timeout (it waited on a replica that is down but not yet convicted),
+/// `Unavailable` (the coordinator thinks too few replicas are up), overload and server errors. The
+/// driver's `request_timeout` bounds the whole run. Anything else (a refused statement, a protocol
+/// error) and any non-idempotent request fails at once.
+#[derive(Debug, Clone, Copy)]
+pub struct NextNodeRetries {
+    pub retries: u32,
+}
+
+#[derive(Debug)]
+struct NextNodeRetrySession {
+    retries: u32,
+    used: u32,
+}
+
+impl RetryPolicy for NextNodeRetries {
+    fn new_session(&self) -> Box<dyn RetrySession> {
+        Box::new(NextNodeRetrySession { retries: self.retries, used: 0 })
+    }
+}
+
+/// Whether a failed attempt is worth repeating on another node.
+fn retryable(error: &RequestAttemptError) -> bool {
+    match error {
+        RequestAttemptError::BrokenConnectionError(_) | RequestAttemptError::UnableToAllocStreamId => true,
+        RequestAttemptError::DbError(db, _) => matches!(
+            db,
+            DbError::Overloaded
+                | DbError::ServerError
+                | DbError::Unavailable { .. }
+                | DbError::ReadTimeout { .. }
+                | DbError::WriteTimeout { .. }
+                | DbError::ReadFailure { .. }
+                | DbError::WriteFailure { .. }
+                | DbError::IsBootstrapping
+        ),
+        _ => false,
+    }
+}
+
+impl RetrySession for NextNodeRetrySession {
+    fn decide_should_retry(&mut self, info: RequestInfo) -> RetryDecision {
+        if !info.is_idempotent || info.consistency.is_serial() || self.used >= self.retries || !retryable(info.error) {
+            return RetryDecision::DontRetry;
+        }
+        self.used += 1;
+        RetryDecision::RetryNextTarget(None)
+    }
+
+    fn reset(&mut self) {
+        self.used = 0;
+    }
 }
 
 /// One bound value of a statement: the TTL, a block or a key value, serialized without copying.
@@ -230,16 +298,23 @@ impl CassandraStore {
     }
 
     /// Token-aware routing over the replicas of `local_dc` (all nodes while unknown), the request
-    /// timeout, and the driver's default retries (as `cassandra-driver`'s: a read timed out with enough
-    /// replicas answering and an unavailable coordinator are retried once; writes are idempotent).
+    /// timeout, retries on the next node ([`NextNodeRetries`]) and speculative executions when set. The
+    /// driver's `request_timeout` bounds a request with all its retries and speculative executions.
     fn profile(config: &CassandraConfig, local_dc: Option<String>) -> ExecutionProfile {
         let mut policy = DefaultPolicy::builder().token_aware(true);
         if let Some(dc) = local_dc {
             policy = policy.prefer_datacenter(dc);
         }
+        let speculative = config.speculative_delay.filter(|_| config.speculative_max > 0).map(|delay| {
+            Arc::new(SimpleSpeculativeExecutionPolicy {
+                max_retry_count: config.speculative_max,
+                retry_interval: delay,
+            }) as Arc<dyn scylla::policies::speculative_execution::SpeculativeExecutionPolicy>
+        });
         ExecutionProfile::builder()
             .load_balancing_policy(policy.build())
-            .retry_policy(Arc::new(DefaultRetryPolicy::new()))
+            .retry_policy(Arc::new(NextNodeRetries { retries: config.retries }))
+            .speculative_execution_policy(speculative)
             .request_timeout(Some(config.request_timeout))
             .consistency(config.read_consistency)
             .build()
@@ -873,6 +948,20 @@ mod tests {
         for name in CONSISTENCY_LEVELS {
             consistency(name).unwrap();
         }
+    }
+
+    #[test]
+    fn failures_another_node_may_not_have_are_retried() {
+        let db = |e: DbError| RequestAttemptError::DbError(e, String::new());
+        assert!(retryable(&db(DbError::Overloaded)));
+        assert!(retryable(&db(DbError::Unavailable { consistency: Consistency::Quorum, required: 2, alive: 1 })));
+        assert!(retryable(&db(DbError::IsBootstrapping)));
+        assert!(retryable(&RequestAttemptError::UnableToAllocStreamId));
+        assert!(!retryable(&db(DbError::Invalid)));
+        assert!(!retryable(&db(DbError::SyntaxError)));
+        assert!(!retryable(&db(DbError::Unauthorized)));
+        let config = CassandraConfig::new(vec!["h".into()], 9042, "ofs");
+        assert_eq!((config.retries, config.speculative_delay), (2, None));
     }
 
     #[test]
