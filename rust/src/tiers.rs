@@ -325,7 +325,7 @@ impl Tiers {
         }
         if !to_store.is_empty() {
             let store_keys: Vec<&str> = to_store.iter().map(|&j| missed_keys[j]).collect();
-            let fetched = read_stores(plan, stores, &store_keys, report).await?;
+            let fetched = read_stores(plan, stores, &store_keys, deadline, report).await?;
             for (m, &j) in to_store.iter().enumerate() {
                 for f in 0..n {
                     out.set_owned(missed[j] * n + f, fetched[m * n + f].clone());
@@ -419,18 +419,33 @@ fn block_ranges(entry: &[u8], fg_ids: &[u16], ranges: &mut Vec<(u32, u32)>) -> R
 }
 
 /// The blocks of `plan`'s FGs for `keys`, key-major, reading every store of the plan at once; each
-/// call is timed into `report`.
+/// call is timed into `report`. A store that has not answered by `deadline` fails the read with
+/// `DeadlineExceeded` and its call is dropped (the network stores cancel it; retries and speculative
+/// reads of a store's driver therefore also end there). Only on the core's runtime: a read driven
+/// without it (SQLite alone) runs on the calling thread and cannot be cut short.
 async fn read_stores(
     plan: &Plan,
     stores: &[Arc<dyn BlockStore>],
     keys: &[&str],
+    deadline: Option<Instant>,
     report: &mut ReadReport,
 ) -> Result<Vec<Bytes>> {
     let n = plan.layout.fg_ids.len();
+    let deadline = deadline.filter(|_| tokio::runtime::Handle::try_current().is_ok());
     let reads = plan.stores.iter().zip(stores).map(|((_, at), store)| async move {
         let fg_ids: Vec<u16> = at.iter().map(|&i| plan.layout.fg_ids[i]).collect();
         let started = Instant::now();
-        let got = store.read(&plan.layout, keys, &fg_ids).await;
+        let read = store.read(&plan.layout, keys, &fg_ids);
+        let got = match deadline {
+            Some(at) => tokio::time::timeout_at(at.into(), read).await.unwrap_or_else(|_| {
+                Err(crate::Error::DeadlineExceeded(format!(
+                    "{} did not answer {} keys before the deadline",
+                    store.describe(),
+                    keys.len()
+                )))
+            }),
+            None => read.await,
+        };
         (got, started.elapsed().as_secs_f64())
     });
     let results = join_all(reads).await;
@@ -491,6 +506,8 @@ mod tests {
         reads: AtomicUsize,
         during_read: Mutex<Option<Box<dyn Fn() + Send>>>,
         fail: std::sync::atomic::AtomicBool,
+        /// Milliseconds each read waits (on the core's runtime) before answering.
+        delay_ms: std::sync::atomic::AtomicU64,
     }
 
     impl fmt::Debug for MapStore {
@@ -523,6 +540,10 @@ mod tests {
                 }
                 if self.fail.load(Ordering::SeqCst) {
                     return Err(crate::Error::Unavailable("map store is down".into()));
+                }
+                let delay = self.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                 }
                 let blocks = self.blocks.lock().unwrap();
                 Ok(keys
@@ -741,6 +762,22 @@ mod tests {
         assert_eq!(got.unwrap_err().kind(), crate::ErrorKind::DeadlineExceeded);
         assert!(report.store_calls.is_empty());
         assert_eq!(one.reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_store_slower_than_the_deadline_is_cut_off_on_the_runtime() {
+        let (c, tiers, _a, b) = setup(false, false);
+        b.delay_ms.store(2_000, Ordering::SeqCst);
+        crate::store::runtime::runtime();
+        let p = plan(&c, "user", &[], &[("a", vec!["x"]), ("b", vec!["x"])]).unwrap();
+        let started = Instant::now();
+        let deadline = Some(started + std::time::Duration::from_millis(100));
+        let (got, report) = crate::store::runtime::block_on(tiers.read(&p, &["k1"], deadline));
+        let e = got.unwrap_err();
+        assert!(matches!(e, crate::Error::DeadlineExceeded(_)), "{e}");
+        assert!(e.to_string().contains("before the deadline"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(1_500));
+        assert!(report.store_calls.iter().any(|c| c.failed));
     }
 
     #[test]
