@@ -422,7 +422,7 @@ fn block_ranges(entry: &[u8], fg_ids: &[u16], ranges: &mut Vec<(u32, u32)>) -> R
 /// call is timed into `report`. A store that has not answered by `deadline` fails the read with
 /// `DeadlineExceeded` and its call is dropped (the network stores cancel it; retries and speculative
 /// reads of a store's driver therefore also end there). Only on the core's runtime: a read driven
-/// without it (SQLite alone) runs on the calling thread and cannot be cut short.
+/// without it (`SQLite` alone) runs on the calling thread and cannot be cut short.
 async fn read_stores(
     plan: &Plan,
     stores: &[Arc<dyn BlockStore>],
