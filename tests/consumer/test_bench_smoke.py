@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from _bench import load_script
 
 from .conftest import BOOTSTRAP
 
 
 def test_consumer_bench_smoke(kafka: str) -> None:
-    path = Path(__file__).resolve().parents[2] / "bench" / "consumer_bench.py"
-    spec = importlib.util.spec_from_file_location("consumer_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/consumer_bench.py")
     args = bench.parser().parse_args(
         ["--bootstrap", BOOTSTRAP, "--rows", "200", "--rows-per-message", "50", "--latency-samples", "2"]
     )

@@ -5,24 +5,17 @@ version, the group's lag returns to 0. A light run of bench/kafka_cluster_bench.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import pytest
+from _bench import load_script
 from _services import require_service
 
 BROKERS = [("127.0.0.1", 29092), ("127.0.0.1", 29102), ("127.0.0.1", 29112)]
 
 
 def _bench() -> Any:
-    path = Path(__file__).resolve().parents[2] / "bench" / "kafka_cluster_bench.py"
-    spec = importlib.util.spec_from_file_location("kafka_cluster_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("bench/kafka_cluster_bench.py")
 
 
 @pytest.fixture(scope="module")

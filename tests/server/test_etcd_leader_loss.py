@@ -11,10 +11,8 @@ alone through the same kill.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,6 +27,7 @@ from online_feature_store import Client
 from online_feature_store.registry import EtcdRegistry
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.yaml_io import parse_spec
+from tests._bench import load_script
 from tests._services import require_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,13 +39,7 @@ AFTER = 3
 
 def _bench() -> ModuleType:
     """bench/replica_bench.py: the replica harness (real ``ofs serve`` processes) and the checked load."""
-    spec = importlib.util.spec_from_file_location("replica_bench", ROOT / "bench" / "replica_bench.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/replica_bench.py")
 
 
 def cluster(*args: str) -> str:

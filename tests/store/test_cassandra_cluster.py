@@ -8,12 +8,11 @@ routing, seen from the nodes' own request counts."""
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
+from _bench import load_script
 from _services import require_service
 
 from online_feature_store.store.base import BlockWrite
@@ -24,13 +23,7 @@ NODES = [("127.0.0.2", 29042), ("127.0.0.3", 29042), ("127.0.0.4", 29042)]
 
 
 def _bench() -> Any:
-    path = Path(__file__).resolve().parents[2] / "bench" / "cassandra_cluster_bench.py"
-    spec = importlib.util.spec_from_file_location("cassandra_cluster_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("bench/cassandra_cluster_bench.py")
 
 
 @pytest.fixture(scope="module")

@@ -5,30 +5,19 @@ bench/redis_failover_bench.py``, bench/RESULTS.md)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import pytest
+from _bench import load_script
 from _services import require_service
 
 NODES = [("127.0.0.1", p) for p in range(17101, 17107)]
 
 
-def _bench() -> Any:
-    path = Path(__file__).resolve().parents[2] / "bench" / "redis_failover_bench.py"
-    spec = importlib.util.spec_from_file_location("redis_failover_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 @pytest.fixture(scope="module")
 def bench() -> Any:
     require_service("redis-cluster-ha", NODES, "scripts/services/redis-cluster-ha start")
-    b = _bench()
+    b = load_script("bench/redis_failover_bench.py")
     assert [p for _, p in NODES] == b.PORTS
     return b
 

@@ -215,16 +215,7 @@ impl Redis {
         let slot = self.next.fetch_add(1, Ordering::Relaxed);
         let (mut attempt, mut stale_seen) = (0, false);
         loop {
-            let result = match self.conn_at(slot).await {
-                Ok(conn) => call(conn).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &result {
-                if self.is_cluster() && cluster_view_suspect(e) {
-                    self.forget();
-                }
-            }
-            match result {
+            match self.call_at(slot, &mut call).await {
                 // A connection that broke while idle (Redis restarted) is found on its next use: that
                 // one is redone at once and does not count as a retry (as redis-py's pool checks a
                 // connection before lending it).
@@ -238,14 +229,22 @@ impl Redis {
         }
     }
 
-    /// `call(conn)` once, on the next connection; a cluster connection it fails on in a way that may
-    /// come from a stale view of the cluster is dropped, as in [`Redis::with_retries`].
+    /// `call(conn)` once, on the next connection (no retry).
     pub async fn once<T, F, Fut>(&self, call: F) -> RedisResult<T>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed);
+        self.call_at(self.next.fetch_add(1, Ordering::Relaxed), call).await
+    }
+
+    /// `call` on the connection of slot `slot`; when it fails on a cluster in a way that may come from
+    /// a stale view of the cluster, every connection is dropped ([`Redis::forget`]).
+    async fn call_at<T, F, Fut>(&self, slot: usize, call: F) -> RedisResult<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let result = match self.conn_at(slot).await {
             Ok(conn) => call(conn).await,
             Err(e) => Err(e),
