@@ -1,0 +1,367 @@
+//! `retrieve.FeatureService` and `persist.FeatureService` on the front: one place for auth, deadline
+//! and the error table, the shape of `server/calls.py` `Calls.run`.
+//!
+//! A retrieve whose tiers are all native is answered here, on the runtime, without Python: the core
+//! parses and plans the request (`wire::parse_retrieve`, limits checked before the request is
+//! decoded), reads it through the tiers (`Tiers::read_routed`, the deadline held before any store
+//! call) and builds the response bytes. Everything else goes to Python through [`Fallback`] (its
+//! `Calls.run` does auth, deadline, errors and metrics there): a persist (the write path's store writes
+//! and invalidation bus are Python's), a retrieve the native tiers decline (a store or cache client
+//! they cannot call) and any call of a caller whose token hash is a legacy scrypt one.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use ofs_core::engine::Engine;
+use ofs_core::tiers::Tiers;
+use ofs_core::{keys, wire, ErrorKind, Limits};
+use tokio::sync::Semaphore;
+use tonic::body::Body;
+use tonic::codegen::{Body as HttpBody, BoxFuture, Service};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::transport::server::TcpConnectInfo;
+use tonic::{Code, Request, Response, Status};
+
+use crate::auth::{self, Callers, Headers, Role, Verdict};
+use crate::codec::RawCodec;
+use crate::deadline;
+
+/// A core error kind → its gRPC code: the contract's table (`contract.py` `STATUS_OF`), handed over by
+/// Python.
+pub type StatusOf = Arc<dyn Fn(ErrorKind) -> Code + Send + Sync>;
+
+/// A call handed to Python.
+#[derive(Debug)]
+pub struct SlowCall {
+    /// The gRPC method name (`RetrieveFeatures`, …).
+    pub method: &'static str,
+    pub request: Bytes,
+    /// The call's ASCII metadata (names lower case).
+    pub metadata: Vec<(String, String)>,
+    /// Time left of the call's deadline as it is handed over (None: no deadline).
+    pub time_left: Option<Duration>,
+    /// The client's address, without its port.
+    pub peer: String,
+}
+
+/// Runs a call in Python (`Calls.run`); blocks its thread. `Err((code, message))`: the call's status.
+pub trait Fallback: Send + Sync + fmt::Debug {
+    fn call(&self, call: SlowCall) -> Result<Vec<u8>, (Code, String)>;
+}
+
+/// The API methods (`contract.py` `RPCS`; `tests/server` checks the two agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Retrieve,
+    RetrieveDecoded,
+    Persist,
+}
+
+impl Method {
+    /// Every method with its gRPC path.
+    pub const ALL: [(Method, &'static str); 3] = [
+        (Method::Retrieve, "/retrieve.FeatureService/RetrieveFeatures"),
+        (Method::RetrieveDecoded, "/retrieve.FeatureService/RetrieveDecodedResult"),
+        (Method::Persist, "/persist.FeatureService/PersistFeatures"),
+    ];
+
+    fn of_path(path: &str) -> Option<Method> {
+        Method::ALL.iter().find(|(_, p)| *p == path).map(|(m, _)| *m)
+    }
+
+    /// The gRPC method name (the path's last part).
+    pub fn name(self) -> &'static str {
+        let path = Method::ALL.iter().find(|(m, _)| *m == self).map_or("", |(_, p)| p);
+        path.rsplit('/').next().unwrap_or(path)
+    }
+
+    fn role(self) -> Role {
+        match self {
+            Method::Retrieve | Method::RetrieveDecoded => Role::Reader,
+            Method::Persist => Role::Writer,
+        }
+    }
+}
+
+/// What the front serves with: one registry revision compiled, and its callers.
+#[derive(Debug)]
+pub struct Serving {
+    pub engine: Arc<Engine>,
+    pub callers: Callers,
+}
+
+/// The API's settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub auth: bool,
+    pub headers: Headers,
+    pub limits: Limits,
+    /// Largest request and response message (`max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Python calls at once (`threads`): the rest wait for a turn, as grpcio's handler pool makes them.
+    pub python_threads: usize,
+}
+
+/// State shared by every call.
+pub struct Shared {
+    serving: RwLock<Option<Arc<Serving>>>,
+    tiers: Option<Arc<Tiers>>,
+    config: ApiConfig,
+    fallback: Arc<dyn Fallback>,
+    python: Semaphore,
+    status_of: StatusOf,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).field("tiers", &self.tiers).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// `tiers`: the native read path (None: every retrieve goes through Python).
+    pub fn new(
+        config: ApiConfig,
+        tiers: Option<Arc<Tiers>>,
+        fallback: Arc<dyn Fallback>,
+        status_of: StatusOf,
+    ) -> Shared {
+        let python = Semaphore::new(config.python_threads.max(1));
+        Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of }
+    }
+
+    /// Serves `serving` from the next call on (a new registry revision).
+    pub fn set_serving(&self, serving: Serving) {
+        *self.serving.write().expect("serving lock") = Some(Arc::new(serving));
+    }
+
+    /// Waits until no call is in Python, then admits none (the end of a drain: a call handed to Python
+    /// runs on its own thread and outlives a server task that was cut off).
+    pub async fn close_python(&self) {
+        let permits = u32::try_from(self.config.python_threads.max(1)).unwrap_or(u32::MAX);
+        if let Ok(all) = self.python.acquire_many(permits).await {
+            all.forget();
+        }
+        self.python.close();
+    }
+
+    fn serving(&self) -> Option<Arc<Serving>> {
+        self.serving.read().expect("serving lock").clone()
+    }
+
+    fn status(&self, err: &ofs_core::Error) -> Status {
+        Status::new((self.status_of)(err.kind()), err.to_string())
+    }
+}
+
+/// A service name of the API.
+pub trait ServiceName: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+/// `retrieve.FeatureService`.
+#[derive(Debug)]
+pub struct RetrieveService;
+impl ServiceName for RetrieveService {
+    const NAME: &'static str = "retrieve.FeatureService";
+}
+
+/// `persist.FeatureService`.
+#[derive(Debug)]
+pub struct PersistService;
+impl ServiceName for PersistService {
+    const NAME: &'static str = "persist.FeatureService";
+}
+
+/// One API service, as tonic routes it.
+#[derive(Debug)]
+pub struct Api<S> {
+    shared: Arc<Shared>,
+    service: PhantomData<S>,
+}
+
+impl<S> Api<S> {
+    pub fn new(shared: Arc<Shared>) -> Api<S> {
+        Api { shared, service: PhantomData }
+    }
+}
+
+impl<S> Clone for Api<S> {
+    fn clone(&self) -> Self {
+        Api { shared: Arc::clone(&self.shared), service: PhantomData }
+    }
+}
+
+impl<S: ServiceName> NamedService for Api<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Api<S>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let Some(method) = Method::of_path(req.uri().path()) else {
+                return Ok(Status::unimplemented(format!("method {} is not served", req.uri().path())).into_http());
+            };
+            let max = shared.config.max_message_bytes;
+            let mut grpc = Grpc::new(RawCodec).apply_max_message_size_config(Some(max), Some(max));
+            let response = grpc.unary(Handler { shared, method }, req).await;
+            Ok(size_limit_status(response, max))
+        })
+    }
+}
+
+/// tonic refuses a request message over the decoding limit with `OUT_OF_RANGE` before reading it; the
+/// contract (and grpcio) says `RESOURCE_EXHAUSTED`. No handler of the API answers `OUT_OF_RANGE`, so
+/// that status can only be this refusal: it is rewritten here, with the setting named as the core's
+/// limits name theirs.
+fn size_limit_status(mut response: http::Response<Body>, max: usize) -> http::Response<Body> {
+    let headers = response.headers_mut();
+    let out_of_range = HeaderValue::from(Code::OutOfRange as i32);
+    if headers.get(Status::GRPC_STATUS) == Some(&out_of_range) {
+        let status = Status::resource_exhausted(format!(
+            "request message over the limit of {max} bytes ({})",
+            ofs_core::limits::MAX_BYTES_SETTING
+        ));
+        return status.into_http();
+    }
+    response
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    method: Method,
+}
+
+impl UnaryService<Bytes> for Handler {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (shared, method) = (Arc::clone(&self.shared), self.method);
+        Box::pin(async move { run(&shared, method, request).await.map(Response::new) })
+    }
+}
+
+/// `Calls.run`: the reply of `method`, or its status.
+async fn run(shared: &Arc<Shared>, method: Method, request: Request<Bytes>) -> Result<Bytes, Status> {
+    let started = Instant::now();
+    let metadata = request.metadata();
+    let deadline = deadline::deadline(metadata.get(deadline::GRPC_TIMEOUT).and_then(|v| v.to_str().ok()), started);
+    check_deadline(deadline, "starting the call")?;
+    let Some(serving) = shared.serving() else {
+        return Err(Status::unavailable("the registry is not loaded yet"));
+    };
+    if shared.config.auth {
+        let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        let headers = &shared.config.headers;
+        let (caller, token) = (value(&headers.caller), value(&headers.token));
+        match auth::authorize(&serving.callers, headers, caller, token, method.role()) {
+            Verdict::Allowed => {}
+            Verdict::Denied(code, message) => return Err(Status::new(code, message)),
+            Verdict::Python => return python(shared, method, request, deadline).await,
+        }
+    }
+    let tiers = match (method, &shared.tiers) {
+        (Method::Retrieve | Method::RetrieveDecoded, Some(tiers)) => Arc::clone(tiers),
+        _ => return python(shared, method, request, deadline).await,
+    };
+    let decoded = method == Method::RetrieveDecoded;
+    match retrieve(shared, &serving.engine, &tiers, request.get_ref(), decoded, deadline).await {
+        Ok(Some(reply)) => {
+            check_deadline(deadline, "sending the reply")?;
+            Ok(reply)
+        }
+        Ok(None) => python(shared, method, request, deadline).await,
+        Err(status) if status.code() != Code::DeadlineExceeded && passed(deadline) => {
+            // The caller has already seen its deadline pass; say so rather than what came after it.
+            Err(Status::deadline_exceeded(format!("deadline exceeded ({})", status.message())))
+        }
+        Err(status) => Err(status),
+    }
+}
+
+/// A retrieve through the native tiers; `Ok(None)`: declined before any I/O (a tier is not native).
+async fn retrieve(
+    shared: &Shared,
+    engine: &Engine,
+    tiers: &Tiers,
+    query: &[u8],
+    decoded: bool,
+    deadline: Option<Instant>,
+) -> Result<Option<Bytes>, Status> {
+    let req = wire::parse_retrieve(engine, query, &shared.config.limits).map_err(|e| shared.status(&e))?;
+    let Some(route) = tiers.route(&req.plan) else {
+        return Ok(None);
+    };
+    let names: Vec<String> =
+        req.canonical_keys.iter().map(|k| keys::encode_key(k.iter().map(String::as_str))).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (read, _report) = tiers.read_routed(&req.plan, &route, &refs, deadline).await;
+    let blocks = read.map_err(|e| shared.status(&e))?;
+    let now = ofs_core::expiry::unix_now();
+    let (out, _counts) = blocks.with_blocks(|b| req.answer(b, now, decoded)).map_err(|e| shared.status(&e))?;
+    Ok(Some(Bytes::from(out)))
+}
+
+/// The call through Python's `Calls.run`, at most `python_threads` at once, off the runtime's threads.
+async fn python(
+    shared: &Arc<Shared>,
+    method: Method,
+    request: Request<Bytes>,
+    deadline: Option<Instant>,
+) -> Result<Bytes, Status> {
+    let peer = request.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+    let peer = peer.map(|a| a.ip().to_string()).unwrap_or_default();
+    let metadata = request
+        .metadata()
+        .iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect::<Vec<_>>();
+    let _turn = shared.python.acquire().await.map_err(|_| Status::unavailable("the server is stopping"))?;
+    let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let call = SlowCall { method: method.name(), request: request.into_inner(), metadata, time_left, peer };
+    let fallback = Arc::clone(&shared.fallback);
+    match tokio::task::spawn_blocking(move || fallback.call(call)).await {
+        Ok(Ok(reply)) => Ok(Bytes::from(reply)),
+        Ok(Err((code, message))) => Err(Status::new(code, message)),
+        Err(e) => Err(Status::internal(format!("internal error: {e}"))),
+    }
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// `check_deadline` of `server/calls.py`.
+fn check_deadline(deadline: Option<Instant>, what: &str) -> Result<(), Status> {
+    if passed(deadline) {
+        return Err(Status::deadline_exceeded(format!("deadline exceeded before {what}")));
+    }
+    Ok(())
+}
+
+/// The gRPC code with number `n` (the Python side speaks `grpc.StatusCode` values).
+pub fn code_of(n: i32) -> Code {
+    Code::from_i32(n)
+}
