@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from fronts import NATIVE_METRICS, fronts
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from test_server import DOC, PERSIST, READER_TOKEN, RETRIEVE, TOKENS, call, persist_query, retrieve_query
@@ -88,14 +89,14 @@ class FailingStore:
 
 
 @pytest.fixture
-def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+def served(tmp_path: Path, request: pytest.FixtureRequest, front: str) -> Iterator[Served]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(DOC, env=TOKENS)
     registry.apply(lambda s: reconcile(s, spec))
     stores = {"main": FailingStore()} if getattr(request, "param", "") == "failing" else None
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores, poll_interval=0.05)
     metrics = ServerMetrics()
-    srv, port, health = build_server(fs, ServerConfig(port=0), metrics)
+    srv, port, health = build_server(fs, ServerConfig(port=0, front=front), metrics)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()
     mark_serving(fs, health)
@@ -108,6 +109,7 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     registry.close()
 
 
+@pytest.mark.parametrize("front", fronts(NATIVE_METRICS))
 def test_request_counters_and_histograms(served: Served) -> None:
     ch = served.channel
     for i in range(3):
@@ -155,6 +157,7 @@ def test_feature_validity_from_library_retrieve(served: Served) -> None:
     assert value(m, rows, status="expired") == 0
 
 
+@pytest.mark.parametrize("front", fronts(NATIVE_METRICS))
 def test_feature_validity_from_served_retrieve(served: Served) -> None:
     call(served.channel, PERSIST, persist_query("u1", 2.0))
     call(served.channel, RETRIEVE, retrieve_query(["u1", "u2", "u1"], ["a"]))

@@ -112,13 +112,15 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[grpc.Channel, FeatureStore]]:
+def server(
+    tmp_path: Path, request: pytest.FixtureRequest, front: str
+) -> Iterator[tuple[grpc.Channel, FeatureStore]]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(DOC, env=TOKENS)
     registry.apply(lambda s: reconcile(s, spec))
     fs = FeatureStore(registry, data_directory=tmp_path)
     auth = getattr(request, "param", False)
-    srv, port, health = build_server(fs, ServerConfig(port=0, auth=auth))
+    srv, port, health = build_server(fs, ServerConfig(port=0, auth=auth, front=front))
     srv.start()
     mark_serving(fs, health)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -252,6 +254,36 @@ def test_health_and_concurrent_calls(server: tuple[grpc.Channel, FeatureStore]) 
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_the_native_front_serves_the_contract_methods() -> None:
+    from online_feature_store._native import FRONT_METHODS
+    from online_feature_store.contract import RPCS
+
+    assert sorted(FRONT_METHODS) == sorted(rpc.path for rpc in RPCS.values())
+
+
+@pytest.mark.parametrize("front", ["native"])
+def test_the_native_front_answers_retrieves_without_python(
+    server: tuple[grpc.Channel, FeatureStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from online_feature_store.server.calls import Calls
+
+    channel, _ = server
+    call(channel, PERSIST, persist_query("u1", 2.5))  # a persist goes through Calls.run
+    ran: list[str] = []
+    original = Calls.run
+
+    def counted(self: Calls, method: Any, *args: Any, **kwargs: Any) -> bytes:
+        ran.append(method.name)
+        return original(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(Calls, "run", counted)
+    for _ in range(5):
+        call(channel, RETRIEVE, retrieve_query(["u1", "u2"], ["b"]))
+        call(channel, "/retrieve.FeatureService/RetrieveDecodedResult", retrieve_query(["u1"], ["a"]))
+    call(channel, PERSIST, persist_query("u2", 1.0))
+    assert ran == ["PersistFeatures"]
 
 
 def test_quick_start_script(tmp_path: Path) -> None:
