@@ -360,8 +360,3 @@ fn check_deadline(deadline: Option<Instant>, what: &str) -> Result<(), Status> {
     }
     Ok(())
 }
-
-/// The gRPC code with number `n` (the Python side speaks `grpc.StatusCode` values).
-pub fn code_of(n: i32) -> Code {
-    Code::from_i32(n)
-}
