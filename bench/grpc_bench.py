@@ -240,9 +240,21 @@ def wait_idle(pid: int, timeout: float = 180.0) -> None:
 class Server:
     """``ofs serve`` as a subprocess on a free port (metrics off, so no fixed port is taken)."""
 
-    def __init__(self, data_dir: Path, workers: int = 1, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int = 1,
+        log: Path | None = None,
+        *,
+        front: str | None = None,
+        cpus: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.workers = workers
+        self.front = front
+        """``--front`` (None: the default)."""
+        self.cpus = cpus
+        """``taskset -c`` CPU list the server is pinned to (None: not pinned)."""
         self.port = free_port()
         self.log = log or data_dir / f"serve-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -267,6 +279,10 @@ class Server:
             "--workers",
             str(self.workers),
         ]
+        if self.front is not None:
+            cmd += ["--front", self.front]
+        if self.cpus is not None:
+            cmd = ["taskset", "-c", self.cpus, *cmd]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
