@@ -113,7 +113,7 @@ pub struct Shared {
     tiers: Option<Arc<Tiers>>,
     config: ApiConfig,
     fallback: Arc<dyn Fallback>,
-    python: Semaphore,
+    python: Arc<Semaphore>,
     status_of: StatusOf,
 }
 
@@ -131,7 +131,7 @@ impl Shared {
         fallback: Arc<dyn Fallback>,
         status_of: StatusOf,
     ) -> Shared {
-        let python = Semaphore::new(config.python_threads.max(1));
+        let python = Arc::new(Semaphore::new(config.python_threads.max(1)));
         Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of }
     }
 
@@ -338,11 +338,19 @@ async fn python(
             tonic::metadata::KeyAndValueRef::Binary(..) => None,
         })
         .collect::<Vec<_>>();
-    let _turn = shared.python.acquire().await.map_err(|_| Status::unavailable("the server is stopping"))?;
+    let turn = Arc::clone(&shared.python).acquire_owned().await;
+    let turn = turn.map_err(|_| Status::unavailable("the server is stopping"))?;
     let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let call = SlowCall { method: method.name(), request: request.into_inner(), metadata, time_left, peer };
     let fallback = Arc::clone(&shared.fallback);
-    match tokio::task::spawn_blocking(move || fallback.call(call)).await {
+    // The turn goes with the Python call: a call whose client went away (its future dropped) still holds
+    // it until Python is done, so `threads` bounds the calls in Python and a drain waits for them all.
+    let run = move || {
+        let reply = fallback.call(call);
+        drop(turn);
+        reply
+    };
+    match tokio::task::spawn_blocking(run).await {
         Ok(Ok(reply)) => Ok(Bytes::from(reply)),
         Ok(Err((code, message))) => Err(Status::new(code, message)),
         Err(e) => Err(Status::internal(format!("internal error: {e}"))),

@@ -137,3 +137,13 @@ impl Front {
         })
     }
 }
+
+impl Drop for Front {
+    /// A front dropped without [`Front::stop`] stops accepting and lets its calls finish in the
+    /// background, rather than serving on with nobody to stop it.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.get_mut().ok().and_then(Option::take) {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -258,6 +258,19 @@ def test_health_and_concurrent_calls(server: tuple[grpc.Channel, FeatureStore]) 
     assert not errors
 
 
+def test_the_front_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from online_feature_store.errors import InvalidInputError
+    from online_feature_store.server.main import load_config
+
+    assert load_config(None, {})[0].front == "grpcio"
+    monkeypatch.setenv("OFS_FRONT", "native")
+    assert load_config(None, {})[0].front == "native"
+    assert load_config(None, {"front": "grpcio"})[0].front == "grpcio"  # a flag wins
+    monkeypatch.setenv("OFS_FRONT", "tonic")
+    with pytest.raises(InvalidInputError, match="front"):
+        load_config(None, {})
+
+
 def test_the_native_front_serves_the_contract_methods() -> None:
     from online_feature_store._native import FRONT_METHODS
     from online_feature_store.contract import RPCS
