@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> list[Run]:
                         # The fronts one after the other for each shape, so a change in the machine's
                         # load between shapes hits both alike.
                         for front in FRONTS:
-                            with gb.Server(work, 1, front=front, cpus=SERVER_CPU) as server:
+                            server = gb.Server(work, 1, front=front, cpus=SERVER_CPU, metrics=args.metrics)
+                            with server:
                                 if entity.cache:
                                     warm(server.port, entity.label, args.entities)
                                 out = measure(binary, server, entity.label, keys, load, args)
@@ -183,7 +184,8 @@ def render(runs: Sequence[Run], info: dict[str, str], command: str, args: argpar
         f"{info['python']}, online-feature-store {info['ofs']}. Load average before the run: {info['load']} "
         f"(after: {info.get('load_after', 'n/a')}); **the 2 cores are shared with other engineers' builds**, "
         "so compare the two fronts within this run, not with other sections.\n\n"
-        f"Server: `ofs serve --front grpcio|native`, 1 worker, pinned with `taskset -c {SERVER_CPU}`; the "
+        f"Server: `ofs serve --front grpcio|native`, 1 worker, metrics {'on' if args.metrics else 'off'}, "
+        f"pinned with `taskset -c {SERVER_CPU}`; the "
         "generator (`bench/loadgen`, Go) on the other core. Keys drawn afresh and uniformly per request "
         f"from {args.entities:,} entities; one FG of 64 fp32. Cache hit = in-process cache on and warmed "
         "with every key; Redis = the store is Redis, no cache, a round trip per request. Saturated = 8 "
@@ -208,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each (default 1)")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="servers with Prometheus metrics on (default off, as bench/grpc_bench.py runs them)",
+    )
     p.add_argument("--smoke", action="store_true", help="1 key, 200 entities, 0.5 s runs")
     p.add_argument("--write-results", action="store_true", help="replace this section of bench/RESULTS.md")
     args = p.parse_args(argv)
@@ -221,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(runs, info, command.strip(), args)
     print(text)
     if args.write_results:
-        gb.write_section("front-bench", "## #18 compiled front (first increment)", text)
+        tag = "front-bench-metrics" if args.metrics else "front-bench"  # both runs keep their numbers
+        gb.write_section(tag, "## #18 compiled front (first increment)", text)
     return 0 if all(r.errors == 0 for r in runs) else 1
 
 

@@ -248,6 +248,7 @@ class Server:
         *,
         front: str | None = None,
         cpus: str | None = None,
+        metrics: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
@@ -255,6 +256,8 @@ class Server:
         """``--front`` (None: the default)."""
         self.cpus = cpus
         """``taskset -c`` CPU list the server is pinned to (None: not pinned)."""
+        self.metrics_port = free_port() if metrics else 0
+        """Prometheus metrics on this port (0: off, the default: no fixed port is taken)."""
         self.port = free_port()
         self.log = log or data_dir / f"serve-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -266,7 +269,7 @@ class Server:
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> Server:
-        env = dict(os.environ, OFS_METRICS_PORT="0")
+        env = dict(os.environ, OFS_METRICS_PORT=str(self.metrics_port))
         cmd = [
             sys.executable,
             "-c",

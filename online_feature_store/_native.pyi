@@ -371,9 +371,25 @@ class Front:
         max_message_bytes: int = 4_194_304,
         threads: int = 4,
         reuse_port: bool = False,
+        caller_labels: tuple[str, str] | None = None,
     ) -> Front: ...
     @property
     def port(self) -> int: ...
+    def take_calls(
+        self,
+    ) -> list[
+        tuple[
+            str,
+            str,
+            int,
+            float,
+            tuple[str, int] | None,
+            list[tuple[str, int, int, int]],
+            tuple[int, int] | None,
+            tuple[int, int] | None,
+            list[tuple[str, float, bool]],
+        ]
+    ]: ...
     def set_serving(self, catalog: Catalog, callers: list[tuple[str, str, str]]) -> None: ...
     def set_health(self, service: str, serving: bool) -> None: ...
     def start(self) -> None: ...

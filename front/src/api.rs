@@ -11,20 +11,19 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderValue;
 use ofs_core::engine::Engine;
-use ofs_core::tiers::Tiers;
+use ofs_core::tiers::{ReadReport, Tiers};
 use ofs_core::{keys, wire, ErrorKind, Limits};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service};
 use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{self, Callers, Headers, Role, Verdict};
@@ -34,6 +33,10 @@ use crate::deadline;
 /// A core error kind → its gRPC code: the contract's table (`contract.py` `STATUS_OF`), handed over by
 /// Python.
 pub type StatusOf = Arc<dyn Fn(ErrorKind) -> Code + Send + Sync>;
+
+/// The client's address, put in each request's extensions by the front's accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// A call handed to Python.
 #[derive(Debug)]
@@ -95,6 +98,33 @@ pub struct Serving {
     pub callers: Callers,
 }
 
+/// Calls recorded at most between two takes ([`Shared::take_records`]); later ones go uncounted.
+pub const MAX_RECORDS: usize = 1 << 16;
+
+/// One call the front answered itself, as Python's metrics count it (`ServerMetrics` hooks).
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// The gRPC method name.
+    pub method: &'static str,
+    /// The caller's metrics label.
+    pub caller: String,
+    pub code: Code,
+    pub seconds: f64,
+    /// `(entity, keys)` once the request was planned and read natively.
+    pub planned: Option<(String, usize)>,
+    /// Per FG of a served retrieve: label, found, missing, expired.
+    pub fgs: Vec<(String, u64, u64, u64)>,
+    /// Cache lookups and store calls of its read.
+    pub report: ReadReport,
+}
+
+/// The caller labels of the metrics (`server/metrics.py`).
+#[derive(Debug, Clone)]
+pub struct CallerLabels {
+    pub anonymous: String,
+    pub unknown: String,
+}
+
 /// The API's settings.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -105,6 +135,8 @@ pub struct ApiConfig {
     pub max_message_bytes: usize,
     /// Python calls at once (`threads`): the rest wait for a turn, as grpcio's handler pool makes them.
     pub python_threads: usize,
+    /// The metrics' caller labels; None: metrics off, no call is recorded.
+    pub labels: Option<CallerLabels>,
 }
 
 /// State shared by every call.
@@ -115,6 +147,7 @@ pub struct Shared {
     fallback: Arc<dyn Fallback>,
     python: Arc<Semaphore>,
     status_of: StatusOf,
+    records: Mutex<Vec<CallRecord>>,
 }
 
 impl fmt::Debug for Shared {
@@ -132,7 +165,7 @@ impl Shared {
         status_of: StatusOf,
     ) -> Shared {
         let python = Arc::new(Semaphore::new(config.python_threads.max(1)));
-        Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of }
+        Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of, records: Mutex::default() }
     }
 
     /// Serves `serving` from the next call on (a new registry revision).
@@ -148,6 +181,37 @@ impl Shared {
             all.forget();
         }
         self.python.close();
+    }
+
+    /// The calls answered here since the last take, for the metrics (none while metrics are off).
+    pub fn take_records(&self) -> Vec<CallRecord> {
+        std::mem::take(&mut *self.records.lock().expect("records lock"))
+    }
+
+    fn record(&self, method: Method, done: Recorded, code: Code, started: Instant) {
+        if self.config.labels.is_none() {
+            return;
+        }
+        let mut records = self.records.lock().expect("records lock");
+        // Bounded: metrics that nobody collects must not grow without end.
+        if records.len() < MAX_RECORDS {
+            let Recorded { caller, planned, fgs, report } = done;
+            let seconds = started.elapsed().as_secs_f64();
+            records.push(CallRecord { method: method.name(), caller, code, seconds, planned, fgs, report });
+        }
+    }
+
+    /// `Calls.authorize`'s metrics label of a caller: `anonymous` without an id, the id of a registry
+    /// caller, `unknown` otherwise (bounds the label's cardinality).
+    fn caller_label(&self, caller: Option<&str>, serving: Option<&Serving>) -> String {
+        let Some(labels) = &self.config.labels else {
+            return String::new();
+        };
+        match caller.filter(|c| !c.is_empty()) {
+            None => labels.anonymous.clone(),
+            Some(id) if serving.is_some_and(|s| s.callers.contains_key(id)) => id.to_owned(),
+            Some(_) => labels.unknown.clone(),
+        }
     }
 
     fn serving(&self) -> Option<Arc<Serving>> {
@@ -260,41 +324,74 @@ impl UnaryService<Bytes> for Handler {
     }
 }
 
-/// `Calls.run`: the reply of `method`, or its status.
+/// `Calls.run`: the reply of `method`, or its status. A call answered here is recorded for the metrics
+/// ([`CallRecord`]); one handed to Python is counted there.
 async fn run(shared: &Arc<Shared>, method: Method, request: Request<Bytes>) -> Result<Bytes, Status> {
     let started = Instant::now();
+    let mut record = Recorded::default();
+    let answer = answer(shared, method, &request, started, &mut record).await;
+    let Some(result) = answer else {
+        let deadline = deadline_of(&request, started);
+        return python(shared, method, request, deadline).await;
+    };
+    shared.record(method, record, result.as_ref().err().map_or(Code::Ok, Status::code), started);
+    result
+}
+
+/// What a call answered here did, for its [`CallRecord`].
+#[derive(Debug, Default)]
+struct Recorded {
+    caller: String,
+    planned: Option<(String, usize)>,
+    fgs: Vec<(String, u64, u64, u64)>,
+    report: ReadReport,
+}
+
+fn deadline_of(request: &Request<Bytes>, started: Instant) -> Option<Instant> {
+    deadline::deadline(request.metadata().get(deadline::GRPC_TIMEOUT).and_then(|v| v.to_str().ok()), started)
+}
+
+/// The call's outcome when the front answers it (None: it goes to Python).
+async fn answer(
+    shared: &Arc<Shared>,
+    method: Method,
+    request: &Request<Bytes>,
+    started: Instant,
+    record: &mut Recorded,
+) -> Option<Result<Bytes, Status>> {
     let metadata = request.metadata();
-    let deadline = deadline::deadline(metadata.get(deadline::GRPC_TIMEOUT).and_then(|v| v.to_str().ok()), started);
-    check_deadline(deadline, "starting the call")?;
-    let Some(serving) = shared.serving() else {
-        return Err(Status::unavailable("the registry is not loaded yet"));
+    let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    let headers = &shared.config.headers;
+    let (caller, token) = (value(&headers.caller), value(&headers.token));
+    let serving = shared.serving();
+    record.caller = shared.caller_label(caller, serving.as_deref());
+    let deadline = deadline_of(request, started);
+    if let Err(status) = check_deadline(deadline, "starting the call") {
+        return Some(Err(status));
+    }
+    let Some(serving) = serving else {
+        return Some(Err(Status::unavailable("the registry is not loaded yet")));
     };
     if shared.config.auth {
-        let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-        let headers = &shared.config.headers;
-        let (caller, token) = (value(&headers.caller), value(&headers.token));
         match auth::authorize(&serving.callers, headers, caller, token, method.role()) {
             Verdict::Allowed => {}
-            Verdict::Denied(code, message) => return Err(Status::new(code, message)),
-            Verdict::Python => return python(shared, method, request, deadline).await,
+            Verdict::Denied(code, message) => return Some(Err(Status::new(code, message))),
+            Verdict::Python => return None,
         }
     }
     let tiers = match (method, &shared.tiers) {
         (Method::Retrieve | Method::RetrieveDecoded, Some(tiers)) => Arc::clone(tiers),
-        _ => return python(shared, method, request, deadline).await,
+        _ => return None,
     };
     let decoded = method == Method::RetrieveDecoded;
-    match retrieve(shared, &serving.engine, &tiers, request.get_ref(), decoded, deadline).await {
-        Ok(Some(reply)) => {
-            check_deadline(deadline, "sending the reply")?;
-            Ok(reply)
-        }
-        Ok(None) => python(shared, method, request, deadline).await,
+    match retrieve(shared, &serving.engine, &tiers, request.get_ref(), decoded, deadline, record).await {
+        Ok(Some(reply)) => Some(check_deadline(deadline, "sending the reply").map(|()| reply)),
+        Ok(None) => None,
         Err(status) if status.code() != Code::DeadlineExceeded && passed(deadline) => {
             // The caller has already seen its deadline pass; say so rather than what came after it.
-            Err(Status::deadline_exceeded(format!("deadline exceeded ({})", status.message())))
+            Some(Err(Status::deadline_exceeded(format!("deadline exceeded ({})", status.message()))))
         }
-        Err(status) => Err(status),
+        Err(status) => Some(Err(status)),
     }
 }
 
@@ -306,18 +403,22 @@ async fn retrieve(
     query: &[u8],
     decoded: bool,
     deadline: Option<Instant>,
+    record: &mut Recorded,
 ) -> Result<Option<Bytes>, Status> {
     let req = wire::parse_retrieve(engine, query, &shared.config.limits).map_err(|e| shared.status(&e))?;
     let Some(route) = tiers.route(&req.plan) else {
         return Ok(None);
     };
+    record.planned = Some((req.plan.entity.clone(), req.canonical_keys.len()));
     let names: Vec<String> =
         req.canonical_keys.iter().map(|k| keys::encode_key(k.iter().map(String::as_str))).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (read, _report) = tiers.read_routed(&req.plan, &route, &refs, deadline).await;
+    let (read, report) = tiers.read_routed(&req.plan, &route, &refs, deadline).await;
+    record.report = report;
     let blocks = read.map_err(|e| shared.status(&e))?;
     let now = ofs_core::expiry::unix_now();
-    let (out, _counts) = blocks.with_blocks(|b| req.answer(b, now, decoded)).map_err(|e| shared.status(&e))?;
+    let (out, counts) = blocks.with_blocks(|b| req.answer(b, now, decoded)).map_err(|e| shared.status(&e))?;
+    record.fgs = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
     Ok(Some(Bytes::from(out)))
 }
 
@@ -328,8 +429,7 @@ async fn python(
     request: Request<Bytes>,
     deadline: Option<Instant>,
 ) -> Result<Bytes, Status> {
-    let peer = request.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
-    let peer = peer.map(|a| a.ip().to_string()).unwrap_or_default();
+    let peer = request.extensions().get::<Peer>().map(|p| p.0.ip().to_string()).unwrap_or_default();
     let metadata = request
         .metadata()
         .iter()

@@ -13,6 +13,6 @@ pub mod codec;
 pub mod deadline;
 pub mod server;
 
-pub use api::{ApiConfig, Fallback, Method, Serving, Shared, SlowCall, StatusOf};
+pub use api::{ApiConfig, CallRecord, CallerLabels, Fallback, Method, Serving, Shared, SlowCall, StatusOf};
 pub use auth::{Caller, Callers, Headers, Role, TokenHash};
 pub use server::{Front, Listen};

@@ -1,23 +1,31 @@
 //! The front's server: a listener bound at construction (so a taken port is reported before anything
-//! starts), tonic serving the API, health and reflection on the core's runtime, and a drain that lets
-//! calls in flight finish within a grace period.
+//! starts), an accept loop serving each connection with hyper's HTTP/2 server over tonic's routes (the
+//! API, health, reflection) on the core's runtime, and a drain (hyper-util's graceful shutdown) that lets
+//! calls in flight finish within a grace period. Not tonic's transport `Server`: it puts a `grpc-timeout`
+//! layer around every call that ends a late one `CANCELLED`, where the contract says `DEADLINE_EXCEEDED`
+//! (the front keeps each call's deadline itself, `crate::deadline`).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use ofs_core::store::runtime;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
+use tower::ServiceExt;
 
-use crate::api::{Api, PersistService, RetrieveService, Serving, Shared};
+use crate::api::{Api, Peer, PersistService, RetrieveService, Serving, Shared};
 
 /// Where and how the front listens.
 #[derive(Debug, Clone)]
@@ -29,7 +37,38 @@ pub struct Listen {
     pub descriptors: Vec<u8>,
 }
 
-type Serve = JoinHandle<Result<(), tonic::transport::Error>>;
+type Serve = JoinHandle<()>;
+
+/// Accepts connections until `stop`, then lets every connection finish its calls (HTTP/2 `GOAWAY`) and
+/// returns once they are all closed.
+async fn accept(listener: TcpListener, routes: Routes, mut stop: oneshot::Receiver<()>) {
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                // Out of file descriptors and the like: that connection is lost, the listener is not.
+                let Ok((stream, peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let service = routes.clone().map_request(move |mut req: http::Request<Incoming>| {
+                    req.extensions_mut().insert(Peer(peer));
+                    req
+                });
+                let conn = graceful.watch(http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
 
 /// A bound, then started, then stopped gRPC front.
 #[derive(Debug)]
@@ -77,6 +116,11 @@ impl Front {
         self.shared.set_serving(serving);
     }
 
+    /// The calls answered natively since the last take, for the metrics.
+    pub fn take_records(&self) -> Vec<crate::api::CallRecord> {
+        self.shared.take_records()
+    }
+
     /// Sets the health of `service` (`""`: the server as a whole).
     pub fn set_health(&self, service: &str, serving: bool) {
         let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
@@ -98,17 +142,13 @@ impl Front {
             .build_v1alpha()
             .map_err(|e| format!("reflection: {e}"))?;
         let (tx, rx) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let router = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        let routes = Routes::new(health)
             .add_service(Api::<RetrieveService>::new(Arc::clone(&self.shared)))
             .add_service(Api::<PersistService>::new(Arc::clone(&self.shared)))
-            .add_service(health)
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
-        let serve = runtime::runtime().spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = rx.await;
-        }));
+            .add_service(reflection_v1alpha)
+            .prepare();
+        let serve = runtime::runtime().spawn(accept(listener, routes, rx));
         *self.shutdown.lock().expect("shutdown lock") = Some(tx);
         *self.serve.lock().expect("serve lock") = Some(serve);
         Ok(())

@@ -13,7 +13,9 @@ use ofs_core::catalog::Catalog;
 use ofs_core::engine::Engine;
 use ofs_core::Limits;
 use ofs_front::codec::RawCodec;
-use ofs_front::{ApiConfig, Caller, Fallback, Front, Headers, Listen, Role, Serving, Shared, SlowCall, TokenHash};
+use ofs_front::{
+    ApiConfig, Caller, CallerLabels, Fallback, Front, Headers, Listen, Role, Serving, Shared, SlowCall, TokenHash,
+};
 use sha2::Sha256;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -52,6 +54,7 @@ fn front(recorder: Arc<Recorder>) -> Front {
         limits: Limits::NONE,
         max_message_bytes: 1024,
         python_threads: 2,
+        labels: Some(CallerLabels { anonymous: "anonymous".into(), unknown: "unknown".into() }),
     };
     let shared = Shared::new(config, None, recorder, Arc::new(|_| Code::Internal));
     let listen = Listen { addr: "127.0.0.1:0".parse().unwrap(), reuse_port: false, descriptors: Vec::new() };
@@ -102,6 +105,17 @@ fn auth_fallback_limits_and_drain() {
         assert_eq!(over.code(), Code::ResourceExhausted);
         assert!(over.message().contains("over the limit of 1024 bytes (max_message_bytes)"), "{}", over.message());
     });
+    // The calls answered natively are recorded for the metrics; the one Python ran is not.
+    let records = front.take_records();
+    let seen: Vec<(&str, &str, Code)> = records.iter().map(|r| (r.method, r.caller.as_str(), r.code)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("RetrieveFeatures", "anonymous", Code::InvalidArgument),
+            ("RetrieveFeatures", "r", Code::Unauthenticated),
+            ("PersistFeatures", "r", Code::PermissionDenied),
+        ]
+    );
     let calls = recorder.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1);
     let (method, metadata, time_left) = &calls[0];

@@ -97,8 +97,8 @@ class ServerConfig(Settings):
     front: Literal["grpcio", "native"] = setting(
         "grpcio",
         doc="what serves the gRPC API: `grpcio` (Python handlers) or `native` (the compiled front in the "
-        "extension: retrieves through native tiers never enter Python; no TLS yet, and its natively "
-        "answered calls are not in the call metrics yet: [serving.md](serving.md#fronts))",
+        "extension: retrieves through native tiers never enter Python; no TLS yet: "
+        "[serving.md](serving.md#fronts))",
     )
     auth: bool = setting(
         False,
@@ -289,6 +289,7 @@ def _build_native(
             max_message_bytes=config.max_message_bytes,
             threads=config.threads,
             reuse_port=config.reuse_port,
+            metrics=metrics,
         )
     except OSError as exc:
         raise bind_error(exc, config.host, config.port, *port_hint("port")) from None

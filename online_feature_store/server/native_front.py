@@ -9,8 +9,10 @@ caller whose token hash is a legacy scrypt one) comes back here, to :meth:`Calls
 grpcio front. :class:`NativeServer` and :class:`NativeHealth` have the parts of ``grpc.Server`` and
 ``grpc_health``'s ``HealthServicer`` that :mod:`.app` uses, so the server's life is the same on both fronts.
 
-Not yet on this front (docs/serving.md#fronts): TLS, and the per-call metrics of the calls answered
-natively (the calls that go through Python are counted as before).
+The calls the front answers natively are counted in the same metrics, off the request path: the front
+records each one in native memory and :meth:`NativeServer.count_calls` hands them to
+:class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each scrape.
+Not yet on this front (docs/serving.md#fronts): TLS.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from online_feature_store.errors import InvalidInputError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.server.calls import METHODS, CallError, Calls
+from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetrics
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 __all__ = ["NativeHealth", "NativeServer", "check_native_config", "descriptor_set", "status_codes"]
 
@@ -83,8 +88,10 @@ class NativeServer:
         max_message_bytes: int,
         threads: int,
         reuse_port: bool,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._fs = fs
+        self._metrics = metrics
         tiers = fs.native_tiers()
         self.front = Front(
             host,
@@ -100,8 +107,12 @@ class NativeServer:
             max_message_bytes=max_message_bytes,
             threads=threads,
             reuse_port=reuse_port,
+            caller_labels=None if metrics is None else (ANONYMOUS, UNKNOWN),
         )
         self.port = self.front.port
+        self._count_lock = threading.Lock()
+        if metrics is not None:
+            metrics.before_collect.append(self.count_calls)
         self._calls = calls
         self._stop_events = threading.Event()
         self._serve(fs.snapshot)
@@ -128,9 +139,35 @@ class NativeServer:
 
     def _drain_events(self) -> None:
         # What the distributed cache queues during native reads (errors, breaker changes) is reported
-        # by the metrics hooks, as after each native read on the grpcio front.
+        # by the metrics hooks, as after each native read on the grpcio front; so are the calls the
+        # front answered (a scrape also takes them first: ServerMetrics.before_collect).
         while not self._stop_events.wait(1.0):
             self._fs.native_read_done()
+            self.count_calls()
+
+    def count_calls(self) -> None:
+        """Counts the calls the front answered natively since the last time, as :meth:`Calls.run` and
+        the FeatureStore hooks count a call on the grpcio front. Off the request path: the front keeps
+        them in native memory until taken (bounded), and this runs once a second and on each scrape."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        with self._count_lock:  # one taker at a time: the calls are counted in the order they ended
+            for call in self.front.take_calls():
+                method, caller, code, seconds, planned, fgs, in_process, distributed, store_calls = call
+                metrics.begin()
+                if planned is not None:
+                    entity, keys = planned
+                    metrics.request(entity, keys)
+                    if in_process is not None:
+                        metrics.cache_lookup("in_process", entity, *in_process)
+                    if distributed is not None:
+                        metrics.cache_lookup("distributed", entity, *distributed)
+                    for store_id, store_seconds, failed in store_calls:
+                        metrics.store_call(store_id, "read", store_seconds, failed)
+                    for fg, found, missing, expired in fgs:
+                        metrics.feature_status(entity, fg, found, missing, expired)
+                metrics.finish(method, caller, _CODE_NAMES.get(code, "UNKNOWN"), seconds)
 
     def stop(self, grace: float | None) -> _Stopped:
         """Stops accepting and drains the calls in flight for up to ``grace`` seconds, in the
@@ -142,6 +179,9 @@ class NativeServer:
                 stopped.drained = self.front.stop(grace or 0.0)
             finally:
                 self._fs.on_revision(self._serve, remove=True)
+                self.count_calls()
+                if self._metrics is not None:
+                    self._metrics.before_collect.remove(self.count_calls)
                 self._stop_events.set()
                 stopped._done.set()
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ofs_front::{
-    ApiConfig, Caller, Fallback, Front, Headers, Listen, Method, Role, Serving, Shared, SlowCall, TokenHash,
+    ApiConfig, CallRecord, Caller, CallerLabels, Fallback, Front, Headers, Listen, Method, Role, Serving, Shared,
+    SlowCall, TokenHash,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -63,6 +64,25 @@ impl Fallback for PyFallback {
     }
 }
 
+/// A [`CallRecord`] as Python takes it.
+type CallTuple = (
+    &'static str,
+    String,
+    i32,
+    f64,
+    Option<(String, usize)>,
+    Vec<(String, u64, u64, u64)>,
+    Option<(u64, u64)>,
+    Option<(u64, u64)>,
+    Vec<(String, f64, bool)>,
+);
+
+fn call_tuple(r: CallRecord) -> CallTuple {
+    let report = r.report;
+    let calls = report.store_calls.into_iter().map(|c| (c.store_id, c.seconds, c.failed)).collect();
+    (r.method, r.caller, r.code as i32, r.seconds, r.planned, r.fgs, report.in_process, report.distributed, calls)
+}
+
 /// The compiled serving front: bound at construction, then started, fed each registry revision, and
 /// stopped with a drain.
 #[pyclass(name = "Front", module = "online_feature_store._native", frozen)]
@@ -88,7 +108,8 @@ impl PyFront {
     #[new]
     #[pyo3(signature = (
         host, port, *, fallback, statuses, descriptors, caller_header, token_header, tiers = None,
-        auth = false, limits = None, max_message_bytes = 4_194_304, threads = 4, reuse_port = false
+        auth = false, limits = None, max_message_bytes = 4_194_304, threads = 4, reuse_port = false,
+        caller_labels = None
     ))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn new(
@@ -106,6 +127,7 @@ impl PyFront {
         max_message_bytes: usize,
         threads: usize,
         reuse_port: bool,
+        caller_labels: Option<(String, String)>,
     ) -> PyResult<Self> {
         let codes: HashMap<&'static str, Code> = error_classes()
             .into_iter()
@@ -117,6 +139,7 @@ impl PyFront {
             limits: limits_of(limits),
             max_message_bytes,
             python_threads: threads,
+            labels: caller_labels.map(|(anonymous, unknown)| CallerLabels { anonymous, unknown }),
         };
         let shared = Shared::new(
             config,
@@ -149,6 +172,15 @@ impl PyFront {
             .collect::<PyResult<_>>()?;
         self.inner.set_serving(Serving { engine: Arc::clone(&catalog.inner), callers });
         Ok(())
+    }
+
+    /// The calls answered natively since the last take (recorded with `caller_labels` only), each
+    /// `(method, caller label, status code, seconds, (entity, keys) or None, [(FG, found, missing,
+    /// expired)], in-process (hits, misses) or None, distributed (hits, misses) or None, [(store id,
+    /// seconds, failed)])`: what `ServerMetrics` counts per call.
+    fn take_calls(&self, py: Python<'_>) -> Vec<CallTuple> {
+        let records = py.detach(|| self.inner.take_records());
+        records.into_iter().map(call_tuple).collect()
     }
 
     /// Sets the health of `service` (`""`: the whole server) to `SERVING` or `NOT_SERVING`.

@@ -10,11 +10,6 @@ import pytest
 
 FRONTS = ("grpcio", "native")
 
-NATIVE_METRICS = pytest.mark.xfail(
-    strict=True,
-    reason="native front: the calls it answers natively are not counted in the call metrics yet "
-    "(ofs_requests_total, latency, store calls, cache lookups); issue #18's next increment",
-)
 NATIVE_TLS = pytest.mark.xfail(strict=True, reason="native front: no TLS yet (refused at start)")
 
 

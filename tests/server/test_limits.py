@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from fronts import FRONTS, NATIVE_METRICS, fronts
+from fronts import FRONTS
 from test_metrics import _free_port, _wait_serving, scrape, value
 
 from online_feature_store._proto import persist_pb2 as P  # noqa: N812
@@ -194,7 +194,6 @@ def test_a_response_over_the_message_limit_is_refused_from_its_estimate(serve: S
     )
 
 
-@pytest.mark.parametrize("serve", fronts(NATIVE_METRICS), indirect=True)
 def test_five_million_keys_are_refused_before_any_work(serve: Serve) -> None:
     """Issue 14 #2: 5M keys of a small FG, 45 MB, under the 64 MiB message limit."""
     request = retrieve_query("g", ["a"], 5_000_000, same_key=True)

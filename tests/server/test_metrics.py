@@ -20,7 +20,6 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from fronts import NATIVE_METRICS, fronts
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from test_server import DOC, PERSIST, READER_TOKEN, RETRIEVE, TOKENS, call, persist_query, retrieve_query
@@ -109,7 +108,6 @@ def served(tmp_path: Path, request: pytest.FixtureRequest, front: str) -> Iterat
     registry.close()
 
 
-@pytest.mark.parametrize("front", fronts(NATIVE_METRICS))
 def test_request_counters_and_histograms(served: Served) -> None:
     ch = served.channel
     for i in range(3):
@@ -157,7 +155,6 @@ def test_feature_validity_from_library_retrieve(served: Served) -> None:
     assert value(m, rows, status="expired") == 0
 
 
-@pytest.mark.parametrize("front", fronts(NATIVE_METRICS))
 def test_feature_validity_from_served_retrieve(served: Served) -> None:
     call(served.channel, PERSIST, persist_query("u1", 2.0))
     call(served.channel, RETRIEVE, retrieve_query(["u1", "u2", "u1"], ["a"]))
