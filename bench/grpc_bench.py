@@ -240,9 +240,24 @@ def wait_idle(pid: int, timeout: float = 180.0) -> None:
 class Server:
     """``ofs serve`` as a subprocess on a free port (metrics off, so no fixed port is taken)."""
 
-    def __init__(self, data_dir: Path, workers: int = 1, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int = 1,
+        log: Path | None = None,
+        *,
+        front: str | None = None,
+        cpus: str | None = None,
+        metrics: bool = False,
+    ) -> None:
         self.data_dir = data_dir
         self.workers = workers
+        self.front = front
+        """``--front`` (None: the default)."""
+        self.cpus = cpus
+        """``taskset -c`` CPU list the server is pinned to (None: not pinned)."""
+        self.metrics_port = free_port() if metrics else 0
+        """Prometheus metrics on this port (0: off, the default: no fixed port is taken)."""
         self.port = free_port()
         self.log = log or data_dir / f"serve-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -254,7 +269,7 @@ class Server:
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> Server:
-        env = dict(os.environ, OFS_METRICS_PORT="0")
+        env = dict(os.environ, OFS_METRICS_PORT=str(self.metrics_port))
         cmd = [
             sys.executable,
             "-c",
@@ -267,6 +282,10 @@ class Server:
             "--workers",
             str(self.workers),
         ]
+        if self.front is not None:
+            cmd += ["--front", self.front]
+        if self.cpus is not None:
+            cmd = ["taskset", "-c", self.cpus, *cmd]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True

@@ -7,6 +7,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ERROR_CLASSES",
+    "FRONT_METHODS",
     "MAX_TTL_SECONDS",
     "PSDB_HEADER_LEN",
     "BlockCache",
@@ -15,6 +17,7 @@ __all__ = [
     "Catalog",
     "DecodedBlock",
     "EncodedRows",
+    "Front",
     "Limits",
     "RedisCache",
     "Store",
@@ -55,6 +58,8 @@ __all__ = [
 __version__: str
 PSDB_HEADER_LEN: int
 MAX_TTL_SECONDS: int
+FRONT_METHODS: list[str]
+ERROR_CLASSES: list[str]
 
 @final
 class BlockMeta:
@@ -352,6 +357,48 @@ class Catalog:
         saturate: bool = False,
         limits: Limits | None = None,
     ) -> tuple[str, list[tuple[tuple[str, ...], int, bytes, int, str]], list[str]]: ...
+
+@final
+class Front:
+    def __new__(
+        cls,
+        host: str,
+        port: int,
+        *,
+        fallback: Callable[[str, bytes, list[tuple[str, str]], float | None, str], tuple[int, bytes | str]],
+        statuses: dict[str, int],
+        descriptors: bytes,
+        caller_header: str,
+        token_header: str,
+        tiers: Tiers | None = None,
+        auth: bool = False,
+        limits: Limits | None = None,
+        max_message_bytes: int = 4_194_304,
+        threads: int = 4,
+        reuse_port: bool = False,
+        caller_labels: tuple[str, str] | None = None,
+    ) -> Front: ...
+    @property
+    def port(self) -> int: ...
+    def take_calls(
+        self,
+    ) -> list[
+        tuple[
+            str,
+            str,
+            int,
+            float,
+            tuple[str, int] | None,
+            list[tuple[str, int, int, int]],
+            tuple[int, int] | None,
+            tuple[int, int] | None,
+            list[tuple[str, float, bool]],
+        ]
+    ]: ...
+    def set_serving(self, catalog: Catalog, callers: list[tuple[str, str, str]]) -> None: ...
+    def set_health(self, service: str, serving: bool) -> None: ...
+    def start(self) -> None: ...
+    def stop(self, grace: float) -> bool: ...
 
 @final
 class Tiers:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from online_feature_store._native import Catalog, EncodedRows
+from online_feature_store._native import Catalog, EncodedRows, Tiers
 from online_feature_store.cache.invalidation import InvalidationBus
 from online_feature_store.cache.redis_cache import DistributedCache
 from online_feature_store.cache.tiers import CacheTiers
@@ -102,10 +102,9 @@ class FeatureStore:
             else registry
         )
         self._compiled = CompiledRegistry()
+        self._revision_hooks: list[Callable[[Snapshot], None]] = []
         # Each new revision is compiled by the watcher thread as it arrives, off the request path.
-        self._watcher = RegistryWatcher(
-            self._backend, poll_interval=poll_interval, on_change=self._compiled.precompile
-        )
+        self._watcher = RegistryWatcher(self._backend, poll_interval=poll_interval, on_change=self._changed)
         self._compiled.precompile(self._watcher.snapshot)
         self._stores = OpenStores(stores, directory, lambda: self.metrics, self._caches.add_store)
 
@@ -121,6 +120,34 @@ class FeatureStore:
 
     def _catalog(self, snapshot: Snapshot) -> Catalog:
         return self._compiled.catalog(snapshot)
+
+    def _changed(self, snapshot: Snapshot) -> None:
+        self._compiled.precompile(snapshot)
+        for hook in list(self._revision_hooks):
+            hook(snapshot)
+
+    def on_revision(self, hook: Callable[[Snapshot], None], *, remove: bool = False) -> None:
+        """Calls ``hook(snapshot)`` from the registry watch with each new revision, once it is compiled
+        (``remove``: stops that). A serving front takes its catalog (:meth:`catalog`) from here."""
+        if remove:
+            if hook in self._revision_hooks:
+                self._revision_hooks.remove(hook)
+        else:
+            self._revision_hooks.append(hook)
+
+    def catalog(self, snapshot: Snapshot) -> Catalog:
+        """The native catalog of ``snapshot``'s revision (compiled once per revision)."""
+        return self._catalog(snapshot)
+
+    def native_tiers(self) -> Tiers | None:
+        """The native read path for a serving front that calls it without Python, or None when its
+        invalidation bus must be asked per request (a bus that does not keep the native gate)."""
+        tiers = self._caches.tiers()
+        return None if self._caches.asks_bus else tiers
+
+    def native_read_done(self) -> None:
+        """Reports what native reads queued (the distributed cache's errors and breaker changes)."""
+        self._caches.after_native_read()
 
     def store(self, store_id: str) -> BlockStore:
         """The open store behind registry store ``store_id`` (opened on first use)."""

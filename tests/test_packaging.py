@@ -150,7 +150,8 @@ def test_sdist_builds_without_the_checkout(tmp_path: Path) -> None:
     (sdist,) = tmp_path.glob("online_feature_store-*.tar.gz")
     with tarfile.open(sdist) as tf:
         names = {name.split("/", 1)[1] for name in tf.getnames() if "/" in name}
-    needed = {"pyproject.toml", "Cargo.toml", "Cargo.lock", "pyext/src/lib.rs", "rust/src/lib.rs"} | MUST_HAVE
+    sources = {"pyext/src/lib.rs", "rust/src/lib.rs", "front/src/lib.rs"}
+    needed = {"pyproject.toml", "Cargo.toml", "Cargo.lock"} | sources | MUST_HAVE
     assert needed <= names, sorted(needed - names)
     junk = [n for n in names if n.split("/")[0] in JUNK_DIRS | {".venv"}]
     assert not junk, junk

@@ -37,13 +37,14 @@ DOC = {
 }
 
 
-@pytest.fixture
-def address(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["grpcio", "native"])
+def address(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A server on each front (docs/serving.md#fronts): reflection answers the same on both."""
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(DOC, env={})
     registry.apply(lambda s: reconcile(s, spec))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, port, health = build_server(fs, ServerConfig(port=0, metrics_port=0))
+    srv, port, health = build_server(fs, ServerConfig(port=0, metrics_port=0, front=request.param))
     srv.start()
     mark_serving(fs, health)
     yield f"127.0.0.1:{port}"

@@ -104,6 +104,11 @@ class CacheTiers:
         if self.bus is not None:
             self.native.bus_healthy_for(0)  # not healthy before it is started and says so
 
+    @property
+    def asks_bus(self) -> bool:
+        """Whether the bus is asked per request (it does not keep the native gate itself)."""
+        return self._ask_bus
+
     def add_store(self, store_id: str, store: BlockStore) -> None:
         """Registers an open store with the native read path when it is native (see :func:`native_of`)."""
         native = native_of(store)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -54,6 +54,8 @@ from online_feature_store.settings import Settings, env_names, setting
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from online_feature_store.server.native_front import NativeHealth, NativeServer
+
 __all__ = [
     "PORTS",
     "REGISTRY_SERVICE",
@@ -76,6 +78,9 @@ REGISTRY_SERVICE = "online_feature_store.registry"
 """Health service name that is SERVING while the registry answers, NOT_SERVING while it cannot be reached."""
 
 
+HEALTH_NAMES = ("", RETRIEVE_SERVICE, PERSIST_SERVICE, REGISTRY_SERVICE)
+"""The health services a server reports."""
+
 ENV_PREFIX = "OFS_"
 """``ofs serve``'s environment variables are ``OFS_<NAME>``."""
 
@@ -89,6 +94,12 @@ class ServerConfig(Settings):
         doc="address the gRPC, HTTP and metrics servers bind (`0.0.0.0` in a container)",
     )
     port: int = setting(8089, doc="gRPC port")
+    front: Literal["grpcio", "native"] = setting(
+        "grpcio",
+        doc="what serves the gRPC API: `grpcio` (Python handlers) or `native` (the compiled front in the "
+        "extension: retrieves through native tiers never enter Python; no TLS yet: "
+        "[serving.md](serving.md#fronts))",
+    )
     auth: bool = setting(
         False,
         doc="require `online-feature-store-caller-id` and `online-feature-store-auth-token` metadata; "
@@ -190,7 +201,7 @@ def _generic_handlers(calls: Calls) -> list[grpc.GenericRpcHandler]:
 
 def build_server(
     fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None = None
-) -> tuple[grpc.Server, int, health.HealthServicer]:
+) -> tuple[grpc.Server | NativeServer, int, health.HealthServicer | NativeHealth]:
     """A started-but-not-serving server bound to ``config.host:config.port`` (0 = any free port).
     Returns the server, the bound port and its health servicer (SERVING once the stores answer).
     With ``metrics``, calls are counted there and ``fs`` reports its store calls to it too."""
@@ -200,7 +211,15 @@ def build_server(
 
 def _build(
     fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None
-) -> tuple[grpc.Server, int, health.HealthServicer, Calls, futures.ThreadPoolExecutor]:
+) -> tuple[
+    grpc.Server | NativeServer,
+    int,
+    health.HealthServicer | NativeHealth,
+    Calls,
+    futures.ThreadPoolExecutor | None,
+]:
+    if config.front == "native":
+        return _build_native(fs, config, metrics)
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -242,9 +261,42 @@ def _build(
     if port == 0:
         check_free(config.host, config.port, *port_hint("port"))  # taken by another: say so
         raise UnavailableError(f"cannot listen on {address} (gRPC): set GRPC_VERBOSITY=debug for why")
-    for name in ("", RETRIEVE_SERVICE, PERSIST_SERVICE, REGISTRY_SERVICE):
+    for name in HEALTH_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, port, health_servicer, calls, executor
+
+
+def _build_native(
+    fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None
+) -> tuple[NativeServer, int, NativeHealth, Calls, None]:
+    """:func:`_build` for the compiled front (:mod:`.native_front`): the same calls, limits and health."""
+    from online_feature_store.server.native_front import NativeHealth, NativeServer, check_native_config
+
+    check_native_config(tls=bool(config.tls_cert_file or config.tls_key_file))
+    calls = Calls(fs, auth=config.auth, metrics=metrics)
+    fs.limits = make_limits(
+        config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes
+    )
+    if not config.reuse_port:
+        check_free(config.host, config.port, *port_hint("port"))
+    try:
+        server = NativeServer(
+            fs,
+            calls,
+            host=config.host,
+            port=config.port,
+            auth=config.auth,
+            max_message_bytes=config.max_message_bytes,
+            threads=config.threads,
+            reuse_port=config.reuse_port,
+            metrics=metrics,
+        )
+    except OSError as exc:
+        raise bind_error(exc, config.host, config.port, *port_hint("port")) from None
+    health_servicer = NativeHealth(server.front, HEALTH_NAMES)
+    for name in HEALTH_NAMES:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, server.port, health_servicer, calls, None
 
 
 PORTS = {"port": "gRPC", "http_port": "HTTP API", "metrics_port": "metrics"}
@@ -267,7 +319,7 @@ def serve_metrics_on(registry: CollectorRegistry, config: ServerConfig) -> tuple
         raise bind_error(exc, config.host, config.metrics_port, *port_hint("metrics_port")) from None
 
 
-def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer) -> None:
+def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer | NativeHealth) -> None:
     """SERVING once the registry is loaded and every store answers a ping."""
     snapshot = fs.snapshot
     for store_id in snapshot.stores:
@@ -277,7 +329,7 @@ def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer) -> No
     _set_registry_health(fs, health_servicer)
 
 
-def _set_registry_health(fs: FeatureStore, health_servicer: health.HealthServicer) -> bool:
+def _set_registry_health(fs: FeatureStore, health_servicer: health.HealthServicer | NativeHealth) -> bool:
     healthy = fs.registry_healthy
     status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
     health_servicer.set(REGISTRY_SERVICE, status)
@@ -286,7 +338,7 @@ def _set_registry_health(fs: FeatureStore, health_servicer: health.HealthService
 
 def watch_health(
     fs: FeatureStore,
-    health_servicer: health.HealthServicer,
+    health_servicer: health.HealthServicer | NativeHealth,
     metrics: ServerMetrics | None,
     stop: threading.Event,
     interval: float = 1.0,
@@ -426,6 +478,7 @@ def serve_forever(
     stopped.wait()
     # grpc's stop() returns when the grace period ends even if a handler still runs: join the handler
     # threads, so the caller never closes the stores under a call in progress.
-    executor.shutdown(wait=True)
+    if executor is not None:
+        executor.shutdown(wait=True)
     if httpd is not None:
         stop_metrics(httpd)

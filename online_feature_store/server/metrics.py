@@ -16,10 +16,12 @@ Caches: ``ofs_cache_lookups`` (hit/miss per tier and entity), ``ofs_cache_errors
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from online_feature_store.metrics import FeatureStoreMetrics
 
@@ -63,6 +65,10 @@ class ServerMetrics(FeatureStoreMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self.before_collect: list[Callable[[], None]] = []
+        """Called on each collection before any metric is read (the native front hands over the calls it
+        answered since the last one); registered first, so a scrape sees them."""
+        r.register(_BeforeCollect(self.before_collect))
         self.requests = Counter(
             "ofs_requests",
             "gRPC calls by method, caller and status code",
@@ -211,6 +217,21 @@ class ServerMetrics(FeatureStoreMetrics):
         """Sets the registry gauges from ``fs``'s registry watch (the server calls it every second)."""
         self.registry_revision.set(fs.snapshot.revision)
         self.registry_healthy.set(1 if fs.registry_healthy else 0)
+
+
+class _BeforeCollect(Collector):
+    """A collector with no metrics of its own: runs the hooks when the registry is collected."""
+
+    def __init__(self, hooks: list[Callable[[], None]]) -> None:
+        self._hooks = hooks
+
+    def describe(self) -> list[Metric]:
+        return []  # registering it must not run the hooks
+
+    def collect(self) -> list[Metric]:
+        for hook in list(self._hooks):
+            hook()
+        return []
 
 
 def multiprocess_registry(path: str) -> CollectorRegistry:

@@ -235,7 +235,7 @@ pub fn decode_decoded_result<'py>(
         .into_iter()
         .map(|(label, features, cells)| {
             let n = features.len();
-            let rows = chunked(py, &cells, std::iter::repeat(n).take(rows))?;
+            let rows = chunked(py, &cells, std::iter::repeat_n(n, rows))?;
             Ok((label, features, PyList::new(py, rows)?))
         })
         .collect::<PyResult<Vec<_>>>()?;

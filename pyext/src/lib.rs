@@ -12,6 +12,7 @@ mod client;
 mod engine;
 mod errors;
 mod formats;
+mod front;
 mod remote;
 mod store;
 mod tiers;
@@ -33,6 +34,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<remote::PyRedisCache>()?;
     m.add_class::<tiers::PyTiers>()?;
     m.add_class::<batch::PyEncodedRows>()?;
+    m.add_class::<front::PyFront>()?;
+    m.add("FRONT_METHODS", front::methods())?;
+    m.add("ERROR_CLASSES", front::error_classes())?;
     m.add_function(wrap_pyfunction!(blocks::encode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::decode_block, m)?)?;
     m.add_function(wrap_pyfunction!(blocks::feature_bytes, m)?)?;

@@ -84,6 +84,13 @@ impl KeySink for Names {
     }
 }
 
+impl PyTiers {
+    /// The read path, for the serving front.
+    pub(crate) fn shared(&self) -> Arc<Tiers> {
+        Arc::clone(&self.inner)
+    }
+}
+
 #[pymethods]
 impl PyTiers {
     /// Tiers over the in-process cache `cache` (None: no in-process tier).

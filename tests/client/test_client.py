@@ -25,6 +25,7 @@ from online_feature_store.results import FOUND, MISSING, RetrieveResult
 from online_feature_store.store.sqlite import SqliteStore
 from online_feature_store.types import DataType
 from tests._sqlite_lock import write_lock
+from tests.server.fronts import NATIVE_TLS, fronts
 
 Served = tuple[str, FeatureStore]
 SCHEMA = ["user_id"]
@@ -268,7 +269,8 @@ def test_string_values_shape_checks(client: Client) -> None:
 @pytest.mark.skipif(
     shutil.which("openssl") is None, reason="needs the openssl command for a test certificate"
 )
-def test_tls(feature_store: FeatureStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize("front", fronts(NATIVE_TLS))
+def test_tls(feature_store: FeatureStore, tmp_path: Path, front: str) -> None:
     """A server given tls_cert_file / tls_key_file speaks TLS only; half a pair or a missing file is refused
     at start-up, naming the setting."""
     from online_feature_store.server.app import ServerConfig, build_server
@@ -302,7 +304,7 @@ def test_tls(feature_store: FeatureStore, tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    config = ServerConfig(port=0, metrics_port=0, tls_cert_file=str(cert), tls_key_file=str(key))
+    config = ServerConfig(port=0, metrics_port=0, tls_cert_file=str(cert), tls_key_file=str(key), front=front)
     server, port, _health = build_server(feature_store, config)
     server.start()
     fg = fg_label(DataType.FP32)

@@ -88,14 +88,14 @@ class FailingStore:
 
 
 @pytest.fixture
-def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+def served(tmp_path: Path, request: pytest.FixtureRequest, front: str) -> Iterator[Served]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(DOC, env=TOKENS)
     registry.apply(lambda s: reconcile(s, spec))
     stores = {"main": FailingStore()} if getattr(request, "param", "") == "failing" else None
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores, poll_interval=0.05)
     metrics = ServerMetrics()
-    srv, port, health = build_server(fs, ServerConfig(port=0), metrics)
+    srv, port, health = build_server(fs, ServerConfig(port=0, front=front), metrics)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()
     mark_serving(fs, health)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,13 +114,15 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[grpc.Channel, FeatureStore]]:
+def server(
+    tmp_path: Path, request: pytest.FixtureRequest, front: str
+) -> Iterator[tuple[grpc.Channel, FeatureStore]]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(DOC, env=TOKENS)
     registry.apply(lambda s: reconcile(s, spec))
     fs = FeatureStore(registry, data_directory=tmp_path)
     auth = getattr(request, "param", False)
-    srv, port, health = build_server(fs, ServerConfig(port=0, auth=auth))
+    srv, port, health = build_server(fs, ServerConfig(port=0, auth=auth, front=front))
     srv.start()
     mark_serving(fs, health)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -252,6 +256,79 @@ def test_health_and_concurrent_calls(server: tuple[grpc.Channel, FeatureStore]) 
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_the_front_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from online_feature_store.errors import InvalidInputError
+    from online_feature_store.server.main import load_config
+
+    assert load_config(None, {})[0].front == "grpcio"
+    monkeypatch.setenv("OFS_FRONT", "native")
+    assert load_config(None, {})[0].front == "native"
+    assert load_config(None, {"front": "grpcio"})[0].front == "grpcio"  # a flag wins
+    monkeypatch.setenv("OFS_FRONT", "tonic")
+    with pytest.raises(InvalidInputError, match="front"):
+        load_config(None, {})
+
+
+def test_the_native_front_serves_the_contract_methods() -> None:
+    from online_feature_store._native import FRONT_METHODS
+    from online_feature_store.contract import RPCS
+
+    assert sorted(FRONT_METHODS) == sorted(rpc.path for rpc in RPCS.values())
+
+
+@pytest.mark.parametrize("front", ["native"])
+def test_the_native_front_answers_retrieves_without_python(
+    server: tuple[grpc.Channel, FeatureStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from online_feature_store.server.calls import Calls
+
+    channel, _ = server
+    call(channel, PERSIST, persist_query("u1", 2.5))  # a persist goes through Calls.run
+    ran: list[str] = []
+    original = Calls.run
+
+    def counted(self: Calls, method: Any, *args: Any, **kwargs: Any) -> bytes:
+        ran.append(method.name)
+        return original(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(Calls, "run", counted)
+    for _ in range(5):
+        call(channel, RETRIEVE, retrieve_query(["u1", "u2"], ["b"]))
+        call(channel, "/retrieve.FeatureService/RetrieveDecodedResult", retrieve_query(["u1"], ["a"]))
+    call(channel, PERSIST, persist_query("u2", 1.0))
+    assert ran == ["PersistFeatures"]
+
+
+def test_a_registry_change_reaches_the_front(tmp_path: Path, front: str) -> None:
+    """A feature group added to the registry is served by the next calls (the native front is handed the
+    new revision's catalog by the registry watch)."""
+    registry = SqliteRegistry(tmp_path / "registry.db")
+    registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
+    fs = FeatureStore(registry, data_directory=tmp_path, poll_interval=0.05)
+    srv, port, health = build_server(fs, ServerConfig(port=0, front=front))
+    srv.start()
+    mark_serving(fs, health)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                call(channel, RETRIEVE, retrieve_query(["u1"], ["c"]))
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            before = fs.snapshot.revision
+            doc = copy.deepcopy(DOC)
+            doc["entities"][0]["feature_groups"][0]["features"].append({"label": "c", "default": 7.0})
+            registry.apply(lambda s: reconcile(s, parse_spec(doc, env=TOKENS)))
+            deadline = time.monotonic() + 30
+            while fs.snapshot.revision == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)  # the watch hands the compiled revision on right after the swap
+            rows = parse(call(channel, RETRIEVE, retrieve_query(["u1"], ["c"])))[3:]
+            assert parse(rows[0][2])[1] == (2, 2, struct.pack("<f", 7.0))
+    finally:
+        srv.stop(0).wait()
+        fs.close()
+        registry.close()
 
 
 def test_quick_start_script(tmp_path: Path) -> None:

@@ -1,0 +1,470 @@
+//! `retrieve.FeatureService` and `persist.FeatureService` on the front: one place for auth, deadline
+//! and the error table, the shape of `server/calls.py` `Calls.run`.
+//!
+//! A retrieve whose tiers are all native is answered here, on the runtime, without Python: the core
+//! parses and plans the request (`wire::parse_retrieve`, limits checked before the request is
+//! decoded), reads it through the tiers (`Tiers::read_routed`, the deadline held before any store
+//! call) and builds the response bytes. Everything else goes to Python through [`Fallback`] (its
+//! `Calls.run` does auth, deadline, errors and metrics there): a persist (the write path's store writes
+//! and invalidation bus are Python's), a retrieve the native tiers decline (a store or cache client
+//! they cannot call) and any call of a caller whose token hash is a legacy scrypt one.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use ofs_core::engine::Engine;
+use ofs_core::tiers::{ReadReport, Tiers};
+use ofs_core::{keys, wire, ErrorKind, Limits};
+use tokio::sync::Semaphore;
+use tonic::body::Body;
+use tonic::codegen::{Body as HttpBody, BoxFuture, Service};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Request, Response, Status};
+
+use crate::auth::{self, Callers, Headers, Role, Verdict};
+use crate::codec::RawCodec;
+use crate::deadline;
+
+/// A core error kind → its gRPC code: the contract's table (`contract.py` `STATUS_OF`), handed over by
+/// Python.
+pub type StatusOf = Arc<dyn Fn(ErrorKind) -> Code + Send + Sync>;
+
+/// The client's address, put in each request's extensions by the front's accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// A call handed to Python.
+#[derive(Debug)]
+pub struct SlowCall {
+    /// The gRPC method name (`RetrieveFeatures`, …).
+    pub method: &'static str,
+    pub request: Bytes,
+    /// The call's ASCII metadata (names lower case).
+    pub metadata: Vec<(String, String)>,
+    /// Time left of the call's deadline as it is handed over (None: no deadline).
+    pub time_left: Option<Duration>,
+    /// The client's address, without its port.
+    pub peer: String,
+}
+
+/// Runs a call in Python (`Calls.run`); blocks its thread. `Err((code, message))`: the call's status.
+pub trait Fallback: Send + Sync + fmt::Debug {
+    fn call(&self, call: SlowCall) -> Result<Vec<u8>, (Code, String)>;
+}
+
+/// The API methods (`contract.py` `RPCS`; `tests/server` checks the two agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Retrieve,
+    RetrieveDecoded,
+    Persist,
+}
+
+impl Method {
+    /// Every method with its gRPC path.
+    pub const ALL: [(Method, &'static str); 3] = [
+        (Method::Retrieve, "/retrieve.FeatureService/RetrieveFeatures"),
+        (Method::RetrieveDecoded, "/retrieve.FeatureService/RetrieveDecodedResult"),
+        (Method::Persist, "/persist.FeatureService/PersistFeatures"),
+    ];
+
+    fn of_path(path: &str) -> Option<Method> {
+        Method::ALL.iter().find(|(_, p)| *p == path).map(|(m, _)| *m)
+    }
+
+    /// The gRPC method name (the path's last part).
+    pub fn name(self) -> &'static str {
+        let path = Method::ALL.iter().find(|(m, _)| *m == self).map_or("", |(_, p)| p);
+        path.rsplit('/').next().unwrap_or(path)
+    }
+
+    fn role(self) -> Role {
+        match self {
+            Method::Retrieve | Method::RetrieveDecoded => Role::Reader,
+            Method::Persist => Role::Writer,
+        }
+    }
+}
+
+/// What the front serves with: one registry revision compiled, and its callers.
+#[derive(Debug)]
+pub struct Serving {
+    pub engine: Arc<Engine>,
+    pub callers: Callers,
+}
+
+/// Calls recorded at most between two takes ([`Shared::take_records`]); later ones go uncounted.
+pub const MAX_RECORDS: usize = 1 << 16;
+
+/// One call the front answered itself, as Python's metrics count it (`ServerMetrics` hooks).
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// The gRPC method name.
+    pub method: &'static str,
+    /// The caller's metrics label.
+    pub caller: String,
+    pub code: Code,
+    pub seconds: f64,
+    /// `(entity, keys)` once the request was planned and read natively.
+    pub planned: Option<(String, usize)>,
+    /// Per FG of a served retrieve: label, found, missing, expired.
+    pub fgs: Vec<(String, u64, u64, u64)>,
+    /// Cache lookups and store calls of its read.
+    pub report: ReadReport,
+}
+
+/// The caller labels of the metrics (`server/metrics.py`).
+#[derive(Debug, Clone)]
+pub struct CallerLabels {
+    pub anonymous: String,
+    pub unknown: String,
+}
+
+/// The API's settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub auth: bool,
+    pub headers: Headers,
+    pub limits: Limits,
+    /// Largest request and response message (`max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Python calls at once (`threads`): the rest wait for a turn, as grpcio's handler pool makes them.
+    pub python_threads: usize,
+    /// The metrics' caller labels; None: metrics off, no call is recorded.
+    pub labels: Option<CallerLabels>,
+}
+
+/// State shared by every call.
+pub struct Shared {
+    serving: RwLock<Option<Arc<Serving>>>,
+    tiers: Option<Arc<Tiers>>,
+    config: ApiConfig,
+    fallback: Arc<dyn Fallback>,
+    python: Arc<Semaphore>,
+    status_of: StatusOf,
+    records: Mutex<Vec<CallRecord>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).field("tiers", &self.tiers).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// `tiers`: the native read path (None: every retrieve goes through Python).
+    pub fn new(
+        config: ApiConfig,
+        tiers: Option<Arc<Tiers>>,
+        fallback: Arc<dyn Fallback>,
+        status_of: StatusOf,
+    ) -> Shared {
+        let python = Arc::new(Semaphore::new(config.python_threads.max(1)));
+        Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of, records: Mutex::default() }
+    }
+
+    /// Serves `serving` from the next call on (a new registry revision).
+    pub fn set_serving(&self, serving: Serving) {
+        *self.serving.write().expect("serving lock") = Some(Arc::new(serving));
+    }
+
+    /// Waits until no call is in Python, then admits none (the end of a drain: a call handed to Python
+    /// runs on its own thread and outlives a server task that was cut off).
+    pub async fn close_python(&self) {
+        let permits = u32::try_from(self.config.python_threads.max(1)).unwrap_or(u32::MAX);
+        if let Ok(all) = self.python.acquire_many(permits).await {
+            all.forget();
+        }
+        self.python.close();
+    }
+
+    /// The calls answered here since the last take, for the metrics (none while metrics are off).
+    pub fn take_records(&self) -> Vec<CallRecord> {
+        std::mem::take(&mut *self.records.lock().expect("records lock"))
+    }
+
+    fn record(&self, method: Method, done: Recorded, code: Code, started: Instant) {
+        if self.config.labels.is_none() {
+            return;
+        }
+        let mut records = self.records.lock().expect("records lock");
+        // Bounded: metrics that nobody collects must not grow without end.
+        if records.len() < MAX_RECORDS {
+            let Recorded { caller, planned, fgs, report } = done;
+            let seconds = started.elapsed().as_secs_f64();
+            records.push(CallRecord { method: method.name(), caller, code, seconds, planned, fgs, report });
+        }
+    }
+
+    /// `Calls.authorize`'s metrics label of a caller: `anonymous` without an id, the id of a registry
+    /// caller, `unknown` otherwise (bounds the label's cardinality).
+    fn caller_label(&self, caller: Option<&str>, serving: Option<&Serving>) -> String {
+        let Some(labels) = &self.config.labels else {
+            return String::new();
+        };
+        match caller.filter(|c| !c.is_empty()) {
+            None => labels.anonymous.clone(),
+            Some(id) if serving.is_some_and(|s| s.callers.contains_key(id)) => id.to_owned(),
+            Some(_) => labels.unknown.clone(),
+        }
+    }
+
+    fn serving(&self) -> Option<Arc<Serving>> {
+        self.serving.read().expect("serving lock").clone()
+    }
+
+    fn status(&self, err: &ofs_core::Error) -> Status {
+        Status::new((self.status_of)(err.kind()), err.to_string())
+    }
+}
+
+/// A service name of the API.
+pub trait ServiceName: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+/// `retrieve.FeatureService`.
+#[derive(Debug)]
+pub struct RetrieveService;
+impl ServiceName for RetrieveService {
+    const NAME: &'static str = "retrieve.FeatureService";
+}
+
+/// `persist.FeatureService`.
+#[derive(Debug)]
+pub struct PersistService;
+impl ServiceName for PersistService {
+    const NAME: &'static str = "persist.FeatureService";
+}
+
+/// One API service, as tonic routes it.
+#[derive(Debug)]
+pub struct Api<S> {
+    shared: Arc<Shared>,
+    service: PhantomData<S>,
+}
+
+impl<S> Api<S> {
+    pub fn new(shared: Arc<Shared>) -> Api<S> {
+        Api { shared, service: PhantomData }
+    }
+}
+
+impl<S> Clone for Api<S> {
+    fn clone(&self) -> Self {
+        Api { shared: Arc::clone(&self.shared), service: PhantomData }
+    }
+}
+
+impl<S: ServiceName> NamedService for Api<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Api<S>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let Some(method) = Method::of_path(req.uri().path()) else {
+                return Ok(Status::unimplemented(format!("method {} is not served", req.uri().path())).into_http());
+            };
+            let max = shared.config.max_message_bytes;
+            let mut grpc = Grpc::new(RawCodec).apply_max_message_size_config(Some(max), Some(max));
+            let response = grpc.unary(Handler { shared, method }, req).await;
+            Ok(size_limit_status(response, max))
+        })
+    }
+}
+
+/// tonic refuses a request message over the decoding limit with `OUT_OF_RANGE` before reading it; the
+/// contract (and grpcio) says `RESOURCE_EXHAUSTED`. No handler of the API answers `OUT_OF_RANGE`, so
+/// that status can only be this refusal: it is rewritten here, with the setting named as the core's
+/// limits name theirs.
+fn size_limit_status(mut response: http::Response<Body>, max: usize) -> http::Response<Body> {
+    let headers = response.headers_mut();
+    let out_of_range = HeaderValue::from(Code::OutOfRange as i32);
+    if headers.get(Status::GRPC_STATUS) == Some(&out_of_range) {
+        let status = Status::resource_exhausted(format!(
+            "request message over the limit of {max} bytes ({})",
+            ofs_core::limits::MAX_BYTES_SETTING
+        ));
+        return status.into_http();
+    }
+    response
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    method: Method,
+}
+
+impl UnaryService<Bytes> for Handler {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (shared, method) = (Arc::clone(&self.shared), self.method);
+        Box::pin(async move { run(&shared, method, request).await.map(Response::new) })
+    }
+}
+
+/// `Calls.run`: the reply of `method`, or its status. A call answered here is recorded for the metrics
+/// ([`CallRecord`]); one handed to Python is counted there.
+async fn run(shared: &Arc<Shared>, method: Method, request: Request<Bytes>) -> Result<Bytes, Status> {
+    let started = Instant::now();
+    let mut record = Recorded::default();
+    let answer = answer(shared, method, &request, started, &mut record).await;
+    let Some(result) = answer else {
+        let deadline = deadline_of(&request, started);
+        return python(shared, method, request, deadline).await;
+    };
+    shared.record(method, record, result.as_ref().err().map_or(Code::Ok, Status::code), started);
+    result
+}
+
+/// What a call answered here did, for its [`CallRecord`].
+#[derive(Debug, Default)]
+struct Recorded {
+    caller: String,
+    planned: Option<(String, usize)>,
+    fgs: Vec<(String, u64, u64, u64)>,
+    report: ReadReport,
+}
+
+fn deadline_of(request: &Request<Bytes>, started: Instant) -> Option<Instant> {
+    deadline::deadline(request.metadata().get(deadline::GRPC_TIMEOUT).and_then(|v| v.to_str().ok()), started)
+}
+
+/// The call's outcome when the front answers it (None: it goes to Python).
+async fn answer(
+    shared: &Arc<Shared>,
+    method: Method,
+    request: &Request<Bytes>,
+    started: Instant,
+    record: &mut Recorded,
+) -> Option<Result<Bytes, Status>> {
+    let metadata = request.metadata();
+    let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    let headers = &shared.config.headers;
+    let (caller, token) = (value(&headers.caller), value(&headers.token));
+    let serving = shared.serving();
+    record.caller = shared.caller_label(caller, serving.as_deref());
+    let deadline = deadline_of(request, started);
+    if let Err(status) = check_deadline(deadline, "starting the call") {
+        return Some(Err(status));
+    }
+    let Some(serving) = serving else {
+        return Some(Err(Status::unavailable("the registry is not loaded yet")));
+    };
+    if shared.config.auth {
+        match auth::authorize(&serving.callers, headers, caller, token, method.role()) {
+            Verdict::Allowed => {}
+            Verdict::Denied(code, message) => return Some(Err(Status::new(code, message))),
+            Verdict::Python => return None,
+        }
+    }
+    let tiers = match (method, &shared.tiers) {
+        (Method::Retrieve | Method::RetrieveDecoded, Some(tiers)) => Arc::clone(tiers),
+        _ => return None,
+    };
+    let decoded = method == Method::RetrieveDecoded;
+    match retrieve(shared, &serving.engine, &tiers, request.get_ref(), decoded, deadline, record).await {
+        Ok(Some(reply)) => Some(check_deadline(deadline, "sending the reply").map(|()| reply)),
+        Ok(None) => None,
+        Err(status) if status.code() != Code::DeadlineExceeded && passed(deadline) => {
+            // The caller has already seen its deadline pass; say so rather than what came after it.
+            Some(Err(Status::deadline_exceeded(format!("deadline exceeded ({})", status.message()))))
+        }
+        Err(status) => Some(Err(status)),
+    }
+}
+
+/// A retrieve through the native tiers; `Ok(None)`: declined before any I/O (a tier is not native).
+async fn retrieve(
+    shared: &Shared,
+    engine: &Engine,
+    tiers: &Tiers,
+    query: &[u8],
+    decoded: bool,
+    deadline: Option<Instant>,
+    record: &mut Recorded,
+) -> Result<Option<Bytes>, Status> {
+    let req = wire::parse_retrieve(engine, query, &shared.config.limits).map_err(|e| shared.status(&e))?;
+    let Some(route) = tiers.route(&req.plan) else {
+        return Ok(None);
+    };
+    record.planned = Some((req.plan.entity.clone(), req.canonical_keys.len()));
+    let names: Vec<String> =
+        req.canonical_keys.iter().map(|k| keys::encode_key(k.iter().map(String::as_str))).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (read, report) = tiers.read_routed(&req.plan, &route, &refs, deadline).await;
+    record.report = report;
+    let blocks = read.map_err(|e| shared.status(&e))?;
+    let now = ofs_core::expiry::unix_now();
+    let (out, counts) = blocks.with_blocks(|b| req.answer(b, now, decoded)).map_err(|e| shared.status(&e))?;
+    record.fgs = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
+    Ok(Some(Bytes::from(out)))
+}
+
+/// The call through Python's `Calls.run`, at most `python_threads` at once, off the runtime's threads.
+async fn python(
+    shared: &Arc<Shared>,
+    method: Method,
+    request: Request<Bytes>,
+    deadline: Option<Instant>,
+) -> Result<Bytes, Status> {
+    let peer = request.extensions().get::<Peer>().map(|p| p.0.ip().to_string()).unwrap_or_default();
+    let metadata = request
+        .metadata()
+        .iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect::<Vec<_>>();
+    let turn = Arc::clone(&shared.python).acquire_owned().await;
+    let turn = turn.map_err(|_| Status::unavailable("the server is stopping"))?;
+    let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let call = SlowCall { method: method.name(), request: request.into_inner(), metadata, time_left, peer };
+    let fallback = Arc::clone(&shared.fallback);
+    // The turn goes with the Python call: a call whose client went away (its future dropped) still holds
+    // it until Python is done, so `threads` bounds the calls in Python and a drain waits for them all.
+    let run = move || {
+        let reply = fallback.call(call);
+        drop(turn);
+        reply
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(reply)) => Ok(Bytes::from(reply)),
+        Ok(Err((code, message))) => Err(Status::new(code, message)),
+        Err(e) => Err(Status::internal(format!("internal error: {e}"))),
+    }
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// `check_deadline` of `server/calls.py`.
+fn check_deadline(deadline: Option<Instant>, what: &str) -> Result<(), Status> {
+    if passed(deadline) {
+        return Err(Status::deadline_exceeded(format!("deadline exceeded before {what}")));
+    }
+    Ok(())
+}

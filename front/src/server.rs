@@ -1,0 +1,189 @@
+//! The front's server: a listener bound at construction (so a taken port is reported before anything
+//! starts), an accept loop serving each connection with hyper's HTTP/2 server over tonic's routes (the
+//! API, health, reflection) on the core's runtime, and a drain (hyper-util's graceful shutdown) that lets
+//! calls in flight finish within a grace period. Not tonic's transport `Server`: it puts a `grpc-timeout`
+//! layer around every call that ends a late one `CANCELLED`, where the contract says `DEADLINE_EXCEEDED`
+//! (the front keeps each call's deadline itself, `crate::deadline`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ofs_core::store::runtime;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+use tower::ServiceExt;
+
+use crate::api::{Api, Peer, PersistService, RetrieveService, Serving, Shared};
+
+/// Where and how the front listens.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// `SO_REUSEPORT`: processes sharing the port (`--workers`).
+    pub reuse_port: bool,
+    /// The `FileDescriptorSet` of the API's protos (reflection), as Python generated it from `proto/`.
+    pub descriptors: Vec<u8>,
+}
+
+type Serve = JoinHandle<()>;
+
+/// Accepts connections until `stop`, then lets every connection finish its calls (HTTP/2 `GOAWAY`) and
+/// returns once they are all closed.
+async fn accept(listener: TcpListener, routes: Routes, mut stop: oneshot::Receiver<()>) {
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                // Out of file descriptors and the like: that connection is lost, the listener is not.
+                let Ok((stream, peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let service = routes.clone().map_request(move |mut req: http::Request<Incoming>| {
+                    req.extensions_mut().insert(Peer(peer));
+                    req
+                });
+                let conn = graceful.watch(http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// A bound, then started, then stopped gRPC front.
+#[derive(Debug)]
+pub struct Front {
+    shared: Arc<Shared>,
+    health: HealthReporter,
+    listener: Mutex<Option<TcpListener>>,
+    listen: Listen,
+    port: u16,
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
+    serve: Mutex<Option<Serve>>,
+}
+
+impl Front {
+    /// Binds `listen.addr` (port 0: any free one).
+    pub fn bind(listen: Listen, shared: Shared) -> io::Result<Front> {
+        let _rt = runtime::runtime().enter();
+        let socket = if listen.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        if listen.reuse_port {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(listen.addr)?;
+        let listener = socket.listen(1024)?;
+        let port = listener.local_addr()?.port();
+        let health = HealthReporter::new();
+        Ok(Front {
+            shared: Arc::new(shared),
+            health,
+            listener: Mutex::new(Some(listener)),
+            listen,
+            port,
+            shutdown: Mutex::new(None),
+            serve: Mutex::new(None),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves `serving` from the next call on.
+    pub fn set_serving(&self, serving: Serving) {
+        self.shared.set_serving(serving);
+    }
+
+    /// The calls answered natively since the last take, for the metrics.
+    pub fn take_records(&self) -> Vec<crate::api::CallRecord> {
+        self.shared.take_records()
+    }
+
+    /// Sets the health of `service` (`""`: the server as a whole).
+    pub fn set_health(&self, service: &str, serving: bool) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        runtime::block_on(self.health.set_service_status(service, status));
+    }
+
+    /// Starts accepting calls (once).
+    pub fn start(&self) -> Result<(), String> {
+        let listener = self.listener.lock().expect("listener lock").take().ok_or("the front was started already")?;
+        let health = HealthServer::new(HealthService::from_health_reporter(self.health.clone()));
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(&self.listen.descriptors)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| format!("reflection: {e}"))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(&self.listen.descriptors)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| format!("reflection: {e}"))?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let routes = Routes::new(health)
+            .add_service(Api::<RetrieveService>::new(Arc::clone(&self.shared)))
+            .add_service(Api::<PersistService>::new(Arc::clone(&self.shared)))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .prepare();
+        let serve = runtime::runtime().spawn(accept(listener, routes, rx));
+        *self.shutdown.lock().expect("shutdown lock") = Some(tx);
+        *self.serve.lock().expect("serve lock") = Some(serve);
+        Ok(())
+    }
+
+    /// Stops accepting, then waits up to `grace` for the calls in flight; past it they are cut off.
+    /// Returns whether every call finished in time. Blocks the calling thread.
+    pub fn stop(&self, grace: Duration) -> bool {
+        if let Some(tx) = self.shutdown.lock().expect("shutdown lock").take() {
+            let _ = tx.send(());
+        }
+        let Some(mut serve) = self.serve.lock().expect("serve lock").take() else {
+            return true;
+        };
+        let shared = Arc::clone(&self.shared);
+        runtime::block_on(async move {
+            let drained = if tokio::time::timeout(grace, &mut serve).await.is_ok() {
+                true
+            } else {
+                serve.abort();
+                let _ = serve.await;
+                false
+            };
+            shared.close_python().await;
+            drained
+        })
+    }
+}
+
+impl Drop for Front {
+    /// A front dropped without [`Front::stop`] stops accepting and lets its calls finish in the
+    /// background, rather than serving on with nobody to stop it.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.get_mut().ok().and_then(Option::take) {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,211 @@
+"""The compiled serving front (``ofs serve --front native``, issue #18): the gRPC API served by the native
+extension (``_native.Front``: tonic/hyper on the core's tokio runtime), with Python in charge of it.
+
+Python builds the front, hands it each compiled registry revision and its callers (the auth policy stays
+:class:`~online_feature_store.server.calls.Calls`'s: the front checks ``hmac-sha256$`` token hashes
+itself), sets its health and starts and drains it. A retrieve whose tiers are all native is answered
+without entering Python; every other call (a persist, a retrieve through a tier the core cannot call, a
+caller whose token hash is a legacy scrypt one) comes back here, to :meth:`Calls.run`, as it would on the
+grpcio front. :class:`NativeServer` and :class:`NativeHealth` have the parts of ``grpc.Server`` and
+``grpc_health``'s ``HealthServicer`` that :mod:`.app` uses, so the server's life is the same on both fronts.
+
+The calls the front answers natively are counted in the same metrics, off the request path: the front
+records each one in native memory and :meth:`NativeServer.count_calls` hands them to
+:class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each scrape.
+Not yet on this front (docs/serving.md#fronts): TLS.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2
+
+from online_feature_store import contract, errors
+from online_feature_store._native import ERROR_CLASSES, Front
+from online_feature_store.errors import InvalidInputError
+from online_feature_store.feature_store import FeatureStore
+from online_feature_store.registry.snapshot import Snapshot
+from online_feature_store.server.calls import METHODS, CallError, Calls
+from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetrics
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+__all__ = ["NativeHealth", "NativeServer", "check_native_config", "descriptor_set", "status_codes"]
+
+
+def status_codes() -> dict[str, int]:
+    """Error class name → gRPC code, for every class a core error can become: the contract's table
+    (:data:`~online_feature_store.contract.STATUS_OF`), so the front maps errors as the grpcio front does."""
+    out = {}
+    for name in ERROR_CLASSES:
+        status = contract.status_of(getattr(errors, name)("")) or "INTERNAL"
+        out[name] = grpc.StatusCode[status].value[0]
+    return out
+
+
+def descriptor_set() -> bytes:
+    """The encoded ``FileDescriptorSet`` of ``retrieve.proto`` and ``persist.proto`` (the modules
+    ``scripts/gen-proto`` generated from ``proto/``), for the front's reflection service."""
+    from online_feature_store._proto import persist_pb2, retrieve_pb2
+
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(m.DESCRIPTOR.serialized_pb)
+        for m in (retrieve_pb2, persist_pb2)
+    ]
+    return descriptor_pb2.FileDescriptorSet(file=files).SerializeToString()
+
+
+def _callers(snapshot: Snapshot) -> list[tuple[str, str, str]]:
+    return [(c.id, c.role, c.token_hash) for c in snapshot.callers.values()]
+
+
+class _Stopped:
+    """What ``stop`` returns: ``wait()`` until the drain is over (as grpc's ``Server.stop``)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.drained = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+
+class NativeServer:
+    """The native front for ``fs``, bound to ``host:port``: ``start``, then ``stop(grace)``."""
+
+    def __init__(
+        self,
+        fs: FeatureStore,
+        calls: Calls,
+        *,
+        host: str,
+        port: int,
+        auth: bool,
+        max_message_bytes: int,
+        threads: int,
+        reuse_port: bool,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self._fs = fs
+        self._metrics = metrics
+        tiers = fs.native_tiers()
+        self.front = Front(
+            host,
+            port,
+            fallback=self._slow_call,
+            statuses=status_codes(),
+            descriptors=descriptor_set(),
+            caller_header=contract.CALLER_HEADER,
+            token_header=contract.TOKEN_HEADER,
+            tiers=tiers,
+            auth=auth,
+            limits=fs.limits,
+            max_message_bytes=max_message_bytes,
+            threads=threads,
+            reuse_port=reuse_port,
+            caller_labels=None if metrics is None else (ANONYMOUS, UNKNOWN),
+        )
+        self.port = self.front.port
+        self._count_lock = threading.Lock()
+        if metrics is not None:
+            metrics.before_collect.append(self.count_calls)
+        self._calls = calls
+        self._stop_events = threading.Event()
+        self._serve(fs.snapshot)
+
+    def _serve(self, snapshot: Snapshot) -> None:
+        self.front.set_serving(self._fs.catalog(snapshot), _callers(snapshot))
+
+    def _slow_call(
+        self, method: str, request: bytes, metadata: list[tuple[str, str]], time_left: float | None, peer: str
+    ) -> tuple[int, bytes | str]:
+        """A call the front hands back: :meth:`Calls.run` with the call's deadline and metadata."""
+        deadline = None if time_left is None else time.monotonic() + time_left
+        try:
+            return 0, self._calls.run(METHODS[method], request, dict(metadata), deadline=deadline, peer=peer)
+        except CallError as err:
+            return err.code.value[0], err.message
+
+    def start(self) -> None:
+        """Starts accepting calls; from now on each new registry revision is handed to the front."""
+        self._fs.on_revision(self._serve)
+        self._serve(self._fs.snapshot)  # a revision that arrived before the hook
+        self.front.start()
+        threading.Thread(target=self._drain_events, name="ofs-front-events", daemon=True).start()
+
+    def _drain_events(self) -> None:
+        # What the distributed cache queues during native reads (errors, breaker changes) is reported
+        # by the metrics hooks, as after each native read on the grpcio front; so are the calls the
+        # front answered (a scrape also takes them first: ServerMetrics.before_collect).
+        while not self._stop_events.wait(1.0):
+            self._fs.native_read_done()
+            self.count_calls()
+
+    def count_calls(self) -> None:
+        """Counts the calls the front answered natively since the last time, as :meth:`Calls.run` and
+        the FeatureStore hooks count a call on the grpcio front. Off the request path: the front keeps
+        them in native memory until taken (bounded), and this runs once a second and on each scrape."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        with self._count_lock:  # one taker at a time: the calls are counted in the order they ended
+            for call in self.front.take_calls():
+                method, caller, code, seconds, planned, fgs, in_process, distributed, store_calls = call
+                metrics.begin()
+                if planned is not None:
+                    entity, keys = planned
+                    metrics.request(entity, keys)
+                    if in_process is not None:
+                        metrics.cache_lookup("in_process", entity, *in_process)
+                    if distributed is not None:
+                        metrics.cache_lookup("distributed", entity, *distributed)
+                    for store_id, store_seconds, failed in store_calls:
+                        metrics.store_call(store_id, "read", store_seconds, failed)
+                    for fg, found, missing, expired in fgs:
+                        metrics.feature_status(entity, fg, found, missing, expired)
+                metrics.finish(method, caller, _CODE_NAMES.get(code, "UNKNOWN"), seconds)
+
+    def stop(self, grace: float | None) -> _Stopped:
+        """Stops accepting and drains the calls in flight for up to ``grace`` seconds, in the
+        background; the returned object's ``wait()`` returns once that is over."""
+        stopped = _Stopped()
+
+        def run() -> None:
+            try:
+                stopped.drained = self.front.stop(grace or 0.0)
+            finally:
+                self._fs.on_revision(self._serve, remove=True)
+                self.count_calls()
+                if self._metrics is not None:
+                    self._metrics.before_collect.remove(self.count_calls)
+                self._stop_events.set()
+                stopped._done.set()
+
+        threading.Thread(target=run, name="ofs-front-stop", daemon=True).start()
+        return stopped
+
+
+class NativeHealth:
+    """The front's gRPC health (``tonic-health``), set as :mod:`.app` sets grpc_health's servicer."""
+
+    def __init__(self, front: Front, names: tuple[str, ...]) -> None:
+        self._front = front
+        self._names = names
+
+    def set(self, service: str, status: int) -> None:
+        self._front.set_health(service, status == health_pb2.HealthCheckResponse.SERVING)
+
+    def enter_graceful_shutdown(self) -> None:
+        """Every service NOT_SERVING (what grpc_health does on a graceful shutdown)."""
+        for name in self._names:
+            self._front.set_health(name, False)
+
+
+def check_native_config(tls: bool) -> None:
+    """Refuses what the native front does not serve yet."""
+    if tls:
+        raise InvalidInputError("front native: TLS is not served by the native front yet; use front grpcio")

@@ -1,0 +1,202 @@
+//! Binding of the compiled serving front (`ofs_front`): conversions, the GIL released while it waits,
+//! and the Python side of its fallback (`Calls.run`, for the calls the core does not answer alone).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ofs_front::{
+    ApiConfig, CallRecord, Caller, CallerLabels, Fallback, Front, Headers, Listen, Method, Role, Serving, Shared,
+    SlowCall, TokenHash,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tonic::Code;
+
+use crate::engine::{limits_of, PyCatalog, PyLimits};
+use crate::errors::{class_name, invalid, KINDS};
+use crate::tiers::PyTiers;
+
+/// The gRPC paths the front serves (`contract.py` `RPCS` names the same; a test holds them together).
+pub fn methods() -> Vec<&'static str> {
+    Method::ALL.iter().map(|(_, path)| *path).collect()
+}
+
+/// The classes of `online_feature_store.errors` a core error can become (the keys of `statuses`).
+pub fn error_classes() -> Vec<&'static str> {
+    KINDS.iter().map(|k| class_name(*k)).collect()
+}
+
+/// `Calls.run` behind a Python callable: `run(method, request, metadata, time_left, peer)` returns
+/// `(0, reply bytes)` or `(status code, message)`.
+struct PyFallback {
+    run: Py<PyAny>,
+}
+
+impl fmt::Debug for PyFallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PyFallback")
+    }
+}
+
+impl Fallback for PyFallback {
+    fn call(&self, call: SlowCall) -> Result<Vec<u8>, (Code, String)> {
+        Python::attach(|py| {
+            let args = (
+                call.method,
+                PyBytes::new(py, &call.request),
+                call.metadata,
+                call.time_left.map(|d| d.as_secs_f64()),
+                call.peer,
+            );
+            let answer = self.run.call1(py, args).and_then(|out| {
+                let (code, payload): (i32, Bound<'_, PyAny>) = out.extract(py)?;
+                Ok(if code == 0 {
+                    Ok(payload.extract::<Vec<u8>>()?)
+                } else {
+                    Err((Code::from_i32(code), payload.extract()?))
+                })
+            });
+            answer.unwrap_or_else(|e| Err((Code::Internal, format!("internal error: {e}"))))
+        })
+    }
+}
+
+/// A [`CallRecord`] as Python takes it.
+type CallTuple = (
+    &'static str,
+    String,
+    i32,
+    f64,
+    Option<(String, usize)>,
+    Vec<(String, u64, u64, u64)>,
+    Option<(u64, u64)>,
+    Option<(u64, u64)>,
+    Vec<(String, f64, bool)>,
+);
+
+fn call_tuple(r: CallRecord) -> CallTuple {
+    let report = r.report;
+    let calls = report.store_calls.into_iter().map(|c| (c.store_id, c.seconds, c.failed)).collect();
+    (r.method, r.caller, r.code as i32, r.seconds, r.planned, r.fgs, report.in_process, report.distributed, calls)
+}
+
+/// The compiled serving front: bound at construction, then started, fed each registry revision, and
+/// stopped with a drain.
+#[pyclass(name = "Front", module = "online_feature_store._native", frozen)]
+#[derive(Debug)]
+pub struct PyFront {
+    inner: Front,
+}
+
+fn socket_addr(host: &str, port: u16) -> PyResult<SocketAddr> {
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let resolved = (host, port).to_socket_addrs().map_err(|e| invalid(format!("host {host:?}: {e}")))?.next();
+    resolved.ok_or_else(|| invalid(format!("host {host:?} resolves to no address")))
+}
+
+#[pymethods]
+impl PyFront {
+    /// Binds `host:port` (0: any free port). `fallback(method, request, metadata, time_left, peer)` runs
+    /// a call in Python (`(0, reply)` or `(code, message)`); `statuses`: error class name → gRPC code
+    /// (the contract's table); `tiers`: the native read path (None: every retrieve through Python);
+    /// `descriptors`: the encoded `FileDescriptorSet` of the API's protos (reflection).
+    #[new]
+    #[pyo3(signature = (
+        host, port, *, fallback, statuses, descriptors, caller_header, token_header, tiers = None,
+        auth = false, limits = None, max_message_bytes = 4_194_304, threads = 4, reuse_port = false,
+        caller_labels = None
+    ))]
+    #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
+    fn new(
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        fallback: Py<PyAny>,
+        statuses: HashMap<String, i32>,
+        descriptors: Vec<u8>,
+        caller_header: String,
+        token_header: String,
+        tiers: Option<&PyTiers>,
+        auth: bool,
+        limits: Option<&PyLimits>,
+        max_message_bytes: usize,
+        threads: usize,
+        reuse_port: bool,
+        caller_labels: Option<(String, String)>,
+    ) -> PyResult<Self> {
+        let codes: HashMap<&'static str, Code> = error_classes()
+            .into_iter()
+            .map(|name| (name, statuses.get(name).map_or(Code::Internal, |&c| Code::from_i32(c))))
+            .collect();
+        let config = ApiConfig {
+            auth,
+            headers: Headers { caller: caller_header, token: token_header },
+            limits: limits_of(limits),
+            max_message_bytes,
+            python_threads: threads,
+            labels: caller_labels.map(|(anonymous, unknown)| CallerLabels { anonymous, unknown }),
+        };
+        let shared = Shared::new(
+            config,
+            tiers.map(PyTiers::shared),
+            Arc::new(PyFallback { run: fallback }),
+            Arc::new(move |kind| codes.get(class_name(kind)).copied().unwrap_or(Code::Internal)),
+        );
+        let listen = Listen { addr: socket_addr(host, port)?, reuse_port, descriptors };
+        let front = py.detach(|| Front::bind(listen, shared));
+        let inner =
+            front.map_err(|e| pyo3::exceptions::PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
+        Ok(PyFront { inner })
+    }
+
+    /// The bound port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.inner.port()
+    }
+
+    /// Serves `catalog` with `callers` (`(id, role, stored token hash)`) from the next call on.
+    fn set_serving(&self, catalog: &PyCatalog, callers: Vec<(String, String, String)>) -> PyResult<()> {
+        let callers = callers
+            .into_iter()
+            .map(|(id, role, hash)| {
+                let role =
+                    Role::parse(&role).ok_or_else(|| invalid(format!("caller {id:?}: unknown role {role:?}")))?;
+                Ok((id, Caller { role, hash: TokenHash::parse(&hash) }))
+            })
+            .collect::<PyResult<_>>()?;
+        self.inner.set_serving(Serving { engine: Arc::clone(&catalog.inner), callers });
+        Ok(())
+    }
+
+    /// The calls answered natively since the last take (recorded with `caller_labels` only), each
+    /// `(method, caller label, status code, seconds, (entity, keys) or None, [(FG, found, missing,
+    /// expired)], in-process (hits, misses) or None, distributed (hits, misses) or None, [(store id,
+    /// seconds, failed)])`: what `ServerMetrics` counts per call.
+    fn take_calls(&self, py: Python<'_>) -> Vec<CallTuple> {
+        let records = py.detach(|| self.inner.take_records());
+        records.into_iter().map(call_tuple).collect()
+    }
+
+    /// Sets the health of `service` (`""`: the whole server) to `SERVING` or `NOT_SERVING`.
+    fn set_health(&self, py: Python<'_>, service: &str, serving: bool) {
+        py.detach(|| self.inner.set_health(service, serving));
+    }
+
+    /// Starts accepting calls.
+    fn start(&self) -> PyResult<()> {
+        self.inner.start().map_err(pyo3::exceptions::PyRuntimeError::new_err)
+    }
+
+    /// Stops accepting and drains the calls in flight for up to `grace` seconds (the GIL released: the
+    /// calls Python runs can finish). Returns whether every call finished in time.
+    fn stop(&self, py: Python<'_>, grace: f64) -> bool {
+        let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::ZERO);
+        py.detach(|| self.inner.stop(grace))
+    }
+}
