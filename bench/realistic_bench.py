@@ -266,6 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--smoke", action="store_true", help="tiny SQLite run: checks it all works")
     p.add_argument("--label", default="run", help="name of this run in the results")
+    p.add_argument(
+        "--front",
+        default="",
+        choices=["", "grpcio", "native"],
+        help="`ofs serve --front` of the gRPC cases (default: the target's own default)",
+    )
     p.add_argument("--baseline", type=Path, help="JSON of an earlier run (--json): goal 1's 3x is against it")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--write-results", action="store_true", help="replace this label's block of RESULTS.md")
@@ -289,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases = select(args)
     if args.ceiling_seconds <= 0:
         ceiling_shapes = []
-    s = Settings(args.entities, args.seconds, args.warmup, args.threads, args.ceiling_seconds)
+    s = Settings(args.entities, args.seconds, args.warmup, args.threads, args.ceiling_seconds, args.front)
     target = ab.Target.resolve(args.ofs)
     info = gb.machine()
     info["sut"] = target.describe()

@@ -121,6 +121,8 @@ class Settings:
     warmup: float = 1.0
     threads: int = 4
     ceiling_seconds: float = 3.0
+    front: str = ""
+    """``ofs serve --front`` of the gRPC cases (empty: the target's default)."""
 
 
 @dataclass

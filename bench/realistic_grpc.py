@@ -185,9 +185,11 @@ class Serve(gb.Server):
     """``ofs serve --workers 1`` of the target with an in-process cache of ``cache_bytes`` and its
     Prometheus metrics on a port of its own."""
 
-    def __init__(self, target: ab.Target, data_dir: Path, cache_bytes: int, flag: bool) -> None:
+    def __init__(
+        self, target: ab.Target, data_dir: Path, cache_bytes: int, flag: bool, front: str = ""
+    ) -> None:
         super().__init__(data_dir, workers=1)
-        self.target, self.cache_bytes, self.flag = target, cache_bytes, flag
+        self.target, self.cache_bytes, self.flag, self.front = target, cache_bytes, flag, front
         self.metrics_port = gb.free_port()
         while self.metrics_port == self.port:
             self.metrics_port = gb.free_port()
@@ -195,6 +197,8 @@ class Serve(gb.Server):
     def start(self, timeout: float = 120.0) -> Serve:
         args = ["serve", "--data-dir", str(self.data_dir), "--port", str(self.port), "--workers", "1"]
         args += ["--metrics-port", str(self.metrics_port)]
+        if self.front:
+            args += ["--front", self.front]
         if self.flag:
             cmd = [
                 str(self.target.python),
@@ -296,7 +300,7 @@ def run_grpc_group(
     size = cache_bytes(first, ds.label, ds.entities)
     results = [Result(c, size) for c in cases]
     a, b = rk.perm_params(ds.entities)
-    with Serve(target, ds.data_dir, size, flag) as server:
+    with Serve(target, ds.data_dir, size, flag, s.front) as server:
         warm = 0.0
         if first.cache:
             count = math.ceil(ds.entities * first.cache / 100)
