@@ -218,8 +218,13 @@ def _build(
     Calls,
     futures.ThreadPoolExecutor | None,
 ]:
+    calls = Calls(fs, auth=config.auth, metrics=metrics)
+    # The server's limits are the FeatureStore's: every call goes through fs.retrieve_wire / persist_wire.
+    fs.limits = make_limits(
+        config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes
+    )
     if config.front == "native":
-        return _build_native(fs, config, metrics)
+        return _build_native(fs, config, calls, metrics)
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -230,11 +235,6 @@ def _build(
     ]
     executor = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="ofs-grpc")
     server = grpc.server(executor, options=options)
-    calls = Calls(fs, auth=config.auth, metrics=metrics)
-    # The server's limits are the FeatureStore's: every call goes through fs.retrieve_wire / persist_wire.
-    fs.limits = make_limits(
-        config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes
-    )
     server.add_generic_rpc_handlers(_generic_handlers(calls))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -267,16 +267,12 @@ def _build(
 
 
 def _build_native(
-    fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None
+    fs: FeatureStore, config: ServerConfig, calls: Calls, metrics: ServerMetrics | None
 ) -> tuple[NativeServer, int, NativeHealth, Calls, None]:
     """:func:`_build` for the compiled front (:mod:`.native_front`): the same calls, limits and health."""
     from online_feature_store.server.native_front import NativeHealth, NativeServer, check_native_config
 
     check_native_config(tls=bool(config.tls_cert_file or config.tls_key_file))
-    calls = Calls(fs, auth=config.auth, metrics=metrics)
-    fs.limits = make_limits(
-        config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes
-    )
     if not config.reuse_port:
         check_free(config.host, config.port, *port_hint("port"))
     try:

@@ -770,13 +770,12 @@ mod tests {
         b.delay_ms.store(2_000, Ordering::SeqCst);
         crate::store::runtime::runtime();
         let p = plan(&c, "user", &[], &[("a", vec!["x"]), ("b", vec!["x"])]).unwrap();
-        let started = Instant::now();
-        let deadline = Some(started + std::time::Duration::from_millis(100));
+        let deadline = Some(Instant::now() + std::time::Duration::from_millis(100));
         let (got, report) = crate::store::runtime::block_on(tiers.read(&p, &["k1"], deadline));
+        // The slow store would have answered Ok: the error is the deadline cutting its read off.
         let e = got.unwrap_err();
         assert!(matches!(e, crate::Error::DeadlineExceeded(_)), "{e}");
-        assert!(e.to_string().contains("before the deadline"), "{e}");
-        assert!(started.elapsed() < std::time::Duration::from_millis(1_500));
+        assert!(e.to_string().contains("map store did not answer 1 keys before the deadline"), "{e}");
         assert!(report.store_calls.iter().any(|c| c.failed));
     }
 
