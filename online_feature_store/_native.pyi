@@ -377,24 +377,25 @@ class Front:
         threads: int = 4,
         reuse_port: bool = False,
         caller_labels: tuple[str, str] | None = None,
+        latency_buckets: list[float] = ...,
+        rows_buckets: list[float] = ...,
     ) -> Front: ...
     @property
     def port(self) -> int: ...
-    def take_calls(
+    def take_metrics(
         self,
-    ) -> list[
+    ) -> (
         tuple[
-            str,
-            str,
+            list[tuple[str, str, int, int]],
+            list[tuple[str, tuple[list[int], float]]],
+            list[tuple[str, str, tuple[list[int], float], tuple[list[int], float]]],
+            list[tuple[str, str, int, int, int]],
+            list[tuple[str, str, int, int]],
+            list[tuple[str, tuple[list[int], float], int]],
             int,
-            float,
-            tuple[str, int] | None,
-            list[tuple[str, int, int, int]],
-            tuple[int, int] | None,
-            tuple[int, int] | None,
-            list[tuple[str, float, bool]],
         ]
-    ]: ...
+        | None
+    ): ...
     def set_serving(self, catalog: Catalog, callers: list[tuple[str, str, str]]) -> None: ...
     def set_health(self, service: str, serving: bool) -> None: ...
     def start(self) -> None: ...

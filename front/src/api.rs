@@ -11,14 +11,14 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderValue;
 use ofs_core::engine::Engine;
-use ofs_core::tiers::{ReadReport, Tiers};
+use ofs_core::tiers::Tiers;
 use ofs_core::{keys, wire, ErrorKind, Limits};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
@@ -29,6 +29,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::auth::{self, Callers, Headers, Role, Verdict};
 use crate::codec::RawCodec;
 use crate::deadline;
+use crate::metrics::{Call, Metrics, MetricsConfig};
 
 /// A core error kind → its gRPC code: the contract's table (`contract.py` `STATUS_OF`), handed over by
 /// Python.
@@ -98,33 +99,6 @@ pub struct Serving {
     pub callers: Callers,
 }
 
-/// Calls recorded at most between two takes ([`Shared::take_records`]); later ones go uncounted.
-pub const MAX_RECORDS: usize = 1 << 16;
-
-/// One call the front answered itself, as Python's metrics count it (`ServerMetrics` hooks).
-#[derive(Debug, Clone)]
-pub struct CallRecord {
-    /// The gRPC method name.
-    pub method: &'static str,
-    /// The caller's metrics label.
-    pub caller: String,
-    pub code: Code,
-    pub seconds: f64,
-    /// `(entity, keys)` once the request was planned and read natively.
-    pub planned: Option<(String, usize)>,
-    /// Per FG of a served retrieve: label, found, missing, expired.
-    pub fgs: Vec<(String, u64, u64, u64)>,
-    /// Cache lookups and store calls of its read.
-    pub report: ReadReport,
-}
-
-/// The caller labels of the metrics (`server/metrics.py`).
-#[derive(Debug, Clone)]
-pub struct CallerLabels {
-    pub anonymous: String,
-    pub unknown: String,
-}
-
 /// The API's settings.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -135,8 +109,8 @@ pub struct ApiConfig {
     pub max_message_bytes: usize,
     /// Python calls at once (`threads`): the rest wait for a turn, as grpcio's handler pool makes them.
     pub python_threads: usize,
-    /// The metrics' caller labels; None: metrics off, no call is recorded.
-    pub labels: Option<CallerLabels>,
+    /// How the metrics are labelled and bucketed; None: metrics off, no call is counted.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// State shared by every call.
@@ -147,7 +121,7 @@ pub struct Shared {
     fallback: Arc<dyn Fallback>,
     python: Arc<Semaphore>,
     status_of: StatusOf,
-    records: Mutex<Vec<CallRecord>>,
+    metrics: Option<Metrics>,
 }
 
 impl fmt::Debug for Shared {
@@ -165,7 +139,8 @@ impl Shared {
         status_of: StatusOf,
     ) -> Shared {
         let python = Arc::new(Semaphore::new(config.python_threads.max(1)));
-        Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of, records: Mutex::default() }
+        let metrics = config.metrics.clone().map(Metrics::new);
+        Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of, metrics }
     }
 
     /// Serves `serving` from the next call on (a new registry revision).
@@ -183,28 +158,15 @@ impl Shared {
         self.python.close();
     }
 
-    /// The calls answered here since the last take, for the metrics (none while metrics are off).
-    pub fn take_records(&self) -> Vec<CallRecord> {
-        std::mem::take(&mut *self.records.lock().expect("records lock"))
-    }
-
-    fn record(&self, method: Method, done: Recorded, code: Code, started: Instant) {
-        if self.config.labels.is_none() {
-            return;
-        }
-        let mut records = self.records.lock().expect("records lock");
-        // Bounded: metrics that nobody collects must not grow without end.
-        if records.len() < MAX_RECORDS {
-            let Recorded { caller, planned, fgs, report } = done;
-            let seconds = started.elapsed().as_secs_f64();
-            records.push(CallRecord { method: method.name(), caller, code, seconds, planned, fgs, report });
-        }
+    /// The front's metrics (None while they are off).
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
     /// `Calls.authorize`'s metrics label of a caller: `anonymous` without an id, the id of a registry
     /// caller, `unknown` otherwise (bounds the label's cardinality).
     fn caller_label(&self, caller: Option<&str>, serving: Option<&Serving>) -> String {
-        let Some(labels) = &self.config.labels else {
+        let Some(labels) = self.config.metrics.as_ref().map(|m| &m.labels) else {
             return String::new();
         };
         match caller.filter(|c| !c.is_empty()) {
@@ -324,27 +286,23 @@ impl UnaryService<Bytes> for Handler {
     }
 }
 
-/// `Calls.run`: the reply of `method`, or its status. A call answered here is recorded for the metrics
-/// ([`CallRecord`]); one handed to Python is counted there.
+/// `Calls.run`: the reply of `method`, or its status. A call answered here is counted in the front's
+/// [`Metrics`]; one handed to Python is counted there.
 async fn run(shared: &Arc<Shared>, method: Method, request: Request<Bytes>) -> Result<Bytes, Status> {
     let started = Instant::now();
-    let mut record = Recorded::default();
-    let answer = answer(shared, method, &request, started, &mut record).await;
+    let in_flight = shared.metrics.as_ref().map(Metrics::begin);
+    let mut call = Call::default();
+    let answer = answer(shared, method, &request, started, &mut call).await;
     let Some(result) = answer else {
+        drop(in_flight);
         let deadline = deadline_of(&request, started);
         return python(shared, method, request, deadline).await;
     };
-    shared.record(method, record, result.as_ref().err().map_or(Code::Ok, Status::code), started);
+    if let Some(metrics) = &shared.metrics {
+        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        metrics.count(method.name(), &call, code, started.elapsed().as_secs_f64());
+    }
     result
-}
-
-/// What a call answered here did, for its [`CallRecord`].
-#[derive(Debug, Default)]
-struct Recorded {
-    caller: String,
-    planned: Option<(String, usize)>,
-    fgs: Vec<(String, u64, u64, u64)>,
-    report: ReadReport,
 }
 
 fn deadline_of(request: &Request<Bytes>, started: Instant) -> Option<Instant> {
@@ -357,7 +315,7 @@ async fn answer(
     method: Method,
     request: &Request<Bytes>,
     started: Instant,
-    record: &mut Recorded,
+    record: &mut Call,
 ) -> Option<Result<Bytes, Status>> {
     let metadata = request.metadata();
     let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
@@ -403,7 +361,7 @@ async fn retrieve(
     query: &[u8],
     decoded: bool,
     deadline: Option<Instant>,
-    record: &mut Recorded,
+    record: &mut Call,
 ) -> Result<Option<Bytes>, Status> {
     let req = wire::parse_retrieve(engine, query, &shared.config.limits).map_err(|e| shared.status(&e))?;
     let Some(route) = tiers.route(&req.plan) else {

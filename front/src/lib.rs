@@ -5,14 +5,16 @@
 //! answer alone go back to Python's `Calls.run` ([`api::Fallback`]).
 //!
 //! Modules: [`api`] (the methods: auth, deadline, errors, the native read), [`auth`] (caller tokens),
-//! [`codec`] (raw message bytes), [`deadline`] (`grpc-timeout`), [`server`] (listen, serve, drain).
+//! [`codec`] (raw message bytes), [`deadline`] (`grpc-timeout`), [`metrics`] (the calls answered natively), [`server`] (listen, serve, drain).
 
 pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod deadline;
+pub mod metrics;
 pub mod server;
 
-pub use api::{ApiConfig, CallRecord, CallerLabels, Fallback, Method, Serving, Shared, SlowCall, StatusOf};
+pub use api::{ApiConfig, Fallback, Method, Serving, Shared, SlowCall, StatusOf};
 pub use auth::{Caller, Callers, Headers, Role, TokenHash};
+pub use metrics::{CallerLabels, Histogram, MetricsConfig, Totals};
 pub use server::{Front, Listen};

@@ -116,9 +116,10 @@ impl Front {
         self.shared.set_serving(serving);
     }
 
-    /// The calls answered natively since the last take, for the metrics.
-    pub fn take_records(&self) -> Vec<crate::api::CallRecord> {
-        self.shared.take_records()
+    /// The metrics of the calls answered natively since the last take, and the calls in flight now
+    /// (None while metrics are off).
+    pub fn take_metrics(&self) -> Option<(crate::metrics::Totals, i64)> {
+        self.shared.metrics().map(|m| (m.take(), m.in_flight()))
     }
 
     /// Sets the health of `service` (`""`: the server as a whole).

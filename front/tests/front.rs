@@ -14,7 +14,8 @@ use ofs_core::engine::Engine;
 use ofs_core::Limits;
 use ofs_front::codec::RawCodec;
 use ofs_front::{
-    ApiConfig, Caller, CallerLabels, Fallback, Front, Headers, Listen, Role, Serving, Shared, SlowCall, TokenHash,
+    ApiConfig, Caller, CallerLabels, Fallback, Front, Headers, Listen, MetricsConfig, Role, Serving, Shared, SlowCall,
+    TokenHash,
 };
 use sha2::Sha256;
 use tonic::transport::Channel;
@@ -54,7 +55,11 @@ fn front(recorder: Arc<Recorder>) -> Front {
         limits: Limits::NONE,
         max_message_bytes: 1024,
         python_threads: 2,
-        labels: Some(CallerLabels { anonymous: "anonymous".into(), unknown: "unknown".into() }),
+        metrics: Some(MetricsConfig {
+            labels: CallerLabels { anonymous: "anonymous".into(), unknown: "unknown".into() },
+            latency_bounds: vec![0.001, 0.1],
+            rows_bounds: vec![1.0],
+        }),
     };
     let shared = Shared::new(config, None, recorder, Arc::new(|_| Code::Internal));
     let listen = Listen { addr: "127.0.0.1:0".parse().unwrap(), reuse_port: false, descriptors: Vec::new() };
@@ -105,17 +110,25 @@ fn auth_fallback_limits_and_drain() {
         assert_eq!(over.code(), Code::ResourceExhausted);
         assert!(over.message().contains("over the limit of 1024 bytes (max_message_bytes)"), "{}", over.message());
     });
-    // The calls answered natively are recorded for the metrics; the one Python ran is not.
-    let records = front.take_records();
-    let seen: Vec<(&str, &str, Code)> = records.iter().map(|r| (r.method, r.caller.as_str(), r.code)).collect();
+    // The calls answered natively are counted in the metrics; the one Python ran is not.
+    let (totals, in_flight) = front.take_metrics().unwrap();
+    let mut seen: Vec<(&str, &str, Code, u64)> = totals
+        .calls
+        .iter()
+        .flat_map(|(caller, calls)| calls.iter().map(move |((method, code), n)| (*method, caller.as_str(), *code, *n)))
+        .collect();
+    seen.sort_by_key(|(method, caller, _, _)| (*method, *caller));
     assert_eq!(
         seen,
         [
-            ("RetrieveFeatures", "anonymous", Code::InvalidArgument),
-            ("RetrieveFeatures", "r", Code::Unauthenticated),
-            ("PersistFeatures", "r", Code::PermissionDenied),
+            ("PersistFeatures", "r", Code::PermissionDenied, 1),
+            ("RetrieveFeatures", "anonymous", Code::InvalidArgument, 1),
+            ("RetrieveFeatures", "r", Code::Unauthenticated, 1),
         ]
     );
+    assert_eq!(in_flight, 0);
+    let retrieves = &totals.seconds["RetrieveFeatures"];
+    assert_eq!((retrieves.counts.len(), retrieves.counts.iter().sum::<u64>()), (3, 2));
     let calls = recorder.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1);
     let (method, metadata, time_left) = &calls[0];

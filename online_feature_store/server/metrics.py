@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
@@ -34,6 +35,7 @@ __all__ = [
     "BREAKER_STATES",
     "LATENCY_BUCKETS",
     "ROWS_BUCKETS",
+    "NativeTotals",
     "ServerMetrics",
     "multiprocess_registry",
     "serve_metrics",
@@ -165,6 +167,7 @@ class ServerMetrics(FeatureStoreMetrics):
             multiprocess_mode="livemax",
         )
         self._local = threading.local()
+        self._native_in_flight = 0  # the native front's calls in ``in_flight`` (add_native)
 
     # -- FeatureStore hooks -----------------------------------------------------------------------
     def request(self, entity: str, rows: int) -> None:
@@ -213,10 +216,65 @@ class ServerMetrics(FeatureStoreMetrics):
             self.rows.labels(method, entity).observe(rows)
             self._local.request = None
 
+    def add_native(self, totals: NativeTotals) -> None:
+        """Adds what the native front counted since it was last asked (``_native.Front.take_metrics``):
+        each label set's totals at once, the counters and histograms the grpcio front fills per call;
+        and the front's calls in flight to ``ofs_requests_in_flight``."""
+        calls, seconds, entities, fgs, caches, stores, in_flight = totals
+        for method, caller, code, n in calls:
+            self.requests.labels(method, caller, _CODE_NAMES.get(code, "UNKNOWN")).inc(n)
+        for method, (counts, total) in seconds:
+            _add_observations(self.request_seconds.labels(method), counts, total)
+        for method, entity, (counts, total), (rows, keys) in entities:
+            _add_observations(self.entity_seconds.labels(method, entity), counts, total)
+            _add_observations(self.rows.labels(method, entity), rows, keys)
+        for entity, fg, found, missing, expired in fgs:
+            self.feature_status(entity, fg, found, missing, expired)
+        for tier, entity, hits, misses in caches:
+            self.cache_lookup(tier, entity, hits, misses)
+        for store_id, (counts, total), failed in stores:
+            _add_observations(self.store_seconds.labels(store_id, "read"), counts, total)
+            if failed:
+                self.store_errors.labels(store_id, "read").inc(failed)
+        self.in_flight.inc(in_flight - self._native_in_flight)
+        self._native_in_flight = in_flight
+
     def refresh_registry(self, fs: FeatureStore) -> None:
         """Sets the registry gauges from ``fs``'s registry watch (the server calls it every second)."""
         self.registry_revision.set(fs.snapshot.revision)
         self.registry_healthy.set(1 if fs.registry_healthy else 0)
+
+
+NativeTotals = tuple[
+    list[tuple[str, str, int, int]],
+    list[tuple[str, tuple[list[int], float]]],
+    list[tuple[str, str, tuple[list[int], float], tuple[list[int], float]]],
+    list[tuple[str, str, int, int, int]],
+    list[tuple[str, str, int, int]],
+    list[tuple[str, tuple[list[int], float], int]],
+    int,
+]
+"""What ``_native.Front.take_metrics`` returns: calls ``(method, caller, code, n)``; latency per method
+``(method, (counts, sum))``; per method and entity ``(method, entity, latency, keys)``; rows per FG
+``(entity, FG, found, missing, expired)``; cache lookups ``(tier, entity, hits, misses)``; store reads
+``(store id, latency, failed)``; and the calls in flight. Histogram counts are per bucket, not
+cumulative, ``+Inf`` last, as ``Histogram.observe`` keeps them."""
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def _add_observations(child: Histogram, counts: list[int], total: float) -> None:
+    """Adds many observations to a histogram's child at once: bucket ``i`` gains ``counts[i]``, the sum
+    ``total``. prometheus_client has no public call for it, so this increments the two value objects
+    ``Histogram.observe`` itself increments (the same in multiprocess mode); tests/server/test_metrics.py
+    checks the exposition equals observing one by one."""
+    buckets = child._buckets
+    if len(counts) != len(buckets):
+        raise ValueError(f"{len(counts)} bucket counts for a histogram of {len(buckets)} buckets")
+    child._sum.inc(total)
+    for bucket, n in zip(buckets, counts, strict=True):
+        if n:
+            bucket.inc(n)
 
 
 class _BeforeCollect(Collector):

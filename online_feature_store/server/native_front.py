@@ -10,8 +10,9 @@ grpcio front. :class:`NativeServer` and :class:`NativeHealth` have the parts of 
 ``grpc_health``'s ``HealthServicer`` that :mod:`.app` uses, so the server's life is the same on both fronts.
 
 The calls the front answers natively are counted in the same metrics, off the request path: the front
-records each one in native memory and :meth:`NativeServer.count_calls` hands them to
-:class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each scrape.
+adds each one to totals per label set in native memory, and :meth:`NativeServer.count_calls` hands the
+totals to :class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each
+scrape.
 Not yet on this front (docs/serving.md#fronts): TLS.
 """
 
@@ -30,9 +31,13 @@ from online_feature_store.errors import InvalidInputError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.server.calls import METHODS, CallError, Calls
-from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetrics
-
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+from online_feature_store.server.metrics import (
+    ANONYMOUS,
+    LATENCY_BUCKETS,
+    ROWS_BUCKETS,
+    UNKNOWN,
+    ServerMetrics,
+)
 
 __all__ = ["NativeHealth", "NativeServer", "check_native_config", "descriptor_set", "status_codes"]
 
@@ -108,6 +113,8 @@ class NativeServer:
             threads=threads,
             reuse_port=reuse_port,
             caller_labels=None if metrics is None else (ANONYMOUS, UNKNOWN),
+            latency_buckets=list(LATENCY_BUCKETS),
+            rows_buckets=list(ROWS_BUCKETS),
         )
         self.port = self.front.port
         self._count_lock = threading.Lock()
@@ -146,28 +153,15 @@ class NativeServer:
             self.count_calls()
 
     def count_calls(self) -> None:
-        """Counts the calls the front answered natively since the last time, as :meth:`Calls.run` and
-        the FeatureStore hooks count a call on the grpcio front. Off the request path: the front keeps
-        them in native memory until taken (bounded), and this runs once a second and on each scrape."""
+        """Adds what the front counted natively since the last time to the metrics (once a second and on
+        each scrape). The front keeps totals per label set, so this costs per label set, not per call."""
         metrics = self._metrics
         if metrics is None:
             return
-        with self._count_lock:  # one taker at a time: the calls are counted in the order they ended
-            for call in self.front.take_calls():
-                method, caller, code, seconds, planned, fgs, in_process, distributed, store_calls = call
-                metrics.begin()
-                if planned is not None:
-                    entity, keys = planned
-                    metrics.request(entity, keys)
-                    if in_process is not None:
-                        metrics.cache_lookup("in_process", entity, *in_process)
-                    if distributed is not None:
-                        metrics.cache_lookup("distributed", entity, *distributed)
-                    for store_id, store_seconds, failed in store_calls:
-                        metrics.store_call(store_id, "read", store_seconds, failed)
-                    for fg, found, missing, expired in fgs:
-                        metrics.feature_status(entity, fg, found, missing, expired)
-                metrics.finish(method, caller, _CODE_NAMES.get(code, "UNKNOWN"), seconds)
+        with self._count_lock:  # one taker at a time
+            totals = self.front.take_metrics()
+            if totals is not None:
+                metrics.add_native(totals)
 
     def stop(self, grace: float | None) -> _Stopped:
         """Stops accepting and drains the calls in flight for up to ``grace`` seconds, in the

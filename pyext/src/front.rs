@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ofs_front::{
-    ApiConfig, CallRecord, Caller, CallerLabels, Fallback, Front, Headers, Listen, Method, Role, Serving, Shared,
-    SlowCall, TokenHash,
+    ApiConfig, Caller, CallerLabels, Fallback, Front, Headers, Histogram, Listen, Method, MetricsConfig, Role, Serving,
+    Shared, SlowCall, TokenHash, Totals,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -64,23 +64,49 @@ impl Fallback for PyFallback {
     }
 }
 
-/// A [`CallRecord`] as Python takes it.
-type CallTuple = (
-    &'static str,
-    String,
-    i32,
-    f64,
-    Option<(String, usize)>,
-    Vec<(String, u64, u64, u64)>,
-    Option<(u64, u64)>,
-    Option<(u64, u64)>,
-    Vec<(String, f64, bool)>,
+/// A histogram as Python takes it: per-bucket counts (not cumulative, `+Inf` last) and the sum.
+type HistogramTuple = (Vec<u64>, f64);
+
+fn histogram(h: Histogram) -> HistogramTuple {
+    (h.counts, h.sum)
+}
+
+/// [`Totals`] as Python takes them (`ServerMetrics.add_native`): calls `(method, caller, code, n)`;
+/// latency per method `(method, histogram)`; per entity and method `(method, entity, latency, keys)`;
+/// rows per FG `(entity, FG, found, missing, expired)`; cache lookups `(tier, entity, hits, misses)`;
+/// store reads `(store id, latency, failed)`; and the calls in flight now.
+type TotalsTuple = (
+    Vec<(&'static str, String, i32, u64)>,
+    Vec<(&'static str, HistogramTuple)>,
+    Vec<(&'static str, String, HistogramTuple, HistogramTuple)>,
+    Vec<(String, String, u64, u64, u64)>,
+    Vec<(&'static str, String, u64, u64)>,
+    Vec<(String, HistogramTuple, u64)>,
+    i64,
 );
 
-fn call_tuple(r: CallRecord) -> CallTuple {
-    let report = r.report;
-    let calls = report.store_calls.into_iter().map(|c| (c.store_id, c.seconds, c.failed)).collect();
-    (r.method, r.caller, r.code as i32, r.seconds, r.planned, r.fgs, report.in_process, report.distributed, calls)
+fn totals_tuple(totals: Totals, in_flight: i64) -> TotalsTuple {
+    let mut calls = Vec::new();
+    for (caller, per) in totals.calls {
+        calls.extend(per.into_iter().map(|((method, code), n)| (method, caller.clone(), code as i32, n)));
+    }
+    let seconds = totals.seconds.into_iter().map(|(m, h)| (m, histogram(h))).collect();
+    let (mut entities, mut fgs, mut caches) = (Vec::new(), Vec::new(), Vec::new());
+    for (entity, e) in totals.entities {
+        for (method, (latency, keys)) in e.methods {
+            entities.push((method, entity.clone(), histogram(latency), histogram(keys)));
+        }
+        for (fg, [found, missing, expired]) in e.fgs {
+            fgs.push((entity.clone(), fg, found, missing, expired));
+        }
+        for (tier, [hits, misses]) in [("in_process", e.in_process), ("distributed", e.distributed)] {
+            if hits + misses > 0 {
+                caches.push((tier, entity.clone(), hits, misses));
+            }
+        }
+    }
+    let stores = totals.stores.into_iter().map(|(id, (h, failed))| (id, histogram(h), failed)).collect();
+    (calls, seconds, entities, fgs, caches, stores, in_flight)
 }
 
 /// The compiled serving front: bound at construction, then started, fed each registry revision, and
@@ -104,12 +130,14 @@ impl PyFront {
     /// Binds `host:port` (0: any free port). `fallback(method, request, metadata, time_left, peer)` runs
     /// a call in Python (`(0, reply)` or `(code, message)`); `statuses`: error class name → gRPC code
     /// (the contract's table); `tiers`: the native read path (None: every retrieve through Python);
-    /// `descriptors`: the encoded `FileDescriptorSet` of the API's protos (reflection).
+    /// `descriptors`: the encoded `FileDescriptorSet` of the API's protos (reflection); with
+    /// `caller_labels` (`(anonymous, unknown)`) the calls answered natively are counted, their
+    /// histograms bucketed by the upper bounds `latency_buckets` (seconds) and `rows_buckets` (keys).
     #[new]
     #[pyo3(signature = (
         host, port, *, fallback, statuses, descriptors, caller_header, token_header, tiers = None,
         auth = false, limits = None, max_message_bytes = 4_194_304, threads = 4, reuse_port = false,
-        caller_labels = None
+        caller_labels = None, latency_buckets = Vec::new(), rows_buckets = Vec::new()
     ))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn new(
@@ -128,7 +156,17 @@ impl PyFront {
         threads: usize,
         reuse_port: bool,
         caller_labels: Option<(String, String)>,
+        latency_buckets: Vec<f64>,
+        rows_buckets: Vec<f64>,
     ) -> PyResult<Self> {
+        let metrics = caller_labels.map(|(anonymous, unknown)| MetricsConfig {
+            labels: CallerLabels { anonymous, unknown },
+            latency_bounds: latency_buckets,
+            rows_bounds: rows_buckets,
+        });
+        if let Some(metrics) = &metrics {
+            metrics.check().map_err(invalid)?;
+        }
         let codes: HashMap<&'static str, Code> = error_classes()
             .into_iter()
             .map(|name| (name, statuses.get(name).map_or(Code::Internal, |&c| Code::from_i32(c))))
@@ -139,7 +177,7 @@ impl PyFront {
             limits: limits_of(limits),
             max_message_bytes,
             python_threads: threads,
-            labels: caller_labels.map(|(anonymous, unknown)| CallerLabels { anonymous, unknown }),
+            metrics,
         };
         let shared = Shared::new(
             config,
@@ -174,13 +212,10 @@ impl PyFront {
         Ok(())
     }
 
-    /// The calls answered natively since the last take (recorded with `caller_labels` only), each
-    /// `(method, caller label, status code, seconds, (entity, keys) or None, [(FG, found, missing,
-    /// expired)], in-process (hits, misses) or None, distributed (hits, misses) or None, [(store id,
-    /// seconds, failed)])`: what `ServerMetrics` counts per call.
-    fn take_calls(&self, py: Python<'_>) -> Vec<CallTuple> {
-        let records = py.detach(|| self.inner.take_records());
-        records.into_iter().map(call_tuple).collect()
+    /// The metrics of the calls answered natively since the last take (counted with `caller_labels`
+    /// only; None without), bucketed by `latency_buckets` and `rows_buckets`: see [`TotalsTuple`].
+    fn take_metrics(&self, py: Python<'_>) -> Option<TotalsTuple> {
+        py.detach(|| self.inner.take_metrics()).map(|(totals, in_flight)| totals_tuple(totals, in_flight))
     }
 
     /// Sets the health of `service` (`""`: the whole server) to `SERVING` or `NOT_SERVING`.

@@ -32,7 +32,7 @@ from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
 from online_feature_store.server.app import ServerConfig, build_server, mark_serving
 from online_feature_store.server.main import load_config
-from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
+from online_feature_store.server.metrics import LATENCY_BUCKETS, ServerMetrics, serve_metrics, stop_metrics
 from online_feature_store.store.base import BlockWrite, KeyValues
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,10 +137,54 @@ def test_request_counters_and_histograms(served: Served) -> None:
         value(m, "ofs_entity_request_duration_seconds_count", method="RetrieveFeatures", entity="user") == 3
     )
     assert value(m, "ofs_request_rows_sum", method="RetrieveFeatures", entity="user") == 1 + 3 + 1
+    # Buckets are cumulative in the exposition: two 1-key calls, then the 3-key one under le=5.
+    rows_bucket = "ofs_request_rows_bucket"
+    assert value(m, rows_bucket, method="RetrieveFeatures", entity="user", le="1.0") == 2
+    assert value(m, rows_bucket, method="RetrieveFeatures", entity="user", le="2.0") == 2
+    assert value(m, rows_bucket, method="RetrieveFeatures", entity="user", le="5.0") == 3
+    assert value(m, rows_bucket, method="RetrieveFeatures", entity="user", le="+Inf") == 3
+    assert value(m, "ofs_requests_in_flight") == 0
     assert value(m, "ofs_request_rows_count", method="PersistFeatures", entity="user") == 3
     assert value(m, "ofs_store_duration_seconds_count", store="main", op="read") == 3
     assert value(m, "ofs_store_duration_seconds_count", store="main", op="write") == 3
     assert value(m, "ofs_store_errors_total") == 0
+
+
+def test_observations_added_at_once_expose_as_observed_one_by_one() -> None:
+    """``ServerMetrics.add_native`` adds the native front's per-bucket totals at once; the exposition is
+    the one of observing each value (what the grpcio front does per call)."""
+    values = [0.00001, 0.00005, 0.0003, 0.0003, 0.002, 0.7, 3.0]
+    bounds = [*LATENCY_BUCKETS, float("inf")]
+    counts = [0] * len(bounds)
+    for v in values:
+        counts[next(i for i, b in enumerate(bounds) if v <= b)] += 1
+    one_by_one, at_once = ServerMetrics(), ServerMetrics()
+    for v in values:
+        one_by_one.request_seconds.labels("RetrieveFeatures").observe(v)
+        one_by_one.requests.labels("RetrieveFeatures", "anonymous", "OK").inc()
+    at_once.add_native(
+        (
+            [("RetrieveFeatures", "anonymous", 0, len(values))],
+            [("RetrieveFeatures", (counts, sum(values)))],
+            [],
+            [],
+            [],
+            [],
+            0,
+        )
+    )
+
+    def exposed(m: ServerMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in m.registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert exposed(at_once) == exposed(one_by_one)
+    with pytest.raises(ValueError, match="3 bucket counts for a histogram of 15 buckets"):
+        at_once.add_native(([], [("RetrieveFeatures", ([1, 2, 3], 1.0))], [], [], [], [], 0))
 
 
 def test_feature_validity_from_library_retrieve(served: Served) -> None:
