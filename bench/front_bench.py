@@ -14,9 +14,11 @@ request body, which would measure one set of keys), against two entities:
 
 Each front is ``ofs serve --front grpcio|native`` (1 worker) pinned to one core with ``taskset -c``; the
 generator runs on the other core(s). "saturated": a closed loop of 8 connections x 16 requests in flight;
-"1 in flight": one connection, one request. The generator decodes and checks the first and every 64th
-answer (one row per key, in order, every FG found, 64 cells). Server cores: CPU seconds of the server's
-process tree over the measured window (``/proc``), so "per core" divides by what the server used.
+"half of saturation": an open loop at half the rate the same server just reached saturated (where the
+p99 goals are read); "1 in flight": one connection, one request. The generator decodes and checks the
+first and every 64th answer (one row per key, in order, every FG found, 64 cells). Server cores: CPU
+seconds of the server's process tree over the measured window (``/proc``), so "per core" divides by what
+the server used.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ SERVER_CPU = str(max(0, (os.cpu_count() or 1) - 1))
 SATURATED = (8, 16)
 ONE = (1, 1)
 """(connections, requests in flight) of the generator's closed loop."""
+HALF = "half of saturation"
+LOADS = (("saturated", SATURATED), (HALF, (8, 512)), ("1 in flight", ONE))
+"""The loads of each case, in order: half of saturation is an open loop at half the saturated rate just
+measured on the same server (8 connections, at most 512 requests outstanding), where p99 is read."""
 
 
 @dataclass
@@ -84,9 +90,16 @@ def warm(port: int, entity: str, n_entities: int) -> None:
 
 
 def measure(
-    binary: Path, server: gb.Server, entity: str, keys: int, load: tuple[int, int], args: argparse.Namespace
+    binary: Path,
+    server: gb.Server,
+    entity: str,
+    keys: int,
+    load: tuple[int, int],
+    args: argparse.Namespace,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     conns, inflight = load
+    shape = {"rate": rate, "max-inflight": inflight} if rate > 0 else {"inflight": inflight}
     return loadgen(
         binary,
         {
@@ -96,7 +109,7 @@ def measure(
             "keys": keys,
             "entities": args.entities,
             "conns": conns,
-            "inflight": inflight,
+            **shape,
             "seconds": args.seconds,
             "warmup": args.warmup,
             "check-every": 64,
@@ -121,30 +134,35 @@ def run(args: argparse.Namespace) -> list[Run]:
             gb.load_data(work, [hit, redis], args.entities)
             for keys in args.keys:
                 for case, entity in (("cache hit", hit), ("Redis", redis)):
-                    for load_name, load in (("saturated", SATURATED), ("1 in flight", ONE)):
-                        # The fronts one after the other for each shape, so a change in the machine's
-                        # load between shapes hits both alike.
-                        for front in FRONTS:
-                            server = gb.Server(work, 1, front=front, cpus=SERVER_CPU, metrics=args.metrics)
-                            with server:
-                                if entity.cache:
-                                    warm(server.port, entity.label, args.entities)
-                                out = measure(binary, server, entity.label, keys, load, args)
-                            errors = sum((out.get("errors") or {}).values()) + out.get("check_failures", 0)
-                            runs.append(
-                                Run(
-                                    front,
-                                    case,
-                                    keys,
-                                    load_name,
-                                    out["rps"],
-                                    out["p50_ms"],
-                                    out["p99_ms"],
-                                    (out.get("watched_cores") or {}).get("server", float("nan")),
-                                    errors,
+                    # The fronts one after the other for each case, so a change in the machine's load
+                    # between cases hits both alike; each front's server runs the case's three loads.
+                    for front in FRONTS:
+                        server = gb.Server(work, 1, front=front, cpus=SERVER_CPU, metrics=args.metrics)
+                        with server:
+                            if entity.cache:
+                                warm(server.port, entity.label, args.entities)
+                            saturated = 0.0
+                            for load_name, load in LOADS:
+                                rate = saturated / 2 if load_name == HALF else 0.0
+                                out = measure(binary, server, entity.label, keys, load, args, rate)
+                                saturated = out["rps"] if load_name == "saturated" else saturated
+                                errors = sum((out.get("errors") or {}).values()) + out.get(
+                                    "check_failures", 0
                                 )
-                            )
-                            print(runs[-1], file=sys.stderr, flush=True)
+                                runs.append(
+                                    Run(
+                                        front,
+                                        case,
+                                        keys,
+                                        load_name,
+                                        out["rps"],
+                                        out["p50_ms"],
+                                        out["p99_ms"],
+                                        (out.get("watched_cores") or {}).get("server", float("nan")),
+                                        errors,
+                                    )
+                                )
+                                print(runs[-1], file=sys.stderr, flush=True)
         finally:
             gb.delete_our_redis_keys([redis.label])
     return runs
@@ -159,7 +177,7 @@ def table(runs: Sequence[Run]) -> str:
     by = {(r.front, r.case, r.keys, r.load): r for r in runs}
     for keys in sorted({r.keys for r in runs}):
         for case in ("cache hit", "Redis"):
-            for load in ("saturated", "1 in flight"):
+            for load in [name for name, _ in LOADS]:
                 g, n = by.get(("grpcio", case, keys, load)), by.get(("native", case, keys, load))
                 if g is None or n is None:
                     continue
@@ -189,7 +207,8 @@ def render(runs: Sequence[Run], info: dict[str, str], command: str, args: argpar
         "generator (`bench/loadgen`, Go) on the other core. Keys drawn afresh and uniformly per request "
         f"from {args.entities:,} entities; one FG of 64 fp32. Cache hit = in-process cache on and warmed "
         "with every key; Redis = the store is Redis, no cache, a round trip per request. Saturated = 8 "
-        "connections x 16 in flight; per core = requests/s divided by the server's CPU seconds per second. "
+        "connections x 16 in flight; half of saturation = an open loop at half the saturated rate of the "
+        "same server (p99 read there); per core = requests/s divided by the server's CPU seconds per second. "
         f"Failed or wrong answers in all runs: {errors}.\n\n" + table(runs) + "\n"
         f"Entity rows/s per core at 100 keys, saturated: {rows_note}.\n"
     )

@@ -115,10 +115,10 @@ def _serve_one(
     from online_feature_store.server.app import serve_forever
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # a spawned worker starts unconfigured
-    if config.http_port:  # every HTTP connection is an open file: allow as many as the hard limit
-        from online_feature_store.server.http import raise_open_files_limit
+    # Every connection (gRPC or HTTP) is an open file: allow as many as the hard limit.
+    from online_feature_store.server.http import raise_open_files_limit
 
-        raise_open_files_limit()
+    raise_open_files_limit()
     stop = threading.Event()
     _stop_on_signals(stop)
     parent = multiprocessing.parent_process()
