@@ -377,6 +377,8 @@ class Front:
         threads: int = 4,
         reuse_port: bool = False,
         caller_labels: tuple[str, str] | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> Front: ...
     @property
     def port(self) -> int: ...

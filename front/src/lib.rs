@@ -5,14 +5,17 @@
 //! answer alone go back to Python's `Calls.run` ([`api::Fallback`]).
 //!
 //! Modules: [`api`] (the methods: auth, deadline, errors, the native read), [`auth`] (caller tokens),
-//! [`codec`] (raw message bytes), [`deadline`] (`grpc-timeout`), [`server`] (listen, serve, drain).
+//! [`codec`] (raw message bytes), [`deadline`] (`grpc-timeout`), [`server`] (listen, serve, drain),
+//! [`tls`] (certificate, key, handshake limit).
 
 pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod deadline;
 pub mod server;
+pub mod tls;
 
 pub use api::{ApiConfig, CallRecord, CallerLabels, Fallback, Method, Serving, Shared, SlowCall, StatusOf};
 pub use auth::{Caller, Callers, Headers, Role, TokenHash};
 pub use server::{Front, Listen};
+pub use tls::{Tls, TlsError};
