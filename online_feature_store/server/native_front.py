@@ -12,7 +12,9 @@ grpcio front. :class:`NativeServer` and :class:`NativeHealth` have the parts of 
 The calls the front answers natively are counted in the same metrics, off the request path: the front
 records each one in native memory and :meth:`NativeServer.count_calls` hands them to
 :class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each scrape.
-Not yet on this front (docs/serving.md#fronts): TLS.
+With ``tls=(cert_file, key_file)`` the port takes TLS only (rustls, ALPN ``h2``), each connection's
+handshake in its own task and bounded in time; a certificate or key the front cannot use is an
+:class:`~online_feature_store.errors.InvalidInputError` naming the file, before anything is bound.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from grpc_health.v1 import health_pb2
 
 from online_feature_store import contract, errors
 from online_feature_store._native import ERROR_CLASSES, Front
-from online_feature_store.errors import InvalidInputError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.server.calls import METHODS, CallError, Calls
@@ -34,7 +35,7 @@ from online_feature_store.server.metrics import ANONYMOUS, UNKNOWN, ServerMetric
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
-__all__ = ["NativeHealth", "NativeServer", "check_native_config", "descriptor_set", "status_codes"]
+__all__ = ["NativeHealth", "NativeServer", "descriptor_set", "status_codes"]
 
 
 def status_codes() -> dict[str, int]:
@@ -89,6 +90,7 @@ class NativeServer:
         threads: int,
         reuse_port: bool,
         metrics: ServerMetrics | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self._fs = fs
         self._metrics = metrics
@@ -108,6 +110,8 @@ class NativeServer:
             threads=threads,
             reuse_port=reuse_port,
             caller_labels=None if metrics is None else (ANONYMOUS, UNKNOWN),
+            tls_cert_file=None if tls is None else tls[0],
+            tls_key_file=None if tls is None else tls[1],
         )
         self.port = self.front.port
         self._count_lock = threading.Lock()
@@ -203,9 +207,3 @@ class NativeHealth:
         """Every service NOT_SERVING (what grpc_health does on a graceful shutdown)."""
         for name in self._names:
             self._front.set_health(name, False)
-
-
-def check_native_config(tls: bool) -> None:
-    """Refuses what the native front does not serve yet."""
-    if tls:
-        raise InvalidInputError("front native: TLS is not served by the native front yet; use front grpcio")
