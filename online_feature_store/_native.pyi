@@ -379,6 +379,8 @@ class Front:
         caller_labels: tuple[str, str] | None = None,
         latency_buckets: list[float] = ...,
         rows_buckets: list[float] = ...,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> Front: ...
     @property
     def port(self) -> int: ...

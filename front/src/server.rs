@@ -3,7 +3,8 @@
 //! API, health, reflection) on the core's runtime, and a drain (hyper-util's graceful shutdown) that lets
 //! calls in flight finish within a grace period. Not tonic's transport `Server`: it puts a `grpc-timeout`
 //! layer around every call that ends a late one `CANCELLED`, where the contract says `DEADLINE_EXCEEDED`
-//! (the front keeps each call's deadline itself, `crate::deadline`).
+//! (the front keeps each call's deadline itself, `crate::deadline`). With [`Tls`], each connection's
+//! handshake runs in that connection's task, within the handshake limit.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,9 +17,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ofs_core::store::runtime;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -26,6 +29,7 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt;
 
 use crate::api::{Api, Peer, PersistService, RetrieveService, Serving, Shared};
+use crate::tls::Tls;
 
 /// Where and how the front listens.
 #[derive(Debug, Clone)]
@@ -35,16 +39,45 @@ pub struct Listen {
     pub reuse_port: bool,
     /// The `FileDescriptorSet` of the API's protos (reflection), as Python generated it from `proto/`.
     pub descriptors: Vec<u8>,
+    /// TLS only on the port (None: plaintext only).
+    pub tls: Option<Tls>,
 }
 
 type Serve = JoinHandle<()>;
 
+/// A connection's byte stream, plain TCP or TLS over it: one connection path for both (the indirection
+/// costs a pointer call per read or write, next to a system call).
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The TLS handshake of an accepted connection, within its limit; None: it failed, timed out, or the
+/// front began to stop first (a peer mid-handshake has no call to finish, so it never holds up a drain).
+async fn handshake(
+    stream: TcpStream,
+    tls: Option<(TlsAcceptor, Duration)>,
+    mut stopping: watch::Receiver<bool>,
+) -> Option<Box<dyn Stream>> {
+    let Some((acceptor, limit)) = tls else {
+        return Some(Box::new(stream));
+    };
+    tokio::select! {
+        done = tokio::time::timeout(limit, acceptor.accept(stream)) => match done {
+            Ok(Ok(stream)) => Some(Box::new(stream)),
+            Ok(Err(_)) | Err(_) => None,
+        },
+        _ = stopping.wait_for(|stopping| *stopping) => None,
+    }
+}
+
 /// Accepts connections until `stop`, then lets every connection finish its calls (HTTP/2 `GOAWAY`) and
 /// returns once they are all closed.
-async fn accept(listener: TcpListener, routes: Routes, mut stop: oneshot::Receiver<()>) {
+async fn accept(listener: TcpListener, routes: Routes, tls: Option<Tls>, mut stop: oneshot::Receiver<()>) {
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let http2 = Arc::new(http2);
+    let tls = tls.map(|tls| (TlsAcceptor::from(tls.config), tls.handshake_timeout));
     let graceful = GracefulShutdown::new();
+    let (stopping, _) = watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -58,15 +91,25 @@ async fn accept(listener: TcpListener, routes: Routes, mut stop: oneshot::Receiv
                     req.extensions_mut().insert(Peer(peer));
                     req
                 });
-                let conn = graceful.watch(http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+                // Both taken here, before a stop can be signalled: a connection accepted before the stop
+                // sees it whatever its task's timing.
+                let watcher = graceful.watcher();
+                let stopping = stopping.subscribe();
+                let (http2, tls) = (Arc::clone(&http2), tls.clone());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    // In this task, not the loop: a slow or silent peer holds up only its own connection.
+                    let Some(stream) = handshake(stream, tls, stopping).await else {
+                        return;
+                    };
+                    let conn = http2.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                    let _ = watcher.watch(conn).await;
                 });
             }
             _ = &mut stop => break,
         }
     }
     drop(listener);
+    stopping.send_replace(true);
     graceful.shutdown().await;
 }
 
@@ -149,7 +192,7 @@ impl Front {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .prepare();
-        let serve = runtime::runtime().spawn(accept(listener, routes, rx));
+        let serve = runtime::runtime().spawn(accept(listener, routes, self.listen.tls.clone(), rx));
         *self.shutdown.lock().expect("shutdown lock") = Some(tx);
         *self.serve.lock().expect("serve lock") = Some(serve);
         Ok(())

@@ -62,7 +62,7 @@ fn front(recorder: Arc<Recorder>) -> Front {
         }),
     };
     let shared = Shared::new(config, None, recorder, Arc::new(|_| Code::Internal));
-    let listen = Listen { addr: "127.0.0.1:0".parse().unwrap(), reuse_port: false, descriptors: Vec::new() };
+    let listen = Listen { addr: "127.0.0.1:0".parse().unwrap(), reuse_port: false, descriptors: Vec::new(), tls: None };
     let front = Front::bind(listen, shared).unwrap();
     let callers: HashMap<String, Caller> = [("r".to_owned(), Caller { role: Role::Reader, hash: hash(TOKEN) })].into();
     front.set_serving(Serving { engine: Arc::new(Engine::new(Catalog::new(1))), callers });

@@ -97,8 +97,7 @@ class ServerConfig(Settings):
     front: Literal["grpcio", "native"] = setting(
         "grpcio",
         doc="what serves the gRPC API: `grpcio` (Python handlers) or `native` (the compiled front in the "
-        "extension: retrieves through native tiers never enter Python; no TLS yet: "
-        "[serving.md](serving.md#fronts))",
+        "extension: retrieves through native tiers never enter Python: [serving.md](serving.md#fronts))",
     )
     auth: bool = setting(
         False,
@@ -162,8 +161,10 @@ class ServerConfig(Settings):
     tls_key_file: str = setting("", shown_default="unset", doc="PEM private key of `tls_cert_file`")
 
 
-def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
-    """TLS credentials from the config's files, None for plaintext; half a pair is an error."""
+def _tls_pems(config: ServerConfig) -> tuple[bytes, bytes] | None:
+    """The PEM private key and certificate chain of ``tls_key_file`` / ``tls_cert_file``, None for
+    plaintext. Half a pair or an unreadable file is an error naming the setting, on either front, before
+    anything is bound."""
     if not config.tls_cert_file and not config.tls_key_file:
         return None
     if not (config.tls_cert_file and config.tls_key_file):
@@ -174,7 +175,7 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
             pems.append(Path(path).read_bytes())
         except OSError as exc:
             raise InvalidInputError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
-    return grpc.ssl_server_credentials([(pems[0], pems[1])])
+    return pems[0], pems[1]
 
 
 def _grpc_handler(calls: Calls, method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -248,7 +249,8 @@ def _build(
     )
     reflection.enable_server_reflection(names, server)
     address = f"{config.host}:{config.port}"
-    credentials = _credentials(config)
+    pems = _tls_pems(config)
+    credentials = None if pems is None else grpc.ssl_server_credentials([pems])
     if not config.reuse_port:  # a taken port named before gRPC's bind fails with a bare RuntimeError
         check_free(config.host, config.port, *port_hint("port"))
     try:
@@ -270,9 +272,11 @@ def _build_native(
     fs: FeatureStore, config: ServerConfig, calls: Calls, metrics: ServerMetrics | None
 ) -> tuple[NativeServer, int, NativeHealth, Calls, None]:
     """:func:`_build` for the compiled front (:mod:`.native_front`): the same calls, limits and health."""
-    from online_feature_store.server.native_front import NativeHealth, NativeServer, check_native_config
+    from online_feature_store.server.native_front import NativeHealth, NativeServer
 
-    check_native_config(tls=bool(config.tls_cert_file or config.tls_key_file))
+    # The front reads and parses the files itself (a bad certificate or key: InvalidInputError naming the
+    # file); the checks both fronts share come first, with the same messages.
+    tls = _tls_pems(config) is not None
     if not config.reuse_port:
         check_free(config.host, config.port, *port_hint("port"))
     try:
@@ -286,6 +290,7 @@ def _build_native(
             threads=config.threads,
             reuse_port=config.reuse_port,
             metrics=metrics,
+            tls=(config.tls_cert_file, config.tls_key_file) if tls else None,
         )
     except OSError as exc:
         raise bind_error(exc, config.host, config.port, *port_hint("port")) from None

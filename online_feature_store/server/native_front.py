@@ -13,7 +13,9 @@ The calls the front answers natively are counted in the same metrics, off the re
 adds each one to totals per label set in native memory, and :meth:`NativeServer.count_calls` hands the
 totals to :class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each
 scrape.
-Not yet on this front (docs/serving.md#fronts): TLS.
+With ``tls=(cert_file, key_file)`` the port takes TLS only (rustls, ALPN ``h2``), each connection's
+handshake in its own task and bounded in time; a certificate or key the front cannot use is an
+:class:`~online_feature_store.errors.InvalidInputError` naming the file, before anything is bound.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from grpc_health.v1 import health_pb2
 
 from online_feature_store import contract, errors
 from online_feature_store._native import ERROR_CLASSES, Front
-from online_feature_store.errors import InvalidInputError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.server.calls import METHODS, CallError, Calls
@@ -39,7 +40,7 @@ from online_feature_store.server.metrics import (
     ServerMetrics,
 )
 
-__all__ = ["NativeHealth", "NativeServer", "check_native_config", "descriptor_set", "status_codes"]
+__all__ = ["NativeHealth", "NativeServer", "descriptor_set", "status_codes"]
 
 
 def status_codes() -> dict[str, int]:
@@ -94,6 +95,7 @@ class NativeServer:
         threads: int,
         reuse_port: bool,
         metrics: ServerMetrics | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self._fs = fs
         self._metrics = metrics
@@ -115,6 +117,8 @@ class NativeServer:
             caller_labels=None if metrics is None else (ANONYMOUS, UNKNOWN),
             latency_buckets=list(LATENCY_BUCKETS),
             rows_buckets=list(ROWS_BUCKETS),
+            tls_cert_file=None if tls is None else tls[0],
+            tls_key_file=None if tls is None else tls[1],
         )
         self.port = self.front.port
         self._count_lock = threading.Lock()
@@ -197,9 +201,3 @@ class NativeHealth:
         """Every service NOT_SERVING (what grpc_health does on a graceful shutdown)."""
         for name in self._names:
             self._front.set_health(name, False)
-
-
-def check_native_config(tls: bool) -> None:
-    """Refuses what the native front does not serve yet."""
-    if tls:
-        raise InvalidInputError("front native: TLS is not served by the native front yet; use front grpcio")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ofs_front::{
     ApiConfig, Caller, CallerLabels, Fallback, Front, Headers, Histogram, Listen, Method, MetricsConfig, Role, Serving,
-    Shared, SlowCall, TokenHash, Totals,
+    Shared, SlowCall, Tls, TlsError, TokenHash, Totals,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -125,6 +125,22 @@ fn socket_addr(host: &str, port: u16) -> PyResult<SocketAddr> {
     resolved.ok_or_else(|| invalid(format!("host {host:?} resolves to no address")))
 }
 
+/// The front's TLS from the two PEM files (the settings of the same names): an `InvalidInputError`
+/// naming the file at fault, as the grpcio front's start-up check does (`server/app.py`).
+fn tls_of(cert_file: &str, key_file: &str) -> PyResult<Tls> {
+    let read = |setting: &str, path: &str| {
+        std::fs::read(path).map_err(|e| invalid(format!("{setting}: cannot read '{path}': {e}")))
+    };
+    let (cert, key) = (read("tls_cert_file", cert_file)?, read("tls_key_file", key_file)?);
+    Tls::from_pem(&cert, &key).map_err(|err| match err {
+        TlsError::Certificate(reason) => invalid(format!("tls_cert_file: '{cert_file}': {reason}")),
+        TlsError::Key(reason) => invalid(format!("tls_key_file: '{key_file}': {reason}")),
+        TlsError::Pair(reason) => {
+            invalid(format!("tls_key_file '{key_file}' and tls_cert_file '{cert_file}' do not go together: {reason}"))
+        }
+    })
+}
+
 #[pymethods]
 impl PyFront {
     /// Binds `host:port` (0: any free port). `fallback(method, request, metadata, time_left, peer)` runs
@@ -132,12 +148,15 @@ impl PyFront {
     /// (the contract's table); `tiers`: the native read path (None: every retrieve through Python);
     /// `descriptors`: the encoded `FileDescriptorSet` of the API's protos (reflection); with
     /// `caller_labels` (`(anonymous, unknown)`) the calls answered natively are counted, their
-    /// histograms bucketed by the upper bounds `latency_buckets` (seconds) and `rows_buckets` (keys).
+    /// histograms bucketed by the upper bounds `latency_buckets` (seconds) and `rows_buckets` (keys);
+    /// `tls_cert_file` and `tls_key_file` (PEM, both or neither): TLS only on the port, a bad file an
+    /// `InvalidInputError` before anything is bound.
     #[new]
     #[pyo3(signature = (
         host, port, *, fallback, statuses, descriptors, caller_header, token_header, tiers = None,
         auth = false, limits = None, max_message_bytes = 4_194_304, threads = 4, reuse_port = false,
-        caller_labels = None, latency_buckets = Vec::new(), rows_buckets = Vec::new()
+        caller_labels = None, latency_buckets = Vec::new(), rows_buckets = Vec::new(), tls_cert_file = None,
+        tls_key_file = None
     ))]
     #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
     fn new(
@@ -158,6 +177,8 @@ impl PyFront {
         caller_labels: Option<(String, String)>,
         latency_buckets: Vec<f64>,
         rows_buckets: Vec<f64>,
+        tls_cert_file: Option<&str>,
+        tls_key_file: Option<&str>,
     ) -> PyResult<Self> {
         let metrics = caller_labels.map(|(anonymous, unknown)| MetricsConfig {
             labels: CallerLabels { anonymous, unknown },
@@ -167,6 +188,11 @@ impl PyFront {
         if let Some(metrics) = &metrics {
             metrics.check().map_err(invalid)?;
         }
+        let tls = match (tls_cert_file, tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(tls_of(cert, key)?),
+            _ => return Err(invalid("tls_cert_file and tls_key_file go together: set both or neither")),
+        };
         let codes: HashMap<&'static str, Code> = error_classes()
             .into_iter()
             .map(|name| (name, statuses.get(name).map_or(Code::Internal, |&c| Code::from_i32(c))))
@@ -185,7 +211,7 @@ impl PyFront {
             Arc::new(PyFallback { run: fallback }),
             Arc::new(move |kind| codes.get(class_name(kind)).copied().unwrap_or(Code::Internal)),
         );
-        let listen = Listen { addr: socket_addr(host, port)?, reuse_port, descriptors };
+        let listen = Listen { addr: socket_addr(host, port)?, reuse_port, descriptors, tls };
         let front = py.detach(|| Front::bind(listen, shared));
         let inner =
             front.map_err(|e| pyo3::exceptions::PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;

@@ -3,6 +3,7 @@ data type, batching, retries, deadlines, auth and the decoded call."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +27,7 @@ from online_feature_store.results import FOUND, MISSING, RetrieveResult
 from online_feature_store.store.sqlite import SqliteStore
 from online_feature_store.types import DataType
 from tests._sqlite_lock import write_lock
-from tests.server.fronts import NATIVE_TLS, fronts
+from tests.server.fronts import FRONTS
 
 Served = tuple[str, FeatureStore]
 SCHEMA = ["user_id"]
@@ -266,47 +268,47 @@ def test_string_values_shape_checks(client: Client) -> None:
     assert element(DataType.STRING) == "STRING"
 
 
-@pytest.mark.skipif(
+NEEDS_OPENSSL = pytest.mark.skipif(
     shutil.which("openssl") is None, reason="needs the openssl command for a test certificate"
 )
-@pytest.mark.parametrize("front", fronts(NATIVE_TLS))
-def test_tls(feature_store: FeatureStore, tmp_path: Path, front: str) -> None:
-    """A server given tls_cert_file / tls_key_file speaks TLS only; half a pair or a missing file is refused
-    at start-up, naming the setting."""
-    from online_feature_store.server.app import ServerConfig, build_server
 
+
+def _self_signed(where: Path, name: str) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for localhost and 127.0.0.1, as PEM files (openssl)."""
+    key, cert = where / f"{name}-key.pem", where / f"{name}-cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+@NEEDS_OPENSSL
+@pytest.mark.parametrize("front", FRONTS)
+def test_tls(feature_store: FeatureStore, tmp_path: Path, front: str) -> None:
+    """A server given tls_cert_file / tls_key_file speaks TLS only (the API, health and reflection); half
+    a pair or a missing file is refused at start-up, naming the setting, with the same message on either
+    front."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from online_feature_store.rpc import Reflector
+    from online_feature_store.server.app import ServerConfig, build_server, mark_serving
+
+    half = ServerConfig(port=0, tls_cert_file=str(tmp_path / "cert.pem"), front=front)
     with pytest.raises(InvalidInputError, match="set both or neither"):
-        build_server(feature_store, ServerConfig(port=0, tls_cert_file=str(tmp_path / "cert.pem")))
-    missing = ServerConfig(port=0, tls_cert_file="/nonexistent/c.pem", tls_key_file="/nonexistent/k.pem")
+        build_server(feature_store, half)
+    missing = ServerConfig(
+        port=0, tls_cert_file="/nonexistent/c.pem", tls_key_file="/nonexistent/k.pem", front=front
+    )
     with pytest.raises(InvalidInputError, match=r"tls_key_file: cannot read '/nonexistent/k\.pem'"):
         build_server(feature_store, missing)
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = _self_signed(tmp_path, "server")
     config = ServerConfig(port=0, metrics_port=0, tls_cert_file=str(cert), tls_key_file=str(key), front=front)
-    server, port, _health = build_server(feature_store, config)
+    server, port, health = build_server(feature_store, config)
     server.start()
+    mark_serving(feature_store, health)
     fg = fg_label(DataType.FP32)
     try:
         with Client(
@@ -314,6 +316,11 @@ def test_tls(feature_store: FeatureStore, tmp_path: Path, front: str) -> None:
         ) as c:
             c.persist("user", fg, ["tls"], np.array([[1.0, 2.0]]), features=["f0", "f1"])
             assert c.retrieve("user", ["tls"], {fg: ["f1"]}).values[fg].tolist() == [[2.0]]
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            assert "retrieve.FeatureService" in Reflector(channel).services()
         # The same server refuses a plaintext client.
         with (
             Client(f"127.0.0.1:{port}", retries=0, keys_schemas={"user": SCHEMA}) as plain,
@@ -322,6 +329,31 @@ def test_tls(feature_store: FeatureStore, tmp_path: Path, front: str) -> None:
             plain.retrieve("user", ["tls"], {fg: ["f1"]})
     finally:
         server.stop(0).wait()
+
+
+@NEEDS_OPENSSL
+def test_native_front_names_a_bad_certificate_or_key(feature_store: FeatureStore, tmp_path: Path) -> None:
+    """A certificate or key the native front cannot use, or a key that is not the certificate's, is an
+    error naming the file before the port is bound."""
+    from online_feature_store.server.app import ServerConfig, build_server
+
+    key, cert = _self_signed(tmp_path, "a")
+    other_key, _ = _self_signed(tmp_path, "b")
+    garbage, empty = tmp_path / "garbage.pem", tmp_path / "empty.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n")
+    empty.write_text("")
+    cases = [
+        (garbage, key, f"tls_cert_file: '{garbage}': not valid PEM"),
+        (key, key, f"tls_cert_file: '{key}': no PEM certificate in it"),
+        (cert, empty, f"tls_key_file: '{empty}': no PEM private key in it"),
+        (cert, other_key, f"tls_key_file '{other_key}' and tls_cert_file '{cert}' do not go together"),
+    ]
+    for cert_file, key_file, message in cases:
+        config = ServerConfig(
+            port=0, tls_cert_file=str(cert_file), tls_key_file=str(key_file), front="native"
+        )
+        with pytest.raises(InvalidInputError, match=re.escape(message)):
+            build_server(feature_store, config)
 
 
 def test_without_keys_schema_the_entity_key_order_is_used(served: Served) -> None:

@@ -1,6 +1,7 @@
-"""The two fronts the server tests run against (docs/serving.md#fronts), and what the native front does
-not do yet, each as a strict xfail with its reason: a test that starts passing on the native front fails
-until its mark is removed, so this list is what is left of issue #18's first increment."""
+"""The two fronts the server tests run against (docs/serving.md#fronts). What the native front does not
+do yet goes here as a strict xfail mark with its reason, for ``fronts(MARK)``: a test that starts passing
+on the native front then fails until its mark is removed, so the marks are what is left of issue #18.
+None today (TLS, the last, is served since its second increment)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Any
 import pytest
 
 FRONTS = ("grpcio", "native")
-
-NATIVE_TLS = pytest.mark.xfail(strict=True, reason="native front: no TLS yet (refused at start)")
 
 
 def fronts(*native_marks: pytest.MarkDecorator) -> list[Any]:
