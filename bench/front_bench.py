@@ -1,8 +1,13 @@
-"""Issue #18: the two gRPC fronts of ``ofs serve`` side by side, in one run, on one server core.
+"""Issue #18: ``ofs serve``'s compiled front against the grpcio front it replaced, in one run, on one
+server core.
 
-    python bench/front_bench.py                    # prints markdown
-    python bench/front_bench.py --write-results    # ... and replaces its section of bench/RESULTS.md
-    python bench/front_bench.py --smoke            # tiny and short: checks it all runs
+    python bench/front_bench.py --grpcio-baseline ../ofs-grpcio     # prints markdown
+    python bench/front_bench.py --grpcio-baseline ../ofs-grpcio --write-results   # ... into RESULTS.md
+    python bench/front_bench.py --smoke            # tiny and short, the compiled front only
+
+The baseline is a checkout from before the grpcio front left ``ofs serve`` (its ``--front grpcio``), with
+its own ``.venv``: ``git worktree add ../ofs-grpcio 8a90d4a && (cd ../ofs-grpcio && scripts/bootstrap)``.
+Without ``--grpcio-baseline`` only the compiled front is measured.
 
 Cases: 1 and 100 keys x 64 fp32 features (one FG) per request, the keys drawn afresh and uniformly for
 every request from ``--entities`` entities by the Go load generator (``bench/loadgen``: h2load repeats one
@@ -12,13 +17,13 @@ request body, which would measure one set of keys), against two entities:
   plans and encodes the whole request and response);
 - Redis: stored in Redis (``scripts/services/redis``), no cache: every request makes its store round trip.
 
-Each front is ``ofs serve --front grpcio|native`` (1 worker) pinned to one core with ``taskset -c``; the
-generator runs on the other core(s). "saturated": a closed loop of 8 connections x 16 requests in flight;
-"half of saturation": an open loop at half the rate the same server just reached saturated (where the
-p99 goals are read); "1 in flight": one connection, one request. The generator decodes and checks the
-first and every 64th answer (one row per key, in order, every FG found, 64 cells). Server cores: CPU
-seconds of the server's process tree over the measured window (``/proc``), so "per core" divides by what
-the server used.
+Each front is ``ofs serve`` (1 worker; the baseline's with ``--front grpcio``) pinned to one core with
+``taskset -c``; the generator runs on the other core(s). "saturated": a closed loop of 8 connections x
+16 requests in flight; "half of saturation": an open loop at half the rate the same server just reached
+saturated (where the p99 goals are read); "1 in flight": one connection, one request. The generator
+decodes and checks the first and every 64th answer (one row per key, in order, every FG found, 64
+cells). Server cores: CPU seconds of the server's process tree over the measured window (``/proc``), so
+"per core" divides by what the server used.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import abuse_bench as ab  # noqa: E402
 import grpc_bench as gb  # noqa: E402  (bench/ is a directory of scripts, not a package)
 from realistic_grpc import build_loadgen, loadgen  # noqa: E402
 
 FRONTS = ("grpcio", "native")
+"""The baseline (the grpcio front, from ``--grpcio-baseline``) and ``ofs serve``'s compiled front."""
 SERVER_CPU = str(max(0, (os.cpu_count() or 1) - 1))
 """The core the server is pinned to (``taskset -c``): the last one."""
 SATURATED = (8, 16)
@@ -136,8 +143,16 @@ def run(args: argparse.Namespace) -> list[Run]:
                 for case, entity in (("cache hit", hit), ("Redis", redis)):
                     # The fronts one after the other for each case, so a change in the machine's load
                     # between cases hits both alike; each front's server runs the case's three loads.
-                    for front in FRONTS:
-                        server = gb.Server(work, 1, front=front, cpus=SERVER_CPU, metrics=args.metrics)
+                    for front in fronts(args):
+                        baseline = front == "grpcio"
+                        server = gb.Server(
+                            work,
+                            1,
+                            front="grpcio" if baseline else None,
+                            cpus=SERVER_CPU,
+                            metrics=args.metrics,
+                            python=args.grpcio_baseline if baseline else None,
+                        )
                         with server:
                             if entity.cache:
                                 warm(server.port, entity.label, args.entities)
@@ -168,7 +183,27 @@ def run(args: argparse.Namespace) -> list[Run]:
     return runs
 
 
+def fronts(args: argparse.Namespace) -> tuple[str, ...]:
+    """The fronts this run measures: the baseline only when a checkout of it is given."""
+    return FRONTS if args.grpcio_baseline else ("native",)
+
+
+def native_table(runs: Sequence[Run]) -> str:
+    rows = [
+        "| keys | data | load | req/s | req/s per core | p50 / p99 ms |",
+        "|---:|---|---|---:|---:|---|",
+    ]
+    for r in runs:
+        rows.append(
+            f"| {r.keys} | {r.case} | {r.load} | {r.rps:,.0f} | {r.per_core:,.0f} "
+            f"| {r.p50_ms:.2f} / {r.p99_ms:.2f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def table(runs: Sequence[Run]) -> str:
+    if not any(r.front == "grpcio" for r in runs):
+        return native_table(runs)
     rows = [
         "| keys | data | load | grpcio req/s | native req/s | grpcio req/s per core | native req/s per core "
         "| native / grpcio per core | grpcio p50 / p99 ms | native p50 / p99 ms |",
@@ -202,7 +237,8 @@ def render(runs: Sequence[Run], info: dict[str, str], command: str, args: argpar
         f"{info['python']}, online-feature-store {info['ofs']}. Load average before the run: {info['load']} "
         f"(after: {info.get('load_after', 'n/a')}); **the 2 cores are shared with other engineers' builds**, "
         "so compare the two fronts within this run, not with other sections.\n\n"
-        f"Server: `ofs serve --front grpcio|native`, 1 worker, metrics {'on' if args.metrics else 'off'}, "
+        f"Server: `ofs serve` (compiled front) and, as the baseline, `ofs serve --front grpcio` of "
+        f"{args.grpcio_baseline or '(none this run)'}; 1 worker, metrics {'on' if args.metrics else 'off'}, "
         f"pinned with `taskset -c {SERVER_CPU}`; the "
         "generator (`bench/loadgen`, Go) on the other core. Keys drawn afresh and uniformly per request "
         f"from {args.entities:,} entities; one FG of 64 fp32. Cache hit = in-process cache on and warmed "
@@ -234,9 +270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="servers with Prometheus metrics on (default off, as bench/grpc_bench.py runs them)",
     )
+    p.add_argument(
+        "--grpcio-baseline",
+        metavar="CHECKOUT",
+        help="a checkout (with .venv) whose ofs serve still has --front grpcio: the baseline (default: none)",
+    )
     p.add_argument("--smoke", action="store_true", help="1 key, 200 entities, 0.5 s runs")
     p.add_argument("--write-results", action="store_true", help="replace this section of bench/RESULTS.md")
     args = p.parse_args(argv)
+    if args.grpcio_baseline:
+        args.grpcio_baseline = str(ab.Target.resolve(args.grpcio_baseline).python)
     if args.smoke:
         args.keys, args.entities, args.seconds, args.warmup = "1", 200, 0.5, 0.2
     args.keys = [int(k) for k in args.keys.split(",")]

@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         binary = build_loadgen(work)
         gb.apply_registry(work, gb.registry_doc([entity]))
         gb.load_data(work, [entity], args.entities)
-        with gb.Server(work, 1, front="native") as server:
+        with gb.Server(work, 1) as server:
             port, pid = server.port, server.pid
             warm(port, entity.label, args.entities)
             out["baseline_calls"] = one_key_calls(binary, port, pid, entity.label, args)

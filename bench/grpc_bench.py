@@ -249,11 +249,14 @@ class Server:
         front: str | None = None,
         cpus: str | None = None,
         metrics: bool = False,
+        python: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.front = front
-        """``--front`` (None: the default)."""
+        """``--front`` (None: none; only checkouts from before the grpcio front left ``ofs serve``)."""
+        self.python = python
+        """The interpreter of another checkout whose ``ofs serve`` runs (None: this one's)."""
         self.cpus = cpus
         """``taskset -c`` CPU list the server is pinned to (None: not pinned)."""
         self.metrics_port = free_port() if metrics else 0
@@ -271,7 +274,7 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         env = dict(os.environ, OFS_METRICS_PORT=str(self.metrics_port))
         cmd = [
-            sys.executable,
+            self.python or sys.executable,
             "-c",
             "import sys; from online_feature_store.cli import main; sys.exit(main())",
             "serve",
@@ -286,9 +289,11 @@ class Server:
             cmd += ["--front", self.front]
         if self.cpus is not None:
             cmd = ["taskset", "-c", self.cpus, *cmd]
+        # Another checkout's interpreter runs outside this one (``-c`` imports from the working directory).
+        cwd = ROOT if self.python is None else self.data_dir
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
             )
         self._wait_serving(timeout)
         return self

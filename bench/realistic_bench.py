@@ -270,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--front",
         default="",
         choices=["", "grpcio", "native"],
-        help="`ofs serve --front` of the gRPC cases (default: the target's own default)",
+        help="`ofs serve --front` of the gRPC cases, for a target from before the grpcio front left ofs "
+        "serve (8a90d4a and older; today's ofs serve has only the compiled front and no such flag)",
     )
     p.add_argument("--baseline", type=Path, help="JSON of an earlier run (--json): goal 1's 3x is against it")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")

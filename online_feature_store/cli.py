@@ -239,12 +239,6 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     serve.add_argument("--port", type=int, help="gRPC port (default 8089; $OFS_PORT)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; $OFS_HOST)")
-    serve.add_argument(
-        "--front",
-        choices=["grpcio", "native"],
-        help="what serves the gRPC API: grpcio (Python handlers) or native (the compiled front) "
-        "(default grpcio; $OFS_FRONT)",
-    )
     _add_store_flags(serve)
     serve.add_argument(
         "--workers", type=int, help="server processes sharing the port (default 1; $OFS_WORKERS)"

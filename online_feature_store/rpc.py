@@ -48,8 +48,8 @@ class Reflector:
         except KeyError:
             raise NotFoundError(f"the server has no service {name!r} (see `ofs rpc ADDRESS list`)") from None
         except grpc.RpcError as exc:
-            # An unknown symbol is an error message inside the reflection stream for grpcio's server
-            # and the stream's NOT_FOUND status for tonic's (ofs serve --front native): the same answer.
+            # An unknown symbol is an error message inside the reflection stream for a grpcio server
+            # and the stream's NOT_FOUND status for tonic's (ofs serve's front): the same answer.
             if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFoundError(
                     f"the server has no service {name!r} (see `ofs rpc ADDRESS list`)"

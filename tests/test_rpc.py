@@ -37,14 +37,14 @@ DOC = {
 }
 
 
-@pytest.fixture(params=["grpcio", "native"])
-def address(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A server on each front (docs/serving.md#fronts): reflection answers the same on both."""
+@pytest.fixture
+def address(tmp_path: Path) -> Iterator[str]:
+    """A server (its reflection is tonic-reflection's, on the compiled front)."""
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(DOC, env={})
     registry.apply(lambda s: reconcile(s, spec))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, port, health = build_server(fs, ServerConfig(port=0, metrics_port=0, front=request.param))
+    srv, port, health = build_server(fs, ServerConfig(port=0, metrics_port=0))
     srv.start()
     mark_serving(fs, health)
     yield f"127.0.0.1:{port}"

@@ -1,1 +1,1 @@
-"""The gRPC API server (``ofs serve``). Needs the ``server`` extra (grpcio, health, reflection)."""
+"""The API server (``ofs serve``). Needs the ``server`` extra."""

@@ -1,10 +1,11 @@
-"""The gRPC API server: ``retrieve.FeatureService`` and ``persist.FeatureService`` (wire-compatible with the
+"""The API server: ``retrieve.FeatureService`` and ``persist.FeatureService`` (wire-compatible with the
 reference), health and reflection, and the optional HTTP/JSON endpoints next to it.
 
-Handlers take and return raw bytes: the request goes to the native core as it arrived and the response
-bytes it builds go back out, so no protobuf object is made per feature value. Auth, deadlines and the error
-table are :mod:`.calls` (shared with HTTP); feature-store logic lives in
-:class:`~online_feature_store.feature_store.FeatureStore`.
+The gRPC API is served by the compiled front (:mod:`.native_front`, issue #18): a retrieve through native
+tiers is parsed, read and answered in the core without entering Python; every other call comes back to
+:class:`~.calls.Calls` (auth, deadlines and the error table, shared with HTTP), and feature-store logic
+lives in :class:`~online_feature_store.feature_store.FeatureStore`. This module is what ``ofs serve``
+runs: settings, building, health, readiness, the drain.
 
 Health: the overall service ``""`` and the two API services turn SERVING once the registry is loaded and
 every store answers. :data:`REGISTRY_SERVICE` follows the registry: NOT_SERVING while it cannot be reached
@@ -17,21 +18,17 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 from collections.abc import Sequence
-from concurrent import futures
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
 from prometheus_client import CollectorRegistry
 
 from online_feature_store._ports import bind_error, check_free, moved_by
-from online_feature_store.contract import PERSIST_SERVICE, RETRIEVE_SERVICE, RPCS
-from online_feature_store.errors import InvalidInputError, UnavailableError
+from online_feature_store.contract import PERSIST_SERVICE, RETRIEVE_SERVICE
+from online_feature_store.errors import InvalidInputError
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.limits import (
     DEFAULT_MAX_KEYS_PER_REQUEST,
@@ -39,22 +36,13 @@ from online_feature_store.limits import (
     DEFAULT_MAX_ROWS_PER_PERSIST,
     make_limits,
 )
-from online_feature_store.server.calls import (
-    METHODS,
-    STATUS_OF,
-    CallError,
-    Calls,
-    DeadlineExceededError,
-    Method,
-    grpc_peer_host,
-)
+from online_feature_store.server.calls import STATUS_OF, Calls, DeadlineExceededError
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
+from online_feature_store.server.native_front import NativeHealth, NativeServer
 from online_feature_store.settings import Settings, env_names, setting
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
-
-    from online_feature_store.server.native_front import NativeHealth, NativeServer
 
 __all__ = [
     "PORTS",
@@ -94,11 +82,6 @@ class ServerConfig(Settings):
         doc="address the gRPC, HTTP and metrics servers bind (`0.0.0.0` in a container)",
     )
     port: int = setting(8089, doc="gRPC port")
-    front: Literal["grpcio", "native"] = setting(
-        "grpcio",
-        doc="what serves the gRPC API: `grpcio` (Python handlers) or `native` (the compiled front in the "
-        "extension: retrieves through native tiers never enter Python: [serving.md](serving.md#fronts))",
-    )
     auth: bool = setting(
         False,
         doc="require `online-feature-store-caller-id` and `online-feature-store-auth-token` metadata; "
@@ -178,104 +161,28 @@ def _tls_pems(config: ServerConfig) -> tuple[bytes, bytes] | None:
     return pems[0], pems[1]
 
 
-def _grpc_handler(calls: Calls, method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
-    def handler(request: bytes, context: grpc.ServicerContext) -> bytes:
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
-        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}  # not *-bin
-        try:
-            peer = grpc_peer_host(context.peer())
-            return calls.run(method, request, metadata, deadline=deadline, peer=peer)
-        except CallError as err:
-            context.abort(err.code, err.message)
-            raise AssertionError("unreachable") from None  # context.abort raises
-
-    return grpc.unary_unary_rpc_method_handler(handler, request_deserializer=None, response_serializer=None)
-
-
-def _generic_handlers(calls: Calls) -> list[grpc.GenericRpcHandler]:
-    services: dict[str, dict[str, grpc.RpcMethodHandler[bytes, bytes]]] = {}
-    for name, rpc in RPCS.items():
-        services.setdefault(rpc.service, {})[name] = _grpc_handler(calls, METHODS[name])
-    return [grpc.method_handlers_generic_handler(s, handlers) for s, handlers in services.items()]
-
-
 def build_server(
     fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None = None
-) -> tuple[grpc.Server | NativeServer, int, health.HealthServicer | NativeHealth]:
+) -> tuple[NativeServer, int, NativeHealth]:
     """A started-but-not-serving server bound to ``config.host:config.port`` (0 = any free port).
     Returns the server, the bound port and its health servicer (SERVING once the stores answer).
     With ``metrics``, calls are counted there and ``fs`` reports its store calls to it too."""
-    server, port, health_servicer, _calls, _executor = _build(fs, config, metrics)
+    server, port, health_servicer, _calls = _build(fs, config, metrics)
     return server, port, health_servicer
 
 
 def _build(
     fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None
-) -> tuple[
-    grpc.Server | NativeServer,
-    int,
-    health.HealthServicer | NativeHealth,
-    Calls,
-    futures.ThreadPoolExecutor | None,
-]:
+) -> tuple[NativeServer, int, NativeHealth, Calls]:
+    """The compiled front (:mod:`.native_front`) with the calls it hands back to Python (:class:`Calls`:
+    also the HTTP API's), the limits and health."""
     calls = Calls(fs, auth=config.auth, metrics=metrics)
     # The server's limits are the FeatureStore's: every call goes through fs.retrieve_wire / persist_wire.
     fs.limits = make_limits(
         config.max_keys_per_request, config.max_rows_per_persist, config.max_message_bytes
     )
-    if config.front == "native":
-        return _build_native(fs, config, calls, metrics)
-    options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 1 if config.reuse_port else 0),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ]
-    executor = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="ofs-grpc")
-    server = grpc.server(executor, options=options)
-    server.add_generic_rpc_handlers(_generic_handlers(calls))
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    from online_feature_store._proto import persist_pb2, retrieve_pb2
-
-    names = (
-        retrieve_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
-        persist_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(names, server)
-    address = f"{config.host}:{config.port}"
-    pems = _tls_pems(config)
-    credentials = None if pems is None else grpc.ssl_server_credentials([pems])
-    if not config.reuse_port:  # a taken port named before gRPC's bind fails with a bare RuntimeError
-        check_free(config.host, config.port, *port_hint("port"))
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        check_free(config.host, config.port, *port_hint("port"))  # taken by another: say so
-        raise UnavailableError(f"cannot listen on {address} (gRPC): set GRPC_VERBOSITY=debug for why")
-    for name in HEALTH_NAMES:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return server, port, health_servicer, calls, executor
-
-
-def _build_native(
-    fs: FeatureStore, config: ServerConfig, calls: Calls, metrics: ServerMetrics | None
-) -> tuple[NativeServer, int, NativeHealth, Calls, None]:
-    """:func:`_build` for the compiled front (:mod:`.native_front`): the same calls, limits and health."""
-    from online_feature_store.server.native_front import NativeHealth, NativeServer
-
-    # The front reads and parses the files itself (a bad certificate or key: InvalidInputError naming the
-    # file); the checks both fronts share come first, with the same messages.
+    # The front reads and parses the TLS files itself (a bad certificate or key: InvalidInputError naming
+    # the file); half a pair or an unreadable file is refused first.
     tls = _tls_pems(config) is not None
     if not config.reuse_port:
         check_free(config.host, config.port, *port_hint("port"))
@@ -297,7 +204,7 @@ def _build_native(
     health_servicer = NativeHealth(server.front, HEALTH_NAMES)
     for name in HEALTH_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return server, server.port, health_servicer, calls, None
+    return server, server.port, health_servicer, calls
 
 
 PORTS = {"port": "gRPC", "http_port": "HTTP API", "metrics_port": "metrics"}
@@ -320,7 +227,7 @@ def serve_metrics_on(registry: CollectorRegistry, config: ServerConfig) -> tuple
         raise bind_error(exc, config.host, config.metrics_port, *port_hint("metrics_port")) from None
 
 
-def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer | NativeHealth) -> None:
+def mark_serving(fs: FeatureStore, health_servicer: NativeHealth) -> None:
     """SERVING once the registry is loaded and every store answers a ping."""
     snapshot = fs.snapshot
     for store_id in snapshot.stores:
@@ -330,7 +237,7 @@ def mark_serving(fs: FeatureStore, health_servicer: health.HealthServicer | Nati
     _set_registry_health(fs, health_servicer)
 
 
-def _set_registry_health(fs: FeatureStore, health_servicer: health.HealthServicer | NativeHealth) -> bool:
+def _set_registry_health(fs: FeatureStore, health_servicer: NativeHealth) -> bool:
     healthy = fs.registry_healthy
     status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
     health_servicer.set(REGISTRY_SERVICE, status)
@@ -339,7 +246,7 @@ def _set_registry_health(fs: FeatureStore, health_servicer: health.HealthService
 
 def watch_health(
     fs: FeatureStore,
-    health_servicer: health.HealthServicer | NativeHealth,
+    health_servicer: NativeHealth,
     metrics: ServerMetrics | None,
     stop: threading.Event,
     interval: float = 1.0,
@@ -435,7 +342,7 @@ def serve_forever(
     from online_feature_store.server.http import HttpApi, HttpLimits
 
     metrics = ServerMetrics() if config.metrics_port else None
-    server, port, health_servicer, calls, executor = _build(fs, config, metrics)
+    server, port, health_servicer, calls = _build(fs, config, metrics)
     draining = threading.Event()
     exposed = exposure_warning(replace(config, port=port), config.http_port)
     warnings = [exposed] if exposed else []
@@ -476,10 +383,8 @@ def serve_forever(
     stopped = server.stop(config.grace_seconds)
     if http_api is not None:
         http_api.stop(config.grace_seconds)
+    # The front's drain returns once the calls it handed to Python are done too (after the grace period
+    # it cuts its connections, but waits for those): the caller never closes the stores under a call.
     stopped.wait()
-    # grpc's stop() returns when the grace period ends even if a handler still runs: join the handler
-    # threads, so the caller never closes the stores under a call in progress.
-    if executor is not None:
-        executor.shutdown(wait=True)
     if httpd is not None:
         stop_metrics(httpd)

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     data_directory = str(directory)
     print(
-        f"ofs serve: {config.host}:{config.port} ({config.front} front), {workers} worker(s), "
+        f"ofs serve: {config.host}:{config.port}, {workers} worker(s), "
         f"auth {'on' if config.auth else 'off'}"
         + (f", HTTP API on port {config.http_port}" if config.http_port else "")
         + f"; registry {registry}, data directory {directory}",

@@ -218,7 +218,7 @@ class ServerMetrics(FeatureStoreMetrics):
 
     def add_native(self, totals: NativeTotals) -> None:
         """Adds what the native front counted since it was last asked (``_native.Front.take_metrics``):
-        each label set's totals at once, the counters and histograms the grpcio front fills per call;
+        each label set's totals at once, the counters and histograms :class:`Calls` fills per call;
         and the front's calls in flight to ``ofs_requests_in_flight``."""
         calls, seconds, entities, fgs, caches, stores, in_flight = totals
         for method, caller, code, n in calls:

@@ -1,19 +1,18 @@
-"""The compiled serving front (``ofs serve --front native``, issue #18): the gRPC API served by the native
-extension (``_native.Front``: tonic/hyper on the core's tokio runtime), with Python in charge of it.
+"""The compiled serving front of ``ofs serve`` (issue #18): the gRPC API served by the native extension
+(``_native.Front``: tonic/hyper on the core's tokio runtime), with Python in charge of it.
 
 Python builds the front, hands it each compiled registry revision and its callers (the auth policy stays
 :class:`~online_feature_store.server.calls.Calls`'s: the front checks ``hmac-sha256$`` token hashes
 itself), sets its health and starts and drains it. A retrieve whose tiers are all native is answered
 without entering Python; every other call (a persist, a retrieve through a tier the core cannot call, a
-caller whose token hash is a legacy scrypt one) comes back here, to :meth:`Calls.run`, as it would on the
-grpcio front. :class:`NativeServer` and :class:`NativeHealth` have the parts of ``grpc.Server`` and
-``grpc_health``'s ``HealthServicer`` that :mod:`.app` uses, so the server's life is the same on both fronts.
+caller whose token hash is a legacy scrypt one) comes back here, to :meth:`Calls.run`, at most
+``threads`` at once. :class:`NativeServer` (start, stop with a drain) and :class:`NativeHealth` are what
+:mod:`.app` drives.
 
 The calls the front answers natively are counted in the same metrics, off the request path: the front
 adds each one to totals per label set in native memory, and :meth:`NativeServer.count_calls` hands the
 totals to :class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each
-scrape.
-With ``tls=(cert_file, key_file)`` the port takes TLS only (rustls, ALPN ``h2``), each connection's
+scrape. With ``tls=(cert_file, key_file)`` the port takes TLS only (rustls, ALPN ``h2``), each connection's
 handshake in its own task and bounded in time; a certificate or key the front cannot use is an
 :class:`~online_feature_store.errors.InvalidInputError` naming the file, before anything is bound.
 """
@@ -45,7 +44,7 @@ __all__ = ["NativeHealth", "NativeServer", "descriptor_set", "status_codes"]
 
 def status_codes() -> dict[str, int]:
     """Error class name → gRPC code, for every class a core error can become: the contract's table
-    (:data:`~online_feature_store.contract.STATUS_OF`), so the front maps errors as the grpcio front does."""
+    (:data:`~online_feature_store.contract.STATUS_OF`), so the front maps errors as :class:`Calls` does."""
     out = {}
     for name in ERROR_CLASSES:
         status = contract.status_of(getattr(errors, name)("")) or "INTERNAL"
@@ -150,7 +149,7 @@ class NativeServer:
 
     def _drain_events(self) -> None:
         # What the distributed cache queues during native reads (errors, breaker changes) is reported
-        # by the metrics hooks, as after each native read on the grpcio front; so are the calls the
+        # by the metrics hooks, as after each native read in the library; so are the calls the
         # front answered (a scrape also takes them first: ServerMetrics.before_collect).
         while not self._stop_events.wait(1.0):
             self._fs.native_read_done()

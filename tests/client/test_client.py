@@ -27,7 +27,6 @@ from online_feature_store.results import FOUND, MISSING, RetrieveResult
 from online_feature_store.store.sqlite import SqliteStore
 from online_feature_store.types import DataType
 from tests._sqlite_lock import write_lock
-from tests.server.fronts import FRONTS
 
 Served = tuple[str, FeatureStore]
 SCHEMA = ["user_id"]
@@ -285,27 +284,23 @@ def _self_signed(where: Path, name: str) -> tuple[Path, Path]:
 
 
 @NEEDS_OPENSSL
-@pytest.mark.parametrize("front", FRONTS)
-def test_tls(feature_store: FeatureStore, tmp_path: Path, front: str) -> None:
+def test_tls(feature_store: FeatureStore, tmp_path: Path) -> None:
     """A server given tls_cert_file / tls_key_file speaks TLS only (the API, health and reflection); half
-    a pair or a missing file is refused at start-up, naming the setting, with the same message on either
-    front."""
+    a pair or a missing file is refused at start-up, naming the setting."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from online_feature_store.rpc import Reflector
     from online_feature_store.server.app import ServerConfig, build_server, mark_serving
 
-    half = ServerConfig(port=0, tls_cert_file=str(tmp_path / "cert.pem"), front=front)
+    half = ServerConfig(port=0, tls_cert_file=str(tmp_path / "cert.pem"))
     with pytest.raises(InvalidInputError, match="set both or neither"):
         build_server(feature_store, half)
-    missing = ServerConfig(
-        port=0, tls_cert_file="/nonexistent/c.pem", tls_key_file="/nonexistent/k.pem", front=front
-    )
+    missing = ServerConfig(port=0, tls_cert_file="/nonexistent/c.pem", tls_key_file="/nonexistent/k.pem")
     with pytest.raises(InvalidInputError, match=r"tls_key_file: cannot read '/nonexistent/k\.pem'"):
         build_server(feature_store, missing)
 
     key, cert = _self_signed(tmp_path, "server")
-    config = ServerConfig(port=0, metrics_port=0, tls_cert_file=str(cert), tls_key_file=str(key), front=front)
+    config = ServerConfig(port=0, metrics_port=0, tls_cert_file=str(cert), tls_key_file=str(key))
     server, port, health = build_server(feature_store, config)
     server.start()
     mark_serving(feature_store, health)
@@ -332,8 +327,8 @@ def test_tls(feature_store: FeatureStore, tmp_path: Path, front: str) -> None:
 
 
 @NEEDS_OPENSSL
-def test_native_front_names_a_bad_certificate_or_key(feature_store: FeatureStore, tmp_path: Path) -> None:
-    """A certificate or key the native front cannot use, or a key that is not the certificate's, is an
+def test_a_bad_certificate_or_key_is_named(feature_store: FeatureStore, tmp_path: Path) -> None:
+    """A certificate or key the front cannot use, or a key that is not the certificate's, is an
     error naming the file before the port is bound."""
     from online_feature_store.server.app import ServerConfig, build_server
 
@@ -349,9 +344,7 @@ def test_native_front_names_a_bad_certificate_or_key(feature_store: FeatureStore
         (cert, other_key, f"tls_key_file '{other_key}' and tls_cert_file '{cert}' do not go together"),
     ]
     for cert_file, key_file, message in cases:
-        config = ServerConfig(
-            port=0, tls_cert_file=str(cert_file), tls_key_file=str(key_file), front="native"
-        )
+        config = ServerConfig(port=0, tls_cert_file=str(cert_file), tls_key_file=str(key_file))
         with pytest.raises(InvalidInputError, match=re.escape(message)):
             build_server(feature_store, config)
 

@@ -76,13 +76,13 @@ def kdf_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 @pytest.fixture
-def channel(tmp_path: Path, front: str) -> Iterator[grpc.Channel]:
+def channel(tmp_path: Path) -> Iterator[grpc.Channel]:
     """A gRPC server with auth on loopback (in this process, so the test can count KDF runs)."""
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(registry_doc(), env={"R_TOKEN": READER_TOKEN})
     registry.apply(lambda s: reconcile(s, spec))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, port, health = build_server(fs, ServerConfig(port=0, auth=True, front=front))
+    srv, port, health = build_server(fs, ServerConfig(port=0, auth=True))
     srv.start()
     mark_serving(fs, health)
     ch = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -126,7 +126,7 @@ def test_a_legacy_hash_is_checked_once_and_a_flood_neither_evicts_nor_locks_it_o
 
 
 @pytest.fixture
-def serve_auth(tmp_path: Path, front: str) -> Iterator[tuple[str, int]]:
+def serve_auth(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """``ofs serve --auth`` as a process: (gRPC address, HTTP port)."""
     data = tmp_path / "data"
     data.mkdir()
@@ -142,7 +142,7 @@ def serve_auth(tmp_path: Path, front: str) -> Iterator[tuple[str, int]]:
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "online_feature_store.cli", "serve", "--auth", "--port", str(port),
-             "--http-port", str(http_port), "--data-dir", str(data), "--front", front],
+             "--http-port", str(http_port), "--data-dir", str(data)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

@@ -24,7 +24,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from fronts import FRONTS
 from google.protobuf import json_format
 from test_http import request
 from test_server import READER_TOKEN, TOKENS, call
@@ -123,8 +122,8 @@ class Served:
     fs: FeatureStore
 
 
-@pytest.fixture(scope="module", params=FRONTS)
-def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Served]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp_path = tmp_path_factory.mktemp("decoded")
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(registry_doc(), env=TOKENS)))
@@ -139,9 +138,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
             block = header(fg.active_version, bytes(5), 0, int(t), last) + data
             writes.append(BlockWrite((f"c{i}",), fg.id, block))
     fs.store("main").write(entity, writes)
-    srv, port, health, calls, _executor = _build(
-        fs, ServerConfig(port=0, auth=True, front=request.param), None
-    )
+    srv, port, health, calls = _build(fs, ServerConfig(port=0, auth=True), None)
     api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 20)
     srv.start()
     api.start()

@@ -89,7 +89,7 @@ def served(tmp_path: Path) -> Iterator[tuple[int, grpc.Channel]]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env={})))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, port, health, calls, _executor = _build(fs, ServerConfig(port=0), ServerMetrics())
+    srv, port, health, calls = _build(fs, ServerConfig(port=0), ServerMetrics())
     api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 16)
     srv.start()
     api.start()

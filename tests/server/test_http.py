@@ -68,7 +68,7 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     stores = {"main": DownStore()} if param == "down" else None
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores)
     metrics = ServerMetrics()
-    srv, port, health, calls, _executor = _build(fs, ServerConfig(port=0, auth=param == "auth"), metrics)
+    srv, port, health, calls = _build(fs, ServerConfig(port=0, auth=param == "auth"), metrics)
     api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()

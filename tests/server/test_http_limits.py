@@ -43,7 +43,7 @@ def port(tmp_path: Path) -> Iterator[int]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, _port, _health, calls, _executor = _build(fs, ServerConfig(port=0), None)
+    srv, _port, _health, calls = _build(fs, ServerConfig(port=0), None)
     api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096, limits=LIMITS)
     api.start()
     yield api.port

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from fronts import FRONTS
 from test_metrics import scrape, value
 from test_registry_health import wait_until
 from test_server import call
@@ -47,7 +46,7 @@ class Served:
 
 
 @contextmanager
-def serving(tmp_path: Path, front: str) -> Iterator[Served]:
+def serving(tmp_path: Path) -> Iterator[Served]:
     doc = yaml.safe_load((ROOT / "examples" / "features.yaml").read_text())
     doc["stores"][0]["settings"]["path"] = "store.db"
     del doc["callers"]  # no auth here (hashing tokens is slow on purpose)
@@ -55,8 +54,8 @@ def serving(tmp_path: Path, front: str) -> Iterator[Served]:
     registry.apply(lambda s: reconcile(s, parse_spec(doc)))
     fs = FeatureStore(registry, data_directory=tmp_path)
     metrics = ServerMetrics()
-    config = ServerConfig(port=0, max_message_bytes=MAX_MESSAGE, front=front)
-    srv, port, health, _calls, _executor = _build(fs, config, metrics)
+    config = ServerConfig(port=0, max_message_bytes=MAX_MESSAGE)
+    srv, port, health, _calls = _build(fs, config, metrics)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()
     mark_serving(fs, health)
@@ -73,16 +72,16 @@ def serving(tmp_path: Path, front: str) -> Iterator[Served]:
         registry.close()
 
 
-@pytest.fixture(scope="module", params=FRONTS)
-def shared(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Served]:
-    """One server (per front) for the cases that leave nothing behind (or only keys no other case reads)."""
-    with serving(tmp_path_factory.mktemp("inputs"), request.param) as served:
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server for the cases that leave nothing behind (or only keys no other case reads)."""
+    with serving(tmp_path_factory.mktemp("inputs")) as served:
         yield served
 
 
 @pytest.fixture
-def served(tmp_path: Path, front: str) -> Iterator[Served]:
-    with serving(tmp_path, front) as served:
+def served(tmp_path: Path) -> Iterator[Served]:
+    with serving(tmp_path) as served:
         yield served
 
 

@@ -60,7 +60,7 @@ def _setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, request: pytest.FixtureRequest, front: str) -> Iterator[Serve]:
+def serve(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Serve]:
     workers = getattr(request, "param", 1)
     data, env = _setup(tmp_path)
     port, metrics_port, http_port = _free_port(), _free_port(), _free_port()
@@ -69,7 +69,7 @@ def serve(tmp_path: Path, request: pytest.FixtureRequest, front: str) -> Iterato
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "online_feature_store.cli", "serve", "--workers", str(workers),
-             "--port", str(port), "--http-port", str(http_port), "--data-dir", str(data), "--front", front],
+             "--port", str(port), "--http-port", str(http_port), "--data-dir", str(data)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     served = Serve(proc, f"127.0.0.1:{port}", metrics_port, http_port, data, log)

@@ -20,7 +20,6 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from fronts import FRONTS
 from test_metrics import _free_port, _wait_serving, scrape, value
 
 from online_feature_store._proto import persist_pb2 as P  # noqa: N812
@@ -115,10 +114,10 @@ def serving(tmp_path: Path, *flags: str) -> Iterator[Serve]:
         proc.wait()
 
 
-@pytest.fixture(scope="module", params=FRONTS)
-def serve(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Serve]:
-    """``ofs serve`` with its default limits (10,000 keys, 100,000 rows, 64 MiB), on each front."""
-    with serving(tmp_path_factory.mktemp("limits"), "--front", request.param) as served:
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    """``ofs serve`` with its default limits (10,000 keys, 100,000 rows, 64 MiB)."""
+    with serving(tmp_path_factory.mktemp("limits")) as served:
         yield served
 
 
@@ -288,11 +287,11 @@ def test_a_persist_naming_no_features_is_invalid_and_writes_nothing(serve: Serve
     assert _g(serve, "keep") == stored
 
 
-def test_raised_key_limit_flags_and_the_row_limit(tmp_path: Path, front: str) -> None:
+def test_raised_key_limit_flags_and_the_row_limit(tmp_path: Path) -> None:
     """With ``--max-keys-per-request 100000`` the 60k-key crash request reaches the response estimate
     (the allocation that aborted the process) and is refused there; ``--max-rows-per-persist`` caps a
     persist before anything is written."""
-    flags = ("--max-keys-per-request", "100000", "--max-rows-per-persist", "100", "--front", front)
+    flags = ("--max-keys-per-request", "100000", "--max-rows-per-persist", "100")
     with serving(tmp_path, *flags) as serve:
         before, reads = serve.rss_mb(), serve.store_reads()
         code, message = refused(serve.channel, RETRIEVE, retrieve_query("emb", ["v"], 60_000))

@@ -120,7 +120,7 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path, front: str) -> Iterator[Served]:
+def served(tmp_path: Path) -> Iterator[Served]:
     if shutil.which("etcd") is None:
         message = "etcd is not installed: run `scripts/services/etcd install` (Debian etcd-server)"
         if os.environ.get("CI"):
@@ -135,7 +135,7 @@ def served(tmp_path: Path, front: str) -> Iterator[Served]:
         registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
         fs = FeatureStore(registry, data_directory=tmp_path, poll_interval=0.1)
         metrics = ServerMetrics()
-        srv, port, health, calls, _executor = _build(fs, ServerConfig(port=0, front=front), metrics)
+        srv, port, health, calls = _build(fs, ServerConfig(port=0), metrics)
         http = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 20)
         httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
         srv.start()

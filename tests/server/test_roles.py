@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from fronts import FRONTS
 from test_metrics import _free_port, _wait_serving
 from test_server import DOC
 
@@ -32,10 +31,8 @@ CALLERS = [
 ]
 
 
-@pytest.fixture(scope="module", params=FRONTS)
-def serve_auth(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[tuple[str, int]]:
+@pytest.fixture(scope="module")
+def serve_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """``ofs serve --auth`` as a process, with a reader, a writer and a readwriter: (gRPC address, HTTP
     port)."""
     tmp = tmp_path_factory.mktemp("roles")
@@ -53,7 +50,7 @@ def serve_auth(
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "online_feature_store.cli", "serve", "--auth", "--port", str(port),
-             "--http-port", str(http_port), "--data-dir", str(data), "--front", request.param],
+             "--http-port", str(http_port), "--data-dir", str(data)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

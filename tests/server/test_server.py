@@ -114,15 +114,13 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 
 @pytest.fixture
-def server(
-    tmp_path: Path, request: pytest.FixtureRequest, front: str
-) -> Iterator[tuple[grpc.Channel, FeatureStore]]:
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[grpc.Channel, FeatureStore]]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     spec = parse_spec(DOC, env=TOKENS)
     registry.apply(lambda s: reconcile(s, spec))
     fs = FeatureStore(registry, data_directory=tmp_path)
     auth = getattr(request, "param", False)
-    srv, port, health = build_server(fs, ServerConfig(port=0, auth=auth, front=front))
+    srv, port, health = build_server(fs, ServerConfig(port=0, auth=auth))
     srv.start()
     mark_serving(fs, health)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -258,19 +256,6 @@ def test_health_and_concurrent_calls(server: tuple[grpc.Channel, FeatureStore]) 
     assert not errors
 
 
-def test_the_front_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from online_feature_store.errors import InvalidInputError
-    from online_feature_store.server.main import load_config
-
-    assert load_config(None, {})[0].front == "grpcio"
-    monkeypatch.setenv("OFS_FRONT", "native")
-    assert load_config(None, {})[0].front == "native"
-    assert load_config(None, {"front": "grpcio"})[0].front == "grpcio"  # a flag wins
-    monkeypatch.setenv("OFS_FRONT", "tonic")
-    with pytest.raises(InvalidInputError, match="front"):
-        load_config(None, {})
-
-
 def test_the_native_front_serves_the_contract_methods() -> None:
     from online_feature_store._native import FRONT_METHODS
     from online_feature_store.contract import RPCS
@@ -278,7 +263,6 @@ def test_the_native_front_serves_the_contract_methods() -> None:
     assert sorted(FRONT_METHODS) == sorted(rpc.path for rpc in RPCS.values())
 
 
-@pytest.mark.parametrize("front", ["native"])
 def test_the_native_front_answers_retrieves_without_python(
     server: tuple[grpc.Channel, FeatureStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,13 +285,13 @@ def test_the_native_front_answers_retrieves_without_python(
     assert ran == ["PersistFeatures"]
 
 
-def test_a_registry_change_reaches_the_front(tmp_path: Path, front: str) -> None:
+def test_a_registry_change_reaches_the_front(tmp_path: Path) -> None:
     """A feature group added to the registry is served by the next calls (the native front is handed the
     new revision's catalog by the registry watch)."""
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     fs = FeatureStore(registry, data_directory=tmp_path, poll_interval=0.05)
-    srv, port, health = build_server(fs, ServerConfig(port=0, front=front))
+    srv, port, health = build_server(fs, ServerConfig(port=0))
     srv.start()
     mark_serving(fs, health)
     try:
