@@ -18,12 +18,12 @@ request body, which would measure one set of keys), against two entities:
 - Redis: stored in Redis (``scripts/services/redis``), no cache: every request makes its store round trip.
 
 Each front is ``ofs serve`` (1 worker; the baseline's with ``--front grpcio``) pinned to one core with
-``taskset -c``; the generator runs on the other core(s). "saturated": a closed loop of 8 connections x
-16 requests in flight; "half of saturation": an open loop at half the rate the same server just reached
-saturated (where the p99 goals are read); "1 in flight": one connection, one request. The generator
-decodes and checks the first and every 64th answer (one row per key, in order, every FG found, 64
-cells). Server cores: CPU seconds of the server's process tree over the measured window (``/proc``), so
-"per core" divides by what the server used.
+``taskset -c``; the generator to the other core(s) (Redis is not pinned). "saturated": a closed loop of 8
+connections x 16 requests in flight; "half of saturation": an open loop at half the rate the same server
+just reached saturated (where the p99 goals are read); "1 in flight": one connection, one request. The
+generator decodes and checks the first and every 64th answer (one row per key, in order, every FG found,
+64 cells). Server cores: CPU seconds of the server's process tree over the measured window (``/proc``),
+so "per core" divides by what the server used.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ FRONTS = ("grpcio", "native")
 """The baseline (the grpcio front, from ``--grpcio-baseline``) and ``ofs serve``'s compiled front."""
 SERVER_CPU = str(max(0, (os.cpu_count() or 1) - 1))
 """The core the server is pinned to (``taskset -c``): the last one."""
+GENERATOR_CPUS = f"0-{max(0, (os.cpu_count() or 1) - 2)}"
+"""The cores the generator is pinned to: every other one (so it never takes the server's core)."""
 SATURATED = (8, 16)
 ONE = (1, 1)
 """(connections, requests in flight) of the generator's closed loop."""
@@ -124,6 +126,7 @@ def measure(
             "watch": f"server={server.pid}",
         },
         timeout=args.seconds + args.warmup + 300,
+        cpus=GENERATOR_CPUS,
     )
 
 
@@ -239,8 +242,8 @@ def render(runs: Sequence[Run], info: dict[str, str], command: str, args: argpar
         "so compare the two fronts within this run, not with other sections.\n\n"
         f"Server: `ofs serve` (compiled front) and, as the baseline, `ofs serve --front grpcio` of "
         f"{args.grpcio_baseline or '(none this run)'}; 1 worker, metrics {'on' if args.metrics else 'off'}, "
-        f"pinned with `taskset -c {SERVER_CPU}`; the "
-        "generator (`bench/loadgen`, Go) on the other core. Keys drawn afresh and uniformly per request "
+        f"pinned with `taskset -c {SERVER_CPU}`; the generator (`bench/loadgen`, Go) with `taskset -c "
+        f"{GENERATOR_CPUS}`. Keys drawn afresh and uniformly per request "
         f"from {args.entities:,} entities; one FG of 64 fp32. Cache hit = in-process cache on and warmed "
         "with every key; Redis = the store is Redis, no cache, a round trip per request. Saturated = 8 "
         "connections x 16 in flight; half of saturation = an open loop at half the saturated rate of the "

@@ -55,8 +55,11 @@ def build_loadgen(work: Path) -> Path:
     return binary
 
 
-def loadgen(binary: Path, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+def loadgen(binary: Path, args: dict[str, Any], timeout: float, cpus: str | None = None) -> dict[str, Any]:
+    """Runs the generator (pinned to ``cpus`` with ``taskset -c`` when given) and returns its result."""
     cmd = [str(binary)] + [f"-{k}={v}" for k, v in args.items()]
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stderr[-2000:]}")
