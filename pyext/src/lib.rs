@@ -19,6 +19,12 @@ mod tiers;
 
 use pyo3::prelude::*;
 
+/// The extension's own allocations (the serving front's buffers, the read path's blocks and responses)
+/// go to mimalloc rather than the C library's malloc: its per-thread free lists avoid the arena locks and
+/// consolidation glibc does on every large free. Python's objects keep Python's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
