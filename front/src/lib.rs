@@ -5,14 +5,17 @@
 //! answer alone go back to Python's `Calls.run` ([`api::Fallback`]).
 //!
 //! Modules: [`api`] (the methods: auth, deadline, errors, the native read), [`auth`] (caller tokens),
-//! [`codec`] (raw message bytes), [`deadline`] (`grpc-timeout`), [`server`] (listen, serve, drain).
+//! [`codec`] (raw message bytes), [`deadline`] (`grpc-timeout`), [`http`] (the HTTP/JSON API on
+//! `http_port`), [`server`] (listen, serve, drain).
 
 pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod deadline;
+pub mod http;
 pub mod server;
 
 pub use api::{ApiConfig, CallRecord, CallerLabels, Fallback, Method, Serving, Shared, SlowCall, StatusOf};
 pub use auth::{Caller, Callers, Headers, Role, TokenHash};
+pub use http::{HttpConfig, HttpLimits, Ready};
 pub use server::{Front, Listen};
