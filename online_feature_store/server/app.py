@@ -52,9 +52,11 @@ from online_feature_store.server.metrics import ServerMetrics, serve_metrics, st
 from online_feature_store.settings import Settings, env_names, setting
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from wsgiref.simple_server import WSGIServer
 
-    from online_feature_store.server.native_front import NativeHealth, NativeServer
+    from online_feature_store.server.http import HttpApi, HttpLimits
+    from online_feature_store.server.native_front import NativeHealth, NativeHttp, NativeServer
 
 __all__ = [
     "PORTS",
@@ -62,6 +64,7 @@ __all__ = [
     "STATUS_OF",
     "DeadlineExceededError",
     "ServerConfig",
+    "build_http",
     "build_server",
     "exposure_warning",
     "mark_serving",
@@ -295,6 +298,47 @@ def _build_native(
     return server, server.port, health_servicer, calls, None
 
 
+def build_http(
+    server: grpc.Server | NativeServer,
+    calls: Calls,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[], tuple[bool, dict[str, Any]]],
+    max_body_bytes: int,
+    reuse_port: bool = False,
+    limits: HttpLimits | None = None,
+    threads: int = 4,
+) -> HttpApi | NativeHttp:
+    """The HTTP/JSON API next to ``server``, bound to ``host:port`` (0: any free port): on the native
+    front, served by the front itself (:class:`~.native_front.NativeHttp`); on the grpcio front, by
+    uvicorn (:class:`~.http.HttpApi`, its calls on ``threads`` threads). Either is started with
+    ``start()`` and drained with ``stop(grace)``; ``ready()`` answers ``GET /health/ready``."""
+    from online_feature_store.server.http import HttpApi
+    from online_feature_store.server.native_front import NativeHttp, NativeServer
+
+    if isinstance(server, NativeServer):
+        return NativeHttp(
+            server,
+            host,
+            port,
+            ready=ready,
+            max_body_bytes=max_body_bytes,
+            reuse_port=reuse_port,
+            limits=limits,
+        )
+    return HttpApi(
+        calls,
+        host,
+        port,
+        ready=ready,
+        max_body_bytes=max_body_bytes,
+        reuse_port=reuse_port,
+        limits=limits,
+        threads=threads,
+    )
+
+
 PORTS = {"port": "gRPC", "http_port": "HTTP API", "metrics_port": "metrics"}
 """The ports of :class:`ServerConfig`, by setting name, and what each serves."""
 
@@ -426,8 +470,8 @@ def serve_forever(
     """Runs one server until ``stop`` is set, then drains in-flight calls within the grace period.
     With ``config.metrics_port``, metrics are recorded, and served on that port when ``metrics_http``
     (a worker of ``--workers N`` leaves that to its parent). With ``config.http_port``, the HTTP/JSON API
-    is served on that port too."""
-    from online_feature_store.server.http import HttpApi, HttpLimits
+    is served on that port too (by the front itself when it is the native one, :func:`build_http`)."""
+    from online_feature_store.server.http import HttpLimits
 
     metrics = ServerMetrics() if config.metrics_port else None
     server, port, health_servicer, calls, executor = _build(fs, config, metrics)
@@ -441,7 +485,8 @@ def serve_forever(
     http_api = None
     if config.http_port:
         try:
-            http_api = HttpApi(
+            http_api = build_http(
+                server,
                 calls,
                 config.host,
                 config.http_port,

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,17 @@ from online_feature_store.server.calls import CallError, Calls, Method
 if TYPE_CHECKING:
     from online_feature_store.server.app import ServerConfig
 
-__all__ = ["HTTP_STATUS", "MAX_HEAD_BYTES", "HttpApi", "HttpLimits", "raise_open_files_limit"]
+__all__ = [
+    "HTTP_STATUS",
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "MAX_HEAD_BYTES",
+    "HttpApi",
+    "HttpLimits",
+    "http_method",
+    "http_statuses",
+    "raise_open_files_limit",
+]
 
 log = logging.getLogger("online_feature_store.server.http")
 
@@ -74,6 +84,12 @@ HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 """gRPC status → HTTP status, as the reference maps them (anything else: 500)."""
+
+
+def http_statuses() -> dict[int, tuple[str, int]]:
+    """Every gRPC code's number → (its name, HTTP status): :data:`HTTP_STATUS` for the native front."""
+    return {code.value[0]: (code.name, HTTP_STATUS.get(code, 500)) for code in grpc.StatusCode}
+
 
 _REASONS = {
     400: "Bad Request",
@@ -154,6 +170,12 @@ def _routes() -> dict[str, _Route]:
     }
 
 
+def http_method(method: Method) -> Method:
+    """``method`` as the HTTP API counts it (metrics label ``http:<RPC name>``), request and reply as wire
+    bytes (the native front converts the JSON itself)."""
+    return replace(method, name=f"http:{method.name}")
+
+
 def _json_method(calls_method: Method, route: _Route) -> Method:
     """``calls_method`` with JSON in and out: the JSON body becomes the proto bytes it stands for."""
 
@@ -167,7 +189,7 @@ def _json_method(calls_method: Method, route: _Route) -> Method:
         reply = route.reply.FromString(calls_method.run(calls, query.SerializeToString()))
         return json_format.MessageToJson(reply, indent=None).encode()
 
-    return Method(f"http:{calls_method.name}", calls_method.role, run)
+    return replace(http_method(calls_method), run=run)
 
 
 def _error_body(code: str, message: str) -> bytes:

@@ -25,8 +25,7 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import ServerConfig, _build, mark_serving, readiness
-from online_feature_store.server.http import HttpApi
+from online_feature_store.server.app import ServerConfig, _build, build_http, mark_serving, readiness
 from online_feature_store.server.metrics import ServerMetrics
 
 DOC: dict[str, Any] = {
@@ -85,12 +84,13 @@ def retrieve_json(fg: str, label: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[int, grpc.Channel]]:
+def served(tmp_path: Path, front: str) -> Iterator[tuple[int, grpc.Channel]]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env={})))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, port, health, calls, _executor = _build(fs, ServerConfig(port=0), ServerMetrics())
-    api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 16)
+    config = ServerConfig(port=0, front=front)
+    srv, port, health, calls, _executor = _build(fs, config, ServerMetrics())
+    api = build_http(srv, calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 16)
     srv.start()
     api.start()
     mark_serving(fs, health)

@@ -1,6 +1,6 @@
-"""The HTTP/JSON API's limits on slow and idle clients (issue #14): a request head must arrive in time, a
-kept-alive connection may idle only so long, one address holds a bounded number of connections, and a
-legitimate client is served while a thousand idle or trickling sockets are open."""
+"""The HTTP/JSON API's limits on slow and idle clients (issue #14), on either front: a request head must
+arrive in time, a kept-alive connection may idle only so long, one address holds a bounded number of
+connections, and a legitimate client is served while a thousand idle or trickling sockets are open."""
 
 from __future__ import annotations
 
@@ -30,21 +30,23 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import ServerConfig, _build, readiness
-from online_feature_store.server.http import MAX_HEAD_BYTES, HttpApi, HttpLimits
+from online_feature_store.server.app import ServerConfig, _build, build_http, readiness
+from online_feature_store.server.http import MAX_HEAD_BYTES, HttpLimits
 from online_feature_store.server.main import load_config
 
 LIMITS = HttpLimits(header_timeout=1.0, idle_timeout=1.0, max_connections_per_peer=4)
 
 
 @pytest.fixture
-def port(tmp_path: Path) -> Iterator[int]:
-    """An HttpApi with short limits on a free loopback port."""
+def port(tmp_path: Path, front: str) -> Iterator[int]:
+    """The HTTP API of either front with short limits on a free loopback port."""
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, _port, _health, calls, _executor = _build(fs, ServerConfig(port=0), None)
-    api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096, limits=LIMITS)
+    srv, _port, _health, calls, _executor = _build(fs, ServerConfig(port=0, front=front), None)
+    api = build_http(
+        srv, calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096, limits=LIMITS
+    )
     api.start()
     yield api.port
     api.stop(1)
@@ -193,7 +195,7 @@ class Serve:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
+def serve(tmp_path: Path, front: str) -> Iterator[Serve]:
     data = tmp_path / "data"
     data.mkdir()
     doc = {k: v for k, v in DOC.items() if k != "callers"}
@@ -201,6 +203,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     # The idle sockets must stay open for the whole test: a long header timeout (the short one is tested
     # above), and the default per-address cap (they come from many loopback addresses, as a botnet would).
     env = {**os.environ, "OFS_METRICS_PORT": "0", "OFS_HTTP_HEADER_TIMEOUT_SECONDS": "600"}
+    env["OFS_FRONT"] = front
     subprocess.run(
         [sys.executable, "-m", "online_feature_store.cli", "registry", "apply", "-y", "-f",
          str(tmp_path / "features.yaml"), "--registry", f"sqlite:///{data / 'registry.db'}"],
