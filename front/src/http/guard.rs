@@ -42,27 +42,36 @@ struct BusyState {
     done: Option<Instant>,
 }
 
+/// A call in the service, from its start until dropped (its reply ready, or the call given up).
+#[derive(Debug)]
+pub struct Turn(Arc<Busy>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 impl Busy {
-    /// A request reached the service.
-    pub fn begin(&self) {
+    /// A request reached the service: no idle time until the returned turn is dropped.
+    pub fn begin(self: &Arc<Self>) -> Turn {
         self.0.lock().expect("busy lock").calls += 1;
+        Turn(Arc::clone(self))
     }
 
-    /// Its reply is ready: the idle time starts now, if no other call is running.
-    pub fn end(&self) {
+    /// A reply is ready: the idle time starts now, if no other call is running.
+    fn end(&self) {
         let mut state = self.0.lock().expect("busy lock");
         state.calls = state.calls.saturating_sub(1);
         state.done = Some(Instant::now());
     }
 
-    /// When the connection went idle; None while a call runs (or before any).
-    fn idle_since(&self) -> Option<Instant> {
+    /// When the connection has idled too long, its last request having been read at `read`; None while
+    /// a call runs.
+    fn idle_deadline(&self, read: Instant, idle: Duration) -> Option<Instant> {
         let state = self.0.lock().expect("busy lock");
-        if state.calls == 0 {
-            state.done
-        } else {
-            None
-        }
+        // A request read but not yet begun counts from its reading, not from an earlier reply.
+        (state.calls == 0).then(|| state.done.map_or(read, |done| done.max(read)) + idle)
     }
 }
 
@@ -72,8 +81,8 @@ enum Framing {
     Head { head: Vec<u8>, since: Instant },
     /// Reading a body: bytes left.
     Body(u64),
-    /// Between requests (or waiting for the reply of the last one).
-    Between,
+    /// Between requests (or waiting for the reply of the last one, whose head was read then).
+    Between(Instant),
     /// A chunked body: framing no longer followed (the service refuses it and closes).
     Opaque,
 }
@@ -108,7 +117,7 @@ impl Guarded {
     fn deadline(&self) -> Option<Instant> {
         match &self.framing {
             Framing::Head { since, .. } => Some(*since + self.limits.header_timeout),
-            Framing::Between => self.busy.idle_since().map(|t| t + self.limits.idle_timeout),
+            Framing::Between(read) => self.busy.idle_deadline(*read, self.limits.idle_timeout),
             Framing::Body(_) | Framing::Opaque => None,
         }
     }
@@ -133,15 +142,15 @@ impl Guarded {
     fn observe(&mut self, mut bytes: &[u8]) -> Result<(), io::Error> {
         while !bytes.is_empty() {
             match &mut self.framing {
-                Framing::Between => self.framing = Framing::Head { head: Vec::new(), since: Instant::now() },
+                Framing::Between(_) => self.framing = Framing::Head { head: Vec::new(), since: Instant::now() },
                 Framing::Head { head, .. } => {
                     let before = head.len();
                     head.extend_from_slice(bytes);
                     match parse_head(head, self.limits.max_head_bytes) {
                         Ok(Some((len, body))) => {
-                            bytes = &bytes[len - before..];
+                            bytes = &bytes[len.saturating_sub(before)..];
                             self.framing = match body {
-                                Some(0) => Framing::Between,
+                                Some(0) => Framing::Between(Instant::now()),
                                 Some(n) => Framing::Body(n),
                                 None => Framing::Opaque,
                             };
@@ -155,7 +164,7 @@ impl Guarded {
                     *left -= n;
                     bytes = &bytes[n as usize..];
                     if *left == 0 {
-                        self.framing = Framing::Between;
+                        self.framing = Framing::Between(Instant::now());
                     }
                 }
                 Framing::Opaque => return Ok(()),
@@ -312,5 +321,19 @@ mod tests {
         assert!(err(parse_head(b"GARBAGE\x01 / HTTP/1.1\r\n\r\n", 1024)).contains("malformed HTTP request: "));
         assert_eq!(seconds(Duration::from_secs(1)), "1");
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5");
+    }
+
+    #[test]
+    fn idle_time_counts_from_the_last_reply_or_request() {
+        let (busy, idle, read) = (Arc::new(Busy::default()), Duration::from_secs(5), Instant::now());
+        assert_eq!(busy.idle_deadline(read, idle), Some(read + idle));
+        let turn = busy.begin();
+        assert_eq!(busy.idle_deadline(read, idle), None, "no idle time while a call runs");
+        drop(turn);
+        let done = busy.idle_deadline(read, idle).unwrap();
+        assert!(done >= read + idle);
+        // A request read after that reply, not yet begun: its reading counts.
+        let later = Instant::now() + Duration::from_secs(1);
+        assert_eq!(busy.idle_deadline(later, idle), Some(later + idle));
     }
 }

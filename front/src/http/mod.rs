@@ -234,10 +234,8 @@ async fn accept(listener: TcpListener, api: Arc<HttpApi>, mut stop: oneshot::Rec
                 let service = service_fn(move |req| {
                     let (api, busy) = (Arc::clone(&api), Arc::clone(&busy));
                     async move {
-                        busy.begin();
-                        let response = api.handle(req, peer).await;
-                        busy.end();
-                        Ok::<_, Infallible>(response)
+                        let _turn = busy.begin();
+                        Ok::<_, Infallible>(api.handle(req, peer).await)
                     }
                 });
                 let conn = graceful.watch(http1.serve_connection(io, service));
