@@ -384,6 +384,24 @@ class Front:
     ) -> Front: ...
     @property
     def port(self) -> int: ...
+    def bind_http(
+        self,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[], tuple[bool, bytes]],
+        statuses: dict[int, tuple[str, int]],
+        max_body_bytes: int,
+        header_timeout: float,
+        idle_timeout: float,
+        max_connections_per_peer: int,
+        max_head_bytes: int,
+        linger_bytes: int,
+        linger_seconds: float,
+        reuse_port: bool = False,
+    ) -> int: ...
+    def start_http(self) -> None: ...
+    def stop_http(self, grace: float) -> bool: ...
     def take_metrics(
         self,
     ) -> (

@@ -146,12 +146,12 @@ def open_channel(
     opts = list(options)
     if not any(name == "grpc.service_config" for name, _ in opts):  # gRPC keeps the first of two
         opts.insert(0, ("grpc.service_config", ROUND_ROBIN))
-    if target.startswith(("ipv4:", "ipv6:")) and "," in target:
-        if not any(name == "grpc.default_authority" for name, _ in opts):
-            # gRPC's default `:authority` for a list is the whole list, commas and all: not an authority
-            # HTTP/2 servers must take (`ofs serve`'s front refuses it with PROTOCOL_ERROR). The first
-            # address stands for them all.
-            opts.append(("grpc.default_authority", target.split(":", 1)[1].split(",", 1)[0]))
+    listed = target.startswith(("ipv4:", "ipv6:")) and "," in target
+    if listed and not any(name == "grpc.default_authority" for name, _ in opts):
+        # gRPC's default `:authority` for a list is the whole list, commas and all: not an authority
+        # HTTP/2 servers must take (`ofs serve`'s front refuses it with PROTOCOL_ERROR). The first
+        # address stands for them all.
+        opts.append(("grpc.default_authority", target.split(":", 1)[1].split(",", 1)[0]))
     if tls or root_certificates is not None:
         creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
         return grpc.secure_channel(target, creds, options=opts)

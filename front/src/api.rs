@@ -23,13 +23,14 @@ use ofs_core::{keys, wire, ErrorKind, Limits};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service};
+use tonic::metadata::MetadataMap;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{self, Callers, Headers, Role, Verdict};
 use crate::codec::RawCodec;
 use crate::deadline;
-use crate::metrics::{Call, Metrics, MetricsConfig};
+use crate::metrics::{Metrics, MetricsConfig, Outcome};
 
 /// A core error kind → its gRPC code: the contract's table (`contract.py` `STATUS_OF`), handed over by
 /// Python.
@@ -42,7 +43,7 @@ pub struct Peer(pub std::net::SocketAddr);
 /// A call handed to Python.
 #[derive(Debug)]
 pub struct SlowCall {
-    /// The gRPC method name (`RetrieveFeatures`, …).
+    /// The method's name: the gRPC one (`RetrieveFeatures`, …), or `http:<it>` for an HTTP/JSON call.
     pub method: &'static str,
     pub request: Bytes,
     /// The call's ASCII metadata (names lower case).
@@ -84,6 +85,16 @@ impl Method {
         path.rsplit('/').next().unwrap_or(path)
     }
 
+    /// The method's name in the metrics and to Python when it came over HTTP/JSON (`http.py`'s
+    /// `http:<RPC name>`).
+    pub fn http_name(self) -> &'static str {
+        match self {
+            Method::Retrieve => "http:RetrieveFeatures",
+            Method::RetrieveDecoded => "http:RetrieveDecodedResult",
+            Method::Persist => "http:PersistFeatures",
+        }
+    }
+
     fn role(self) -> Role {
         match self {
             Method::Retrieve | Method::RetrieveDecoded => Role::Reader,
@@ -107,7 +118,8 @@ pub struct ApiConfig {
     pub limits: Limits,
     /// Largest request and response message (`max_message_bytes`).
     pub max_message_bytes: usize,
-    /// Python calls at once (`threads`): the rest wait for a turn, as grpcio's handler pool makes them.
+    /// Python calls at once (`threads`) per transport: the rest wait for a turn, as grpcio's handler
+    /// pool makes them (the HTTP API has turns of its own, as uvicorn's calls have their own threads).
     pub python_threads: usize,
     /// How the metrics are labelled and bucketed; None: metrics off, no call is counted.
     pub metrics: Option<MetricsConfig>,
@@ -119,7 +131,8 @@ pub struct Shared {
     tiers: Option<Arc<Tiers>>,
     config: ApiConfig,
     fallback: Arc<dyn Fallback>,
-    python: Arc<Semaphore>,
+    /// Turns in Python: gRPC calls', HTTP calls'.
+    python: [Arc<Semaphore>; 2],
     status_of: StatusOf,
     metrics: Option<Metrics>,
 }
@@ -138,7 +151,8 @@ impl Shared {
         fallback: Arc<dyn Fallback>,
         status_of: StatusOf,
     ) -> Shared {
-        let python = Arc::new(Semaphore::new(config.python_threads.max(1)));
+        let turns = || Arc::new(Semaphore::new(config.python_threads.max(1)));
+        let python = [turns(), turns()];
         let metrics = config.metrics.clone().map(Metrics::new);
         Shared { serving: RwLock::new(None), tiers, config, fallback, python, status_of, metrics }
     }
@@ -152,10 +166,12 @@ impl Shared {
     /// runs on its own thread and outlives a server task that was cut off).
     pub async fn close_python(&self) {
         let permits = u32::try_from(self.config.python_threads.max(1)).unwrap_or(u32::MAX);
-        if let Ok(all) = self.python.acquire_many(permits).await {
-            all.forget();
+        for turns in &self.python {
+            if let Ok(all) = turns.acquire_many(permits).await {
+                all.forget();
+            }
+            turns.close();
         }
-        self.python.close();
     }
 
     /// The front's metrics (None while they are off).
@@ -282,48 +298,73 @@ impl UnaryService<Bytes> for Handler {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let (shared, method) = (Arc::clone(&self.shared), self.method);
-        Box::pin(async move { run(&shared, method, request).await.map(Response::new) })
+        Box::pin(async move {
+            let started = Instant::now();
+            let (metadata, extensions, body) = request.into_parts();
+            let peer = extensions.get::<Peer>().map(|p| p.0);
+            let deadline =
+                deadline::deadline(metadata.get(deadline::GRPC_TIMEOUT).and_then(|v| v.to_str().ok()), started);
+            let call = Call { method, http: false, metadata, peer, deadline, body, invalid: None };
+            run(&shared, call, started).await.map(Response::new)
+        })
     }
 }
 
-/// `Calls.run`: the reply of `method`, or its status. A call answered here is counted in the front's
+/// One API call as its transport hands it over (gRPC, or HTTP/JSON once its body is converted).
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub method: Method,
+    /// Came over HTTP/JSON: counted and handed to Python as `http:<RPC name>`.
+    pub http: bool,
+    /// The call's metadata (gRPC) or headers (HTTP).
+    pub metadata: MetadataMap,
+    pub peer: Option<std::net::SocketAddr>,
+    pub deadline: Option<Instant>,
+    /// The request message's wire bytes.
+    pub body: Bytes,
+    /// Why the request is not a message (an HTTP body that is not its JSON): answered
+    /// `INVALID_ARGUMENT` once the caller is authorized, as `http.py` parses the JSON inside `Calls.run`.
+    pub invalid: Option<String>,
+}
+
+impl Call {
+    fn label(&self) -> &'static str {
+        if self.http {
+            self.method.http_name()
+        } else {
+            self.method.name()
+        }
+    }
+}
+
+/// `Calls.run`: the reply of `call`, or its status. A call answered here is counted in the front's
 /// [`Metrics`]; one handed to Python is counted there.
-async fn run(shared: &Arc<Shared>, method: Method, request: Request<Bytes>) -> Result<Bytes, Status> {
-    let started = Instant::now();
+pub(crate) async fn run(shared: &Arc<Shared>, call: Call, started: Instant) -> Result<Bytes, Status> {
     let in_flight = shared.metrics.as_ref().map(Metrics::begin);
-    let mut call = Call::default();
-    let answer = answer(shared, method, &request, started, &mut call).await;
-    let Some(result) = answer else {
+    let mut record = Outcome::default();
+    let Some(result) = answer(shared, &call, &mut record).await else {
         drop(in_flight);
-        let deadline = deadline_of(&request, started);
-        return python(shared, method, request, deadline).await;
+        if let Some(invalid) = call.invalid {
+            // A caller whose token Python checks (a legacy hash) sent no message to run: nothing to hand over.
+            return Err(Status::invalid_argument(invalid));
+        }
+        return python(shared, call).await;
     };
     if let Some(metrics) = &shared.metrics {
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
-        metrics.count(method.name(), &call, code, started.elapsed().as_secs_f64());
+        metrics.count(call.label(), &record, code, started.elapsed().as_secs_f64());
     }
     result
 }
 
-fn deadline_of(request: &Request<Bytes>, started: Instant) -> Option<Instant> {
-    deadline::deadline(request.metadata().get(deadline::GRPC_TIMEOUT).and_then(|v| v.to_str().ok()), started)
-}
-
 /// The call's outcome when the front answers it (None: it goes to Python).
-async fn answer(
-    shared: &Arc<Shared>,
-    method: Method,
-    request: &Request<Bytes>,
-    started: Instant,
-    record: &mut Call,
-) -> Option<Result<Bytes, Status>> {
-    let metadata = request.metadata();
-    let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+async fn answer(shared: &Arc<Shared>, call: &Call, record: &mut Outcome) -> Option<Result<Bytes, Status>> {
+    let value = |name: &str| call.metadata.get(name).and_then(|v| v.to_str().ok());
     let headers = &shared.config.headers;
     let (caller, token) = (value(&headers.caller), value(&headers.token));
     let serving = shared.serving();
     record.caller = shared.caller_label(caller, serving.as_deref());
-    let deadline = deadline_of(request, started);
+    let deadline = call.deadline;
     if let Err(status) = check_deadline(deadline, "starting the call") {
         return Some(Err(status));
     }
@@ -331,18 +372,21 @@ async fn answer(
         return Some(Err(Status::unavailable("the registry is not loaded yet")));
     };
     if shared.config.auth {
-        match auth::authorize(&serving.callers, headers, caller, token, method.role()) {
+        match auth::authorize(&serving.callers, headers, caller, token, call.method.role()) {
             Verdict::Allowed => {}
             Verdict::Denied(code, message) => return Some(Err(Status::new(code, message))),
             Verdict::Python => return None,
         }
     }
-    let tiers = match (method, &shared.tiers) {
+    if let Some(invalid) = &call.invalid {
+        return Some(Err(Status::invalid_argument(invalid.clone())));
+    }
+    let tiers = match (call.method, &shared.tiers) {
         (Method::Retrieve | Method::RetrieveDecoded, Some(tiers)) => Arc::clone(tiers),
         _ => return None,
     };
-    let decoded = method == Method::RetrieveDecoded;
-    match retrieve(shared, &serving.engine, &tiers, request.get_ref(), decoded, deadline, record).await {
+    let decoded = call.method == Method::RetrieveDecoded;
+    match retrieve(shared, &serving.engine, &tiers, &call.body, decoded, deadline, record).await {
         Ok(Some(reply)) => Some(check_deadline(deadline, "sending the reply").map(|()| reply)),
         Ok(None) => None,
         Err(status) if status.code() != Code::DeadlineExceeded && passed(deadline) => {
@@ -361,7 +405,7 @@ async fn retrieve(
     query: &[u8],
     decoded: bool,
     deadline: Option<Instant>,
-    record: &mut Call,
+    record: &mut Outcome,
 ) -> Result<Option<Bytes>, Status> {
     let req = wire::parse_retrieve(engine, query, &shared.config.limits).map_err(|e| shared.status(&e))?;
     let Some(route) = tiers.route(&req.plan) else {
@@ -381,25 +425,20 @@ async fn retrieve(
 }
 
 /// The call through Python's `Calls.run`, at most `python_threads` at once, off the runtime's threads.
-async fn python(
-    shared: &Arc<Shared>,
-    method: Method,
-    request: Request<Bytes>,
-    deadline: Option<Instant>,
-) -> Result<Bytes, Status> {
-    let peer = request.extensions().get::<Peer>().map(|p| p.0.ip().to_string()).unwrap_or_default();
-    let metadata = request
-        .metadata()
+async fn python(shared: &Arc<Shared>, call: Call) -> Result<Bytes, Status> {
+    let peer = call.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    let metadata = call
+        .metadata
         .iter()
         .filter_map(|kv| match kv {
             tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())),
             tonic::metadata::KeyAndValueRef::Binary(..) => None,
         })
         .collect::<Vec<_>>();
-    let turn = Arc::clone(&shared.python).acquire_owned().await;
+    let turn = Arc::clone(&shared.python[usize::from(call.http)]).acquire_owned().await;
     let turn = turn.map_err(|_| Status::unavailable("the server is stopping"))?;
-    let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    let call = SlowCall { method: method.name(), request: request.into_inner(), metadata, time_left, peer };
+    let time_left = call.deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let call = SlowCall { method: call.label(), request: call.body, metadata, time_left, peer };
     let fallback = Arc::clone(&shared.fallback);
     // The turn goes with the Python call: a call whose client went away (its future dropped) still holds
     // it until Python is done, so `threads` bounds the calls in Python and a drain waits for them all.

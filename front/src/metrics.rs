@@ -88,7 +88,7 @@ pub struct Totals {
 
 /// What one call answered here did, as it ends.
 #[derive(Debug, Default)]
-pub struct Call {
+pub struct Outcome {
     pub caller: String,
     /// `(entity, keys)` once the request was planned and read natively.
     pub planned: Option<(String, usize)>,
@@ -131,7 +131,7 @@ impl Metrics {
     }
 
     /// Counts a call of `method` that ended with `code` after `seconds`.
-    pub fn count(&self, method: &'static str, call: &Call, code: Code, seconds: f64) {
+    pub fn count(&self, method: &'static str, call: &Outcome, code: Code, seconds: f64) {
         let config = &self.config;
         let mut totals = self.totals.lock().expect("metrics lock");
         let totals = &mut *totals;
@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn counts_per_label_set_and_takes_them_once() {
         let m = metrics();
-        let call = Call {
+        let call = Outcome {
             caller: "r".into(),
             planned: Some(("user".into(), 5)),
             fgs: vec![("user:fg".into(), 3, 1, 1)],
@@ -222,7 +222,7 @@ mod tests {
         m.count("RetrieveFeatures", &call, Code::Ok, 0.005);
         m.count(
             "RetrieveFeatures",
-            &Call { caller: "anonymous".into(), ..Call::default() },
+            &Outcome { caller: "anonymous".into(), ..Outcome::default() },
             Code::Unauthenticated,
             0.0,
         );

@@ -29,6 +29,7 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt;
 
 use crate::api::{Api, Peer, PersistService, RetrieveService, Serving, Shared};
+use crate::http::{HttpConfig, HttpServer};
 use crate::tls::Tls;
 
 /// Where and how the front listens.
@@ -123,19 +124,26 @@ pub struct Front {
     port: u16,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
     serve: Mutex<Option<Serve>>,
+    /// The HTTP/JSON API, when bound ([`Front::bind_http`]).
+    http: Mutex<Option<Arc<HttpServer>>>,
+}
+
+/// A listening socket on `addr` (`SO_REUSEPORT` when the processes of `--workers` share it).
+pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let _rt = runtime::runtime().enter();
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 impl Front {
     /// Binds `listen.addr` (port 0: any free one).
     pub fn bind(listen: Listen, shared: Shared) -> io::Result<Front> {
-        let _rt = runtime::runtime().enter();
-        let socket = if listen.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_reuseaddr(true)?;
-        if listen.reuse_port {
-            socket.set_reuseport(true)?;
-        }
-        socket.bind(listen.addr)?;
-        let listener = socket.listen(1024)?;
+        let listener = self::listen(listen.addr, listen.reuse_port)?;
         let port = listener.local_addr()?.port();
         let health = HealthReporter::new();
         Ok(Front {
@@ -146,7 +154,37 @@ impl Front {
             port,
             shutdown: Mutex::new(None),
             serve: Mutex::new(None),
+            http: Mutex::new(None),
         })
+    }
+
+    /// Binds the HTTP/JSON API on `addr` (once); returns its port. It serves the same API, started by
+    /// [`Front::start_http`], drained by [`Front::stop_http`] or with the gRPC calls by [`Front::stop`].
+    pub fn bind_http(&self, addr: SocketAddr, reuse_port: bool, config: HttpConfig) -> io::Result<u16> {
+        let mut http = self.http.lock().expect("http lock");
+        if http.is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the HTTP API is bound already"));
+        }
+        let server = HttpServer::bind(addr, reuse_port, Arc::clone(&self.shared), &self.listen.descriptors, config)?;
+        let port = server.port();
+        *http = Some(Arc::new(server));
+        Ok(port)
+    }
+
+    fn http(&self) -> Option<Arc<HttpServer>> {
+        self.http.lock().expect("http lock").clone()
+    }
+
+    /// Starts serving the HTTP/JSON API (once it is bound).
+    pub fn start_http(&self) -> Result<(), String> {
+        let http = self.http().ok_or("the HTTP API is not bound")?;
+        let _rt = runtime::runtime().enter();
+        http.start()
+    }
+
+    /// Drains the HTTP/JSON API alone (see [`HttpServer::stop`]). Blocks the calling thread.
+    pub fn stop_http(&self, grace: Duration) -> bool {
+        self.http().is_none_or(|http| runtime::block_on(async move { http.stop(grace).await }))
     }
 
     /// The bound port.
@@ -198,26 +236,37 @@ impl Front {
         Ok(())
     }
 
-    /// Stops accepting, then waits up to `grace` for the calls in flight; past it they are cut off.
+    /// Stops accepting (gRPC and HTTP), then waits up to `grace` for the calls in flight; past it they
+    /// are cut off.
     /// Returns whether every call finished in time. Blocks the calling thread.
     pub fn stop(&self, grace: Duration) -> bool {
         if let Some(tx) = self.shutdown.lock().expect("shutdown lock").take() {
             let _ = tx.send(());
         }
+        let http = self.http();
         let Some(mut serve) = self.serve.lock().expect("serve lock").take() else {
-            return true;
+            return http.is_none_or(|http| runtime::block_on(async move { http.stop(grace).await }));
         };
         let shared = Arc::clone(&self.shared);
         runtime::block_on(async move {
-            let drained = if tokio::time::timeout(grace, &mut serve).await.is_ok() {
-                true
-            } else {
-                serve.abort();
-                let _ = serve.await;
-                false
+            let grpc = async {
+                if tokio::time::timeout(grace, &mut serve).await.is_ok() {
+                    true
+                } else {
+                    serve.abort();
+                    let _ = serve.await;
+                    false
+                }
             };
+            let http = async {
+                match http {
+                    Some(http) => http.stop(grace).await,
+                    None => true,
+                }
+            };
+            let (grpc, http) = tokio::join!(grpc, http);
             shared.close_python().await;
-            drained
+            grpc && http
         })
     }
 }

@@ -38,18 +38,21 @@ from online_feature_store.limits import (
 )
 from online_feature_store.server.calls import STATUS_OF, Calls, DeadlineExceededError
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
-from online_feature_store.server.native_front import NativeHealth, NativeServer
+from online_feature_store.server.native_front import NativeHealth, NativeHttp, NativeServer
 from online_feature_store.settings import Settings, env_names, setting
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from wsgiref.simple_server import WSGIServer
 
+    from online_feature_store.server.http import HttpLimits
 __all__ = [
     "PORTS",
     "REGISTRY_SERVICE",
     "STATUS_OF",
     "DeadlineExceededError",
     "ServerConfig",
+    "build_http",
     "build_server",
     "exposure_warning",
     "mark_serving",
@@ -164,18 +167,11 @@ def _tls_pems(config: ServerConfig) -> tuple[bytes, bytes] | None:
 def build_server(
     fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None = None
 ) -> tuple[NativeServer, int, NativeHealth]:
-    """A started-but-not-serving server bound to ``config.host:config.port`` (0 = any free port).
-    Returns the server, the bound port and its health servicer (SERVING once the stores answer).
-    With ``metrics``, calls are counted there and ``fs`` reports its store calls to it too."""
-    server, port, health_servicer, _calls = _build(fs, config, metrics)
-    return server, port, health_servicer
-
-
-def _build(
-    fs: FeatureStore, config: ServerConfig, metrics: ServerMetrics | None
-) -> tuple[NativeServer, int, NativeHealth, Calls]:
-    """The compiled front (:mod:`.native_front`) with the calls it hands back to Python (:class:`Calls`:
-    also the HTTP API's), the limits and health."""
+    """A started-but-not-serving server bound to ``config.host:config.port`` (0 = any free port): the
+    compiled front (:mod:`.native_front`) with the calls it hands back to Python (:class:`Calls`), the
+    limits and health. Returns the server, the bound port and its health servicer (SERVING once the
+    stores answer). With ``metrics``, calls are counted there and ``fs`` reports its store calls to it
+    too."""
     calls = Calls(fs, auth=config.auth, metrics=metrics)
     # The server's limits are the FeatureStore's: every call goes through fs.retrieve_wire / persist_wire.
     fs.limits = make_limits(
@@ -204,7 +200,25 @@ def _build(
     health_servicer = NativeHealth(server.front, HEALTH_NAMES)
     for name in HEALTH_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return server, server.port, health_servicer, calls
+    return server, server.port, health_servicer
+
+
+def build_http(
+    server: NativeServer,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[], tuple[bool, dict[str, Any]]],
+    max_body_bytes: int,
+    reuse_port: bool = False,
+    limits: HttpLimits | None = None,
+) -> NativeHttp:
+    """The HTTP/JSON API on ``server``'s front (:class:`~.native_front.NativeHttp`), bound to
+    ``host:port`` (0: any free port): started with ``start()``, drained with ``stop(grace)`` (and by the
+    server's own drain); ``ready()`` answers ``GET /health/ready``."""
+    return NativeHttp(
+        server, host, port, ready=ready, max_body_bytes=max_body_bytes, reuse_port=reuse_port, limits=limits
+    )
 
 
 PORTS = {"port": "gRPC", "http_port": "HTTP API", "metrics_port": "metrics"}
@@ -338,11 +352,11 @@ def serve_forever(
     """Runs one server until ``stop`` is set, then drains in-flight calls within the grace period.
     With ``config.metrics_port``, metrics are recorded, and served on that port when ``metrics_http``
     (a worker of ``--workers N`` leaves that to its parent). With ``config.http_port``, the HTTP/JSON API
-    is served on that port too."""
-    from online_feature_store.server.http import HttpApi, HttpLimits
+    is served on that port too, by the front itself (:func:`build_http`)."""
+    from online_feature_store.server.http import HttpLimits
 
     metrics = ServerMetrics() if config.metrics_port else None
-    server, port, health_servicer, calls = _build(fs, config, metrics)
+    server, port, health_servicer = build_server(fs, config, metrics)
     draining = threading.Event()
     exposed = exposure_warning(replace(config, port=port), config.http_port)
     warnings = [exposed] if exposed else []
@@ -353,15 +367,14 @@ def serve_forever(
     http_api = None
     if config.http_port:
         try:
-            http_api = HttpApi(
-                calls,
+            http_api = build_http(
+                server,
                 config.host,
                 config.http_port,
                 ready=lambda: readiness(fs, draining.is_set(), warnings),
                 max_body_bytes=config.max_message_bytes,
                 reuse_port=config.reuse_port,
                 limits=HttpLimits.from_config(config),
-                threads=config.threads,
             )
         except OSError as exc:
             raise bind_error(exc, config.host, config.http_port, *port_hint("http_port")) from None

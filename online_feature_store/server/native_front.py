@@ -9,6 +9,11 @@ caller whose token hash is a legacy scrypt one) comes back here, to :meth:`Calls
 ``threads`` at once. :class:`NativeServer` (start, stop with a drain) and :class:`NativeHealth` are what
 :mod:`.app` drives.
 
+:class:`NativeHttp` serves the HTTP/JSON API on the same front (hyper's HTTP/1.1 server, its own port
+``http_port``): the JSON is converted natively, then each call takes the gRPC call's path (a native
+retrieve without Python, anything else through :meth:`Calls.run`), counted as ``http:<RPC name>``; only
+``GET /health/ready`` calls back into Python (:func:`~.app.readiness`).
+
 The calls the front answers natively are counted in the same metrics, off the request path: the front
 adds each one to totals per label set in native memory, and :meth:`NativeServer.count_calls` hands the
 totals to :class:`~online_feature_store.server.metrics.ServerMetrics` once a second and before each
@@ -19,8 +24,11 @@ handshake in its own task and bounded in time; a certificate or key the front ca
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -31,6 +39,14 @@ from online_feature_store._native import ERROR_CLASSES, Front
 from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.snapshot import Snapshot
 from online_feature_store.server.calls import METHODS, CallError, Calls
+from online_feature_store.server.http import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    MAX_HEAD_BYTES,
+    HttpLimits,
+    http_method,
+    http_statuses,
+)
 from online_feature_store.server.metrics import (
     ANONYMOUS,
     LATENCY_BUCKETS,
@@ -39,7 +55,10 @@ from online_feature_store.server.metrics import (
     ServerMetrics,
 )
 
-__all__ = ["NativeHealth", "NativeServer", "descriptor_set", "status_codes"]
+__all__ = ["NativeHealth", "NativeHttp", "NativeServer", "descriptor_set", "status_codes"]
+
+_METHODS = {**METHODS, **{m.name: m for m in map(http_method, METHODS.values())}}
+"""The methods a call handed back may name: the gRPC ones, and the HTTP API's (``http:<RPC name>``)."""
 
 
 def status_codes() -> dict[str, int]:
@@ -136,7 +155,7 @@ class NativeServer:
         """A call the front hands back: :meth:`Calls.run` with the call's deadline and metadata."""
         deadline = None if time_left is None else time.monotonic() + time_left
         try:
-            return 0, self._calls.run(METHODS[method], request, dict(metadata), deadline=deadline, peer=peer)
+            return 0, self._calls.run(_METHODS[method], request, dict(metadata), deadline=deadline, peer=peer)
         except CallError as err:
             return err.code.value[0], err.message
 
@@ -184,6 +203,53 @@ class NativeServer:
 
         threading.Thread(target=run, name="ofs-front-stop", daemon=True).start()
         return stopped
+
+
+class NativeHttp:
+    """The HTTP/JSON API on ``server``'s front (the parts of :class:`~.http.HttpApi` that :mod:`.app`
+    uses), bound to ``host:port`` (0: any free port) on construction; ``start``, then ``stop(grace)``
+    (``server.stop`` drains it too)."""
+
+    def __init__(
+        self,
+        server: NativeServer,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[], tuple[bool, dict[str, Any]]],
+        max_body_bytes: int,
+        reuse_port: bool = False,
+        limits: HttpLimits | None = None,
+    ) -> None:
+        limits = limits or HttpLimits()
+        self._front = server.front
+
+        def report() -> tuple[bool, bytes]:
+            ok, body = ready()
+            return ok, json.dumps(body).encode()
+
+        self.port = self._front.bind_http(
+            host,
+            port,
+            ready=report,
+            statuses=http_statuses(),
+            max_body_bytes=max_body_bytes,
+            header_timeout=limits.header_timeout,
+            idle_timeout=limits.idle_timeout,
+            max_connections_per_peer=limits.max_connections_per_peer,
+            max_head_bytes=MAX_HEAD_BYTES,
+            linger_bytes=LINGER_BYTES,
+            linger_seconds=LINGER_SECONDS,
+            reuse_port=reuse_port,
+        )
+
+    def start(self) -> None:
+        """Starts accepting connections."""
+        self._front.start_http()
+
+    def stop(self, grace: float) -> None:
+        """Stops accepting, closes idle connections and lets requests in flight finish within ``grace``."""
+        self._front.stop_http(grace)
 
 
 class NativeHealth:

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ofs_front::{
-    ApiConfig, Caller, CallerLabels, Fallback, Front, Headers, Histogram, Listen, Method, MetricsConfig, Role, Serving,
-    Shared, SlowCall, Tls, TlsError, TokenHash, Totals,
+    ApiConfig, Caller, CallerLabels, Fallback, Front, Headers, Histogram, HttpConfig, HttpLimits, Listen, Method,
+    MetricsConfig, Ready, Role, Serving, Shared, SlowCall, Tls, TlsError, TokenHash, Totals,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -62,6 +62,34 @@ impl Fallback for PyFallback {
             answer.unwrap_or_else(|e| Err((Code::Internal, format!("internal error: {e}"))))
         })
     }
+}
+
+/// `GET /health/ready` behind a Python callable: `ready()` returns `(ready, report JSON bytes)`.
+struct PyReady {
+    ready: Py<PyAny>,
+}
+
+impl fmt::Debug for PyReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PyReady")
+    }
+}
+
+impl Ready for PyReady {
+    fn ready(&self) -> (bool, Vec<u8>) {
+        Python::attach(|py| {
+            let answer = self.ready.call0(py).and_then(|out| out.extract::<(bool, Vec<u8>)>(py));
+            answer.unwrap_or_else(|e| {
+                let report = serde_json::json!({"ready": false, "error": format!("internal error: {e}")});
+                (false, serde_json::to_vec(&report).unwrap_or_default())
+            })
+        })
+    }
+}
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| invalid(format!("{name} must be a duration in seconds, got {value}")))
 }
 
 /// A histogram as Python takes it: per-bucket counts (not cumulative, `+Inf` last) and the sum.
@@ -244,6 +272,57 @@ impl PyFront {
         py.detach(|| self.inner.take_metrics()).map(|(totals, in_flight)| totals_tuple(totals, in_flight))
     }
 
+    /// Binds the HTTP/JSON API on `host:port` (0: any free port) and returns the bound port; it serves
+    /// the front's API from `start_http()` on and drains with `stop_http()` or `stop()`. `ready()`
+    /// answers `GET /health/ready` (`(ready, report JSON bytes)`); `statuses`: gRPC code → (its name,
+    /// HTTP status); the limits are `http.py`'s (`HttpLimits`, `MAX_HEAD_BYTES`, `LINGER_*`).
+    #[pyo3(signature = (
+        host, port, *, ready, statuses, max_body_bytes, header_timeout, idle_timeout, max_connections_per_peer,
+        max_head_bytes, linger_bytes, linger_seconds, reuse_port = false
+    ))]
+    #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
+    fn bind_http(
+        &self,
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        ready: Py<PyAny>,
+        statuses: HashMap<i32, (String, u16)>,
+        max_body_bytes: usize,
+        header_timeout: f64,
+        idle_timeout: f64,
+        max_connections_per_peer: usize,
+        max_head_bytes: usize,
+        linger_bytes: usize,
+        linger_seconds: f64,
+        reuse_port: bool,
+    ) -> PyResult<u16> {
+        let limits = HttpLimits {
+            header_timeout: seconds("header_timeout", header_timeout)?,
+            idle_timeout: seconds("idle_timeout", idle_timeout)?,
+            max_connections_per_peer,
+            max_head_bytes,
+            max_body_bytes,
+            linger: (linger_bytes, seconds("linger_seconds", linger_seconds)?),
+        };
+        let config = HttpConfig { limits, ready: Arc::new(PyReady { ready }), statuses };
+        let addr = socket_addr(host, port)?;
+        let bound = py.detach(|| self.inner.bind_http(addr, reuse_port, config));
+        bound.map_err(|e| pyo3::exceptions::PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))
+    }
+
+    /// Starts serving the HTTP/JSON API.
+    fn start_http(&self) -> PyResult<()> {
+        self.inner.start_http().map_err(pyo3::exceptions::PyRuntimeError::new_err)
+    }
+
+    /// Stops the HTTP/JSON API: stops accepting, closes idle connections and lets requests in flight
+    /// finish within `grace` seconds (the GIL released). Returns whether every one finished in time.
+    fn stop_http(&self, py: Python<'_>, grace: f64) -> bool {
+        let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::ZERO);
+        py.detach(|| self.inner.stop_http(grace))
+    }
+
     /// Sets the health of `service` (`""`: the whole server) to `SERVING` or `NOT_SERVING`.
     fn set_health(&self, py: Python<'_>, service: &str, serving: bool) {
         py.detach(|| self.inner.set_health(service, serving));
@@ -254,7 +333,7 @@ impl PyFront {
         self.inner.start().map_err(pyo3::exceptions::PyRuntimeError::new_err)
     }
 
-    /// Stops accepting and drains the calls in flight for up to `grace` seconds (the GIL released: the
+    /// Stops accepting (gRPC and HTTP) and drains the calls in flight for up to `grace` seconds (the GIL released: the
     /// calls Python runs can finish). Returns whether every call finished in time.
     fn stop(&self, py: Python<'_>, grace: f64) -> bool {
         let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::ZERO);

@@ -1,5 +1,5 @@
-"""The HTTP/JSON endpoints over loopback: JSON in (snake_case), protojson out, the same answers as gRPC,
-auth headers, the status mapping, body limits, keep-alive and readiness."""
+"""The HTTP/JSON endpoints over loopback, served by the front: JSON in (snake_case), protojson out, the same
+answers as gRPC, auth headers, the status mapping, body limits, keep-alive and readiness."""
 
 from __future__ import annotations
 
@@ -24,8 +24,15 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import STATUS_OF, ServerConfig, _build, mark_serving, readiness
-from online_feature_store.server.http import HTTP_STATUS, HttpApi
+from online_feature_store.server.app import (
+    STATUS_OF,
+    ServerConfig,
+    build_http,
+    build_server,
+    mark_serving,
+    readiness,
+)
+from online_feature_store.server.http import HTTP_STATUS
 from online_feature_store.server.main import load_config
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
 
@@ -62,14 +69,15 @@ class DownStore(FailingStore):
 
 @pytest.fixture
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """The HTTP API, served by the front next to its gRPC API."""
     param = getattr(request, "param", "")
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     stores = {"main": DownStore()} if param == "down" else None
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores)
     metrics = ServerMetrics()
-    srv, port, health, calls = _build(fs, ServerConfig(port=0, auth=param == "auth"), metrics)
-    api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096)
+    srv, port, health = build_server(fs, ServerConfig(port=0, auth=param == "auth"), metrics)
+    api = build_http(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()
     api.start()
@@ -282,6 +290,27 @@ def test_keep_alive_and_metrics(served: Served) -> None:
     assert value(m, total, method="http:RetrieveFeatures", code="INVALID_ARGUMENT") == 1
     assert value(m, "ofs_request_rows_sum", method="http:RetrieveFeatures", entity="user") == 6
     assert value(m, "ofs_requests_in_flight") == 0
+
+
+def test_the_native_front_serves_http_retrieves_without_python(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the native front the JSON is converted natively and a retrieve through native tiers takes the
+    gRPC call's path, Python never entered; a persist goes through Calls.run as ``http:PersistFeatures``."""
+    from online_feature_store.server.calls import Calls
+
+    ran: list[str] = []
+    original = Calls.run
+
+    def counted(self: Calls, method: Any, *args: Any, **kwargs: Any) -> bytes:
+        ran.append(method.name)
+        return original(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(Calls, "run", counted)
+    assert request(served.port, "POST", "/api/v1/features/persist", PERSIST_JSON)[0] == 200
+    for path in ("/api/v1/features/retrieve", "/api/v1/features/retrieve/decoded"):
+        assert request(served.port, "POST", path, RETRIEVE_JSON)[0] == 200
+    assert ran == ["http:PersistFeatures"]
 
 
 @pytest.mark.parametrize("served", ["auth"], indirect=True)

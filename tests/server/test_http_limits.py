@@ -1,6 +1,6 @@
-"""The HTTP/JSON API's limits on slow and idle clients (issue #14): a request head must arrive in time, a
-kept-alive connection may idle only so long, one address holds a bounded number of connections, and a
-legitimate client is served while a thousand idle or trickling sockets are open."""
+"""The HTTP/JSON API's limits on slow and idle clients (issue #14): a request head must
+arrive in time, a kept-alive connection may idle only so long, one address holds a bounded number of
+connections, and a legitimate client is served while a thousand idle or trickling sockets are open."""
 
 from __future__ import annotations
 
@@ -30,21 +30,23 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import ServerConfig, _build, readiness
-from online_feature_store.server.http import MAX_HEAD_BYTES, HttpApi, HttpLimits
+from online_feature_store.server.app import ServerConfig, build_http, build_server, readiness
+from online_feature_store.server.http import MAX_HEAD_BYTES, HttpLimits
 from online_feature_store.server.main import load_config
 
 LIMITS = HttpLimits(header_timeout=1.0, idle_timeout=1.0, max_connections_per_peer=4)
 
 
 @pytest.fixture
-def port(tmp_path: Path) -> Iterator[int]:
-    """An HttpApi with short limits on a free loopback port."""
+def port(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
+    """The HTTP API with short limits (:data:`LIMITS`, or the test's ``port`` parameter)
+    on a free loopback port."""
+    limits = getattr(request, "param", LIMITS)
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     fs = FeatureStore(registry, data_directory=tmp_path)
-    srv, _port, _health, calls = _build(fs, ServerConfig(port=0), None)
-    api = HttpApi(calls, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096, limits=LIMITS)
+    srv, _port, _health = build_server(fs, ServerConfig(port=0))
+    api = build_http(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096, limits=limits)
     api.start()
     yield api.port
     api.stop(1)
@@ -119,6 +121,27 @@ def test_an_idle_kept_alive_connection_is_closed(port: int) -> None:
         assert request(port, "GET", "/health/self", conn=conn)[0] == 200
         assert conn.sock is not None
         assert read_until_closed(conn.sock) == b""
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "port", [HttpLimits(header_timeout=0.5, idle_timeout=3.0, max_connections_per_peer=4)], indirect=True
+)
+def test_the_idle_timeout_is_not_the_header_timeout(port: int) -> None:
+    """A kept-alive connection may wait longer than the header timeout for its next request: that wait is
+    the idle timeout's (hyper's own header timeout would count it too; the native front keeps them apart)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        assert request(port, "GET", "/health/self", conn=conn)[0] == 200
+        sock = conn.sock
+        time.sleep(1.5)  # three header timeouts, half the idle timeout
+        assert request(port, "POST", "/api/v1/features/retrieve", RETRIEVE_JSON, conn=conn)[0] == 200
+        assert conn.sock is sock  # the same connection
+        assert sock is not None
+        started = time.monotonic()
+        assert read_until_closed(sock) == b""  # then closed once idle for the idle timeout
+        assert 2.0 < time.monotonic() - started < 10
     finally:
         conn.close()
 

@@ -25,7 +25,7 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import ServerConfig, _build, mark_serving
+from online_feature_store.server.app import ServerConfig, build_server, mark_serving
 from online_feature_store.server.calls import METHODS, CallError, Calls, DeadlineExceededError, deadline_scope
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
 from tests._sqlite_lock import write_lock
@@ -55,7 +55,7 @@ def serving(tmp_path: Path) -> Iterator[Served]:
     fs = FeatureStore(registry, data_directory=tmp_path)
     metrics = ServerMetrics()
     config = ServerConfig(port=0, max_message_bytes=MAX_MESSAGE)
-    srv, port, health, _calls = _build(fs, config, metrics)
+    srv, port, health = build_server(fs, config, metrics)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()
     mark_serving(fs, health)
