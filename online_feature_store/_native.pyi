@@ -47,12 +47,14 @@ __all__ = [
     "fp8_e5m2_encode",
     "fp16_decode",
     "fp16_encode",
+    "io_threads",
     "parse_data_type",
     "parse_feature_label",
     "q8_decode",
     "q8_encode",
     "quantize",
     "read_header",
+    "set_io_threads",
 ]
 
 __version__: str
@@ -566,3 +568,5 @@ def quantize(data: bytes, from_type: int, to_type: int) -> bytes: ...
 def parse_feature_label(label: str) -> tuple[str, int | None]: ...
 def data_type_names() -> list[str]: ...
 def parse_data_type(name: str) -> int: ...
+def set_io_threads(threads: int) -> None: ...
+def io_threads() -> int: ...

@@ -90,11 +90,18 @@ class ServerConfig(Settings):
         doc="require `online-feature-store-caller-id` and `online-feature-store-auth-token` metadata; "
         "readers may only retrieve, writers only persist",
     )
+    io_threads: int = setting(
+        0,
+        shown_default="`0` (auto)",
+        doc="threads per process of the compiled front and the store clients (the core's tokio runtime): "
+        "every retrieve through native tiers runs on them. `0`: the CPUs the process may use (its "
+        "affinity and cgroup quota) divided by `workers`, at least 1",
+    )
     threads: int = setting(
         4,
-        doc="gRPC handler threads per process. Keep it small and add `workers` instead: handlers share "
-        "one GIL, and 16 threads served 35-45 % fewer requests/s than 2-4 here (bench/RESULTS.md, gRPC "
-        "section). Raise it only when most calls wait on a slow store",
+        doc="calls in Python at once per process and transport (gRPC, HTTP): persists, and retrieves "
+        "through a tier the core cannot call. They share one GIL: keep it small and add `workers` "
+        "instead; raise it only when most such calls wait on a slow store",
     )
     max_message_bytes: int = setting(
         DEFAULT_MAX_MESSAGE_BYTES,

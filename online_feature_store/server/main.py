@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from online_feature_store._ports import check_ports
-from online_feature_store.errors import PortInUseError
+from online_feature_store.errors import InvalidInputError, PortInUseError
 from online_feature_store.limits import make_limits
 from online_feature_store.server.app import ENV_PREFIX, PORTS, ServerConfig, port_hint, serve_metrics_on
 from online_feature_store.settings import (
@@ -119,6 +119,10 @@ def _serve_one(
     from online_feature_store.server.http import raise_open_files_limit
 
     raise_open_files_limit()
+    if config.io_threads:  # before anything starts the core's runtime (the stores' clients, the front)
+        from online_feature_store._native import set_io_threads
+
+        set_io_threads(config.io_threads)
     stop = threading.Event()
     _stop_on_signals(stop)
     parent = multiprocessing.parent_process()
@@ -141,6 +145,17 @@ def _serve_one(
         sys.exit(PORT_IN_USE_EXIT)
 
 
+def io_threads(setting: int, workers: int) -> int:
+    """The core runtime's threads per process: ``setting``, or for ``0`` the CPUs this process may run on
+    (its affinity) shared among ``workers`` processes, at least 1."""
+    if setting < 0:
+        raise InvalidInputError(f"io_threads must be 0 (auto) or more, got {setting}")
+    if setting:
+        return setting
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, workers))
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``ofs serve``."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -153,12 +168,13 @@ def run(args: argparse.Namespace) -> int:
     directory = data_dir(extra.get("data_dir"))
     registry = registry_url(extra.get("registry"), directory)
     workers = int(extra.get("workers", 1))
+    config = replace(config, io_threads=io_threads(config.io_threads, workers))
     # Every port is checked before anything opens (and before a worker starts): a taken one is one line.
     check_ports(config.host, [(getattr(config, name), *port_hint(name)) for name in PORTS])
     directory.mkdir(parents=True, exist_ok=True)
     data_directory = str(directory)
     print(
-        f"ofs serve: {config.host}:{config.port}, {workers} worker(s), "
+        f"ofs serve: {config.host}:{config.port}, {workers} worker(s) of {config.io_threads} io thread(s), "
         f"auth {'on' if config.auth else 'off'}"
         + (f", HTTP API on port {config.http_port}" if config.http_port else "")
         + f"; registry {registry}, data directory {directory}",

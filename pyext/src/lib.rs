@@ -73,5 +73,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(formats::parse_feature_label, m)?)?;
     m.add_function(wrap_pyfunction!(formats::data_type_names, m)?)?;
     m.add_function(wrap_pyfunction!(formats::parse_data_type, m)?)?;
+    m.add_function(wrap_pyfunction!(store::set_io_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(store::io_threads, m)?)?;
     Ok(())
 }

@@ -385,3 +385,16 @@ fn py_none(py: Python<'_>) -> Bound<'_, PyAny> {
 fn repr(v: &Bound<'_, PyAny>) -> String {
     v.repr().map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
 }
+
+/// Sets the worker threads of the core's runtime (the serving front and the store clients); only before
+/// anything starts it. `ofs serve` calls it with its `io_threads`.
+#[pyfunction]
+pub fn set_io_threads(threads: usize) -> PyResult<()> {
+    ofs_core::store::runtime::set_worker_threads(threads).map_err(invalid)
+}
+
+/// The worker threads the core's runtime has, or will start with.
+#[pyfunction]
+pub fn io_threads() -> usize {
+    ofs_core::store::runtime::worker_threads()
+}

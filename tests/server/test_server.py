@@ -338,3 +338,21 @@ def test_quick_start_script(tmp_path: Path) -> None:
     assert "retrieve.FeatureService" in done.stdout
     assert '"keys": [\n        "u9"' in done.stdout
     assert sys.executable
+
+
+def test_io_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``io_threads`` 0 shares the CPUs the process may use among its workers (at least one each)."""
+    import os
+
+    from online_feature_store.errors import InvalidInputError
+    from online_feature_store.server.main import io_threads, load_config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    assert io_threads(0, 1) == 8
+    assert io_threads(0, 3) == 2
+    assert io_threads(0, 16) == 1
+    assert io_threads(5, 16) == 5
+    with pytest.raises(InvalidInputError, match="io_threads must be 0"):
+        io_threads(-1, 1)
+    monkeypatch.setenv("OFS_IO_THREADS", "3")
+    assert load_config(None, {})[0].io_threads == 3
