@@ -119,6 +119,9 @@ struct HttpApi {
     messages: Messages,
     config: HttpConfig,
     limits: Arc<HttpLimits>,
+    /// `GET /health/ready` calls Python (its report pings every store): one at a time, so a flood of
+    /// them queues here instead of filling the blocking pool with threads waiting for the GIL.
+    ready_turn: tokio::sync::Semaphore,
 }
 
 impl HttpServer {
@@ -135,7 +138,8 @@ impl HttpServer {
         let listener = crate::server::listen(addr, reuse_port)?;
         let port = listener.local_addr()?.port();
         let limits = Arc::new(config.limits.clone());
-        let api = Arc::new(HttpApi { shared, messages, config, limits });
+        let ready_turn = tokio::sync::Semaphore::new(1);
+        let api = Arc::new(HttpApi { shared, messages, config, limits, ready_turn });
         Ok(HttpServer { api, listener: Mutex::new(Some(listener)), port, running: Mutex::new(None) })
     }
 
@@ -284,6 +288,9 @@ impl HttpApi {
                 return answer(200, b"{\"message\":\"true\"}".to_vec());
             }
             if path == HEALTH[1] {
+                let Ok(_turn) = self.ready_turn.acquire().await else {
+                    return error(503, "UNAVAILABLE", "the server is stopping");
+                };
                 let ready = Arc::clone(&self.config.ready);
                 return match tokio::task::spawn_blocking(move || ready.ready()).await {
                     Ok((ready, report)) => answer(if ready { 200 } else { 503 }, report),
