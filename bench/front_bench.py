@@ -71,6 +71,9 @@ class Run:
     p99_ms: float
     server_cores: float
     errors: int
+    server_within_1ms: float | None = None
+    """With metrics on: the share of the run's calls whose time inside the server (the metrics' latency
+    histogram, handler start to answer) was at most 1 ms."""
 
     @property
     def per_core(self) -> float:
@@ -162,7 +165,9 @@ def run(args: argparse.Namespace) -> list[Run]:
                             saturated = 0.0
                             for load_name, load in LOADS:
                                 rate = saturated / 2 if load_name == HALF else 0.0
+                                before = latency_buckets(server)
                                 out = measure(binary, server, entity.label, keys, load, args, rate)
+                                within = within_1ms(before, latency_buckets(server))
                                 saturated = out["rps"] if load_name == "saturated" else saturated
                                 errors = sum((out.get("errors") or {}).values()) + out.get(
                                     "check_failures", 0
@@ -178,12 +183,41 @@ def run(args: argparse.Namespace) -> list[Run]:
                                         out["p99_ms"],
                                         (out.get("watched_cores") or {}).get("server", float("nan")),
                                         errors,
+                                        within,
                                     )
                                 )
                                 print(runs[-1], file=sys.stderr, flush=True)
         finally:
             gb.delete_our_redis_keys([redis.label])
     return runs
+
+
+def latency_buckets(server: gb.Server) -> dict[str, float]:
+    """The server's ``ofs_request_duration_seconds`` buckets of retrieves by ``le`` (none without
+    metrics), cumulative, as Prometheus exposes them."""
+    if not server.metrics_port:
+        return {}
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        s.labels["le"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "ofs_request_duration_seconds_bucket" and s.labels.get("method") == "RetrieveFeatures"
+    }
+
+
+def within_1ms(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The share of the calls between two scrapes that took at most 1 ms inside the server."""
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return None
+    return (after.get("0.001", 0.0) - before.get("0.001", 0.0)) / total
 
 
 def fronts(args: argparse.Namespace) -> tuple[str, ...]:
@@ -249,7 +283,21 @@ def render(runs: Sequence[Run], info: dict[str, str], command: str, args: argpar
         "connections x 16 in flight; half of saturation = an open loop at half the saturated rate of the "
         "same server (p99 read there); per core = requests/s divided by the server's CPU seconds per second. "
         f"Failed or wrong answers in all runs: {errors}.\n\n" + table(runs) + "\n"
-        f"Entity rows/s per core at 100 keys, saturated: {rows_note}.\n"
+        f"Entity rows/s per core at 100 keys, saturated: {rows_note}.\n" + server_note(runs)
+    )
+
+
+def server_note(runs: Sequence[Run]) -> str:
+    """With metrics on: how much of each half-load run's calls took ≤ 1 ms inside the server."""
+    seen = [r for r in runs if r.load == HALF and r.server_within_1ms is not None]
+    if not seen:
+        return ""
+    parts = ", ".join(
+        f"{r.front} {r.keys} key(s) {r.case} {100 * (r.server_within_1ms or 0):.2f} %" for r in seen
+    )
+    return (
+        "\nAt half of saturation, the share of calls that took ≤ 1 ms inside the server (its "
+        f"`ofs_request_duration_seconds` histogram, warm-up included): {parts}.\n"
     )
 
 

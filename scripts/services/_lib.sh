@@ -147,17 +147,20 @@ ofs_port_free_or_die() {
 }
 
 # ofs_wait_until TIMEOUT PIDFILE PATTERN LOGFILE DESCRIPTION CHECK_CMD...
-# Polls CHECK_CMD until it succeeds. Fails early if the process dies.
+# Polls CHECK_CMD until it succeeds. Fails early if the process dies (PATTERN is not checked here:
+# see below; CHECK_CMD, usually `healthy`, checks it).
 # On failure prints the last 50 log lines and returns 1.
 ofs_wait_until() {
-  local timeout="$1" pidfile="$2" pattern="$3" logfile="$4" what="$5"
+  local timeout="$1" pidfile="$2" logfile="$4" what="$5"
   shift 5
   local deadline=$((SECONDS + timeout))
   while :; do
     if "$@" >/dev/null 2>&1; then
       return 0
     fi
-    if [ -n "$pidfile" ] && ! ofs_pid_alive "$pidfile" "$pattern"; then
+    # Alive, whatever its command line: the process was spawned moments ago, and until its fork has
+    # exec'd (late on a loaded machine) /proc shows the spawning shell's command line, not the pattern.
+    if [ -n "$pidfile" ] && ! ofs_pid_alive "$pidfile"; then
       ofs_log "process for $what exited before becoming ready"
       ofs_tail_log "$logfile"
       return 1
