@@ -42,17 +42,14 @@ from online_feature_store.server.native_front import NativeHealth, NativeHttp, N
 from online_feature_store.settings import Settings, env_names, setting
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from wsgiref.simple_server import WSGIServer
 
-    from online_feature_store.server.http import HttpLimits
 __all__ = [
     "PORTS",
     "REGISTRY_SERVICE",
     "STATUS_OF",
     "DeadlineExceededError",
     "ServerConfig",
-    "build_http",
     "build_server",
     "exposure_warning",
     "mark_serving",
@@ -210,24 +207,6 @@ def build_server(
     return server, server.port, health_servicer
 
 
-def build_http(
-    server: NativeServer,
-    host: str,
-    port: int,
-    *,
-    ready: Callable[[], tuple[bool, dict[str, Any]]],
-    max_body_bytes: int,
-    reuse_port: bool = False,
-    limits: HttpLimits | None = None,
-) -> NativeHttp:
-    """The HTTP/JSON API on ``server``'s front (:class:`~.native_front.NativeHttp`), bound to
-    ``host:port`` (0: any free port): started with ``start()``, drained with ``stop(grace)`` (and by the
-    server's own drain); ``ready()`` answers ``GET /health/ready``."""
-    return NativeHttp(
-        server, host, port, ready=ready, max_body_bytes=max_body_bytes, reuse_port=reuse_port, limits=limits
-    )
-
-
 PORTS = {"port": "gRPC", "http_port": "HTTP API", "metrics_port": "metrics"}
 """The ports of :class:`ServerConfig`, by setting name, and what each serves."""
 
@@ -359,7 +338,7 @@ def serve_forever(
     """Runs one server until ``stop`` is set, then drains in-flight calls within the grace period.
     With ``config.metrics_port``, metrics are recorded, and served on that port when ``metrics_http``
     (a worker of ``--workers N`` leaves that to its parent). With ``config.http_port``, the HTTP/JSON API
-    is served on that port too, by the front itself (:func:`build_http`)."""
+    is served on that port too, by the front itself (:class:`~.native_front.NativeHttp`)."""
     from online_feature_store.server.http import HttpLimits
 
     metrics = ServerMetrics() if config.metrics_port else None
@@ -374,7 +353,7 @@ def serve_forever(
     http_api = None
     if config.http_port:
         try:
-            http_api = build_http(
+            http_api = NativeHttp(
                 server,
                 config.host,
                 config.http_port,

@@ -206,9 +206,9 @@ class NativeServer:
 
 
 class NativeHttp:
-    """The HTTP/JSON API on ``server``'s front (the parts of :class:`~.http.HttpApi` that :mod:`.app`
-    uses), bound to ``host:port`` (0: any free port) on construction; ``start``, then ``stop(grace)``
-    (``server.stop`` drains it too)."""
+    """The HTTP/JSON API on ``server``'s front, bound to ``host:port`` (0: any free port) on
+    construction; ``start``, then ``stop(grace)`` (``server.stop`` drains it too). ``ready()`` answers
+    ``GET /health/ready``."""
 
     def __init__(
         self,

@@ -33,7 +33,8 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import ServerConfig, build_http, build_server, mark_serving, readiness
+from online_feature_store.server.app import ServerConfig, build_server, mark_serving, readiness
+from online_feature_store.server.native_front import NativeHttp
 from online_feature_store.store.base import BlockWrite
 from online_feature_store.types import DataType
 from tests.test_vectors import header
@@ -138,7 +139,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             writes.append(BlockWrite((f"c{i}",), fg.id, block))
     fs.store("main").write(entity, writes)
     srv, port, health = build_server(fs, ServerConfig(port=0, auth=True), None)
-    api = build_http(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 20)
+    api = NativeHttp(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 20)
     srv.start()
     api.start()
     mark_serving(fs, health)

@@ -25,8 +25,9 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import ServerConfig, build_http, build_server, mark_serving, readiness
+from online_feature_store.server.app import ServerConfig, build_server, mark_serving, readiness
 from online_feature_store.server.metrics import ServerMetrics
+from online_feature_store.server.native_front import NativeHttp
 
 DOC: dict[str, Any] = {
     "stores": [{"id": "main", "kind": "sqlite", "settings": {"path": "store.db"}}],
@@ -89,7 +90,7 @@ def served(tmp_path: Path) -> Iterator[tuple[int, grpc.Channel]]:
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env={})))
     fs = FeatureStore(registry, data_directory=tmp_path)
     srv, port, health = build_server(fs, ServerConfig(port=0), ServerMetrics())
-    api = build_http(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 16)
+    api = NativeHttp(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 16)
     srv.start()
     api.start()
     mark_serving(fs, health)

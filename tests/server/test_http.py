@@ -16,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from test_metrics import FailingStore, scrape, value
-from test_server import DOC, READER_TOKEN, RETRIEVE, TOKENS, WRITER_TOKEN, call
+from test_server import DOC, READER_TOKEN, RETRIEVE, TOKENS, WRITER_TOKEN, call, calls_in_python
 
 from online_feature_store._proto import persist_pb2, retrieve_pb2
 from online_feature_store.errors import UnavailableError
@@ -27,7 +27,6 @@ from online_feature_store.registry.yaml_io import parse_spec
 from online_feature_store.server.app import (
     STATUS_OF,
     ServerConfig,
-    build_http,
     build_server,
     mark_serving,
     readiness,
@@ -35,6 +34,7 @@ from online_feature_store.server.app import (
 from online_feature_store.server.http import HTTP_STATUS
 from online_feature_store.server.main import load_config
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
+from online_feature_store.server.native_front import NativeHttp
 
 READER = {"online-feature-store-caller-id": "ranker", "online-feature-store-auth-token": READER_TOKEN}
 WRITER = {"online-feature-store-caller-id": "ingest", "online-feature-store-auth-token": WRITER_TOKEN}
@@ -77,7 +77,7 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores)
     metrics = ServerMetrics()
     srv, port, health = build_server(fs, ServerConfig(port=0, auth=param == "auth"), metrics)
-    api = build_http(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096)
+    api = NativeHttp(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()
     api.start()
@@ -297,16 +297,7 @@ def test_the_native_front_serves_http_retrieves_without_python(
 ) -> None:
     """On the native front the JSON is converted natively and a retrieve through native tiers takes the
     gRPC call's path, Python never entered; a persist goes through Calls.run as ``http:PersistFeatures``."""
-    from online_feature_store.server.calls import Calls
-
-    ran: list[str] = []
-    original = Calls.run
-
-    def counted(self: Calls, method: Any, *args: Any, **kwargs: Any) -> bytes:
-        ran.append(method.name)
-        return original(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(Calls, "run", counted)
+    ran = calls_in_python(monkeypatch)
     assert request(served.port, "POST", "/api/v1/features/persist", PERSIST_JSON)[0] == 200
     for path in ("/api/v1/features/retrieve", "/api/v1/features/retrieve/decoded"):
         assert request(served.port, "POST", path, RETRIEVE_JSON)[0] == 200

@@ -30,9 +30,10 @@ from online_feature_store.feature_store import FeatureStore
 from online_feature_store.registry.spec import reconcile
 from online_feature_store.registry.sqlite import SqliteRegistry
 from online_feature_store.registry.yaml_io import parse_spec
-from online_feature_store.server.app import ServerConfig, build_http, build_server, readiness
+from online_feature_store.server.app import ServerConfig, build_server, readiness
 from online_feature_store.server.http import MAX_HEAD_BYTES, HttpLimits
 from online_feature_store.server.main import load_config
+from online_feature_store.server.native_front import NativeHttp
 
 LIMITS = HttpLimits(header_timeout=1.0, idle_timeout=1.0, max_connections_per_peer=4)
 
@@ -46,7 +47,7 @@ def port(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     fs = FeatureStore(registry, data_directory=tmp_path)
     srv, _port, _health = build_server(fs, ServerConfig(port=0))
-    api = build_http(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096, limits=limits)
+    api = NativeHttp(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096, limits=limits)
     api.start()
     yield api.port
     api.stop(1)

@@ -32,13 +32,13 @@ from online_feature_store.registry.yaml_io import parse_spec
 from online_feature_store.server.app import (
     REGISTRY_SERVICE,
     ServerConfig,
-    build_http,
     build_server,
     mark_serving,
     readiness,
     watch_health,
 )
 from online_feature_store.server.metrics import ServerMetrics, serve_metrics, stop_metrics
+from online_feature_store.server.native_front import NativeHttp
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -136,7 +136,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         fs = FeatureStore(registry, data_directory=tmp_path, poll_interval=0.1)
         metrics = ServerMetrics()
         srv, port, health = build_server(fs, ServerConfig(port=0), metrics)
-        http = build_http(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 20)
+        http = NativeHttp(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=1 << 20)
         httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
         srv.start()
         http.start()

@@ -263,13 +263,10 @@ def test_the_native_front_serves_the_contract_methods() -> None:
     assert sorted(FRONT_METHODS) == sorted(rpc.path for rpc in RPCS.values())
 
 
-def test_the_native_front_answers_retrieves_without_python(
-    server: tuple[grpc.Channel, FeatureStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def calls_in_python(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the methods :meth:`Calls.run` runs from now on (the calls the front hands to Python)."""
     from online_feature_store.server.calls import Calls
 
-    channel, _ = server
-    call(channel, PERSIST, persist_query("u1", 2.5))  # a persist goes through Calls.run
     ran: list[str] = []
     original = Calls.run
 
@@ -278,6 +275,15 @@ def test_the_native_front_answers_retrieves_without_python(
         return original(self, method, *args, **kwargs)
 
     monkeypatch.setattr(Calls, "run", counted)
+    return ran
+
+
+def test_the_native_front_answers_retrieves_without_python(
+    server: tuple[grpc.Channel, FeatureStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel, _ = server
+    call(channel, PERSIST, persist_query("u1", 2.5))  # a persist goes through Calls.run
+    ran = calls_in_python(monkeypatch)
     for _ in range(5):
         call(channel, RETRIEVE, retrieve_query(["u1", "u2"], ["b"]))
         call(channel, "/retrieve.FeatureService/RetrieveDecodedResult", retrieve_query(["u1"], ["a"]))
