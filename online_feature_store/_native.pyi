@@ -1,5 +1,6 @@
 """Type stubs of the native core (``online_feature_store._native``), checked by ``mypy.stubtest``."""
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
@@ -413,7 +414,7 @@ class Front:
             list[tuple[str, str, tuple[list[int], float], tuple[list[int], float]]],
             list[tuple[str, str, int, int, int]],
             list[tuple[str, str, int, int]],
-            list[tuple[str, tuple[list[int], float], int]],
+            list[tuple[str, str, tuple[list[int], float], int]],
             int,
         ]
         | None
@@ -429,6 +430,11 @@ class Tiers:
 
     def __new__(cls, cache: BlockCache | None = None) -> Tiers: ...
     def set_store(self, store_id: str, store: Store) -> None: ...
+    def set_writer(self, store_id: str, store: Store) -> None: ...
+    def set_bus_channel(self, channel: str) -> None: ...
+    def set_bus_log(self, path: str | os.PathLike[str], source: str, retention_seconds: float) -> None: ...
+    def set_bus_elsewhere(self) -> None: ...
+    def take_bus_errors(self) -> tuple[list[str], int]: ...
     def set_remote(self, cache: RedisCache) -> None: ...
     def set_remote_elsewhere(self) -> None: ...
     def bus_healthy_for(self, seconds: float | None) -> None: ...
@@ -451,7 +457,7 @@ class Tiers:
         time_left: float | None = None,
     ) -> tuple[
         list[tuple[Any, npt.NDArray[np.uint8], int, int, int]] | None,
-        tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, float, bool]]],
+        tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, str, float, bool]]],
         BaseException | None,
     ]: ...
     def retrieve_wire(
@@ -465,7 +471,21 @@ class Tiers:
         time_left: float | None = None,
     ) -> tuple[
         tuple[bytes, str, int, list[tuple[str, int, int, int]]] | None,
-        tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, float, bool]]],
+        tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, str, float, bool]]],
+        BaseException | None,
+    ]: ...
+    def persist_wire(
+        self,
+        catalog: Catalog,
+        query: bytes,
+        *,
+        now: int | None = None,
+        saturate: bool = False,
+        limits: Limits | None = None,
+        time_left: float | None = None,
+    ) -> tuple[
+        tuple[str, int, int] | None,
+        tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, str, float, bool]]],
         BaseException | None,
     ]: ...
 

@@ -44,9 +44,10 @@ from online_feature_store.store.opened import OpenStores
 
 __all__ = ["FeatureStore"]
 
-ReadReport = tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, list[tuple[str, float, bool]]]
-"""What a native read did (``Tiers.retrieve``): ``(entity, keys, in-process (hits, misses), distributed
-(hits, misses), [(store id, seconds, failed)])``."""
+StoreCalls = list[tuple[str, str, float, bool]]
+ReadReport = tuple[str, int, tuple[int, int] | None, tuple[int, int] | None, StoreCalls]
+"""What a native read or write did (``Tiers.retrieve``, ``Tiers.persist_wire``): ``(entity, keys,
+in-process (hits, misses), distributed (hits, misses), [(store id, op, seconds, failed)])``."""
 
 
 class FeatureStore:
@@ -248,8 +249,8 @@ class FeatureStore:
             self.metrics.cache_lookup("in_process", entity, *in_process)
         if distributed is not None:
             self.metrics.cache_lookup("distributed", entity, *distributed)
-        for store_id, seconds, failed in calls:
-            self.metrics.store_call(store_id, "read", seconds, failed)
+        for store_id, op, seconds, failed in calls:
+            self.metrics.store_call(store_id, op, seconds, failed)
 
     def _read(self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]) -> list[bytes]:
         """Blocks key-major (``[k * len(fg_ids) + f]``), through the cache tiers to the stores."""
@@ -326,6 +327,25 @@ class FeatureStore:
         """A serialized ``persist.Query`` in (the gRPC and Kafka path): validated whole, then written.
         ``invalidate=False`` leaves cached copies of the written keys to expire by their TTL (eventual
         mode) instead of dropping them (strong mode). Returns the number of blocks written."""
+        if invalidate:
+            # The whole write natively (validate, build, store writes, invalidation and its publication)
+            # when every tier it touches is native; else the same in Python below.
+            snapshot = self.snapshot
+            done, report, error = self._caches.tiers().persist_wire(
+                self._catalog(snapshot),
+                query,
+                now=int(time.time()),
+                saturate=saturate,
+                limits=self.limits,
+                time_left=self.metrics.time_left(),
+            )
+            if done is not None or error is not None:
+                self._report(report)
+                self.metrics.request(report[0], report[1])
+                if error is not None:
+                    raise error
+                assert done is not None
+                return done[2]
         return self.write_prepared([self.prepare_wire(query, saturate=saturate)], invalidate=invalidate)
 
     def prepare_wire(self, query: bytes, *, saturate: bool = False) -> PreparedWrite:

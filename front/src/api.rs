@@ -4,10 +4,11 @@
 //! A retrieve whose tiers are all native is answered here, on the runtime, without Python: the core
 //! parses and plans the request (`wire::parse_retrieve`, limits checked before the request is
 //! decoded), reads it through the tiers (`Tiers::read_routed`, the deadline held before any store
-//! call) and builds the response bytes. Everything else goes to Python through [`Fallback`] (its
-//! `Calls.run` does auth, deadline, errors and metrics there): a persist (the write path's store writes
-//! and invalidation bus are Python's), a retrieve the native tiers decline (a store or cache client
-//! they cannot call) and any call of a caller whose token hash is a legacy scrypt one.
+//! call) and builds the response bytes. A persist whose stores, caches and invalidation bus are all
+//! native is answered here too (`wire::parse_persist`, then `Tiers::write_routed`). Everything else goes
+//! to Python through [`Fallback`] (its `Calls.run` does auth, deadline, errors and metrics there): a
+//! call the native tiers decline (a store, cache client or bus they cannot call) and any call of a
+//! caller whose token hash is a legacy scrypt one.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::HeaderValue;
 use ofs_core::engine::Engine;
+use ofs_core::store::runtime;
 use ofs_core::tiers::Tiers;
 use ofs_core::{keys, wire, ErrorKind, Limits};
 use tokio::sync::Semaphore;
@@ -338,8 +340,20 @@ impl Call {
 }
 
 /// `Calls.run`: the reply of `call`, or its status. A call answered here is counted in the front's
-/// [`Metrics`]; one handed to Python is counted there.
+/// [`Metrics`]; one handed to Python is counted there. A persist runs in a task of its own: once
+/// started, a write runs to its end and is counted even when its caller goes away meanwhile.
 pub(crate) async fn run(shared: &Arc<Shared>, call: Call, started: Instant) -> Result<Bytes, Status> {
+    if call.method != Method::Persist {
+        return run_here(shared, call, started).await;
+    }
+    let shared = Arc::clone(shared);
+    match tokio::spawn(async move { run_here(&shared, call, started).await }).await {
+        Ok(reply) => reply,
+        Err(e) => Err(Status::internal(format!("internal error: {e}"))),
+    }
+}
+
+async fn run_here(shared: &Arc<Shared>, call: Call, started: Instant) -> Result<Bytes, Status> {
     let in_flight = shared.metrics.as_ref().map(Metrics::begin);
     let mut record = Outcome::default();
     let Some(result) = answer(shared, &call, &mut record).await else {
@@ -381,12 +395,15 @@ async fn answer(shared: &Arc<Shared>, call: &Call, record: &mut Outcome) -> Opti
     if let Some(invalid) = &call.invalid {
         return Some(Err(Status::invalid_argument(invalid.clone())));
     }
-    let tiers = match (call.method, &shared.tiers) {
-        (Method::Retrieve | Method::RetrieveDecoded, Some(tiers)) => Arc::clone(tiers),
-        _ => return None,
+    let tiers = Arc::clone(shared.tiers.as_ref()?);
+    let answered = match call.method {
+        Method::Persist => persist(shared, &serving, &tiers, &call.body, deadline, record).await,
+        Method::Retrieve | Method::RetrieveDecoded => {
+            let decoded = call.method == Method::RetrieveDecoded;
+            retrieve(shared, &serving.engine, &tiers, &call.body, decoded, deadline, record).await
+        }
     };
-    let decoded = call.method == Method::RetrieveDecoded;
-    match retrieve(shared, &serving.engine, &tiers, &call.body, decoded, deadline, record).await {
+    match answered {
         Ok(Some(reply)) => Some(check_deadline(deadline, "sending the reply").map(|()| reply)),
         Ok(None) => None,
         Err(status) if status.code() != Code::DeadlineExceeded && passed(deadline) => {
@@ -422,6 +439,49 @@ async fn retrieve(
     let (out, counts) = blocks.with_blocks(|b| req.answer(b, now, decoded)).map_err(|e| shared.status(&e))?;
     record.fgs = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
     Ok(Some(Bytes::from(out)))
+}
+
+/// A persist through the native write path (`FeatureStore.persist_wire` in strong mode): the request
+/// validated whole and its blocks built, written to their stores, the written keys invalidated in
+/// every tier and published to the other processes. `Ok(None)`: declined before any I/O (a store or
+/// tier the core cannot call). A write that blocks its thread (`SQLite`) runs off the runtime's.
+async fn persist(
+    shared: &Shared,
+    serving: &Arc<Serving>,
+    tiers: &Arc<Tiers>,
+    query: &[u8],
+    deadline: Option<Instant>,
+    record: &mut Outcome,
+) -> Result<Option<Bytes>, Status> {
+    let catalog = serving.engine.catalog();
+    let now = ofs_core::expiry::unix_now();
+    let req = wire::parse_persist(catalog, query, now, false, &shared.config.limits).map_err(|e| shared.status(&e))?;
+    let entity = catalog.entity(&req.entity).map_err(|e| shared.status(&e))?;
+    let Some(route) = tiers.write_route(entity, &req.blocks) else {
+        return Ok(None);
+    };
+    let (per_block, names) = req.key_names();
+    record.planned = Some((req.entity.clone(), names.len()));
+    check_deadline(deadline, &format!("the store calls for {} keys of {:?}", names.len(), req.entity))?;
+    let blocking = route.blocking();
+    let write = {
+        let tiers = Arc::clone(tiers);
+        async move {
+            let keys: Vec<&str> = per_block.iter().map(String::as_str).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            tiers.write_routed(&route, &req.blocks, &keys, &names).await
+        }
+    };
+    let (written, calls) = if blocking {
+        // Runs to its end even if the call is dropped meanwhile: a write is never cut short.
+        let done = tokio::task::spawn_blocking(move || runtime::block_on(write)).await;
+        done.map_err(|e| Status::internal(format!("internal error: {e}")))?
+    } else {
+        write.await
+    };
+    record.report.store_calls = calls;
+    written.map_err(|e| shared.status(&e))?;
+    Ok(Some(Bytes::from(wire::persist_ok())))
 }
 
 /// The call through Python's `Calls.run`, at most `python_threads` at once, off the runtime's threads.

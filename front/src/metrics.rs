@@ -82,19 +82,19 @@ pub struct Totals {
     pub seconds: HashMap<&'static str, Histogram>,
     /// Per entity of a planned retrieve.
     pub entities: HashMap<String, EntityTotals>,
-    /// Per store id: read latency and failed reads.
-    pub stores: HashMap<String, (Histogram, u64)>,
+    /// Per store id and op (`read`, `write`): latency and failed calls.
+    pub stores: HashMap<String, HashMap<&'static str, (Histogram, u64)>>,
 }
 
 /// What one call answered here did, as it ends.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub caller: String,
-    /// `(entity, keys)` once the request was planned and read natively.
+    /// `(entity, keys)` once the request was planned (a persist: its distinct keys) and served natively.
     pub planned: Option<(String, usize)>,
     /// Per FG of a served retrieve: label, found, missing, expired.
     pub fgs: Vec<(String, u64, u64, u64)>,
-    /// Cache lookups and store calls of its read.
+    /// Cache lookups and store calls of its read (a persist: its store writes).
     pub report: ReadReport,
 }
 
@@ -158,7 +158,7 @@ impl Metrics {
             }
         }
         for store in &call.report.store_calls {
-            let (latency, failed) = entry(&mut totals.stores, &store.store_id);
+            let (latency, failed) = entry(&mut totals.stores, &store.store_id).entry(store.op).or_default();
             latency.observe(&config.latency_bounds, store.seconds);
             *failed += u64::from(store.failed);
         }
@@ -215,7 +215,7 @@ mod tests {
             report: ReadReport {
                 in_process: Some((2, 3)),
                 distributed: None,
-                store_calls: vec![StoreCall { store_id: "s".into(), seconds: 0.002, failed: true }],
+                store_calls: vec![StoreCall { store_id: "s".into(), op: "read", seconds: 0.002, failed: true }],
             },
         };
         m.count("RetrieveFeatures", &call, Code::Ok, 0.0005);
@@ -237,7 +237,8 @@ mod tests {
             ([1, 1, 0].as_slice(), [0, 2, 0].as_slice(), 10.0)
         );
         assert_eq!((user.fgs["user:fg"], user.in_process, user.distributed), ([6, 2, 2], [4, 6], [0, 0]));
-        assert_eq!((t.stores["s"].0.counts.as_slice(), t.stores["s"].1), ([0, 2, 0].as_slice(), 2));
+        let read = &t.stores["s"]["read"];
+        assert_eq!((read.0.counts.as_slice(), read.1), ([0, 2, 0].as_slice(), 2));
         assert!(m.take().calls.is_empty(), "taken once");
     }
 

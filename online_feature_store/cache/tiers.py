@@ -4,7 +4,9 @@ invalidation bus that keeps the in-process cache safe across processes (docs/cac
 
 A read goes in-process cache → distributed cache → stores, using a tier when the entity's policy enables it
 and every requested FG is flagged for it; misses are backfilled (the distributed tier in the background).
-A strong-mode write drops the written keys from every tier and tells the other processes.
+A strong-mode write drops the written keys from every tier and tells the other processes; natively too
+(one call per write, ``Tiers.persist_wire``) when its stores are native and the core can call its
+distributed cache and publish on its bus.
 
 Reads run natively (:attr:`CacheTiers.native`, ``rust/src/tiers.rs``: one call per request, the GIL
 released) whenever every tier a request needs is native: its stores (registered by :meth:`add_store`)
@@ -15,6 +17,7 @@ native side (``keep_gate``), so neither asks Python per request.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +35,8 @@ from online_feature_store.store.base import BlockStore, KeyValues
 from online_feature_store.store.keys import encode_key
 
 __all__ = ["CacheTiers"]
+
+log = logging.getLogger(__name__)
 
 ReadStores = Callable[[list[KeyValues]], list[bytes]]
 """Reads the blocks of these keys from the stores, key-major (what the tiers fall back to)."""
@@ -103,6 +108,22 @@ class CacheTiers:
         self._ask_bus = self.bus is not None and not hasattr(self.bus, "keep_gate")
         if self.bus is not None:
             self.native.bus_healthy_for(0)  # not healthy before it is started and says so
+        self._publish_natively()
+
+    def _publish_natively(self) -> None:
+        """Hands the bus to the native write path when the core can publish on it as the bus itself
+        would: Redis pub/sub through the native distributed cache, or the host's SQLite log (rows with
+        the bus's own source). A bus of another class (or a subclass) is told of writes by Python."""
+        bus = self.bus
+        if bus is None:
+            return
+        remote = self.remote
+        if type(bus) is RedisInvalidationBus and bus.cache is remote and type(remote) is DistributedCache:
+            self.native.set_bus_channel(bus.channel)
+        elif type(bus) is SqliteInvalidationLog:
+            self.native.set_bus_log(bus.path, bus.source, bus.retention_seconds)
+        else:
+            self.native.set_bus_elsewhere()
 
     @property
     def asks_bus(self) -> bool:
@@ -110,10 +131,14 @@ class CacheTiers:
         return self._ask_bus
 
     def add_store(self, store_id: str, store: BlockStore) -> None:
-        """Registers an open store with the native read path when it is native (see :func:`native_of`)."""
+        """Registers an open store with the native read and write paths when it is native (see
+        :func:`native_of`)."""
         native = native_of(store)
         if native is not None:
             self.native.set_store(store_id, native)
+        writer = native_of(store, "write")
+        if writer is not None:
+            self.native.set_writer(store_id, writer)
 
     def tiers(self) -> Tiers:
         """The native read path, its bus started (first use) and its health gate current."""
@@ -124,9 +149,16 @@ class CacheTiers:
         return self.native
 
     def after_native_read(self) -> None:
-        """Reports what the distributed cache queued during a native read (errors, breaker changes)."""
+        """Reports what the distributed cache queued during native reads and writes (errors, breaker
+        changes), and logs the native writes' failures to publish their invalidations."""
         if self.remote is not None:
             self.remote.drain_events()
+        errors, failed = self.native.take_bus_errors()
+        for message in errors:
+            # The writes succeeded; the other processes' caches expire by their TTL.
+            log.warning("%s", message)
+        if failed > len(errors):
+            log.warning("%d more invalidations not published", failed - len(errors))
 
     def serving(self) -> BlockCache | None:
         """The in-process cache, while it may answer a request whole (invalidations arrive in time)."""
@@ -275,14 +307,15 @@ class CacheTiers:
             self.remote.close()
 
 
-def native_of(store: BlockStore) -> Store | None:
-    """The native store that serves ``store``'s reads: its ``native`` attribute, when the class that
-    defines its ``read`` is one of this package's store classes (a subclass elsewhere that overrides
-    ``read``, to count or fail reads, must see every read, so it stays on the Python path)."""
+def native_of(store: BlockStore, op: str = "read") -> Store | None:
+    """The native store that serves ``store``'s reads (``op="write"``: its writes): its ``native``
+    attribute, when the class that defines the method is one of this package's store classes (a
+    subclass elsewhere that overrides it, to count or fail calls, must see every call, so it stays on
+    the Python path)."""
     native = getattr(store, "native", None)
     if not isinstance(native, Store):
         return None
-    owner = next((c for c in type(store).__mro__ if "read" in vars(c)), None)
+    owner = next((c for c in type(store).__mro__ if op in vars(c)), None)
     if owner is None or not owner.__module__.startswith("online_feature_store.store."):
         return None
     return native

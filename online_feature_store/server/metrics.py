@@ -232,10 +232,10 @@ class ServerMetrics(FeatureStoreMetrics):
             self.feature_status(entity, fg, found, missing, expired)
         for tier, entity, hits, misses in caches:
             self.cache_lookup(tier, entity, hits, misses)
-        for store_id, (counts, total), failed in stores:
-            _add_observations(self.store_seconds.labels(store_id, "read"), counts, total)
+        for store_id, op, (counts, total), failed in stores:
+            _add_observations(self.store_seconds.labels(store_id, op), counts, total)
             if failed:
-                self.store_errors.labels(store_id, "read").inc(failed)
+                self.store_errors.labels(store_id, op).inc(failed)
         self.in_flight.inc(in_flight - self._native_in_flight)
         self._native_in_flight = in_flight
 
@@ -251,13 +251,13 @@ NativeTotals = tuple[
     list[tuple[str, str, tuple[list[int], float], tuple[list[int], float]]],
     list[tuple[str, str, int, int, int]],
     list[tuple[str, str, int, int]],
-    list[tuple[str, tuple[list[int], float], int]],
+    list[tuple[str, str, tuple[list[int], float], int]],
     int,
 ]
 """What ``_native.Front.take_metrics`` returns: calls ``(method, caller, code, n)``; latency per method
 ``(method, (counts, sum))``; per method and entity ``(method, entity, latency, keys)``; rows per FG
-``(entity, FG, found, missing, expired)``; cache lookups ``(tier, entity, hits, misses)``; store reads
-``(store id, latency, failed)``; and the calls in flight. Histogram counts are per bucket, not
+``(entity, FG, found, missing, expired)``; cache lookups ``(tier, entity, hits, misses)``; store calls
+``(store id, op, latency, failed)``; and the calls in flight. Histogram counts are per bucket, not
 cumulative, ``+Inf`` last, as ``Histogram.observe`` keeps them."""
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

@@ -102,14 +102,14 @@ fn histogram(h: Histogram) -> HistogramTuple {
 /// [`Totals`] as Python takes them (`ServerMetrics.add_native`): calls `(method, caller, code, n)`;
 /// latency per method `(method, histogram)`; per entity and method `(method, entity, latency, keys)`;
 /// rows per FG `(entity, FG, found, missing, expired)`; cache lookups `(tier, entity, hits, misses)`;
-/// store reads `(store id, latency, failed)`; and the calls in flight now.
+/// store calls `(store id, op, latency, failed)`; and the calls in flight now.
 type TotalsTuple = (
     Vec<(&'static str, String, i32, u64)>,
     Vec<(&'static str, HistogramTuple)>,
     Vec<(&'static str, String, HistogramTuple, HistogramTuple)>,
     Vec<(String, String, u64, u64, u64)>,
     Vec<(&'static str, String, u64, u64)>,
-    Vec<(String, HistogramTuple, u64)>,
+    Vec<(String, &'static str, HistogramTuple, u64)>,
     i64,
 );
 
@@ -133,7 +133,10 @@ fn totals_tuple(totals: Totals, in_flight: i64) -> TotalsTuple {
             }
         }
     }
-    let stores = totals.stores.into_iter().map(|(id, (h, failed))| (id, histogram(h), failed)).collect();
+    let mut stores = Vec::new();
+    for (id, ops) in totals.stores {
+        stores.extend(ops.into_iter().map(|(op, (h, failed))| (id.clone(), op, histogram(h), failed)));
+    }
     (calls, seconds, entities, fgs, caches, stores, in_flight)
 }
 

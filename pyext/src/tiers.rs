@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use numpy::PyArray1;
 use ofs_core::keys;
 use ofs_core::remote::RemoteTier;
+use ofs_core::store::invalidation_log::InvalidationLog;
 use ofs_core::tiers::{ReadReport, Tiers};
 use ofs_core::{store::runtime, wire};
 use pyo3::prelude::*;
@@ -24,9 +25,9 @@ use crate::errors::IntoPy;
 use crate::remote::PyRedisCache;
 use crate::store::PyStore;
 
-/// What a read did: `(entity, keys, in-process (hits, misses) or None, distributed (hits, misses) or
-/// None, [(store id, seconds, failed)])`.
-type ReportTuple = (String, usize, Option<(u64, u64)>, Option<(u64, u64)>, Vec<(String, f64, bool)>);
+/// What a read or write did: `(entity, keys, in-process (hits, misses) or None, distributed (hits,
+/// misses) or None, [(store id, op, seconds, failed)])`.
+type ReportTuple = (String, usize, Option<(u64, u64)>, Option<(u64, u64)>, Vec<(String, &'static str, f64, bool)>);
 /// `(answer or None when declined, report, error or None)`.
 type Answer<T> = (Option<T>, ReportTuple, Option<PyErr>);
 /// `(response bytes, entity, keys, per-FG counts)` of a wire retrieve.
@@ -45,7 +46,7 @@ fn deadline_of(time_left: Option<f64>) -> Option<Instant> {
 }
 
 fn report_tuple(entity: &str, keys: usize, r: ReadReport) -> ReportTuple {
-    let calls = r.store_calls.into_iter().map(|c| (c.store_id, c.seconds, c.failed)).collect();
+    let calls = r.store_calls.into_iter().map(|c| (c.store_id, c.op, c.seconds, c.failed)).collect();
     (entity.to_owned(), keys, r.in_process, r.distributed, calls)
 }
 
@@ -103,6 +104,36 @@ impl PyTiers {
     /// Registers the native store behind registry store id `store_id`.
     fn set_store(&self, store_id: &str, store: &PyStore) {
         self.inner.set_store(store_id, Arc::clone(&store.inner));
+    }
+
+    /// Lets writes to store `store_id` go to the native store `store` natively (a store class that
+    /// overrides its writes is not registered: they go through Python).
+    fn set_writer(&self, store_id: &str, store: &PyStore) {
+        self.inner.set_writer(store_id, Arc::clone(&store.inner));
+    }
+
+    /// Writes publish their invalidations on Redis pub/sub `channel`, through the native distributed
+    /// cache.
+    fn set_bus_channel(&self, channel: &str) {
+        self.inner.set_bus_channel(channel);
+    }
+
+    /// Writes append their invalidations to the `SQLite` log in `path` as `source` (the Python log's),
+    /// pruning rows older than `retention_seconds`.
+    fn set_bus_log(&self, path: std::path::PathBuf, source: &str, retention_seconds: f64) {
+        self.inner.set_bus_log(Arc::new(InvalidationLog::new(path, source, retention_seconds)));
+    }
+
+    /// The bus is one the core cannot publish to: writes of entities cached in-process go through
+    /// Python.
+    fn set_bus_elsewhere(&self) {
+        self.inner.set_bus_elsewhere();
+    }
+
+    /// `(messages, count)` of the failures to publish invalidations since the last take (the writes
+    /// succeeded; the first few messages are kept).
+    fn take_bus_errors(&self) -> (Vec<String>, u64) {
+        self.inner.take_bus_errors()
     }
 
     /// The native distributed cache `cache` serves the requests whose entity and FGs use one.
@@ -248,6 +279,56 @@ impl PyTiers {
                 Ok((Some((bytes(py, &out), req.plan.entity.clone(), req.canonical_keys.len(), labelled)), report, None))
             }
             Ok(None) => Ok((None, report, None)),
+            Err(e) => Ok((None, report, Some(crate::errors::to_py(&e)))),
+        }
+    }
+
+    /// `FeatureStore.persist_wire` through the tiers in one call, the GIL released throughout: validate
+    /// `query` and build its blocks, write them to their stores, invalidate the written keys in every
+    /// tier and publish them (strong mode). Returns `((entity, distinct keys, blocks) or None when
+    /// declined, report, error or None)`; a request that can never be stored raises. `time_left`:
+    /// seconds the call has to start its store writes (past it, `DeadlineExceededError`).
+    #[pyo3(signature = (catalog, query, *, now = None, saturate = false, limits = None, time_left = None))]
+    #[allow(clippy::too_many_arguments)] // Mirrors a keyword-only Python signature.
+    fn persist_wire(
+        &self,
+        py: Python<'_>,
+        catalog: &PyCatalog,
+        query: &[u8],
+        now: Option<Int<u64>>,
+        saturate: bool,
+        limits: Option<&PyLimits>,
+        time_left: Option<f64>,
+    ) -> PyResult<Answer<(String, usize, usize)>> {
+        let deadline = deadline_of(time_left);
+        let (engine, tiers) = (&catalog.inner, &self.inner);
+        let (limits, now) = (limits_of(limits), now_or_clock(now));
+        let cat = engine.catalog();
+        let (req, route) = py
+            .detach(|| {
+                let req = wire::parse_persist(cat, query, now, saturate, &limits)?;
+                let route = tiers.write_route(cat.entity(&req.entity)?, &req.blocks);
+                Ok::<_, ofs_core::Error>((req, route))
+            })
+            .py_err()?;
+        let Some(route) = route else {
+            return Ok((None, report_tuple(&req.entity, 0, ReadReport::default()), None));
+        };
+        let (result, calls, n_names) = py.detach(|| {
+            let (per_block, names) = req.key_names();
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let message =
+                    format!("deadline exceeded before the store calls for {} keys of {:?}", names.len(), req.entity);
+                return (Err(ofs_core::Error::DeadlineExceeded(message)), Vec::new(), names.len());
+            }
+            let keys: Vec<&str> = per_block.iter().map(String::as_str).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (written, calls) = runtime::block_on(tiers.write_routed(&route, &req.blocks, &keys, &refs));
+            (written, calls, names.len())
+        });
+        let report = report_tuple(&req.entity, n_names, ReadReport { store_calls: calls, ..ReadReport::default() });
+        match result {
+            Ok(()) => Ok((Some((req.entity.clone(), n_names, req.blocks.len())), report, None)),
             Err(e) => Ok((None, report, Some(crate::errors::to_py(&e)))),
         }
     }

@@ -17,6 +17,14 @@
 //! A request the core cannot serve whole is declined (`Ok(None)`, before any I/O): a store that is not
 //! native (not registered with [`Tiers::set_store`]), or a distributed cache the core cannot call
 //! ([`Tiers::set_remote_elsewhere`]: the Python client). The caller then takes the Python path.
+//!
+//! Writes take the same tiers the other way ([`Tiers::write_route`], [`Tiers::write_routed`]): the
+//! blocks of a validated persist go to their stores (one write per store, all stores at once), then the
+//! written keys are invalidated as `cache/tiers.py` `CacheTiers.invalidate` does it: dropped from the
+//! in-process cache, tombstoned in the distributed cache, and published to the other processes on the
+//! invalidation bus Python configured ([`Tiers::set_bus_channel`], [`Tiers::set_bus_log`]). A write is
+//! declined when a store is not registered for writes ([`Tiers::set_writer`]) or the bus or
+//! distributed cache is one the core cannot call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,10 +35,14 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use crate::cache::{self, BlockCache};
+use crate::catalog::Entity;
 use crate::engine::Plan;
 use crate::error::Result;
-use crate::remote::{Backfill, RemoteTier};
-use crate::store::BlockStore;
+use crate::remote::{Backfill, Publish, RemoteTier};
+#[cfg(feature = "sqlite")]
+use crate::store::invalidation_log::InvalidationLog;
+use crate::store::{BlockStore, BlockWrite, EntityLayout};
+use crate::wire::PersistBlock;
 
 /// A cache tier's policy for an entity: `(ttl seconds, jitter %)`.
 type Policy = (u64, u8);
@@ -51,12 +63,43 @@ enum Remote {
     Elsewhere,
 }
 
+/// How a strong-mode write tells the other processes: the bus Python's `CacheTiers` uses, as handed
+/// over.
+#[derive(Debug, Clone, Default)]
+enum Bus {
+    /// None (invalidation stays in this process).
+    #[default]
+    None,
+    /// Redis pub/sub on this channel, published through the native distributed cache.
+    Channel(String),
+    /// The invalidation log of the processes of this host.
+    #[cfg(feature = "sqlite")]
+    Log(Arc<InvalidationLog>),
+    /// One the core cannot publish to: writes that would use it are declined.
+    Elsewhere,
+}
+
+/// Where a write's invalidation is published.
+#[derive(Debug, Clone)]
+enum Publisher {
+    /// Redis pub/sub on this channel, through the native distributed cache.
+    Channel(String, Arc<dyn RemoteTier>),
+    #[cfg(feature = "sqlite")]
+    Log(Arc<InvalidationLog>),
+}
+
 /// The read path's tiers of one `FeatureStore`: shared by every request thread.
 #[derive(Debug)]
 pub struct Tiers {
     local: Option<Arc<BlockCache>>,
     remote: RwLock<Remote>,
     stores: RwLock<HashMap<String, Arc<dyn BlockStore>>>,
+    /// The stores writes may go to natively (a subclass that overrides a store's writes is Python's).
+    writers: RwLock<HashMap<String, Arc<dyn BlockStore>>>,
+    bus: RwLock<Bus>,
+    /// Why publishing invalidations failed since the last [`Tiers::take_bus_errors`] (the first few),
+    /// and how many failed.
+    bus_errors: Mutex<(Vec<String>, u64)>,
     marks: Marks,
     /// The invalidation bus is healthy until this instant (ms since the epoch; `u64::MAX`: until told
     /// otherwise, 0: unhealthy).
@@ -86,12 +129,41 @@ pub struct ReadReport {
     pub store_calls: Vec<StoreCall>,
 }
 
-/// One store read of a request.
+/// One store call of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreCall {
     pub store_id: String,
+    /// `read` or `write` (the `op` label of the store metrics).
+    pub op: &'static str,
     pub seconds: f64,
     pub failed: bool,
+}
+
+/// Most bus failures kept for [`Tiers::take_bus_errors`] between two takes (the rest are counted).
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // only the SQLite log fails to publish
+const MAX_BUS_ERRORS: usize = 8;
+
+/// What serves a write ([`Tiers::write_route`]): its stores with the blocks each takes, the
+/// distributed cache to tombstone and where to publish the invalidation.
+#[derive(Debug, Clone)]
+pub struct WriteRoute {
+    layout: EntityLayout,
+    /// Per store: its registry id, the store, the indexes of the blocks it takes.
+    stores: Vec<(String, Arc<dyn BlockStore>, Vec<usize>)>,
+    remote: Option<Arc<dyn RemoteTier>>,
+    publisher: Option<Publisher>,
+}
+
+impl WriteRoute {
+    /// Whether the write blocks the thread that drives it (a synchronous store or the `SQLite`
+    /// invalidation log): a caller on the runtime's threads runs it off them.
+    pub fn blocking(&self) -> bool {
+        #[cfg(feature = "sqlite")]
+        if matches!(self.publisher, Some(Publisher::Log(_))) {
+            return true;
+        }
+        self.stores.iter().any(|(_, s, _)| s.blocking())
+    }
 }
 
 /// What serves a plan below the in-process cache ([`Tiers::route`]).
@@ -150,6 +222,9 @@ impl Tiers {
             local,
             remote: RwLock::default(),
             stores: RwLock::default(),
+            writers: RwLock::default(),
+            bus: RwLock::default(),
+            bus_errors: Mutex::default(),
             marks: Marks::default(),
             bus_until_ms: AtomicU64::new(u64::MAX),
         }
@@ -163,6 +238,43 @@ impl Tiers {
     /// Registers the native store behind registry store id `store_id`.
     pub fn set_store(&self, store_id: &str, store: Arc<dyn BlockStore>) {
         self.stores.write().expect("stores lock").insert(store_id.to_owned(), store);
+    }
+
+    /// Lets writes go to the native store behind `store_id` natively (registered for reads too).
+    pub fn set_writer(&self, store_id: &str, store: Arc<dyn BlockStore>) {
+        self.writers.write().expect("writers lock").insert(store_id.to_owned(), store);
+    }
+
+    /// Invalidations of writes are published on Redis pub/sub `channel`, through the native distributed
+    /// cache (`RedisInvalidationBus`).
+    pub fn set_bus_channel(&self, channel: &str) {
+        *self.bus.write().expect("bus lock") = Bus::Channel(channel.to_owned());
+    }
+
+    /// Invalidations of writes are appended to the host's invalidation log (`SqliteInvalidationLog`).
+    #[cfg(feature = "sqlite")]
+    pub fn set_bus_log(&self, log: Arc<InvalidationLog>) {
+        *self.bus.write().expect("bus lock") = Bus::Log(log);
+    }
+
+    /// A bus the core cannot publish to: writes of entities whose processes use it are declined.
+    pub fn set_bus_elsewhere(&self) {
+        *self.bus.write().expect("bus lock") = Bus::Elsewhere;
+    }
+
+    /// The failures to publish invalidations since the last take (the first few messages, and how many
+    /// there were): the writes themselves succeeded, the other processes' caches expire by their TTL.
+    pub fn take_bus_errors(&self) -> (Vec<String>, u64) {
+        std::mem::take(&mut *self.bus_errors.lock().expect("bus errors lock"))
+    }
+
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    fn bus_failed(&self, message: String) {
+        let mut errors = self.bus_errors.lock().expect("bus errors lock");
+        if errors.0.len() < MAX_BUS_ERRORS {
+            errors.0.push(message);
+        }
+        errors.1 += 1;
     }
 
     /// The native distributed cache.
@@ -232,6 +344,131 @@ impl Tiers {
     /// Whether the core can serve `plan` whole ([`Tiers::route`]).
     pub fn serves(&self, plan: &Plan) -> bool {
         self.route(plan).is_some()
+    }
+
+    /// What serves a write of `blocks` of `entity`, or `None` when a tier it needs is not native: an FG
+    /// without a store id, a store not registered for writes, a distributed cache or bus the core
+    /// cannot call.
+    pub fn write_route(&self, entity: &Entity, blocks: &[PersistBlock]) -> Option<WriteRoute> {
+        let writers = self.writers.read().expect("writers lock");
+        let mut stores: Vec<(String, Arc<dyn BlockStore>, Vec<usize>)> = Vec::new();
+        let mut last: Option<(u16, usize)> = None; // a request's blocks mostly repeat one FG pattern
+        for (i, b) in blocks.iter().enumerate() {
+            let at = match last {
+                Some((fg_id, at)) if fg_id == b.fg_id => at,
+                _ => {
+                    let fg = entity.fgs.iter().find(|f| f.id == b.fg_id)?;
+                    if let Some(at) = stores.iter().position(|(id, ..)| *id == fg.store_id) {
+                        at
+                    } else {
+                        let store = writers.get(&fg.store_id)?;
+                        stores.push((fg.store_id.clone(), Arc::clone(store), Vec::new()));
+                        stores.len() - 1
+                    }
+                }
+            };
+            stores[at].2.push(i);
+            last = Some((b.fg_id, at));
+        }
+        if stores.is_empty() {
+            return None;
+        }
+        let remote = match (entity.distributed_cache, &*self.remote.read().expect("remote lock")) {
+            (Some(_), Remote::Elsewhere) => return None,
+            (Some(_), Remote::Native(r)) => Some(Arc::clone(r)),
+            _ => None,
+        };
+        let publisher = match (entity.in_process_cache, &*self.bus.read().expect("bus lock")) {
+            (None, _) | (_, Bus::None) => None,
+            (Some(_), Bus::Elsewhere) => return None,
+            (Some(_), Bus::Channel(channel)) => match &*self.remote.read().expect("remote lock") {
+                // Published through the distributed cache (a Redis bus always has one): a native one.
+                Remote::Native(r) => Some(Publisher::Channel(channel.clone(), Arc::clone(r))),
+                _ => return None,
+            },
+            #[cfg(feature = "sqlite")]
+            (Some(_), Bus::Log(log)) => Some(Publisher::Log(Arc::clone(log))),
+        };
+        let layout =
+            EntityLayout { label: entity.label.clone(), key_columns: entity.key_columns.clone(), fg_ids: Vec::new() };
+        Some(WriteRoute { layout, stores, remote, publisher })
+    }
+
+    /// Writes `blocks` along `route` (one write per store, every store at once), then invalidates the
+    /// written keys `names` (canonical key strings, distinct) in every tier and tells the other
+    /// processes, as a strong-mode write does. `keys[i]` is the canonical key string of `blocks[i]`.
+    /// When a store fails, the keys are still invalidated if another store took its blocks, and the
+    /// first failure is the write's error; every call is in the returned list. Failures to publish
+    /// never fail the write (see [`Tiers::take_bus_errors`]).
+    pub async fn write_routed(
+        &self,
+        route: &WriteRoute,
+        blocks: &[PersistBlock],
+        keys: &[&str],
+        names: &[&str],
+    ) -> (Result<()>, Vec<StoreCall>) {
+        let writes = route.stores.iter().map(|(_, store, at)| async move {
+            let rows: Vec<BlockWrite<'_>> = at
+                .iter()
+                .map(|&i| BlockWrite {
+                    key: keys[i],
+                    fg_id: blocks[i].fg_id,
+                    block: &blocks[i].block,
+                    expires_at: blocks[i].expires_at,
+                })
+                .collect();
+            let started = Instant::now();
+            let got = store.write(&route.layout, &rows).await;
+            (got, started.elapsed().as_secs_f64())
+        });
+        let results = join_all(writes).await;
+        let mut calls = Vec::with_capacity(results.len());
+        let mut first_error = None;
+        let mut written = false;
+        for ((store_id, ..), (got, seconds)) in route.stores.iter().zip(results) {
+            calls.push(StoreCall { store_id: store_id.clone(), op: "write", seconds, failed: got.is_err() });
+            match got {
+                Ok(()) => written = true,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if written {
+            self.invalidate_written(route, names).await;
+        }
+        match first_error {
+            Some(e) => (Err(e), calls),
+            None => (Ok(()), calls),
+        }
+    }
+
+    /// `CacheTiers.invalidate`: after a strong-mode write of `names`, drops them from this process's
+    /// cache and the distributed cache, and tells the other processes to drop them.
+    async fn invalidate_written(&self, route: &WriteRoute, names: &[&str]) {
+        let entity = &route.layout.label;
+        self.invalidate_local(entity, names);
+        let channel = match &route.publisher {
+            Some(Publisher::Channel(channel, via)) => Some((channel.as_str(), via)),
+            _ => None,
+        };
+        let publish = channel.map(|(channel, _)| Publish { channel, keys: names });
+        match (&route.remote, channel) {
+            // Tombstones and the pub/sub message in one round trip per node.
+            (Some(remote), _) => {
+                remote.invalidate(entity, names, publish).await;
+            }
+            (None, Some((_, via))) => {
+                via.invalidate(entity, &[], publish).await;
+            }
+            (None, None) => {}
+        }
+        #[cfg(feature = "sqlite")]
+        if let Some(Publisher::Log(log)) = &route.publisher {
+            if let Err(e) = log.publish(entity, names) {
+                self.bus_failed(e.to_string());
+            }
+        }
     }
 
     /// The blocks of `plan`'s FGs for `keys` (canonical key strings, duplicates allowed) through the
@@ -452,7 +689,7 @@ async fn read_stores(
     let mut out = vec![Bytes::new(); keys.len() * n];
     let mut first_error = None;
     for (((store_id, at), store), (got, seconds)) in plan.stores.iter().zip(stores).zip(results) {
-        report.store_calls.push(StoreCall { store_id: store_id.clone(), seconds, failed: got.is_err() });
+        report.store_calls.push(StoreCall { store_id: store_id.clone(), op: "read", seconds, failed: got.is_err() });
         match got {
             Ok(blocks) if blocks.len() == keys.len() * at.len() => {
                 for k in 0..keys.len() {
@@ -555,8 +792,17 @@ mod tests {
             })
         }
 
-        fn write<'a>(&'a self, _entity: &'a EntityLayout, _writes: &'a [BlockWrite<'a>]) -> BoxFuture<'a, Result<()>> {
-            Box::pin(async { Ok(()) })
+        fn write<'a>(&'a self, _entity: &'a EntityLayout, writes: &'a [BlockWrite<'a>]) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                if self.fail.load(Ordering::SeqCst) {
+                    return Err(crate::Error::Unavailable("map store is down".into()));
+                }
+                let mut blocks = self.blocks.lock().unwrap();
+                for w in writes {
+                    blocks.insert((w.key.to_owned(), w.fg_id), Bytes::copy_from_slice(w.block));
+                }
+                Ok(())
+            })
         }
 
         fn ping(&self) -> BoxFuture<'_, Result<()>> {
@@ -566,11 +812,15 @@ mod tests {
         fn close(&self) {}
     }
 
-    /// A distributed cache in a map (values: one block per FG), recording backfills.
+    /// An invalidation a [`MapRemote`] was asked for: entity, keys tombstoned, (channel, keys published).
+    type Invalidation = (String, Vec<String>, Option<(String, Vec<String>)>);
+
+    /// A distributed cache in a map (values: one block per FG), recording backfills and invalidations.
     #[derive(Debug, Default)]
     struct MapRemote {
         values: Mutex<HashMap<String, HashMap<u16, Bytes>>>,
         backfills: Mutex<Vec<Backfill>>,
+        invalidations: Mutex<Vec<Invalidation>>,
     }
 
     impl RemoteTier for MapRemote {
@@ -600,10 +850,13 @@ mod tests {
 
         fn invalidate<'a>(
             &'a self,
-            _entity: &'a str,
-            _keys: &'a [&'a str],
-            _publish: Option<crate::remote::Publish<'a>>,
+            entity: &'a str,
+            keys: &'a [&'a str],
+            publish: Option<crate::remote::Publish<'a>>,
         ) -> BoxFuture<'a, bool> {
+            let owned = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+            let published = publish.map(|p| (p.channel.to_owned(), owned(p.keys)));
+            self.invalidations.lock().unwrap().push((entity.to_owned(), owned(keys), published));
             Box::pin(async { true })
         }
 
@@ -791,5 +1044,156 @@ mod tests {
         // Nothing was cached.
         two.fail.store(false, Ordering::SeqCst);
         assert_eq!(values(&c, &tiers, &["k1"]).1.in_process, Some((0, 1)));
+    }
+
+    fn persist_blocks(c: &Catalog, rows: &[(&str, &str, f32)]) -> Vec<PersistBlock> {
+        let e = c.entity("user").unwrap();
+        rows.iter()
+            .map(|(key, fg, v)| PersistBlock {
+                key: vec![(*key).to_owned()],
+                fg_id: e.fg(fg).unwrap().id,
+                block: block(c, fg, *v).to_vec(),
+                expires_at: 0,
+            })
+            .collect()
+    }
+
+    /// Writes `rows` through `tiers` natively (panics when declined).
+    fn write(c: &Catalog, tiers: &Tiers, rows: &[(&str, &str, f32)]) -> (Result<()>, Vec<StoreCall>) {
+        let blocks = persist_blocks(c, rows);
+        let route = tiers.write_route(c.entity("user").unwrap(), &blocks).expect("written natively");
+        let keys: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let mut names = keys.clone();
+        names.dedup();
+        block_on(tiers.write_routed(&route, &blocks, &keys, &names))
+    }
+
+    #[test]
+    fn a_write_goes_to_each_fgs_store_and_drops_the_keys_from_the_in_process_cache() {
+        let (c, tiers, one, two) = setup(true, false);
+        let blocks = persist_blocks(&c, &[("k1", "a", 9.0)]);
+        // Registered for reads only (a store whose writes Python must see): declined.
+        assert!(tiers.write_route(c.entity("user").unwrap(), &blocks).is_none());
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        assert_eq!(values(&c, &tiers, &["k1"]).0[0], Array::F32(vec![1.5]), "cached now");
+        let (got, calls) = write(&c, &tiers, &[("k1", "a", 9.0), ("k1", "b", 8.0), ("k2", "a", 7.0)]);
+        got.unwrap();
+        assert_eq!(
+            calls.iter().map(|s| (s.store_id.as_str(), s.op, s.failed)).collect::<Vec<_>>(),
+            [("one", "write", false), ("two", "write", false)]
+        );
+        let (after, report) = values(&c, &tiers, &["k1", "k2"]);
+        assert_eq!(after, vec![Array::F32(vec![9.0, 7.0]), Array::F32(vec![8.0, 0.0])]);
+        assert_eq!(report.in_process, Some((0, 2)), "the written keys were dropped");
+        assert_eq!(one.blocks.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_store_fails_the_write_and_the_keys_another_store_took_are_still_dropped() {
+        let (c, tiers, one, two) = setup(true, false);
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        values(&c, &tiers, &["k1"]);
+        two.fail.store(true, Ordering::SeqCst);
+        let (got, calls) = write(&c, &tiers, &[("k1", "a", 9.0), ("k1", "b", 8.0)]);
+        assert_eq!(got.unwrap_err().kind(), crate::ErrorKind::Unavailable);
+        assert_eq!(calls.iter().map(|s| s.failed).collect::<Vec<_>>(), [false, true]);
+        two.fail.store(false, Ordering::SeqCst);
+        let (after, report) = values(&c, &tiers, &["k1"]);
+        assert_eq!(report.in_process, Some((0, 1)));
+        assert_eq!(after, vec![Array::F32(vec![9.0]), Array::F32(vec![2.5])], "store two kept its block");
+        // Nothing written anywhere: nothing to drop.
+        one.fail.store(true, Ordering::SeqCst);
+        two.fail.store(true, Ordering::SeqCst);
+        let mark = tiers.mark("user");
+        assert!(write(&c, &tiers, &[("k1", "a", 1.0), ("k1", "b", 1.0)]).0.is_err());
+        assert_eq!(tiers.mark("user"), mark);
+    }
+
+    #[test]
+    fn the_distributed_cache_and_the_redis_bus_hear_of_a_write_in_one_call() {
+        let rows = [("k1", "a", 9.0), ("k1", "b", 8.0), ("k2", "a", 1.0)];
+        let names = vec!["k1".to_owned(), "k2".to_owned()];
+        // Both tiers: tombstones and the message in one call.
+        let (c, tiers, one, two) = setup(true, true);
+        let remote = Arc::new(MapRemote::default());
+        tiers.set_remote(remote.clone());
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        tiers.set_bus_channel("ofs:c:invalidations");
+        write(&c, &tiers, &rows).0.unwrap();
+        let published = Some(("ofs:c:invalidations".to_owned(), names.clone()));
+        assert_eq!(*remote.invalidations.lock().unwrap(), [("user".to_owned(), names.clone(), published.clone())]);
+        // In-process cache only: the message alone, through the distributed cache's connection.
+        let (c, tiers, one, two) = setup(true, false);
+        let remote = Arc::new(MapRemote::default());
+        tiers.set_remote(remote.clone());
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        tiers.set_bus_channel("ofs:c:invalidations");
+        write(&c, &tiers, &rows).0.unwrap();
+        assert_eq!(*remote.invalidations.lock().unwrap(), [("user".to_owned(), vec![], published)]);
+        // Distributed cache only: tombstones, no message (no process caches the entity).
+        let (c, tiers, one, two) = setup(false, true);
+        let remote = Arc::new(MapRemote::default());
+        tiers.set_remote(remote.clone());
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        tiers.set_bus_channel("ofs:c:invalidations");
+        write(&c, &tiers, &rows).0.unwrap();
+        assert_eq!(*remote.invalidations.lock().unwrap(), [("user".to_owned(), names, None)]);
+    }
+
+    #[test]
+    fn a_write_is_declined_when_a_tier_it_must_tell_is_not_native() {
+        let (c, tiers, one, two) = setup(true, true);
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        let blocks = persist_blocks(&c, &[("k1", "a", 9.0)]);
+        let entity = c.entity("user").unwrap();
+        tiers.set_remote_elsewhere();
+        assert!(tiers.write_route(entity, &blocks).is_none(), "a Python distributed cache");
+        let (c, tiers, one, _two) = setup(true, false);
+        tiers.set_writer("one", one.clone());
+        let entity = c.entity("user").unwrap();
+        assert!(tiers.write_route(entity, &blocks).is_some());
+        tiers.set_bus_elsewhere();
+        assert!(tiers.write_route(entity, &blocks).is_none(), "a bus the core cannot publish to");
+        tiers.set_bus_channel("ch");
+        assert!(tiers.write_route(entity, &blocks).is_none(), "a Redis bus without a native distributed cache");
+        // An FG whose store is not registered for writes.
+        let both = persist_blocks(&c, &[("k1", "a", 9.0), ("k1", "b", 9.0)]);
+        let tiers = Tiers::new(None);
+        tiers.set_writer("one", one.clone());
+        assert!(tiers.write_route(entity, &both).is_none());
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn the_invalidation_log_gets_a_row_per_write_and_its_failures_are_kept_not_raised() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, tiers, one, two) = setup(true, false);
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        let path = dir.path().join("invalidations.db");
+        tiers.set_bus_log(Arc::new(InvalidationLog::new(&path, "me", 60.0)));
+        let blocks = persist_blocks(&c, &[("k1", "a", 9.0)]);
+        assert!(tiers.write_route(c.entity("user").unwrap(), &blocks).unwrap().blocking());
+        write(&c, &tiers, &[("k1", "a", 9.0), ("k2", "a", 9.0)]).0.unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let row: (String, String, String) = conn
+            .query_row("SELECT source, entity, keys FROM invalidations", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        assert_eq!(row, ("me".into(), "user".into(), "[\"k1\",\"k2\"]".into()));
+        // A log that cannot be written: the write succeeds, the failure is kept for the next take.
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        tiers.set_bus_log(Arc::new(InvalidationLog::new(dir.path().join("file").join("log.db"), "me", 60.0)));
+        write(&c, &tiers, &[("k3", "a", 1.0)]).0.unwrap();
+        assert_eq!(one.blocks.lock().unwrap().len(), 3);
+        let (errors, count) = tiers.take_bus_errors();
+        assert_eq!((errors.len(), count), (1, 1));
+        assert!(errors[0].contains("log.db"), "{errors:?}");
+        assert_eq!(tiers.take_bus_errors(), (vec![], 0));
     }
 }

@@ -278,17 +278,24 @@ def calls_in_python(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ran
 
 
-def test_the_native_front_answers_retrieves_without_python(
+def test_the_native_front_answers_retrieves_and_persists_without_python(
     server: tuple[grpc.Channel, FeatureStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     channel, _ = server
-    call(channel, PERSIST, persist_query("u1", 2.5))  # a persist goes through Calls.run
+    # The first persist opens the store (through Calls.run, once); from then on nothing enters Python.
+    call(channel, PERSIST, persist_query("u1", 2.5))
     ran = calls_in_python(monkeypatch)
     for _ in range(5):
         call(channel, RETRIEVE, retrieve_query(["u1", "u2"], ["b"]))
         call(channel, "/retrieve.FeatureService/RetrieveDecodedResult", retrieve_query(["u1"], ["a"]))
-    call(channel, PERSIST, persist_query("u2", 1.0))
-    assert ran == ["PersistFeatures"]
+    # u2 is cached as missing, u1 with 2.5: a native persist drops both from the in-process cache.
+    ok = [(2, 2, b"Data Persisted Successfully")]
+    for key, value in [("u2", 1.0), ("u1", 4.0)]:
+        assert parse(call(channel, PERSIST, persist_query(key, value))) == ok
+    result = parse(call(channel, RETRIEVE, retrieve_query(["u1", "u2"], ["b"])))
+    b_values = [parse(r[2])[1][2] for r in result[3:]]
+    assert b_values == [struct.pack("<f", 4.0), struct.pack("<f", 1.0)]
+    assert ran == []
 
 
 def test_a_registry_change_reaches_the_front(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@
 
 #[cfg(feature = "cassandra")]
 pub mod cassandra;
+#[cfg(feature = "sqlite")]
+pub mod invalidation_log;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]
@@ -66,6 +68,12 @@ pub struct BlockWrite<'a> {
 pub trait BlockStore: Send + Sync + fmt::Debug {
     /// Names the store in messages (`sqlite store /path/to/file.db`).
     fn describe(&self) -> String;
+
+    /// Whether the store's calls block the thread that polls them (a synchronous client: `SQLite`,
+    /// whose writes wait for fsync): a caller on the runtime's own threads runs them off it.
+    fn blocking(&self) -> bool {
+        false
+    }
 
     /// Creates whatever tables / columns the entities' FGs need (idempotent, additive only).
     fn ensure<'a>(&'a self, entities: &'a [EntityLayout]) -> BoxFuture<'a, Result<()>>;

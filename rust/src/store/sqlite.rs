@@ -305,6 +305,10 @@ impl BlockStore for SqliteStore {
         format!("sqlite store {}", self.path.display())
     }
 
+    fn blocking(&self) -> bool {
+        true
+    }
+
     fn ensure<'a>(&'a self, _entities: &'a [EntityLayout]) -> BoxFuture<'a, Result<()>> {
         // One table holds every entity, created when the store opens.
         Box::pin(std::future::ready(Ok(())))
