@@ -18,13 +18,19 @@
 // those process trees used in the measured window (/proc), so the server's CPU covers exactly the
 // requests measured.
 //
+// With -persist it drives PersistFeatures instead: each request writes the drawn keys, every feature of
+// each FG (fp32 values derived from the entity id), and a check is that the answer is the reference's
+// success message.
+//
 // It prints one JSON object. With -serve-null ADDR it is instead a server that answers every call with
 // the bytes of -null-response at once (what bench/realistic_bench.py measures the generator's own
 // ceiling against).
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -50,7 +56,13 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-const method = "/retrieve.FeatureService/RetrieveFeatures"
+const (
+	retrieveMethod = "/retrieve.FeatureService/RetrieveFeatures"
+	persistMethod  = "/persist.FeatureService/PersistFeatures"
+)
+
+// persistOK is the serialized persist.Result of a successful persist (field 2, the reference's message).
+var persistOK = append([]byte{2<<3 | 2, 27}, "Data Persisted Successfully"...)
 
 // rawCodec sends and receives serialized messages as they are: requests are encoded here by hand and
 // answers are decoded only when checked, so the generator's cost per call stays small.
@@ -97,6 +109,15 @@ type config struct {
 	checkEvery  int
 	timeout     time.Duration
 	watch       map[string]int
+	// persist sends persist.Query of the drawn keys (every feature of each FG) instead of retrieves.
+	persist bool
+}
+
+func (c config) method() string {
+	if c.persist {
+		return persistMethod
+	}
+	return retrieveMethod
 }
 
 // result is the one line of output; bench/realistic_bench.py reads these names.
@@ -145,6 +166,7 @@ func main() {
 	flag.Float64Var(&c.warmup, "warmup", 1, "unmeasured seconds before")
 	flag.IntVar(&c.checkEvery, "check-every", 64, "decode and check the first and every n-th answer (0: none)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of one call")
+	flag.BoolVar(&c.persist, "persist", false, "persist the drawn keys (fp32 values) instead of retrieving them")
 	watch := flag.String("watch", "", "name=pid,...: report the cores of these process trees in the window")
 	serveNull := flag.String("serve-null", "", "serve canned answers on this address instead")
 	nullResponse := flag.String("null-response", "", "-serve-null: file holding the serialized answer")
@@ -224,8 +246,20 @@ func appendField(b []byte, number int, payload []byte) []byte {
 }
 
 // queryPrefix is a serialized retrieve.Query without its keys (fields 1-3); keys (field 4) are appended
-// per request.
+// per request. With -persist, a persist.Query without its rows (entity, keys_schema, the FG schemas).
 func queryPrefix(c config) []byte {
+	if c.persist {
+		b := appendField(nil, 1, []byte(c.entity))
+		b = appendField(b, 2, []byte(c.keySchema))
+		for g := range c.fgs {
+			fg := appendField(nil, 1, fmt.Appendf(nil, "fg%d", g))
+			for f := range c.features {
+				fg = appendField(fg, 2, fmt.Appendf(nil, "f%d", f))
+			}
+			b = appendField(b, 3, fg)
+		}
+		return b
+	}
 	b := appendField(nil, 1, []byte(c.entity))
 	for g := range c.fgs {
 		fg := appendField(nil, 1, fmt.Appendf(nil, "fg%d", g))
@@ -253,6 +287,22 @@ func appendKey(b []byte, id int64) []byte {
 	key := tmp[n:] // at most 21 bytes: every length below fits one varint byte
 	b = append(b, 4<<3|2, byte(2+len(key)), 1<<3|2, byte(len(key)))
 	return append(b, key...)
+}
+
+// appendRow appends field 4 of persist.Query (a Data message): the key "u%06d" of id and, per FG, its
+// features' fp32 values (persist.Values.fp32_values, packed doubles) derived from id.
+func appendRow(b []byte, c config, id int64) []byte {
+	key := fmt.Appendf(nil, "u%06d", id)
+	values := make([]byte, 0, 8*c.features)
+	for f := range c.features {
+		values = binary.LittleEndian.AppendUint64(values, math.Float64bits(float64(id%1000)+float64(f)/64))
+	}
+	fv := appendField(nil, 1, appendField(nil, 1, values)) // FeatureValues{values: Values{fp32_values}}
+	data := appendField(nil, 1, key)
+	for range c.fgs {
+		data = appendField(data, 2, fv)
+	}
+	return appendField(b, 4, data)
 }
 
 // drawer draws the distinct entity ids of one request.
@@ -297,18 +347,24 @@ func (d *drawer) draw() []int64 {
 
 // sender owns one connection's worth of state: a drawer and a request buffer.
 type sender struct {
-	conn   *grpc.ClientConn
-	prefix []byte
-	draw   *drawer
-	buf    []byte
-	answer []byte
+	c       config
+	persist bool
+	conn    *grpc.ClientConn
+	prefix  []byte
+	draw    *drawer
+	buf     []byte
+	answer  []byte
 }
 
 func (s *sender) request() ([]byte, []int64) {
 	ids := s.draw.draw()
 	b := append(s.buf[:0], s.prefix...)
 	for _, id := range ids {
-		b = appendKey(b, id)
+		if s.persist {
+			b = appendRow(b, s.c, id)
+		} else {
+			b = appendKey(b, id)
+		}
 	}
 	s.buf = b
 	return b, ids
@@ -343,6 +399,12 @@ func (k *checker) check(answer []byte, ids []int64) {
 }
 
 func verify(c config, answer []byte, ids []int64) error {
+	if c.persist {
+		if !bytes.Equal(answer, persistOK) {
+			return fmt.Errorf("persist answered %q", answer)
+		}
+		return nil
+	}
 	var res retrievepb.Result
 	if err := proto.Unmarshal(answer, &res); err != nil {
 		return fmt.Errorf("undecodable answer: %w", err)
@@ -437,10 +499,10 @@ func run(c config) (result, error) {
 	prefix := queryPrefix(c)
 	k := &checker{c: c, every: int64(c.checkEvery)}
 	// One checked call first: a wrong setup fails here, not as a run of errors.
-	first := &sender{conn: conns[0], prefix: prefix, draw: newDrawer(c, -1)}
+	first := &sender{c: c, persist: c.persist, conn: conns[0], prefix: prefix, draw: newDrawer(c, -1)}
 	body, ids := first.request()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	err = conns[0].Invoke(ctx, method, &body, &first.answer)
+	err = conns[0].Invoke(ctx, c.method(), &body, &first.answer)
 	cancel()
 	if err != nil {
 		return result{}, fmt.Errorf("first call: %w", err)
@@ -476,7 +538,7 @@ func run(c config) (result, error) {
 	call := func(s *sender, due time.Time) {
 		body, ids := s.request()
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		err := s.conn.Invoke(ctx, method, &body, &s.answer)
+		err := s.conn.Invoke(ctx, c.method(), &body, &s.answer)
 		cancel()
 		end := time.Now()
 		rec.add(due, end, err)
@@ -489,7 +551,7 @@ func run(c config) (result, error) {
 	mode := "closed"
 	if c.rate == 0 {
 		for g := range c.inflight {
-			s := &sender{conn: conns[g%len(conns)], prefix: prefix, draw: newDrawer(c, int64(g))}
+			s := &sender{c: c, persist: c.persist, conn: conns[g%len(conns)], prefix: prefix, draw: newDrawer(c, int64(g))}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -508,7 +570,7 @@ func run(c config) (result, error) {
 		total := int(math.Ceil((c.warmup + c.seconds) * c.rate))
 		due := make(chan time.Time, total)
 		for g := range c.maxInflight {
-			s := &sender{conn: conns[g%len(conns)], prefix: prefix, draw: newDrawer(c, int64(g))}
+			s := &sender{c: c, persist: c.persist, conn: conns[g%len(conns)], prefix: prefix, draw: newDrawer(c, int64(g))}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
