@@ -91,12 +91,12 @@ class ServerConfig(Settings):
         0,
         shown_default="`0` (auto)",
         doc="threads per process of the compiled front and the store clients (the core's tokio runtime): "
-        "every retrieve through native tiers runs on them. `0`: the CPUs the process may use (its "
+        "every retrieve and persist through native tiers runs on them. `0`: the CPUs the process may use (its "
         "affinity and cgroup quota) divided by `workers`, at least 1",
     )
     threads: int = setting(
         4,
-        doc="calls in Python at once per process and transport (gRPC, HTTP): persists, and retrieves "
+        doc="calls in Python at once per process and transport (gRPC, HTTP): retrieves and persists "
         "through a tier the core cannot call. They share one GIL: keep it small and add `workers` "
         "instead; raise it only when most such calls wait on a slow store",
     )
