@@ -23,7 +23,9 @@ connections x 16 requests in flight; "half of saturation": an open loop at half 
 just reached saturated (where the p99 goals are read); "1 in flight": one connection, one request. The
 generator decodes and checks the first and every 64th answer (one row per key, in order, every FG found,
 64 cells). Server cores: CPU seconds of the server's process tree over the measured window (``/proc``),
-so "per core" divides by what the server used.
+so "per core" divides by what the server used. After each half-load run of the compiled front, the same
+open loop runs against ``loadgen -serve-null`` pinned to the server's core (a server that answers the
+case's bytes at once): the floor of latency the generator and the machine set, printed beside it.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ sys.path.insert(0, str(BENCH))
 
 import abuse_bench as ab  # noqa: E402
 import grpc_bench as gb  # noqa: E402  (bench/ is a directory of scripts, not a package)
-from realistic_grpc import build_loadgen, loadgen  # noqa: E402
+from realistic_grpc import build_loadgen, loadgen, null_answer  # noqa: E402
 
 FRONTS = ("grpcio", "native")
+NULL = "null server"
+"""The floor of the half-load runs: the generator against ``loadgen -serve-null`` (see :func:`floor`)."""
 """The baseline (the grpcio front, from ``--grpcio-baseline``) and ``ofs serve``'s compiled front."""
 SERVER_CPU = str(max(0, (os.cpu_count() or 1) - 1))
 """The core the server is pinned to (``taskset -c``): the last one."""
@@ -187,9 +191,91 @@ def run(args: argparse.Namespace) -> list[Run]:
                                     )
                                 )
                                 print(runs[-1], file=sys.stderr, flush=True)
+                                if load_name == HALF and front == "native":
+                                    runs.append(floor(binary, work, case, keys, rate, args))
+                                    print(runs[-1], file=sys.stderr, flush=True)
         finally:
             gb.delete_our_redis_keys([redis.label])
     return runs
+
+
+def floor(binary: Path, work: Path, case: str, keys: int, rate: float, args: argparse.Namespace) -> Run:
+    """The same open loop (rate, connections, senders) against ``loadgen -serve-null`` pinned to the
+    server's core, answering the case's response bytes at once: the latency of the generator, the
+    loopback and the cores' wake-ups with no server work at all, under which no server can answer."""
+    import subprocess
+
+    answer = work / f"null-{keys}.bin"
+    answer.write_bytes(null_answer(keys, 1))
+    port = gb.free_port()
+    null = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            SERVER_CPU,
+            str(binary),
+            f"-serve-null=127.0.0.1:{port}",
+            f"-null-response={answer}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert null.stdout is not None
+        if not null.stdout.readline().startswith("SERVING"):
+            raise RuntimeError("loadgen -serve-null did not start")
+        conns, inflight = dict(LOADS)[HALF]
+        out = loadgen(
+            binary,
+            {
+                "addr": f"127.0.0.1:{port}",
+                "entity": "null",
+                "fgs": 1,
+                "keys": keys,
+                "entities": args.entities,
+                "conns": conns,
+                "rate": rate,
+                "max-inflight": inflight,
+                "seconds": args.seconds,
+                "warmup": args.warmup,
+                "check-every": 0,  # the canned answer names other keys
+                "seed": 18,
+                "watch": f"server={null.pid}",
+            },
+            timeout=args.seconds + args.warmup + 300,
+            cpus=GENERATOR_CPUS,
+        )
+    finally:
+        gb.stop_group(null)  # type: ignore[arg-type]
+        if null.stdout is not None:
+            null.stdout.close()
+    errors = sum((out.get("errors") or {}).values())
+    cores = (out.get("watched_cores") or {}).get("server", float("nan"))
+    return Run(NULL, case, keys, HALF, out["rps"], out["p50_ms"], out["p99_ms"], cores, errors)
+
+
+def floor_note(runs: Sequence[Run]) -> str:
+    """The half-load runs of the compiled front beside the same load against a null server."""
+    by = {(r.front, r.case, r.keys): r for r in runs if r.load == HALF}
+    parts = []
+    for (front, case, keys), null in by.items():
+        native = by.get(("native", case, keys))
+        if front != NULL or native is None:
+            continue
+        parts.append(
+            f"{keys} key(s) {case} at {null.rps:,.0f} req/s: compiled front {native.p50_ms:.2f} / "
+            f"{native.p99_ms:.2f} ms, null server {null.p50_ms:.2f} / {null.p99_ms:.2f} ms"
+        )
+    if not parts:
+        return ""
+    return (
+        "\nFloor of the half-load latencies (p50 / p99): the same open loop against `loadgen -serve-null` "
+        "(a Go gRPC server answering the case's response bytes at once) pinned to the server's core, so "
+        "the generator, the loopback and the cores' wake-ups are all that is measured: "
+        + "; ".join(parts)
+        + ".\n"
+    )
 
 
 def latency_buckets(server: gb.Server) -> dict[str, float]:
@@ -226,6 +312,7 @@ def fronts(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def native_table(runs: Sequence[Run]) -> str:
+    runs = [r for r in runs if r.front != NULL]
     rows = [
         "| keys | data | load | req/s | req/s per core | p50 / p99 ms |",
         "|---:|---|---|---:|---:|---|",
@@ -283,7 +370,9 @@ def render(runs: Sequence[Run], info: dict[str, str], command: str, args: argpar
         "connections x 16 in flight; half of saturation = an open loop at half the saturated rate of the "
         "same server (p99 read there); per core = requests/s divided by the server's CPU seconds per second. "
         f"Failed or wrong answers in all runs: {errors}.\n\n" + table(runs) + "\n"
-        f"Entity rows/s per core at 100 keys, saturated: {rows_note}.\n" + server_note(runs)
+        f"Entity rows/s per core at 100 keys, saturated: {rows_note}.\n"
+        + server_note(runs)
+        + floor_note(runs)
     )
 
 
