@@ -198,7 +198,12 @@ impl Shared {
         self.serving.read().expect("serving lock").clone()
     }
 
-    fn status(&self, err: &ofs_core::Error) -> Status {
+    /// The request limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    pub(crate) fn status(&self, err: &ofs_core::Error) -> Status {
         Status::new((self.status_of)(err.kind()), err.to_string())
     }
 }
@@ -324,9 +329,10 @@ pub(crate) struct Call {
     pub deadline: Option<Instant>,
     /// The request message's wire bytes.
     pub body: Bytes,
-    /// Why the request is not a message (an HTTP body that is not its JSON): answered
-    /// `INVALID_ARGUMENT` once the caller is authorized, as `http.py` parses the JSON inside `Calls.run`.
-    pub invalid: Option<String>,
+    /// Why the request is not a message to run (an HTTP body that is not its JSON, or names more keys
+    /// or rows than the limits allow): the call's status once the caller is authorized, as `http.py`
+    /// parsed the JSON inside `Calls.run`.
+    pub invalid: Option<Status>,
 }
 
 impl Call {
@@ -360,7 +366,7 @@ async fn run_here(shared: &Arc<Shared>, call: Call, started: Instant) -> Result<
         drop(in_flight);
         if let Some(invalid) = call.invalid {
             // A caller whose token Python checks (a legacy hash) sent no message to run: nothing to hand over.
-            return Err(Status::invalid_argument(invalid));
+            return Err(invalid);
         }
         return python(shared, call).await;
     };
@@ -393,7 +399,7 @@ async fn answer(shared: &Arc<Shared>, call: &Call, record: &mut Outcome) -> Opti
         }
     }
     if let Some(invalid) = &call.invalid {
-        return Some(Err(Status::invalid_argument(invalid.clone())));
+        return Some(Err(invalid.clone()));
     }
     let tiers = Arc::clone(shared.tiers.as_ref()?);
     let answered = match call.method {

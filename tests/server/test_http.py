@@ -74,9 +74,10 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     registry = SqliteRegistry(tmp_path / "registry.db")
     registry.apply(lambda s: reconcile(s, parse_spec(DOC, env=TOKENS)))
     stores = {"main": DownStore()} if param == "down" else None
+    small = {"max_keys_per_request": 5, "max_rows_per_persist": 3} if param == "small limits" else {}
     fs = FeatureStore(registry, data_directory=tmp_path, stores=stores)
     metrics = ServerMetrics()
-    srv, port, health = build_server(fs, ServerConfig(port=0, auth=param == "auth"), metrics)
+    srv, port, health = build_server(fs, ServerConfig(port=0, auth=param == "auth", **small), metrics)
     api = NativeHttp(srv, "127.0.0.1", 0, ready=lambda: readiness(fs), max_body_bytes=4096)
     httpd, metrics_port = serve_metrics(metrics.registry, "127.0.0.1", 0)
     srv.start()
@@ -256,6 +257,27 @@ def test_errors_map_to_http_status(
     got, reply = request(served.port, method, path, body)
     assert (got, reply["code"]) == (status, code), reply
     assert text in reply["error"]
+
+
+@pytest.mark.parametrize("served", ["small limits"], indirect=True)
+def test_bodies_over_the_key_and_row_limits_are_refused_as_the_wire_path_refuses_them(served: Served) -> None:
+    """A body naming more keys or rows than the limits is counted before any message is built, and
+    refused with the gRPC path's status and message."""
+    keys = [{"cols": [f"u{i}"]} for i in range(40)]
+    got, reply = request(served.port, "POST", "/api/v1/features/retrieve", dict(RETRIEVE_JSON, keys=keys))
+    assert (got, reply["code"]) == (429, "RESOURCE_EXHAUSTED"), reply
+    assert "40 keys" in reply["error"], reply
+    assert "max_keys_per_request" in reply["error"], reply
+    rows = dict(PERSIST_JSON, data=PERSIST_JSON["data"] * 10)
+    got, reply = request(served.port, "POST", "/api/v1/features/persist", rows)
+    assert (got, reply["code"]) == (429, "RESOURCE_EXHAUSTED"), reply
+    assert "max_rows_per_persist" in reply["error"], reply
+    # Within the limits, the same bodies are served.
+    assert (
+        request(served.port, "POST", "/api/v1/features/retrieve", dict(RETRIEVE_JSON, keys=keys[:5]))[0]
+        == 200
+    )
+    assert request(served.port, "POST", "/api/v1/features/persist", dict(PERSIST_JSON))[0] == 200
 
 
 def test_bodies_without_length_are_refused(served: Served) -> None:

@@ -39,7 +39,7 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use self::guard::{Busy, Guarded, MAX_HEADERS};
-use self::json::Messages;
+use self::json::{Messages, Refusal};
 use crate::api::{self, Call, Method, Shared};
 
 /// What one client may hold of the HTTP server (`http.py`'s `HttpLimits` and constants).
@@ -342,9 +342,10 @@ impl HttpApi {
             }
         };
         let started = Instant::now();
-        let (body, invalid) = match self.messages.request_bytes(method, &json) {
+        let (body, invalid) = match self.messages.request_bytes(method, &json, self.shared.limits()) {
             Ok(wire) => (Bytes::from(wire), None),
-            Err(message) => (Bytes::new(), Some(message)),
+            Err(Refusal::Invalid(message)) => (Bytes::new(), Some(Status::invalid_argument(message))),
+            Err(Refusal::Limit(e)) => (Bytes::new(), Some(self.shared.status(&e))),
         };
         let metadata = MetadataMap::from_headers(parts.headers);
         let call = Call { method, http: true, metadata, peer: Some(peer), deadline: None, body, invalid };
