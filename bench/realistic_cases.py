@@ -131,6 +131,8 @@ class Result:
     cache_bytes: int
     sat: Run | None = None
     half: Run | None = None
+    floor: Run | None = None
+    """gRPC only: the half-load open loop against ``loadgen -serve-null`` (no server work at all)."""
     single: Run | None = None
     """Embedded only: one thread back to back."""
     warm_seconds: float = 0.0

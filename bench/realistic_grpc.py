@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -353,10 +354,61 @@ def run_grpc_group(
                     s,
                 )
                 gb.wait_idle(server.pid, timeout=60)
+                log(f"  {c.name()}: the same open loop against a null server")
+                r.floor = null_floor(binary, c, {**common, "rate": f"{rate:.3f}"}, s)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 r.error = str(exc)[-600:]
                 log(f"  {c.name()}: FAILED {r.error}")
     return results
+
+
+def null_floor(binary: Path, c: Case, common: dict[str, Any], s: Settings) -> Run:
+    """The half-load open loop of ``c`` (same rate, connections and senders) against ``loadgen
+    -serve-null`` answering the case's response bytes at once: the latency the generator, the loopback
+    and the machine's wake-ups add with no server work at all (the floor of the half-load p99)."""
+    with tempfile.TemporaryDirectory(prefix="ofs-null-") as tmp:
+        answer = Path(tmp) / "answer.bin"
+        answer.write_bytes(null_answer(c.keys, c.fgs))
+        port = gb.free_port()
+        null = subprocess.Popen(
+            [str(binary), f"-serve-null=127.0.0.1:{port}", f"-null-response={answer}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert null.stdout is not None
+            if not null.stdout.readline().startswith("SERVING"):
+                raise RuntimeError("loadgen -serve-null did not start")
+            args = {
+                **common,
+                "addr": f"127.0.0.1:{port}",
+                "check-every": 0,  # the canned answer names other keys
+                "max-inflight": OPEN_SENDERS,
+                "warmup": 0.5,
+                "seed": seed(c, "half"),
+                "watch": f"server={null.pid}",
+            }
+            out = loadgen(binary, args, timeout=s.seconds + 300)
+        finally:
+            gb.stop_group(null)  # type: ignore[arg-type]
+            if null.stdout is not None:
+                null.stdout.close()
+    return Run(
+        requests=out["requests"],
+        rps=out["rps"],
+        p50_ms=out["p50_ms"],
+        p99_ms=out["p99_ms"],
+        cores=(out.get("watched_cores") or {}).get("server", math.nan),
+        store_cores=math.nan,
+        gen_cores=out["cpu_seconds"] / out["seconds"] if out["seconds"] else math.nan,
+        hit_ratio=math.nan,
+        target_rate=out.get("target_rate", 0.0),
+        late=out.get("late_sends", 0),
+        errors=out.get("errors") or {},
+        check_failures=0,
+        check_error="",
+    )
 
 
 def _grpc_run(server: Serve, binary: Path, entity: str, args: dict[str, Any], s: Settings) -> Run:
