@@ -240,7 +240,8 @@ impl Tiers {
         self.stores.write().expect("stores lock").insert(store_id.to_owned(), store);
     }
 
-    /// Lets writes go to the native store behind `store_id` natively (registered for reads too).
+    /// Lets writes to registry store `store_id` go to the native `store` (reads are registered apart,
+    /// [`Tiers::set_store`]: a store class that overrides its writes is registered for reads only).
     pub fn set_writer(&self, store_id: &str, store: Arc<dyn BlockStore>) {
         self.writers.write().expect("writers lock").insert(store_id.to_owned(), store);
     }
@@ -352,7 +353,7 @@ impl Tiers {
     pub fn write_route(&self, entity: &Entity, blocks: &[PersistBlock]) -> Option<WriteRoute> {
         let writers = self.writers.read().expect("writers lock");
         let mut stores: Vec<(String, Arc<dyn BlockStore>, Vec<usize>)> = Vec::new();
-        let mut last: Option<(u16, usize)> = None; // a request's blocks mostly repeat one FG pattern
+        let mut last: Option<(u16, usize)> = None; // consecutive blocks of one FG (a one-FG persist)
         for (i, b) in blocks.iter().enumerate() {
             let at = match last {
                 Some((fg_id, at)) if fg_id == b.fg_id => at,
