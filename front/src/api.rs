@@ -403,7 +403,7 @@ async fn answer(shared: &Arc<Shared>, call: &Call, record: &mut Outcome) -> Opti
     }
     let tiers = Arc::clone(shared.tiers.as_ref()?);
     let answered = match call.method {
-        Method::Persist => persist(shared, &serving, &tiers, &call.body, deadline, record).await,
+        Method::Persist => persist(shared, &serving, &tiers, call.body.clone(), deadline, record).await,
         Method::Retrieve | Method::RetrieveDecoded => {
             let decoded = call.method == Method::RetrieveDecoded;
             retrieve(shared, &serving.engine, &tiers, &call.body, decoded, deadline, record).await
@@ -450,18 +450,30 @@ async fn retrieve(
 /// A persist through the native write path (`FeatureStore.persist_wire` in strong mode): the request
 /// validated whole and its blocks built, written to their stores, the written keys invalidated in
 /// every tier and published to the other processes. `Ok(None)`: declined before any I/O (a store or
-/// tier the core cannot call). A write that blocks its thread (`SQLite`) runs off the runtime's.
+/// tier the core cannot call). A write that blocks its thread (`SQLite`) runs off the runtime's, and so
+/// does the parse of a request over [`PARSE_OFF_RUNTIME_BYTES`] (building its blocks takes milliseconds).
 async fn persist(
     shared: &Shared,
     serving: &Arc<Serving>,
     tiers: &Arc<Tiers>,
-    query: &[u8],
+    query: Bytes,
     deadline: Option<Instant>,
     record: &mut Outcome,
 ) -> Result<Option<Bytes>, Status> {
-    let catalog = serving.engine.catalog();
     let now = ofs_core::expiry::unix_now();
-    let req = wire::parse_persist(catalog, query, now, false, &shared.config.limits).map_err(|e| shared.status(&e))?;
+    let large = query.len() > PARSE_OFF_RUNTIME_BYTES;
+    let parse = {
+        let (serving, limits) = (Arc::clone(serving), shared.config.limits);
+        move || wire::parse_persist(serving.engine.catalog(), &query, now, false, &limits)
+    };
+    let parsed = if large {
+        let done = tokio::task::spawn_blocking(parse).await;
+        done.map_err(|e| Status::internal(format!("internal error: {e}")))?
+    } else {
+        parse()
+    };
+    let req = parsed.map_err(|e| shared.status(&e))?;
+    let catalog = serving.engine.catalog();
     let entity = catalog.entity(&req.entity).map_err(|e| shared.status(&e))?;
     let Some(route) = tiers.write_route(entity, &req.blocks) else {
         return Ok(None);
@@ -489,6 +501,10 @@ async fn persist(
     written.map_err(|e| shared.status(&e))?;
     Ok(Some(Bytes::from(wire::persist_ok())))
 }
+
+/// Persist requests over this many bytes are parsed (and their blocks built) on tokio's blocking pool,
+/// not on the threads that serve calls: ~100 rows of 64 fp32.
+const PARSE_OFF_RUNTIME_BYTES: usize = 64 * 1024;
 
 /// The call through Python's `Calls.run`, at most `python_threads` at once, off the runtime's threads.
 async fn python(shared: &Arc<Shared>, call: Call) -> Result<Bytes, Status> {

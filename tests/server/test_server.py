@@ -295,6 +295,26 @@ def test_the_native_front_answers_retrieves_and_persists_without_python(
     result = parse(call(channel, RETRIEVE, retrieve_query(["u1", "u2"], ["b"])))
     b_values = [parse(r[2])[1][2] for r in result[3:]]
     assert b_values == [struct.pack("<f", 4.0), struct.pack("<f", 1.0)]
+    # A persist of 100 KB is parsed off the front's serving threads, still without Python.
+    from online_feature_store._proto import persist_pb2
+
+    rows = [
+        persist_pb2.Data(
+            key_values=[f"k{i}"],
+            feature_values=[persist_pb2.FeatureValues(values=persist_pb2.Values(fp32_values=[i, i + 0.5]))],
+        )
+        for i in range(4000)
+    ]
+    big = persist_pb2.Query(
+        entity_label="user",
+        keys_schema=["user_id"],
+        feature_group_schema=[persist_pb2.FeatureGroupSchema(label="g", feature_labels=["a", "b"])],
+        data=rows,
+    ).SerializeToString()
+    assert len(big) > 64 * 1024
+    assert parse(call(channel, PERSIST, big)) == ok
+    result = parse(call(channel, RETRIEVE, retrieve_query(["k3999"], ["b"])))
+    assert parse(result[3][2])[1][2] == struct.pack("<f", 3999.5)
     assert ran == []
 
 
