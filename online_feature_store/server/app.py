@@ -91,8 +91,8 @@ class ServerConfig(Settings):
         0,
         shown_default="`0` (auto)",
         doc="threads per process of the compiled front and the store clients (the core's tokio runtime): "
-        "every retrieve and persist through native tiers runs on them. `0`: the CPUs the process may use (its "
-        "affinity and cgroup quota) divided by `workers`, at least 1",
+        "every retrieve and persist through native tiers runs on them. `0`: the CPUs the process may use "
+        "(its affinity and cgroup quota) divided by `workers`, at least 1",
     )
     threads: int = setting(
         4,
