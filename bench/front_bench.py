@@ -45,7 +45,7 @@ sys.path.insert(0, str(BENCH))
 
 import abuse_bench as ab  # noqa: E402
 import grpc_bench as gb  # noqa: E402  (bench/ is a directory of scripts, not a package)
-from realistic_grpc import build_loadgen, loadgen, null_answer  # noqa: E402
+from realistic_grpc import build_loadgen, loadgen, null_answer, null_server  # noqa: E402
 
 FRONTS = ("grpcio", "native")
 NULL = "null server"
@@ -113,9 +113,14 @@ def measure(
     load: tuple[int, int],
     args: argparse.Namespace,
     rate: float = 0.0,
+    persist: bool = False,
 ) -> dict[str, Any]:
+    """One load of ``keys`` keys per request of ``entity`` on ``server`` (``persist``: persists of
+    them, ``loadgen -persist``), the server's cores watched."""
     conns, inflight = load
     shape = {"rate": rate, "max-inflight": inflight} if rate > 0 else {"inflight": inflight}
+    if persist:
+        shape["persist"] = "true"
     return loadgen(
         binary,
         {
@@ -192,40 +197,19 @@ def run(args: argparse.Namespace) -> list[Run]:
                                 )
                                 print(runs[-1], file=sys.stderr, flush=True)
                                 if load_name == HALF and front == "native":
-                                    runs.append(floor(binary, work, case, keys, rate, args))
+                                    runs.append(floor(binary, case, keys, rate, args))
                                     print(runs[-1], file=sys.stderr, flush=True)
         finally:
             gb.delete_our_redis_keys([redis.label])
     return runs
 
 
-def floor(binary: Path, work: Path, case: str, keys: int, rate: float, args: argparse.Namespace) -> Run:
+def floor(binary: Path, case: str, keys: int, rate: float, args: argparse.Namespace) -> Run:
     """The same open loop (rate, connections, senders) against ``loadgen -serve-null`` pinned to the
     server's core, answering the case's response bytes at once: the latency of the generator, the
     loopback and the cores' wake-ups with no server work at all, under which no server can answer."""
-    import subprocess
-
-    answer = work / f"null-{keys}.bin"
-    answer.write_bytes(null_answer(keys, 1))
-    port = gb.free_port()
-    null = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            SERVER_CPU,
-            str(binary),
-            f"-serve-null=127.0.0.1:{port}",
-            f"-null-response={answer}",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert null.stdout is not None
-        if not null.stdout.readline().startswith("SERVING"):
-            raise RuntimeError("loadgen -serve-null did not start")
-        conns, inflight = dict(LOADS)[HALF]
+    conns, inflight = dict(LOADS)[HALF]
+    with null_server(binary, null_answer(keys, 1), cpus=SERVER_CPU) as (port, pid):
         out = loadgen(
             binary,
             {
@@ -241,15 +225,11 @@ def floor(binary: Path, work: Path, case: str, keys: int, rate: float, args: arg
                 "warmup": args.warmup,
                 "check-every": 0,  # the canned answer names other keys
                 "seed": 18,
-                "watch": f"server={null.pid}",
+                "watch": f"server={pid}",
             },
             timeout=args.seconds + args.warmup + 300,
             cpus=GENERATOR_CPUS,
         )
-    finally:
-        gb.stop_group(null)  # type: ignore[arg-type]
-        if null.stdout is not None:
-            null.stdout.close()
     errors = sum((out.get("errors") or {}).values())
     cores = (out.get("watched_cores") or {}).get("server", float("nan"))
     return Run(NULL, case, keys, HALF, out["rps"], out["p50_ms"], out["p99_ms"], cores, errors)

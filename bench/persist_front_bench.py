@@ -33,15 +33,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import abuse_bench as ab  # noqa: E402
 import grpc_bench as gb  # noqa: E402  (bench/ is a directory of scripts, not a package)
-from front_bench import GENERATOR_CPUS, SERVER_CPU  # noqa: E402
-from realistic_grpc import build_loadgen, loadgen  # noqa: E402
+from front_bench import GENERATOR_CPUS, SERVER_CPU, measure  # noqa: E402
+from realistic_grpc import build_loadgen  # noqa: E402
 
 LOADS = (("saturated", (8, 16)), ("1 in flight", (1, 1)))
 """(connections, requests in flight) of the generator's closed loop."""
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> list[Run]:
                     for name, python in servers:
                         with gb.Server(work, 1, cpus=SERVER_CPU, python=python) as server:
                             for load_name, load in LOADS:
-                                out = measure(binary, server, entity.label, keys, load, args)
+                                out = measure(binary, server, entity.label, keys, load, args, persist=True)
                                 errors = sum((out.get("errors") or {}).values()) + out.get(
                                     "check_failures", 0
                                 )
@@ -104,32 +103,6 @@ def run(args: argparse.Namespace) -> list[Run]:
         finally:
             gb.delete_our_redis_keys([redis.label])
     return runs
-
-
-def measure(
-    binary: Path, server: gb.Server, entity: str, keys: int, load: tuple[int, int], args: argparse.Namespace
-) -> dict[str, Any]:
-    conns, inflight = load
-    return loadgen(
-        binary,
-        {
-            "addr": f"127.0.0.1:{server.port}",
-            "persist": "true",
-            "entity": entity,
-            "fgs": 1,
-            "keys": keys,
-            "entities": args.entities,
-            "conns": conns,
-            "inflight": inflight,
-            "seconds": args.seconds,
-            "warmup": args.warmup,
-            "check-every": 64,
-            "seed": 18,
-            "watch": f"server={server.pid}",
-        },
-        timeout=args.seconds + args.warmup + 300,
-        cpus=GENERATOR_CPUS,
-    )
 
 
 def table(runs: Sequence[Run]) -> str:

@@ -155,7 +155,7 @@ def run_cases(
     ceilings: list[rg.Ceiling] = []
     if binary is not None and ceiling_shapes:
         log("generator ceiling (null server)")
-        ceilings = rg.ceiling(binary, work, ceiling_shapes, s.ceiling_seconds)
+        ceilings = rg.ceiling(binary, ceiling_shapes, s.ceiling_seconds)
     results: list[Result] = []
     with rd.datasets(target, wanted, reload=reload, log=log) as loaded:
         by_kind = {ds.kind: ds for ds in wanted}

@@ -14,7 +14,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,23 +106,34 @@ def null_answer(n_keys: int, n_fgs: int) -> bytes:
     return result.SerializeToString()
 
 
-def ceiling(binary: Path, work: Path, shapes: Sequence[tuple[int, int]], seconds: float) -> list[Ceiling]:
-    """The generator alone: closed loop against ``loadgen -serve-null`` (which shares the cores)."""
-    out: list[Ceiling] = []
-    for keys, fgs in shapes:
-        answer = work / f"null-{keys}x{fgs}.bin"
-        answer.write_bytes(null_answer(keys, fgs))
+@contextmanager
+def null_server(binary: Path, answer: bytes, cpus: str | None = None) -> Iterator[tuple[int, int]]:
+    """``loadgen -serve-null`` answering every call with ``answer`` at once (pinned to ``cpus`` with
+    ``taskset -c`` when given), serving while the block runs: its ``(port, pid)``."""
+    with tempfile.TemporaryDirectory(prefix="ofs-null-") as tmp:
+        path = Path(tmp) / "answer.bin"
+        path.write_bytes(answer)
         port = gb.free_port()
-        null = subprocess.Popen(
-            [str(binary), f"-serve-null=127.0.0.1:{port}", f"-null-response={answer}"],
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        cmd = [str(binary), f"-serve-null=127.0.0.1:{port}", f"-null-response={path}"]
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        null = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
         try:
             assert null.stdout is not None
             if not null.stdout.readline().startswith("SERVING"):
                 raise RuntimeError("loadgen -serve-null did not start")
+            yield port, null.pid
+        finally:
+            gb.stop_group(null)  # type: ignore[arg-type]
+            if null.stdout is not None:
+                null.stdout.close()
+
+
+def ceiling(binary: Path, shapes: Sequence[tuple[int, int]], seconds: float) -> list[Ceiling]:
+    """The generator alone: closed loop against ``loadgen -serve-null`` (which shares the cores)."""
+    out: list[Ceiling] = []
+    for keys, fgs in shapes:
+        with null_server(binary, null_answer(keys, fgs)) as (port, _pid):
             # The canned answer names other keys than the requests: checks off.
             res = loadgen(
                 binary,
@@ -141,10 +153,6 @@ def ceiling(binary: Path, work: Path, shapes: Sequence[tuple[int, int]], seconds
                 },
                 timeout=seconds + 120,
             )
-        finally:
-            gb.stop_group(null)  # type: ignore[arg-type]
-            if null.stdout is not None:
-                null.stdout.close()
         out.append(Ceiling(f"{keys} keys x {fgs} FG", res["rps"], res["cpu_us_per_call"]))
     return out
 
@@ -366,34 +374,17 @@ def null_floor(binary: Path, c: Case, common: dict[str, Any], s: Settings) -> Ru
     """The half-load open loop of ``c`` (same rate, connections and senders) against ``loadgen
     -serve-null`` answering the case's response bytes at once: the latency the generator, the loopback
     and the machine's wake-ups add with no server work at all (the floor of the half-load p99)."""
-    with tempfile.TemporaryDirectory(prefix="ofs-null-") as tmp:
-        answer = Path(tmp) / "answer.bin"
-        answer.write_bytes(null_answer(c.keys, c.fgs))
-        port = gb.free_port()
-        null = subprocess.Popen(
-            [str(binary), f"-serve-null=127.0.0.1:{port}", f"-null-response={answer}"],
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            assert null.stdout is not None
-            if not null.stdout.readline().startswith("SERVING"):
-                raise RuntimeError("loadgen -serve-null did not start")
-            args = {
-                **common,
-                "addr": f"127.0.0.1:{port}",
-                "check-every": 0,  # the canned answer names other keys
-                "max-inflight": OPEN_SENDERS,
-                "warmup": 0.5,
-                "seed": seed(c, "half"),
-                "watch": f"server={null.pid}",
-            }
-            out = loadgen(binary, args, timeout=s.seconds + 300)
-        finally:
-            gb.stop_group(null)  # type: ignore[arg-type]
-            if null.stdout is not None:
-                null.stdout.close()
+    with null_server(binary, null_answer(c.keys, c.fgs)) as (port, pid):
+        args = {
+            **common,
+            "addr": f"127.0.0.1:{port}",
+            "check-every": 0,  # the canned answer names other keys
+            "max-inflight": OPEN_SENDERS,
+            "warmup": 0.5,
+            "seed": seed(c, "half"),
+            "watch": f"server={pid}",
+        }
+        out = loadgen(binary, args, timeout=s.seconds + 300)
     return Run(
         requests=out["requests"],
         rps=out["rps"],

@@ -252,6 +252,14 @@ class FeatureStore:
         for store_id, op, seconds, failed in calls:
             self.metrics.store_call(store_id, op, seconds, failed)
 
+    def _answered_natively(self, report: ReadReport, error: BaseException | None) -> None:
+        """A wire call the native tiers took whole: reports what it did, counts its request, and raises
+        its error (a store failure, or the deadline before the store calls)."""
+        self._report(report)
+        self.metrics.request(report[0], report[1])
+        if error is not None:
+            raise error
+
     def _read(self, snapshot: Snapshot, ent: Entity, keys: list[KeyValues], fg_ids: list[int]) -> list[bytes]:
         """Blocks key-major (``[k * len(fg_ids) + f]``), through the cache tiers to the stores."""
 
@@ -290,10 +298,7 @@ class FeatureStore:
             catalog, query, now=now, decoded=decoded, limits=self.limits, time_left=self.metrics.time_left()
         )
         if done is not None or error is not None:
-            self._report(report)
-            self.metrics.request(report[0], report[1])
-            if error is not None:
-                raise error
+            self._answered_natively(report, error)
             assert done is not None
             out, entity, _n_keys, counts = done
             for fg, found, missing, expired in counts:
@@ -340,10 +345,7 @@ class FeatureStore:
                 time_left=self.metrics.time_left(),
             )
             if done is not None or error is not None:
-                self._report(report)
-                self.metrics.request(report[0], report[1])
-                if error is not None:
-                    raise error
+                self._answered_natively(report, error)
                 assert done is not None
                 return done[2]
         return self.write_prepared([self.prepare_wire(query, saturate=saturate)], invalidate=invalidate)

@@ -478,17 +478,12 @@ async fn persist(
     let Some(route) = tiers.write_route(entity, &req.blocks) else {
         return Ok(None);
     };
-    let (per_block, names) = req.key_names();
+    let (keys, names) = req.key_names();
     record.planned = Some((req.entity.clone(), names.len()));
-    check_deadline(deadline, &format!("the store calls for {} keys of {:?}", names.len(), req.entity))?;
     let blocking = route.blocking();
     let write = {
         let tiers = Arc::clone(tiers);
-        async move {
-            let keys: Vec<&str> = per_block.iter().map(String::as_str).collect();
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            tiers.write_routed(&route, &req.blocks, &keys, &names).await
-        }
+        async move { tiers.write_routed(&route, &req.blocks, &keys, &names, deadline).await }
     };
     let (written, calls) = if blocking {
         // Runs to its end even if the call is dropped meanwhile: a write is never cut short.

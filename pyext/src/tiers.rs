@@ -315,15 +315,8 @@ impl PyTiers {
             return Ok((None, report_tuple(&req.entity, 0, ReadReport::default()), None));
         };
         let (result, calls, n_names) = py.detach(|| {
-            let (per_block, names) = req.key_names();
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let message =
-                    format!("deadline exceeded before the store calls for {} keys of {:?}", names.len(), req.entity);
-                return (Err(ofs_core::Error::DeadlineExceeded(message)), Vec::new(), names.len());
-            }
-            let keys: Vec<&str> = per_block.iter().map(String::as_str).collect();
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let (written, calls) = runtime::block_on(tiers.write_routed(&route, &req.blocks, &keys, &refs));
+            let (keys, names) = req.key_names();
+            let (written, calls) = runtime::block_on(tiers.write_routed(&route, &req.blocks, &keys, &names, deadline));
             (written, calls, names.len())
         });
         let report = report_tuple(&req.entity, n_names, ReadReport { store_calls: calls, ..ReadReport::default() });

@@ -353,23 +353,13 @@ impl Tiers {
     pub fn write_route(&self, entity: &Entity, blocks: &[PersistBlock]) -> Option<WriteRoute> {
         let writers = self.writers.read().expect("writers lock");
         let mut stores: Vec<(String, Arc<dyn BlockStore>, Vec<usize>)> = Vec::new();
-        let mut last: Option<(u16, usize)> = None; // consecutive blocks of one FG (a one-FG persist)
         for (i, b) in blocks.iter().enumerate() {
-            let at = match last {
-                Some((fg_id, at)) if fg_id == b.fg_id => at,
-                _ => {
-                    let fg = entity.fgs.iter().find(|f| f.id == b.fg_id)?;
-                    if let Some(at) = stores.iter().position(|(id, ..)| *id == fg.store_id) {
-                        at
-                    } else {
-                        let store = writers.get(&fg.store_id)?;
-                        stores.push((fg.store_id.clone(), Arc::clone(store), Vec::new()));
-                        stores.len() - 1
-                    }
-                }
-            };
-            stores[at].2.push(i);
-            last = Some((b.fg_id, at));
+            let fg = entity.fgs.iter().find(|f| f.id == b.fg_id)?;
+            if let Some((.., at)) = stores.iter_mut().find(|(id, ..)| *id == fg.store_id) {
+                at.push(i);
+            } else {
+                stores.push((fg.store_id.clone(), Arc::clone(writers.get(&fg.store_id)?), vec![i]));
+            }
         }
         if stores.is_empty() {
             return None;
@@ -397,22 +387,28 @@ impl Tiers {
 
     /// Writes `blocks` along `route` (one write per store, every store at once), then invalidates the
     /// written keys `names` (canonical key strings, distinct) in every tier and tells the other
-    /// processes, as a strong-mode write does. `keys[i]` is the canonical key string of `blocks[i]`.
-    /// When a store fails, the keys are still invalidated if another store took its blocks, and the
-    /// first failure is the write's error; every call is in the returned list. Failures to publish
-    /// never fail the write (see [`Tiers::take_bus_errors`]).
+    /// processes, as a strong-mode write does. `keys[i]` is the canonical key string of `blocks[i]`
+    /// ([`PersistRequest::key_names`](crate::wire::PersistRequest::key_names) gives both). Past
+    /// `deadline` nothing is written: `DeadlineExceeded`. When a store fails, the keys are still
+    /// invalidated if another store took its blocks, and the first failure is the write's error; every
+    /// call is in the returned list. Failures to publish never fail the write (see
+    /// [`Tiers::take_bus_errors`]).
     pub async fn write_routed(
         &self,
         route: &WriteRoute,
         blocks: &[PersistBlock],
-        keys: &[&str],
-        names: &[&str],
+        keys: &[String],
+        names: &[String],
+        deadline: Option<Instant>,
     ) -> (Result<()>, Vec<StoreCall>) {
+        if let Err(e) = before_store_calls(deadline, names.len(), &route.layout.label) {
+            return (Err(e), Vec::new());
+        }
         let writes = route.stores.iter().map(|(_, store, at)| async move {
             let rows: Vec<BlockWrite<'_>> = at
                 .iter()
                 .map(|&i| BlockWrite {
-                    key: keys[i],
+                    key: &keys[i],
                     fg_id: blocks[i].fg_id,
                     block: &blocks[i].block,
                     expires_at: blocks[i].expires_at,
@@ -436,7 +432,8 @@ impl Tiers {
             }
         }
         if written {
-            self.invalidate_written(route, names).await;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            self.invalidate_written(route, &names).await;
         }
         match first_error {
             Some(e) => (Err(e), calls),
@@ -534,13 +531,7 @@ impl Tiers {
         // Before anything below the in-process cache is read: an invalidation after this point means
         // what is read may predate a write (a write ends before its invalidation is sent).
         let mark = self.mark(&plan.entity);
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(crate::Error::DeadlineExceeded(format!(
-                "deadline exceeded before the store calls for {} keys of {:?}",
-                missed.len(),
-                plan.entity
-            )));
-        }
+        before_store_calls(deadline, missed.len(), &plan.entity)?;
         let missed_keys: Vec<&str> = missed.iter().map(|&i| keys[i]).collect();
         let mut to_store: Vec<usize> = (0..missed.len()).collect();
         let mut lookup = None;
@@ -594,6 +585,17 @@ impl Tiers {
         }
         Ok(out)
     }
+}
+
+/// `DeadlineExceeded` once `deadline` has passed, before a request's store calls for `keys` keys of
+/// `entity` (the message `server/calls.py`'s hooks give the same refusal).
+fn before_store_calls(deadline: Option<Instant>, keys: usize, entity: &str) -> Result<()> {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(crate::Error::DeadlineExceeded(format!(
+            "deadline exceeded before the store calls for {keys} keys of {entity:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// Looks every key up in the in-process cache, taking the blocks of hits into `out`; returns the
@@ -1047,6 +1049,14 @@ mod tests {
         assert_eq!(values(&c, &tiers, &["k1"]).1.in_process, Some((0, 1)));
     }
 
+    /// [`setup`] with both stores registered for writes too.
+    fn setup_writable(in_process: bool, distributed: bool) -> (Catalog, Tiers, Arc<MapStore>, Arc<MapStore>) {
+        let (c, tiers, one, two) = setup(in_process, distributed);
+        tiers.set_writer("one", one.clone());
+        tiers.set_writer("two", two.clone());
+        (c, tiers, one, two)
+    }
+
     fn persist_blocks(c: &Catalog, rows: &[(&str, &str, f32)]) -> Vec<PersistBlock> {
         let e = c.entity("user").unwrap();
         rows.iter()
@@ -1063,10 +1073,10 @@ mod tests {
     fn write(c: &Catalog, tiers: &Tiers, rows: &[(&str, &str, f32)]) -> (Result<()>, Vec<StoreCall>) {
         let blocks = persist_blocks(c, rows);
         let route = tiers.write_route(c.entity("user").unwrap(), &blocks).expect("written natively");
-        let keys: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let keys: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
         let mut names = keys.clone();
         names.dedup();
-        block_on(tiers.write_routed(&route, &blocks, &keys, &names))
+        block_on(tiers.write_routed(&route, &blocks, &keys, &names, None))
     }
 
     #[test]
@@ -1088,13 +1098,19 @@ mod tests {
         assert_eq!(after, vec![Array::F32(vec![9.0, 7.0]), Array::F32(vec![8.0, 0.0])]);
         assert_eq!(report.in_process, Some((0, 2)), "the written keys were dropped");
         assert_eq!(one.blocks.lock().unwrap().len(), 2);
+        // Past its deadline a write calls no store.
+        let blocks = persist_blocks(&c, &[("k9", "a", 1.0)]);
+        let route = tiers.write_route(c.entity("user").unwrap(), &blocks).unwrap();
+        let keys = vec!["k9".to_owned()];
+        let (got, calls) = block_on(tiers.write_routed(&route, &blocks, &keys, &keys, Some(Instant::now())));
+        assert_eq!(got.unwrap_err().kind(), crate::ErrorKind::DeadlineExceeded);
+        assert!(calls.is_empty());
+        assert_eq!(one.blocks.lock().unwrap().len(), 2);
     }
 
     #[test]
     fn a_failed_store_fails_the_write_and_the_keys_another_store_took_are_still_dropped() {
-        let (c, tiers, one, two) = setup(true, false);
-        tiers.set_writer("one", one.clone());
-        tiers.set_writer("two", two.clone());
+        let (c, tiers, one, two) = setup_writable(true, false);
         values(&c, &tiers, &["k1"]);
         two.fail.store(true, Ordering::SeqCst);
         let (got, calls) = write(&c, &tiers, &[("k1", "a", 9.0), ("k1", "b", 8.0)]);
@@ -1116,41 +1132,28 @@ mod tests {
     fn the_distributed_cache_and_the_redis_bus_hear_of_a_write_in_one_call() {
         let rows = [("k1", "a", 9.0), ("k1", "b", 8.0), ("k2", "a", 1.0)];
         let names = vec!["k1".to_owned(), "k2".to_owned()];
-        // Both tiers: tombstones and the message in one call.
-        let (c, tiers, one, two) = setup(true, true);
-        let remote = Arc::new(MapRemote::default());
-        tiers.set_remote(remote.clone());
-        tiers.set_writer("one", one.clone());
-        tiers.set_writer("two", two.clone());
-        tiers.set_bus_channel("ofs:c:invalidations");
-        write(&c, &tiers, &rows).0.unwrap();
+        // What the distributed cache is asked after one write, with the entity's tiers as given.
+        let invalidations = |in_process: bool, distributed: bool| {
+            let (c, tiers, ..) = setup_writable(in_process, distributed);
+            let remote = Arc::new(MapRemote::default());
+            tiers.set_remote(remote.clone());
+            tiers.set_bus_channel("ofs:c:invalidations");
+            write(&c, &tiers, &rows).0.unwrap();
+            let asked = remote.invalidations.lock().unwrap().clone();
+            asked
+        };
         let published = Some(("ofs:c:invalidations".to_owned(), names.clone()));
-        assert_eq!(*remote.invalidations.lock().unwrap(), [("user".to_owned(), names.clone(), published.clone())]);
+        // Both tiers: tombstones and the message in one call.
+        assert_eq!(invalidations(true, true), [("user".to_owned(), names.clone(), published.clone())]);
         // In-process cache only: the message alone, through the distributed cache's connection.
-        let (c, tiers, one, two) = setup(true, false);
-        let remote = Arc::new(MapRemote::default());
-        tiers.set_remote(remote.clone());
-        tiers.set_writer("one", one.clone());
-        tiers.set_writer("two", two.clone());
-        tiers.set_bus_channel("ofs:c:invalidations");
-        write(&c, &tiers, &rows).0.unwrap();
-        assert_eq!(*remote.invalidations.lock().unwrap(), [("user".to_owned(), vec![], published)]);
+        assert_eq!(invalidations(true, false), [("user".to_owned(), vec![], published)]);
         // Distributed cache only: tombstones, no message (no process caches the entity).
-        let (c, tiers, one, two) = setup(false, true);
-        let remote = Arc::new(MapRemote::default());
-        tiers.set_remote(remote.clone());
-        tiers.set_writer("one", one.clone());
-        tiers.set_writer("two", two.clone());
-        tiers.set_bus_channel("ofs:c:invalidations");
-        write(&c, &tiers, &rows).0.unwrap();
-        assert_eq!(*remote.invalidations.lock().unwrap(), [("user".to_owned(), names, None)]);
+        assert_eq!(invalidations(false, true), [("user".to_owned(), names, None)]);
     }
 
     #[test]
     fn a_write_is_declined_when_a_tier_it_must_tell_is_not_native() {
-        let (c, tiers, one, two) = setup(true, true);
-        tiers.set_writer("one", one.clone());
-        tiers.set_writer("two", two.clone());
+        let (c, tiers, ..) = setup_writable(true, true);
         let blocks = persist_blocks(&c, &[("k1", "a", 9.0)]);
         let entity = c.entity("user").unwrap();
         tiers.set_remote_elsewhere();
@@ -1174,9 +1177,7 @@ mod tests {
     #[test]
     fn the_invalidation_log_gets_a_row_per_write_and_its_failures_are_kept_not_raised() {
         let dir = tempfile::tempdir().unwrap();
-        let (c, tiers, one, two) = setup(true, false);
-        tiers.set_writer("one", one.clone());
-        tiers.set_writer("two", two.clone());
+        let (c, tiers, one, _two) = setup_writable(true, false);
         let path = dir.path().join("invalidations.db");
         tiers.set_bus_log(Arc::new(InvalidationLog::new(&path, "me", 60.0)));
         let blocks = persist_blocks(&c, &[("k1", "a", 9.0)]);

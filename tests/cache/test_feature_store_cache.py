@@ -206,6 +206,16 @@ def _ask(proc: subprocess.Popen[str], key: str) -> dict[str, Any]:
     return answer
 
 
+def _quit(proc: subprocess.Popen[str]) -> None:
+    """Stops a worker started by :func:`_worker`."""
+    assert proc.stdin is not None
+    proc.stdin.write("quit\n")
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 @pytest.mark.parametrize("bus", ["sqlite_log", "redis_pubsub"])
 def test_cross_process_invalidation(tmp_path: Path, bus: str) -> None:
     remote = None
@@ -226,12 +236,7 @@ def test_cross_process_invalidation(tmp_path: Path, bus: str) -> None:
         # the entity's in-process TTL is 600 s: only the invalidation can make this happen
         wait_for(lambda: _ask(proc, "x")["values"] == [10.0, 11.0, 12.0, 13.0], "the other process to see it")
     finally:
-        assert proc.stdin is not None
-        proc.stdin.write("quit\n")
-        proc.stdin.close()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _quit(proc)
         writer.close()
 
 

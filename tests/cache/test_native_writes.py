@@ -24,7 +24,7 @@ from online_feature_store.ingest import FeatureGroupValues, encode_query
 from online_feature_store.store.keys import encode_key
 from online_feature_store.store.sqlite import SqliteStore
 from tests.cache.conftest import REDIS, REDIS_URL, make_registry, registry_doc, require_service
-from tests.cache.test_feature_store_cache import _ask, _worker, wait_for
+from tests.cache.test_feature_store_cache import _ask, _quit, _worker, wait_for
 from tests.cache.test_native_tiers import Recorder
 
 FEATURES = {"g1": ["f0", "f1", "f2", "f3"]}
@@ -207,10 +207,5 @@ def test_another_process_hears_of_a_native_persist_over_redis_pubsub(tmp_path: P
         persist(10.0)
         wait_for(lambda: _ask(proc, "x")["values"] == [10.0, 11.0, 12.0, 13.0], "the other process to see it")
     finally:
-        assert proc.stdin is not None
-        proc.stdin.write("quit\n")
-        proc.stdin.close()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _quit(proc)
         writer.close()
