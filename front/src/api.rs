@@ -30,7 +30,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{self, Callers, Headers, Role, Verdict};
-use crate::codec::RawCodec;
+use crate::codec::{Answered, RawCodec};
 use crate::deadline;
 use crate::metrics::{Metrics, MetricsConfig, Outcome};
 
@@ -271,8 +271,9 @@ where
             };
             let max = shared.config.max_message_bytes;
             let mut grpc = Grpc::new(RawCodec).apply_max_message_size_config(Some(max), Some(max));
-            let response = grpc.unary(Handler { shared, method }, req).await;
-            Ok(size_limit_status(response, max))
+            let answered = Arc::new(Answered::default());
+            let response = grpc.unary(Handler { shared, method, answered: Arc::clone(&answered) }, req).await;
+            Ok(answered.response(max).unwrap_or_else(|| size_limit_status(response, max)))
         })
     }
 }
@@ -297,6 +298,8 @@ fn size_limit_status(mut response: http::Response<Body>, max: usize) -> http::Re
 struct Handler {
     shared: Arc<Shared>,
     method: Method,
+    /// Takes the reply; tonic is handed an empty message in its place (see [`Answered`]).
+    answered: Arc<Answered>,
 }
 
 impl UnaryService<Bytes> for Handler {
@@ -304,7 +307,7 @@ impl UnaryService<Bytes> for Handler {
     type Future = BoxFuture<Response<Bytes>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let (shared, method) = (Arc::clone(&self.shared), self.method);
+        let (shared, method, answered) = (Arc::clone(&self.shared), self.method, Arc::clone(&self.answered));
         Box::pin(async move {
             let started = Instant::now();
             let (metadata, extensions, body) = request.into_parts();
@@ -312,7 +315,9 @@ impl UnaryService<Bytes> for Handler {
             let deadline =
                 deadline::deadline(metadata.get(deadline::GRPC_TIMEOUT).and_then(|v| v.to_str().ok()), started);
             let call = Call { method, http: false, metadata, peer, deadline, body, invalid: None };
-            run(&shared, call, started).await.map(Response::new)
+            let reply = run(&shared, call, started).await?;
+            answered.put(reply);
+            Ok(Response::new(Bytes::new()))
         })
     }
 }

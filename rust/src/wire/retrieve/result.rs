@@ -79,11 +79,8 @@ pub fn encode_retrieve_counted(
         for (f, fp) in req.plan.fgs.iter().enumerate() {
             let block = blocks[k * n_fgs + f];
             // Live fixed-width blocks: cells copied straight from the payload; anything else cell by cell.
-            let fast = fp.with_fixed_cells(block, now, |payload, ranges| {
-                for &(start, len) in ranges {
-                    push_column(&mut row, &payload[start..start + len]);
-                }
-            })?;
+            let fast =
+                fp.with_fixed_cells(block, now, |payload, ranges| push_fixed_columns(&mut row, payload, ranges))?;
             let s = match fast {
                 Some(()) => Status::Found,
                 None => fp.cells(block, now, |_, c| {
@@ -100,6 +97,25 @@ pub fn encode_retrieve_counted(
         push_row(req, &mut out, 0x22, &row, k)?; // Result.rows, field 4
     }
     Ok((out, counts))
+}
+
+/// Appends the `Row.columns` entries of a live fixed-width block's cells (`ranges` into `payload`). When
+/// every cell is 4 bytes wide (fp32, int32, …: the common case) the entries are written in one pass over
+/// room reserved once, a fixed 6 bytes each; otherwise cell by cell.
+fn push_fixed_columns(row: &mut Vec<u8>, payload: &[u8], ranges: &[(usize, usize)]) {
+    if !ranges.iter().all(|&(_, len)| len == 4) {
+        for &(start, len) in ranges {
+            push_column(row, &payload[start..start + len]);
+        }
+        return;
+    }
+    let at = row.len();
+    row.resize(at + 6 * ranges.len(), 0);
+    for (field, &(start, _)) in row[at..].chunks_exact_mut(6).zip(ranges) {
+        field[0] = 0x12;
+        field[1] = 4;
+        field[2..].copy_from_slice(&payload[start..start + 4]);
+    }
 }
 
 /// Appends one `Row.columns` entry (field 2): tag, length, cell bytes. The common widths go in as one
@@ -308,6 +324,26 @@ mod tests {
         decode_decoded_result, encode_decoded, encode_persist_query, encode_retrieve_query, parse_persist,
         parse_retrieve, persist, retrieve, to_container, Cells,
     };
+
+    #[test]
+    fn fixed_columns_are_the_cells_pushed_one_by_one() {
+        let payload: Vec<u8> = (0..64u8).collect();
+        let one_by_one = |ranges: &[(usize, usize)]| {
+            let mut row = vec![9u8];
+            for &(start, len) in ranges {
+                push_column(&mut row, &payload[start..start + len]);
+            }
+            row
+        };
+        // 4-byte cells (the one-pass path) in any order, with repeats; mixed widths (cell by cell).
+        let cases: [&[(usize, usize)]; 4] =
+            [&[(0, 4), (4, 4), (8, 4)], &[(12, 4), (0, 4), (12, 4)], &[(0, 4), (4, 8), (12, 1), (13, 0)], &[]];
+        for ranges in cases {
+            let mut row = vec![9u8];
+            push_fixed_columns(&mut row, &payload, ranges);
+            assert_eq!(row, one_by_one(ranges), "{ranges:?}");
+        }
+    }
 
     #[test]
     fn persist_then_retrieve_through_bytes() {
