@@ -104,6 +104,9 @@ def run_embedded_group(
         "watch_pids": rd.service_pids(ds.kind),
         "cases": [{"keys": c.keys, "dist": c.dist} for c in cases],
     }
+    if ds.kind == "redis" and not size:
+        # Every key a miss to Redis: the same keys' bare MGET is the floor of the 1-thread latency.
+        params["floor"] = {"url": rd.store_decl("redis")["settings"]["url"], "prefix": f"ofs:s:{ds.label}:"}
     log(f"  embedded: {', '.join(f'{c.dist}/{c.keys} keys' for c in cases)}")
     try:
         out = rd.worker(
@@ -118,6 +121,8 @@ def run_embedded_group(
         r.single = _embedded_run(got["single"])
         r.sat = _embedded_run(got["saturation"])
         r.half = _embedded_run(got["half"])
+        if "floor" in got:
+            r.floor = _embedded_run(got["floor"])
     return results
 
 

@@ -132,7 +132,9 @@ class Result:
     sat: Run | None = None
     half: Run | None = None
     floor: Run | None = None
-    """gRPC only: the half-load open loop against ``loadgen -serve-null`` (no server work at all)."""
+    """gRPC: the half-load open loop against ``loadgen -serve-null`` (no server work at all). Embedded,
+    Redis with no in-process cache: one thread sending the same keys' bare ``MGET`` through redis-py
+    (hiredis), nothing decoded: the store's own floor under the 1-thread latency."""
     single: Run | None = None
     """Embedded only: one thread back to back."""
     warm_seconds: float = 0.0

@@ -263,12 +263,36 @@ def _case(
 
     closed_loop(call, traffic, 1, p["warmup"])
     single = measured(lambda: closed_loop(call, traffic, 1, p["seconds"]))
+    floor = _store_floor(p["floor"], traffic, p) if "floor" in p else None
     threads = p["threads"]
     sat = measured(lambda: closed_loop(call, traffic, threads, p["seconds"]))
     rate = 0.5 * sat["rps"]  # the open loop runs on the same threads
     half = measured(lambda: open_loop(call, traffic, threads, rate, p["seconds"]))
     half["target_rate"] = rate
-    return {"case": case, "single": single, "saturation": sat, "half": half, "threads": threads}
+    out = {"case": case, "single": single, "saturation": sat, "half": half, "threads": threads}
+    if floor is not None:
+        out["floor"] = floor
+    return out
+
+
+def _store_floor(floor: dict[str, Any], traffic: Traffic, p: dict[str, Any]) -> dict[str, Any]:
+    """One thread sending each request's keys as one bare ``MGET`` (redis-py with hiredis, the values
+    left as bytes): what the store and the loopback cost before anything is decoded."""
+    import redis  # the target's: its [redis] extra
+
+    client = redis.Redis.from_url(floor["url"])
+    prefix = floor["prefix"]
+
+    def call(keys: list[str]) -> None:
+        client.mget([prefix + k for k in keys])
+
+    try:
+        closed_loop(call, traffic, 1, p["warmup"])
+        cpu0 = _cpu()
+        got = closed_loop(call, traffic, 1, p["seconds"])
+        return _summary(got[0], got[1], _cpu() - cpu0, (0, 0))
+    finally:
+        client.close()
 
 
 def verify(p: dict[str, Any]) -> dict[str, Any]:
