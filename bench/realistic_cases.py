@@ -112,6 +112,11 @@ class Run:
     errors: dict[str, int] = field(default_factory=dict)
     check_failures: int = 0
     check_error: str = ""
+    within_1ms: float = math.nan
+    """gRPC: the share of the retrieves that took at most 1 ms inside the server (its
+    ``ofs_request_duration_seconds`` histogram over the run, the generator's warm-up included)."""
+    inside_p99_ms: float = math.nan
+    """gRPC: the upper bound of the server histogram's bucket that holds the 99th percentile."""
 
 
 @dataclass(frozen=True)

@@ -235,25 +235,57 @@ class Serve(gb.Server):
         self._wait_serving(timeout)
         return self
 
-    def cache_lookups(self, entity: str) -> tuple[float, float] | None:
-        """(hits, misses) of the in-process tier so far; None without that metric."""
+    def _metrics(self) -> str | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
-                text = r.read().decode()
+                return str(r.read().decode())
         except OSError:
+            return None
+
+    def cache_lookups(self, entity: str) -> tuple[float, float] | None:
+        """(hits, misses) of the in-process tier so far; None without that metric."""
+        text = self._metrics()
+        if text is None:
             return None
         counts = {"hit": 0.0, "miss": 0.0}
         seen = False
-        for line in text.splitlines():
-            if not line.startswith("ofs_cache_lookups_total{"):
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        for labels, value in _samples(text, "ofs_cache_lookups_total"):
             if labels.get("tier") == "in_process" and labels.get("entity") == entity:
                 seen = True
-                counts[labels.get("result", "")] = counts.get(labels.get("result", ""), 0.0) + float(
-                    line.rsplit(" ", 1)[1]
-                )
+                counts[labels.get("result", "")] = counts.get(labels.get("result", ""), 0.0) + value
         return (counts["hit"], counts["miss"]) if seen else (0.0, 0.0)
+
+    def retrieve_buckets(self) -> dict[float, float]:
+        """The server's ``ofs_request_duration_seconds`` buckets of retrieves so far, cumulative, by upper
+        bound in seconds (``inf`` last); empty without that metric."""
+        text = self._metrics() or ""
+        return {
+            float(labels["le"]): value
+            for labels, value in _samples(text, "ofs_request_duration_seconds_bucket")
+            if labels.get("method") == "RetrieveFeatures" and "le" in labels
+        }
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The labels and value of every sample of ``name`` in a Prometheus text exposition."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            out.append((labels, float(line.rsplit(" ", 1)[1])))
+    return out
+
+
+def inside_server(before: dict[float, float], after: dict[float, float]) -> tuple[float, float]:
+    """Of the retrieves between two scrapes of the server's histogram: the share that took at most 1 ms
+    inside the server, and the upper bound (ms) of the bucket that holds their 99th percentile."""
+    bounds = sorted(after)
+    total = after.get(math.inf, 0.0) - before.get(math.inf, 0.0)
+    if total <= 0 or not bounds:
+        return math.nan, math.nan
+    counts = {le: after[le] - before.get(le, 0.0) for le in bounds}
+    p99 = next((le for le in bounds if counts[le] >= 0.99 * total), math.inf)
+    return counts.get(0.001, math.nan) / total, p99 * 1000
 
 
 def warm_grpc(port: int, entity: str, fgs: int, ids: Sequence[int], threads: int = 4) -> float:
@@ -403,9 +435,10 @@ def null_floor(binary: Path, c: Case, common: dict[str, Any], s: Settings) -> Ru
 
 
 def _grpc_run(server: Serve, binary: Path, entity: str, args: dict[str, Any], s: Settings) -> Run:
-    before = server.cache_lookups(entity)
+    before, buckets = server.cache_lookups(entity), server.retrieve_buckets()
     out = loadgen(binary, args, timeout=s.seconds + s.warmup + 300)
     after = server.cache_lookups(entity)
+    within_1ms, inside_p99 = inside_server(buckets, server.retrieve_buckets())
     hit = math.nan
     if before is not None and after is not None:
         hits, misses = after[0] - before[0], after[1] - before[1]
@@ -426,4 +459,6 @@ def _grpc_run(server: Serve, binary: Path, entity: str, args: dict[str, Any], s:
         errors=out.get("errors") or {},
         check_failures=out.get("check_failures", 0),
         check_error=out.get("check_error", ""),
+        within_1ms=within_1ms,
+        inside_p99_ms=inside_p99,
     )

@@ -23,6 +23,7 @@ sys.path.insert(0, str(BENCH))
 import realistic_bench as rb  # noqa: E402  (bench/ is a directory of scripts, not a package)
 import realistic_cases as rc  # noqa: E402
 import realistic_data as rd  # noqa: E402
+import realistic_grpc as rg  # noqa: E402
 import realistic_keys as rk  # noqa: E402
 import realistic_report as rr  # noqa: E402
 
@@ -115,6 +116,25 @@ def test_goals_are_read_from_their_cases() -> None:
     assert "**no**" in table
     no_base = {x.name: x for x in rr.goals(results, None)}
     assert no_base["1 gRPC rows/s per core"].met is None
+
+
+def test_the_servers_own_histogram_is_read_between_two_scrapes() -> None:
+    before = {0.0005: 10.0, 0.001: 20.0, 0.0025: 20.0, math.inf: 20.0}
+    after = {0.0005: 100.0, 0.001: 195.0, 0.0025: 219.0, math.inf: 220.0}
+    # 200 calls between the scrapes: 175 within 1 ms, the 99th (198th) in the bucket up to 2.5 ms.
+    assert rg.inside_server(before, after) == (0.875, 2.5)
+    assert all(math.isnan(x) for x in rg.inside_server({}, {})), "no metric: nothing claimed"
+    text = (
+        'ofs_request_duration_seconds_bucket{le="0.001",method="RetrieveFeatures"} 7.0\n'
+        'ofs_request_duration_seconds_bucket{le="+Inf",method="RetrieveFeatures"} 9.0\n'
+        'ofs_request_duration_seconds_bucket{le="+Inf",method="PersistFeatures"} 4.0\n'
+    )
+    got = {
+        float(labels["le"]): v
+        for labels, v in rg._samples(text, "ofs_request_duration_seconds_bucket")
+        if labels["method"] == "RetrieveFeatures"
+    }
+    assert got == {0.001: 7.0, math.inf: 9.0}
 
 
 def test_quick_set_holds_every_goal_case_once() -> None:
