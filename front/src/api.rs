@@ -21,7 +21,7 @@ use http::HeaderValue;
 use ofs_core::engine::Engine;
 use ofs_core::store::runtime;
 use ofs_core::tiers::Tiers;
-use ofs_core::{keys, wire, ErrorKind, Limits};
+use ofs_core::{wire, ErrorKind, Limits};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service};
@@ -439,9 +439,8 @@ async fn retrieve(
     let Some(route) = tiers.route(&req.plan) else {
         return Ok(None);
     };
-    record.planned = Some((req.plan.entity.clone(), req.canonical_keys.len()));
-    let names: Vec<String> =
-        req.canonical_keys.iter().map(|k| keys::encode_key(k.iter().map(String::as_str))).collect();
+    record.planned = Some((req.plan.entity.clone(), req.key_count()));
+    let names = req.key_names();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (read, report) = tiers.read_routed(&req.plan, &route, &refs, deadline).await;
     record.report = report;

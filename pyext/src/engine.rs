@@ -373,11 +373,11 @@ impl PyCatalog {
             done
         } else {
             let blocks: Vec<PyBackedBytes> =
-                read.call1((req.query.entity_label.as_str(), req.canonical_keys.clone(), req.fg_ids()))?.extract()?;
+                read.call1((req.query.entity_label.as_str(), req.canonical_keys(), req.fg_ids()))?.extract()?;
             py.detach(|| req.answer(&blocks.iter().map(|b| &b[..]).collect::<Vec<_>>(), now, decoded)).py_err()?
         };
         let labelled = req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
-        Ok((bytes(py, &out), req.plan.entity.clone(), req.canonical_keys.len(), labelled))
+        Ok((bytes(py, &out), req.plan.entity.clone(), req.key_count(), labelled))
     }
 
     /// Validates `persist.Query` bytes and builds every block: `(entity, [(canonical key tuple, fg id,

@@ -264,19 +264,18 @@ impl PyTiers {
             return Ok((None, report_tuple(&req.plan.entity, 0, ReadReport::default()), None));
         };
         let (result, report) = py.detach(|| {
-            let names: Vec<String> =
-                req.canonical_keys.iter().map(|k| keys::encode_key(k.iter().map(String::as_str))).collect();
+            let names = req.key_names();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let (read, report) = runtime::block_on(tiers.read_routed(&req.plan, &route, &refs, deadline));
             let answer = read.and_then(|blocks| blocks.with_blocks(|b| req.answer(b, now, decoded)).map(Some));
             (answer, report)
         });
-        let report = report_tuple(&req.plan.entity, req.canonical_keys.len(), report);
+        let report = report_tuple(&req.plan.entity, req.key_count(), report);
         match result {
             Ok(Some((out, counts))) => {
                 let labelled =
                     req.plan.fgs.iter().zip(counts).map(|(f, [a, b, c])| (f.fg.label.clone(), a, b, c)).collect();
-                Ok((Some((bytes(py, &out), req.plan.entity.clone(), req.canonical_keys.len(), labelled)), report, None))
+                Ok((Some((bytes(py, &out), req.plan.entity.clone(), req.key_count(), labelled)), report, None))
             }
             Ok(None) => Ok((None, report, None)),
             Err(e) => Ok((None, report, Some(crate::errors::to_py(&e)))),

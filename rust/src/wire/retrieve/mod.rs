@@ -46,8 +46,8 @@ impl RetrieveRequest {
         decoded: bool,
     ) -> crate::Result<Option<(Vec<u8>, StatusCounts)>> {
         let Some(mut lookup) = CacheLookup::new(&self.plan, cache) else { return Ok(None) };
-        for key in &self.canonical_keys {
-            for v in key {
+        for k in 0..self.key_count() {
+            for v in self.canonical_key(k) {
                 lookup.push(v);
             }
             if !lookup.hit() {

@@ -45,13 +45,33 @@ pub struct Query {
 pub struct RetrieveRequest {
     pub query: Query,
     pub plan: Arc<Plan>,
-    /// Each key's values in the entity's canonical key order.
-    pub canonical_keys: Vec<Vec<String>>,
     /// The limits it was checked against; building the response holds them too.
     pub limits: Limits,
 }
 
 impl RetrieveRequest {
+    /// How many keys the request names.
+    pub fn key_count(&self) -> usize {
+        self.query.keys.len()
+    }
+
+    /// Key `k`'s values in the entity's canonical key order, borrowed from the request (parsing checked
+    /// that every key has one value per key column).
+    pub fn canonical_key(&self, k: usize) -> impl Iterator<Item = &str> {
+        let cols = &self.query.keys[k].cols;
+        self.plan.key_perm.iter().map(move |&p| cols[p].as_str())
+    }
+
+    /// Every key's values in the entity's canonical key order.
+    pub fn canonical_keys(&self) -> Vec<Vec<String>> {
+        (0..self.key_count()).map(|k| self.canonical_key(k).map(str::to_owned).collect()).collect()
+    }
+
+    /// Every key's canonical name ([`crate::keys::encode_key`]): what the tiers and stores look it up by.
+    pub fn key_names(&self) -> Vec<String> {
+        (0..self.key_count()).map(|k| crate::keys::encode_key(self.canonical_key(k))).collect()
+    }
+
     /// Ids of the requested FGs, in request order.
     pub fn fg_ids(&self) -> Vec<u16> {
         self.plan.fgs.iter().map(|f| f.fg.id).collect()
@@ -105,23 +125,14 @@ pub fn parse_retrieve(engine: &Engine, bytes: &[u8], limits: &Limits) -> Result<
         // No keys_schema: the keys are in the entity's order, and the response says which that is.
         query.keys_schema.clone_from(&engine.catalog().entity(&query.entity_label)?.keys);
     }
-    let canonical_keys = query
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            if k.cols.len() == plan.key_perm.len() {
-                Ok(plan.key_perm.iter().map(|&p| k.cols[p].clone()).collect())
-            } else {
-                Err(Error::InvalidInput(format!(
-                    "key {i} has {} values for keys_schema {:?}",
-                    k.cols.len(),
-                    query.keys_schema
-                )))
-            }
-        })
-        .collect::<Result<_>>()?;
-    let req = RetrieveRequest { query, plan, canonical_keys, limits: *limits };
+    if let Some((i, k)) = query.keys.iter().enumerate().find(|(_, k)| k.cols.len() != plan.key_perm.len()) {
+        return Err(Error::InvalidInput(format!(
+            "key {i} has {} values for keys_schema {:?}",
+            k.cols.len(),
+            query.keys_schema
+        )));
+    }
+    let req = RetrieveRequest { query, plan, limits: *limits };
     limits.check_bytes(req.estimated_response_bytes(), || {
         format!(
             "retrieve for entity {:?}, estimated response ({} keys of up to {} bytes each, plus the keys)",
