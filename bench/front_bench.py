@@ -31,6 +31,7 @@ case's bytes at once): the floor of latency the generator and the machine set, p
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -45,7 +46,14 @@ sys.path.insert(0, str(BENCH))
 
 import abuse_bench as ab  # noqa: E402
 import grpc_bench as gb  # noqa: E402  (bench/ is a directory of scripts, not a package)
-from realistic_grpc import build_loadgen, loadgen, null_answer, null_server  # noqa: E402
+from realistic_grpc import (  # noqa: E402
+    build_loadgen,
+    inside_server,
+    loadgen,
+    null_answer,
+    null_server,
+    retrieve_buckets,
+)
 
 FRONTS = ("grpcio", "native")
 NULL = "null server"
@@ -174,9 +182,9 @@ def run(args: argparse.Namespace) -> list[Run]:
                             saturated = 0.0
                             for load_name, load in LOADS:
                                 rate = saturated / 2 if load_name == HALF else 0.0
-                                before = latency_buckets(server)
+                                before = retrieve_buckets(server.metrics_port)
                                 out = measure(binary, server, entity.label, keys, load, args, rate)
-                                within = within_1ms(before, latency_buckets(server))
+                                within, _p99 = inside_server(before, retrieve_buckets(server.metrics_port))
                                 saturated = out["rps"] if load_name == "saturated" else saturated
                                 errors = sum((out.get("errors") or {}).values()) + out.get(
                                     "check_failures", 0
@@ -192,7 +200,7 @@ def run(args: argparse.Namespace) -> list[Run]:
                                         out["p99_ms"],
                                         (out.get("watched_cores") or {}).get("server", float("nan")),
                                         errors,
-                                        within,
+                                        None if math.isnan(within) else within,
                                     )
                                 )
                                 print(runs[-1], file=sys.stderr, flush=True)
@@ -256,34 +264,6 @@ def floor_note(runs: Sequence[Run]) -> str:
         + "; ".join(parts)
         + ".\n"
     )
-
-
-def latency_buckets(server: gb.Server) -> dict[str, float]:
-    """The server's ``ofs_request_duration_seconds`` buckets of retrieves by ``le`` (none without
-    metrics), cumulative, as Prometheus exposes them."""
-    if not server.metrics_port:
-        return {}
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
-    return {
-        s.labels["le"]: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "ofs_request_duration_seconds_bucket" and s.labels.get("method") == "RetrieveFeatures"
-    }
-
-
-def within_1ms(before: dict[str, float], after: dict[str, float]) -> float | None:
-    """The share of the calls between two scrapes that took at most 1 ms inside the server."""
-    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
-    if total <= 0:
-        return None
-    return (after.get("0.001", 0.0) - before.get("0.001", 0.0)) / total
 
 
 def fronts(args: argparse.Namespace) -> tuple[str, ...]:

@@ -235,16 +235,9 @@ class Serve(gb.Server):
         self._wait_serving(timeout)
         return self
 
-    def _metrics(self) -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
-                return str(r.read().decode())
-        except OSError:
-            return None
-
     def cache_lookups(self, entity: str) -> tuple[float, float] | None:
         """(hits, misses) of the in-process tier so far; None without that metric."""
-        text = self._metrics()
+        text = _metrics(self.metrics_port)
         if text is None:
             return None
         counts = {"hit": 0.0, "miss": 0.0}
@@ -255,15 +248,25 @@ class Serve(gb.Server):
                 counts[labels.get("result", "")] = counts.get(labels.get("result", ""), 0.0) + value
         return (counts["hit"], counts["miss"]) if seen else (0.0, 0.0)
 
-    def retrieve_buckets(self) -> dict[float, float]:
-        """The server's ``ofs_request_duration_seconds`` buckets of retrieves so far, cumulative, by upper
-        bound in seconds (``inf`` last); empty without that metric."""
-        text = self._metrics() or ""
-        return {
-            float(labels["le"]): value
-            for labels, value in _samples(text, "ofs_request_duration_seconds_bucket")
-            if labels.get("method") == "RetrieveFeatures" and "le" in labels
-        }
+
+def _metrics(port: int) -> str | None:
+    """The server's Prometheus text on ``port``; None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
+def retrieve_buckets(metrics_port: int | None) -> dict[float, float]:
+    """A server's ``ofs_request_duration_seconds`` buckets of retrieves so far, cumulative, by upper
+    bound in seconds (``inf`` last); empty without metrics."""
+    text = (_metrics(metrics_port) if metrics_port else None) or ""
+    return {
+        float(labels["le"]): value
+        for labels, value in _samples(text, "ofs_request_duration_seconds_bucket")
+        if labels.get("method") == "RetrieveFeatures" and "le" in labels
+    }
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -435,10 +438,10 @@ def null_floor(binary: Path, c: Case, common: dict[str, Any], s: Settings) -> Ru
 
 
 def _grpc_run(server: Serve, binary: Path, entity: str, args: dict[str, Any], s: Settings) -> Run:
-    before, buckets = server.cache_lookups(entity), server.retrieve_buckets()
+    before, buckets = server.cache_lookups(entity), retrieve_buckets(server.metrics_port)
     out = loadgen(binary, args, timeout=s.seconds + s.warmup + 300)
     after = server.cache_lookups(entity)
-    within_1ms, inside_p99 = inside_server(buckets, server.retrieve_buckets())
+    within_1ms, inside_p99 = inside_server(buckets, retrieve_buckets(server.metrics_port))
     hit = math.nan
     if before is not None and after is not None:
         hits, misses = after[0] - before[0], after[1] - before[1]

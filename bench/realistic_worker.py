@@ -25,7 +25,8 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,11 @@ def _case(
 
     closed_loop(call, traffic, 1, p["warmup"])
     single = measured(lambda: closed_loop(call, traffic, 1, p["seconds"]))
-    floor = _store_floor(p["floor"], traffic, p) if "floor" in p else None
+    floor = None
+    if "floor" in p:
+        with bare_mget(p["floor"]) as mget:
+            closed_loop(mget, traffic, 1, p["warmup"])
+            floor = measured(lambda: closed_loop(mget, traffic, 1, p["seconds"]))
     threads = p["threads"]
     sat = measured(lambda: closed_loop(call, traffic, threads, p["seconds"]))
     rate = 0.5 * sat["rps"]  # the open loop runs on the same threads
@@ -275,22 +280,16 @@ def _case(
     return out
 
 
-def _store_floor(floor: dict[str, Any], traffic: Traffic, p: dict[str, Any]) -> dict[str, Any]:
-    """One thread sending each request's keys as one bare ``MGET`` (redis-py with hiredis, the values
-    left as bytes): what the store and the loopback cost before anything is decoded."""
+@contextmanager
+def bare_mget(floor: dict[str, Any]) -> Iterator[Callable[[list[str]], Any]]:
+    """A call sending a request's keys as one bare ``MGET`` (redis-py with hiredis, the values left as
+    bytes): what the store and the loopback cost before anything is decoded."""
     import redis  # the target's: its [redis] extra
 
     client = redis.Redis.from_url(floor["url"])
     prefix = floor["prefix"]
-
-    def call(keys: list[str]) -> None:
-        client.mget([prefix + k for k in keys])
-
     try:
-        closed_loop(call, traffic, 1, p["warmup"])
-        cpu0 = _cpu()
-        got = closed_loop(call, traffic, 1, p["seconds"])
-        return _summary(got[0], got[1], _cpu() - cpu0, (0, 0))
+        yield lambda keys: client.mget([prefix + k for k in keys])
     finally:
         client.close()
 

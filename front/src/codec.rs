@@ -132,6 +132,13 @@ mod tests {
 
     use super::*;
 
+    /// The body's next frame is the trailers with `grpc-status: 0`, and nothing follows.
+    async fn ends_with_status_ok(body: &mut Body) {
+        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(trailers[Status::GRPC_STATUS], "0");
+        assert!(body.frame().await.is_none());
+    }
+
     #[tokio::test]
     async fn a_reply_goes_out_as_one_grpc_message_then_status_ok() {
         let answered = Answered::default();
@@ -150,9 +157,7 @@ mod tests {
         let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(second.as_ptr(), at, "a large reply's own bytes, not a copy");
         assert_eq!(second.len(), n);
-        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
-        assert_eq!(trailers[Status::GRPC_STATUS], "0");
-        assert!(body.frame().await.is_none());
+        ends_with_status_ok(&mut body).await;
     }
 
     #[tokio::test]
@@ -163,9 +168,7 @@ mod tests {
         let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&data[..5], &[0, 0, 0, 0, 40]);
         assert_eq!(&data[5..], &[7u8; 40][..]);
-        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
-        assert_eq!(trailers[Status::GRPC_STATUS], "0");
-        assert!(body.frame().await.is_none());
+        ends_with_status_ok(&mut body).await;
     }
 
     #[tokio::test]
